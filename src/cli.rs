@@ -1,0 +1,76 @@
+//! The command line: one subcommand per job (ARCHITECTURE §2).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "dualrouter",
+    version,
+    about = "An LLM routing proxy on Pingora"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the proxy, the admin API and metrics.
+    Serve(ServeArgs),
+    /// Run the demo upstream alone: an OpenAI-compatible server answering canned text.
+    DemoUpstream(DemoArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ServeArgs {
+    /// The YAML config file.
+    #[arg(
+        long,
+        short,
+        default_value = "config/dualrouter.yaml",
+        env = "DUALROUTER_CONFIG"
+    )]
+    pub config: PathBuf,
+    /// Write `{"proxy": "...", "admin": "..."}` here once both listeners are bound.
+    #[arg(long)]
+    pub ready_file: Option<PathBuf>,
+    /// Take the listening sockets over from a running instance (Pingora's zero-downtime upgrade).
+    #[arg(long)]
+    pub upgrade: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct DemoArgs {
+    /// Address to listen on; port 0 picks a free one (printed at start).
+    #[arg(long, default_value = "127.0.0.1:8090")]
+    pub listen: String,
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing();
+    let result = match cli.command {
+        Command::Serve(args) => crate::server::serve(args),
+        Command::DemoUpstream(args) => crate::demo::run_standalone(&args.listen),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("dualrouter: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_tracing() {
+    use tracing_subscriber::EnvFilter;
+    let filter =
+        EnvFilter::try_from_env("DUALROUTER_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}

@@ -1,0 +1,237 @@
+//! The config file as written: strict serde structs, no logic.
+//!
+//! Every struct denies unknown fields so a typo (`max_body_byte`) is an error naming its path
+//! instead of a silently ignored key. Defaults live here, next to the field they fill.
+//! [`super::validated`] turns these into the runtime types the proxy uses.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    /// Proxy listener, `host:port`. Port 0 picks a free port (printed at start).
+    #[serde(default = "default_listen")]
+    pub listen: String,
+    #[serde(default)]
+    pub admin: RawAdmin,
+    #[serde(default)]
+    pub auth: Option<RawAuth>,
+    #[serde(default)]
+    pub limits: RawLimits,
+    #[serde(default)]
+    pub server: RawServer,
+    /// An in-process demo upstream speaking OpenAI's format, so a request works without keys.
+    #[serde(default)]
+    pub demo: Option<RawDemo>,
+    #[serde(default)]
+    pub providers: Vec<RawProvider>,
+}
+
+fn default_listen() -> String {
+    "127.0.0.1:8080".into()
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAdmin {
+    #[serde(default = "default_admin_listen")]
+    pub listen: String,
+    /// Name of the env var holding the admin bearer token.
+    #[serde(default)]
+    pub token_env: Option<String>,
+}
+
+impl Default for RawAdmin {
+    fn default() -> Self {
+        Self {
+            listen: default_admin_listen(),
+            token_env: None,
+        }
+    }
+}
+
+fn default_admin_listen() -> String {
+    "127.0.0.1:8081".into()
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAuth {
+    /// Name of an env var holding comma-separated client keys.
+    #[serde(default)]
+    pub keys_env: Option<String>,
+    /// A file with one client key per line (`#` comments allowed).
+    #[serde(default)]
+    pub keys_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLimits {
+    #[serde(default = "default_max_body")]
+    pub max_body_bytes: u64,
+    #[serde(default = "default_connect_ms")]
+    pub upstream_connect_ms: u64,
+    #[serde(default = "default_first_byte_ms")]
+    pub first_byte_ms: u64,
+    /// Longest silence between two chunks of an upstream response.
+    #[serde(default = "default_idle_ms")]
+    pub idle_ms: u64,
+    /// Longest a whole upstream exchange may take, stream included.
+    #[serde(default = "default_total_ms")]
+    pub total_ms: u64,
+    /// Longest a client may take to send its request body.
+    #[serde(default = "default_client_body_ms")]
+    pub client_body_ms: u64,
+    /// How long an idle pooled upstream connection is kept.
+    #[serde(default = "default_pool_idle_ms")]
+    pub upstream_pool_idle_ms: u64,
+}
+
+impl Default for RawLimits {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: default_max_body(),
+            upstream_connect_ms: default_connect_ms(),
+            first_byte_ms: default_first_byte_ms(),
+            idle_ms: default_idle_ms(),
+            total_ms: default_total_ms(),
+            client_body_ms: default_client_body_ms(),
+            upstream_pool_idle_ms: default_pool_idle_ms(),
+        }
+    }
+}
+
+fn default_max_body() -> u64 {
+    32 * 1024 * 1024
+}
+fn default_connect_ms() -> u64 {
+    2_000
+}
+fn default_first_byte_ms() -> u64 {
+    30_000
+}
+fn default_idle_ms() -> u64 {
+    60_000
+}
+fn default_total_ms() -> u64 {
+    600_000
+}
+fn default_client_body_ms() -> u64 {
+    30_000
+}
+fn default_pool_idle_ms() -> u64 {
+    60_000
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawServer {
+    /// Worker threads of the proxy service.
+    #[serde(default = "default_threads")]
+    pub threads: usize,
+    /// On SIGTERM: seconds to keep accepting while a new instance takes over.
+    #[serde(default = "default_grace")]
+    pub grace_period_seconds: u64,
+    /// On SIGTERM: seconds in-flight requests (long LLM streams) may take to finish.
+    #[serde(default = "default_shutdown_timeout")]
+    pub graceful_shutdown_timeout_seconds: u64,
+    /// Pid file and upgrade socket, for Pingora's zero-downtime upgrade.
+    #[serde(default)]
+    pub pid_file: Option<String>,
+    #[serde(default)]
+    pub upgrade_sock: Option<String>,
+}
+
+impl Default for RawServer {
+    fn default() -> Self {
+        Self {
+            threads: default_threads(),
+            grace_period_seconds: default_grace(),
+            graceful_shutdown_timeout_seconds: default_shutdown_timeout(),
+            pid_file: None,
+            upgrade_sock: None,
+        }
+    }
+}
+
+fn default_threads() -> usize {
+    2
+}
+fn default_grace() -> u64 {
+    5
+}
+fn default_shutdown_timeout() -> u64 {
+    300
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDemo {
+    #[serde(default = "default_demo_listen")]
+    pub listen: String,
+}
+
+fn default_demo_listen() -> String {
+    "127.0.0.1:8090".into()
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProviderKind {
+    /// OpenAI-compatible: OpenAI, Bifrost, vLLM, llama.cpp, the demo upstream.
+    Openai,
+    /// Anthropic's Messages API.
+    Anthropic,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawProvider {
+    pub name: String,
+    pub kind: ProviderKind,
+    /// e.g. `https://api.openai.com/v1`; the API path (`/chat/completions`) is appended.
+    pub base_url: String,
+    /// Name of the env var holding this provider's API key. Absent: no auth header is sent.
+    #[serde(default)]
+    pub api_key_env: Option<String>,
+    /// Extra CA (PEM) trusted for this provider, beside the system's roots.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    #[serde(default)]
+    pub discover_models: bool,
+    /// Extra headers sent upstream on every request (values are not secret: use `api_key_env`).
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    #[serde(default)]
+    pub models: Vec<RawModel>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawModel {
+    /// The id clients use (and policies name).
+    pub id: String,
+    /// The id this provider expects, when it differs (e.g. `openai/gpt-4o` on Bifrost).
+    #[serde(default)]
+    pub upstream_id: Option<String>,
+    #[serde(default)]
+    pub cost_per_mtok: RawCost,
+    #[serde(default)]
+    pub context_tokens: Option<u64>,
+    #[serde(default)]
+    pub tier: Option<String>,
+}
+
+/// USD per million tokens.
+#[derive(Debug, Clone, Copy, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCost {
+    #[serde(default)]
+    pub input: f64,
+    #[serde(default)]
+    pub output: f64,
+}

@@ -1,0 +1,426 @@
+//! Runtime config: what [`super::raw`] becomes once every value has been checked.
+//!
+//! Validation collects every problem (with its field path) instead of stopping at the first,
+//! so one start-up tells the operator everything to fix.
+
+use std::collections::HashMap;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::raw::{ProviderKind, RawConfig, RawLimits, RawProvider};
+use super::{ConfigError, Secret};
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub admin: AdminConfig,
+    pub auth: Option<ClientAuth>,
+    pub limits: Limits,
+    pub server: ServerSettings,
+    pub demo: Option<SocketAddr>,
+    pub providers: Vec<Arc<Provider>>,
+    /// Every routable model by its public id.
+    pub models: HashMap<String, Arc<Model>>,
+    /// Public ids in config order (for `GET /v1/models`).
+    pub model_order: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct AdminConfig {
+    pub listen: SocketAddr,
+    /// `None`: no token configured, so the admin listener must be loopback-only.
+    pub token: Option<Secret>,
+    pub token_env: Option<String>,
+}
+
+/// Client keys: a request must carry one of them (`Authorization: Bearer` or `x-api-key`).
+#[derive(Debug, Clone)]
+pub struct ClientAuth {
+    pub keys: Vec<Secret>,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_body_bytes: usize,
+    pub upstream_connect: Duration,
+    pub first_byte: Duration,
+    pub idle: Duration,
+    pub total: Duration,
+    pub client_body: Duration,
+    pub upstream_pool_idle: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServerSettings {
+    pub threads: usize,
+    pub grace_period_seconds: u64,
+    pub graceful_shutdown_timeout_seconds: u64,
+    pub pid_file: Option<String>,
+    pub upgrade_sock: Option<String>,
+}
+
+#[derive(Debug)]
+pub struct Provider {
+    pub name: String,
+    pub kind: ProviderKind,
+    pub tls: bool,
+    pub host: String,
+    pub port: u16,
+    /// Path prefix from `base_url` without a trailing slash, e.g. `/v1`.
+    pub base_path: String,
+    /// The `Host` header value (host, plus the port when not the scheme's default).
+    pub host_header: String,
+    pub api_key: Option<Secret>,
+    pub api_key_env: Option<String>,
+    /// Extra trusted CAs (PEM file), added to the system's roots.
+    pub ca_file: Option<PathBuf>,
+    pub discover_models: bool,
+    pub headers: Vec<(http::HeaderName, http::HeaderValue)>,
+}
+
+#[derive(Debug)]
+pub struct Model {
+    pub id: String,
+    pub upstream_id: String,
+    pub provider: Arc<Provider>,
+    pub cost: Cost,
+    pub context_tokens: Option<u64>,
+    pub tier: Option<String>,
+}
+
+/// USD per million tokens.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Cost {
+    pub input: f64,
+    pub output: f64,
+}
+
+impl Cost {
+    /// USD for this many tokens.
+    pub fn usd(&self, input_tokens: u64, output_tokens: u64) -> f64 {
+        (self.input * input_tokens as f64 + self.output * output_tokens as f64) / 1_000_000.0
+    }
+}
+
+/// Reads environment variables through a function so tests can validate without touching
+/// the process environment.
+pub type EnvLookup<'a> = &'a dyn Fn(&str) -> Option<String>;
+
+struct Problems(Vec<String>);
+
+impl Problems {
+    fn push(&mut self, path: impl std::fmt::Display, msg: impl std::fmt::Display) {
+        self.0.push(format!("{path}: {msg}"));
+    }
+}
+
+pub fn validate(raw: RawConfig, env: EnvLookup<'_>) -> Result<Config, ConfigError> {
+    let mut p = Problems(Vec::new());
+
+    let listen = addr(&raw.listen, "listen", &mut p);
+    let admin_listen = addr(&raw.admin.listen, "admin.listen", &mut p);
+    let admin_token = raw
+        .admin
+        .token_env
+        .as_deref()
+        .and_then(|name| secret_from_env(name, "admin.token_env", env, &mut p));
+    if let (Some(a), None) = (admin_listen, &admin_token) {
+        if !a.ip().is_loopback() {
+            p.push(
+                "admin.listen",
+                format!(
+                    "{a} is not a loopback address and no admin token is configured; \
+                     set admin.token_env (and that variable) or listen on 127.0.0.1"
+                ),
+            );
+        }
+    }
+
+    let auth = raw.auth.as_ref().and_then(|a| client_auth(a, env, &mut p));
+    let limits = limits(&raw.limits, &mut p);
+    if raw.server.threads == 0 {
+        p.push("server.threads", "must be at least 1");
+    }
+    let demo = raw
+        .demo
+        .as_ref()
+        .and_then(|d| addr(&d.listen, "demo.listen", &mut p));
+
+    let mut providers = Vec::new();
+    let mut models = HashMap::new();
+    let mut model_order = Vec::new();
+    let mut provider_names = HashMap::new();
+    for (i, rp) in raw.providers.iter().enumerate() {
+        let path = format!("providers[{i}]");
+        if let Some(prev) = provider_names.insert(rp.name.clone(), i) {
+            p.push(
+                format!("{path}.name"),
+                format!(
+                    "provider name '{}' is already used by providers[{prev}]",
+                    rp.name
+                ),
+            );
+        }
+        let Some(provider) = provider(rp, &path, env, &mut p) else {
+            continue;
+        };
+        let provider = Arc::new(provider);
+        for (j, rm) in rp.models.iter().enumerate() {
+            let mpath = format!("{path}.models[{j}]");
+            if rm.id.trim().is_empty() {
+                p.push(format!("{mpath}.id"), "must not be empty");
+                continue;
+            }
+            if rm.id == "auto" {
+                p.push(
+                    format!("{mpath}.id"),
+                    "'auto' is reserved for routed requests",
+                );
+            }
+            for (field, v) in [
+                ("input", rm.cost_per_mtok.input),
+                ("output", rm.cost_per_mtok.output),
+            ] {
+                if !v.is_finite() || v < 0.0 {
+                    p.push(
+                        format!("{mpath}.cost_per_mtok.{field}"),
+                        "must be a finite number >= 0",
+                    );
+                }
+            }
+            let model = Arc::new(Model {
+                id: rm.id.clone(),
+                upstream_id: rm.upstream_id.clone().unwrap_or_else(|| rm.id.clone()),
+                provider: provider.clone(),
+                cost: Cost {
+                    input: rm.cost_per_mtok.input,
+                    output: rm.cost_per_mtok.output,
+                },
+                context_tokens: rm.context_tokens,
+                tier: rm.tier.clone(),
+            });
+            if let Some(prev) = models.insert(rm.id.clone(), model) {
+                p.push(
+                    format!("{mpath}.id"),
+                    format!(
+                        "model '{}' is already served by provider '{}'",
+                        rm.id, prev.provider.name
+                    ),
+                );
+            } else {
+                model_order.push(rm.id.clone());
+            }
+        }
+        providers.push(provider);
+    }
+
+    if !p.0.is_empty() {
+        return Err(ConfigError::Invalid(p.0));
+    }
+    // Every `addr` call above succeeded, or `p` would not be empty.
+    let (Some(listen), Some(admin_listen)) = (listen, admin_listen) else {
+        return Err(ConfigError::Invalid(vec!["listen: invalid address".into()]));
+    };
+    Ok(Config {
+        listen,
+        admin: AdminConfig {
+            listen: admin_listen,
+            token: admin_token,
+            token_env: raw.admin.token_env.clone(),
+        },
+        auth,
+        limits,
+        server: ServerSettings {
+            threads: raw.server.threads,
+            grace_period_seconds: raw.server.grace_period_seconds,
+            graceful_shutdown_timeout_seconds: raw.server.graceful_shutdown_timeout_seconds,
+            pid_file: raw.server.pid_file.clone(),
+            upgrade_sock: raw.server.upgrade_sock.clone(),
+        },
+        demo,
+        providers,
+        models,
+        model_order,
+    })
+}
+
+fn addr(s: &str, path: &str, p: &mut Problems) -> Option<SocketAddr> {
+    match s.to_socket_addrs().map(|mut it| it.next()) {
+        Ok(Some(a)) => Some(a),
+        Ok(None) | Err(_) => {
+            p.push(path, format!("'{s}' is not a host:port address"));
+            None
+        }
+    }
+}
+
+fn secret_from_env(name: &str, path: &str, env: EnvLookup<'_>, p: &mut Problems) -> Option<Secret> {
+    match env(name) {
+        Some(v) if !v.trim().is_empty() => Some(Secret::new(v.trim().to_string())),
+        _ => {
+            p.push(
+                path,
+                format!("environment variable {name} is not set (or empty)"),
+            );
+            None
+        }
+    }
+}
+
+fn client_auth(
+    a: &super::raw::RawAuth,
+    env: EnvLookup<'_>,
+    p: &mut Problems,
+) -> Option<ClientAuth> {
+    let mut keys = Vec::new();
+    if let Some(name) = &a.keys_env {
+        if let Some(all) = secret_from_env(name, "auth.keys_env", env, p) {
+            keys.extend(
+                all.expose()
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|k| !k.is_empty())
+                    .map(|k| Secret::new(k.to_string())),
+            );
+        }
+    }
+    if let Some(file) = &a.keys_file {
+        match std::fs::read_to_string(file) {
+            Ok(text) => keys.extend(
+                text.lines()
+                    .map(str::trim)
+                    .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                    .map(|k| Secret::new(k.to_string())),
+            ),
+            Err(e) => p.push(
+                "auth.keys_file",
+                format!("cannot read {}: {e}", file.display()),
+            ),
+        }
+    }
+    if a.keys_env.is_none() && a.keys_file.is_none() {
+        p.push(
+            "auth",
+            "name keys_env or keys_file (or remove the auth section)",
+        );
+        return None;
+    }
+    if keys.is_empty() {
+        p.push("auth", "no client keys found");
+        return None;
+    }
+    Some(ClientAuth { keys })
+}
+
+fn limits(l: &RawLimits, p: &mut Problems) -> Limits {
+    let ms = |v: u64, path: &str, p: &mut Problems| {
+        if v == 0 {
+            p.push(format!("limits.{path}"), "must be greater than 0");
+        }
+        Duration::from_millis(v)
+    };
+    if l.max_body_bytes == 0 {
+        p.push("limits.max_body_bytes", "must be greater than 0");
+    }
+    Limits {
+        max_body_bytes: usize::try_from(l.max_body_bytes).unwrap_or(usize::MAX),
+        upstream_connect: ms(l.upstream_connect_ms, "upstream_connect_ms", p),
+        first_byte: ms(l.first_byte_ms, "first_byte_ms", p),
+        idle: ms(l.idle_ms, "idle_ms", p),
+        total: ms(l.total_ms, "total_ms", p),
+        client_body: ms(l.client_body_ms, "client_body_ms", p),
+        upstream_pool_idle: ms(l.upstream_pool_idle_ms, "upstream_pool_idle_ms", p),
+    }
+}
+
+fn provider(
+    rp: &RawProvider,
+    path: &str,
+    env: EnvLookup<'_>,
+    p: &mut Problems,
+) -> Option<Provider> {
+    if rp.name.trim().is_empty() {
+        p.push(format!("{path}.name"), "must not be empty");
+    }
+    let uri: http::Uri = match rp.base_url.parse() {
+        Ok(u) => u,
+        Err(e) => {
+            p.push(
+                format!("{path}.base_url"),
+                format!("'{}' is not a URL: {e}", rp.base_url),
+            );
+            return None;
+        }
+    };
+    let tls = match uri.scheme_str() {
+        Some("https") => true,
+        Some("http") => false,
+        _ => {
+            p.push(
+                format!("{path}.base_url"),
+                format!("'{}' must start with http:// or https://", rp.base_url),
+            );
+            return None;
+        }
+    };
+    let Some(host) = uri.host().map(|h| h.trim_matches(['[', ']']).to_string()) else {
+        p.push(
+            format!("{path}.base_url"),
+            format!("'{}' has no host", rp.base_url),
+        );
+        return None;
+    };
+    if uri.query().is_some() {
+        p.push(format!("{path}.base_url"), "must not have a query string");
+    }
+    let default_port = if tls { 443 } else { 80 };
+    let port = uri.port_u16().unwrap_or(default_port);
+    let host_header = match uri.port_u16() {
+        Some(port) if port != default_port => format!("{}:{port}", uri.host().unwrap_or(&host)),
+        _ => uri.host().unwrap_or(&host).to_string(),
+    };
+    let api_key = rp
+        .api_key_env
+        .as_deref()
+        .and_then(|name| secret_from_env(name, &format!("{path}.api_key_env"), env, p));
+    if let Some(ca) = &rp.ca_file {
+        if !tls {
+            p.push(
+                format!("{path}.ca_file"),
+                "set for a plain http:// base_url",
+            );
+        }
+        if let Err(e) = std::fs::metadata(ca) {
+            p.push(
+                format!("{path}.ca_file"),
+                format!("cannot read {}: {e}", ca.display()),
+            );
+        }
+    }
+    let mut headers = Vec::new();
+    for (k, v) in &rp.headers {
+        match (
+            http::HeaderName::try_from(k.as_str()),
+            http::HeaderValue::try_from(v.as_str()),
+        ) {
+            (Ok(name), Ok(value)) => headers.push((name, value)),
+            _ => p.push(format!("{path}.headers.{k}"), "not a valid HTTP header"),
+        }
+    }
+    Some(Provider {
+        name: rp.name.clone(),
+        kind: rp.kind,
+        tls,
+        host,
+        port,
+        base_path: uri.path().trim_end_matches('/').to_string(),
+        host_header,
+        api_key,
+        api_key_env: rp.api_key_env.clone(),
+        ca_file: rp.ca_file.clone(),
+        discover_models: rp.discover_models,
+        headers,
+    })
+}

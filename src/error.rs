@@ -1,0 +1,192 @@
+//! The proxy layer's error type. Its HTTP status is chosen in one place ([`ApiError::status`],
+//! an exhaustive match with no catch-all arm, so a new variant does not compile until it has a
+//! status), and so is its low-cardinality metric label ([`ApiError::kind`]).
+//!
+//! Messages never carry secrets: upstream errors are described by provider name and phase,
+//! never by the headers that were sent.
+
+use bytes::Bytes;
+use http::StatusCode;
+use serde_json::json;
+
+/// Which wire format the client speaks; errors answer in it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ApiFormat {
+    #[default]
+    OpenAi,
+    Anthropic,
+}
+
+/// The phase of an upstream exchange that timed out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimeoutPhase {
+    Connect,
+    FirstByte,
+    Idle,
+    Total,
+}
+
+impl std::fmt::Display for TimeoutPhase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Connect => "connecting",
+            Self::FirstByte => "waiting for the first byte",
+            Self::Idle => "waiting for the next chunk",
+            Self::Total => "within the total deadline",
+        })
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("invalid or missing API key")]
+    Unauthorized,
+    #[error("no route for {method} {path}")]
+    NotFound { method: String, path: String },
+    #[error("{method} is not allowed on {path}")]
+    MethodNotAllowed { method: String, path: String },
+    #[error("the model '{0}' does not exist or is not served by this proxy")]
+    UnknownModel(String),
+    #[error("request body exceeds the limit of {limit} bytes")]
+    PayloadTooLarge { limit: usize },
+    #[error("the client took too long to send the request body")]
+    ClientTimeout,
+    #[error("upstream '{provider}' is unreachable: {detail}")]
+    UpstreamUnreachable { provider: String, detail: String },
+    #[error("upstream '{provider}' sent a broken response: {detail}")]
+    UpstreamBroken { provider: String, detail: String },
+    #[error("upstream '{provider}' timed out {phase}")]
+    UpstreamTimeout {
+        provider: String,
+        phase: TimeoutPhase,
+    },
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl ApiError {
+    /// The one place an HTTP status is chosen.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::Unauthorized => StatusCode::UNAUTHORIZED,
+            Self::NotFound { .. } | Self::UnknownModel(_) => StatusCode::NOT_FOUND,
+            Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
+            Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::ClientTimeout => StatusCode::REQUEST_TIMEOUT,
+            Self::UpstreamUnreachable { .. } | Self::UpstreamBroken { .. } => {
+                StatusCode::BAD_GATEWAY
+            }
+            Self::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// A low-cardinality label for metrics; never the message.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::BadRequest(_) => "bad_request",
+            Self::Unauthorized => "unauthorized",
+            Self::NotFound { .. } => "not_found",
+            Self::MethodNotAllowed { .. } => "method_not_allowed",
+            Self::UnknownModel(_) => "unknown_model",
+            Self::PayloadTooLarge { .. } => "payload_too_large",
+            Self::ClientTimeout => "client_timeout",
+            Self::UpstreamUnreachable { .. } => "upstream_unreachable",
+            Self::UpstreamBroken { .. } => "upstream_broken",
+            Self::UpstreamTimeout { .. } => "upstream_timeout",
+            Self::Internal(_) => "internal",
+        }
+    }
+
+    /// OpenAI's `error.type`.
+    fn openai_type(&self) -> &'static str {
+        match self.status().as_u16() {
+            401 => "authentication_error",
+            404 if matches!(self, Self::UnknownModel(_)) => "invalid_request_error",
+            400 | 404 | 405 | 408 | 413 => "invalid_request_error",
+            _ => "api_error",
+        }
+    }
+
+    /// Anthropic's `error.type`.
+    fn anthropic_type(&self) -> &'static str {
+        match self.status().as_u16() {
+            401 => "authentication_error",
+            404 => "not_found_error",
+            413 => "request_too_large",
+            400 | 405 | 408 => "invalid_request_error",
+            504 => "timeout_error",
+            _ => "api_error",
+        }
+    }
+
+    /// OpenAI's `error.code`.
+    fn openai_code(&self) -> Option<&'static str> {
+        match self {
+            Self::Unauthorized => Some("invalid_api_key"),
+            Self::UnknownModel(_) => Some("model_not_found"),
+            Self::PayloadTooLarge { .. } => Some("request_too_large"),
+            Self::UpstreamTimeout { .. } => Some("upstream_timeout"),
+            Self::UpstreamUnreachable { .. } | Self::UpstreamBroken { .. } => {
+                Some("upstream_error")
+            }
+            _ => None,
+        }
+    }
+
+    /// The JSON body in the client's own format.
+    pub fn body(&self, format: ApiFormat) -> Bytes {
+        let message = self.to_string();
+        let v = match format {
+            ApiFormat::OpenAi => json!({
+                "error": {
+                    "message": message,
+                    "type": self.openai_type(),
+                    "param": null,
+                    "code": self.openai_code(),
+                }
+            }),
+            ApiFormat::Anthropic => json!({
+                "type": "error",
+                "error": { "type": self.anthropic_type(), "message": message }
+            }),
+        };
+        Bytes::from(v.to_string())
+    }
+
+    /// Whether a fallback to another upstream may answer instead (nothing reached the client).
+    pub fn is_upstream_failure(&self) -> bool {
+        matches!(
+            self,
+            Self::UpstreamUnreachable { .. }
+                | Self::UpstreamBroken { .. }
+                | Self::UpstreamTimeout { .. }
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn openai_shape() {
+        let e = ApiError::UnknownModel("nope".into());
+        assert_eq!(e.status(), 404);
+        let v: serde_json::Value = serde_json::from_slice(&e.body(ApiFormat::OpenAi)).unwrap();
+        assert_eq!(v["error"]["code"], "model_not_found");
+        assert_eq!(v["error"]["type"], "invalid_request_error");
+        assert!(v["error"]["message"].as_str().unwrap().contains("nope"));
+    }
+
+    #[test]
+    fn anthropic_shape() {
+        let e = ApiError::PayloadTooLarge { limit: 10 };
+        let v: serde_json::Value = serde_json::from_slice(&e.body(ApiFormat::Anthropic)).unwrap();
+        assert_eq!(v["type"], "error");
+        assert_eq!(v["error"]["type"], "request_too_large");
+    }
+}

@@ -1,0 +1,19 @@
+//! dualrouter: an LLM routing proxy on Pingora.
+//!
+//! The modules read as the request's path: [`config`] is parsed and validated once,
+//! [`proxy`] accepts a request (ingress), forwards it (forward) and streams the answer back
+//! (stream); [`admin`] serves the operator's API and metrics; [`error`] chooses every HTTP
+//! status in one place.
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
+)]
+
+pub mod admin;
+pub mod cli;
+pub mod config;
+pub mod demo;
+pub mod error;
+pub mod metrics;
+pub mod proxy;
+pub mod server;
