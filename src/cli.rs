@@ -47,6 +47,9 @@ pub struct DemoArgs {
     /// Address to listen on; port 0 picks a free one (printed at start).
     #[arg(long, default_value = "127.0.0.1:8090")]
     pub listen: String,
+    /// Pause between streamed chunks, in milliseconds.
+    #[arg(long, default_value_t = 0)]
+    pub chunk_delay_ms: u64,
 }
 
 pub fn main() -> ExitCode {
@@ -54,7 +57,12 @@ pub fn main() -> ExitCode {
     init_tracing();
     let result = match cli.command {
         Command::Serve(args) => crate::server::serve(args),
-        Command::DemoUpstream(args) => crate::demo::run_standalone(&args.listen),
+        Command::DemoUpstream(args) => crate::demo::run_standalone(
+            &args.listen,
+            crate::demo::DemoOptions {
+                chunk_delay: std::time::Duration::from_millis(args.chunk_delay_ms),
+            },
+        ),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,1 +1,105 @@
-//! Metrics.
+//! Every Prometheus instrument in one struct, built once at start and shared.
+//!
+//! Labels are low-cardinality by construction: a configured model id (or `unknown`), an HTTP
+//! status code, a provider name, an error kind. Never a message, a prompt or a key.
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts, Registry,
+    TextEncoder,
+};
+
+pub struct Metrics {
+    pub registry: Registry,
+    /// Requests answered, by model and HTTP status.
+    pub requests: IntCounterVec,
+    /// Errors the proxy produced itself, by kind.
+    pub errors: IntCounterVec,
+    /// Time from sending the request upstream to the upstream's response header, by provider.
+    pub upstream_latency: HistogramVec,
+    /// Time the proxy itself spends on a request: parsing and rewriting before the upstream
+    /// call, and turning the upstream's response header into the client's.
+    pub overhead: Histogram,
+    /// Request body bytes received from clients.
+    pub bytes_in: IntCounter,
+    /// Response body bytes sent to clients.
+    pub bytes_out: IntCounter,
+    /// Streams cut short because the client went away.
+    pub client_disconnects: IntCounter,
+}
+
+impl Metrics {
+    pub fn new() -> Result<Self, prometheus::Error> {
+        let registry = Registry::new();
+        let requests = IntCounterVec::new(
+            Opts::new(
+                "dualrouter_requests_total",
+                "Requests answered, by model and HTTP status",
+            ),
+            &["model", "status"],
+        )?;
+        let errors = IntCounterVec::new(
+            Opts::new(
+                "dualrouter_errors_total",
+                "Errors produced by the proxy, by kind",
+            ),
+            &["kind"],
+        )?;
+        let upstream_latency = HistogramVec::new(
+            HistogramOpts::new(
+                "dualrouter_upstream_latency_seconds",
+                "Time from request sent upstream to the upstream's response header",
+            )
+            .buckets(vec![
+                0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+                60.0,
+            ]),
+            &["provider"],
+        )?;
+        let overhead = Histogram::with_opts(
+            HistogramOpts::new(
+                "dualrouter_proxy_overhead_seconds",
+                "Time the proxy itself adds to a request (excluding waiting on client and upstream)",
+            )
+            .buckets(vec![
+                0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
+            ]),
+        )?;
+        let bytes_in = IntCounter::new(
+            "dualrouter_request_bytes_total",
+            "Request body bytes received from clients",
+        )?;
+        let bytes_out = IntCounter::new(
+            "dualrouter_response_bytes_total",
+            "Response body bytes sent to clients",
+        )?;
+        let client_disconnects = IntCounter::new(
+            "dualrouter_client_disconnects_total",
+            "Responses cut short because the client went away",
+        )?;
+        registry.register(Box::new(requests.clone()))?;
+        registry.register(Box::new(errors.clone()))?;
+        registry.register(Box::new(upstream_latency.clone()))?;
+        registry.register(Box::new(overhead.clone()))?;
+        registry.register(Box::new(bytes_in.clone()))?;
+        registry.register(Box::new(bytes_out.clone()))?;
+        registry.register(Box::new(client_disconnects.clone()))?;
+        Ok(Self {
+            registry,
+            requests,
+            errors,
+            upstream_latency,
+            overhead,
+            bytes_in,
+            bytes_out,
+            client_disconnects,
+        })
+    }
+
+    /// The Prometheus text exposition of every registered instrument.
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        // Encoding into a Vec only fails on a malformed metric family, which the registry rejects.
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);
+        String::from_utf8(buf).unwrap_or_default()
+    }
+}

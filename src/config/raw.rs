@@ -173,6 +173,9 @@ fn default_shutdown_timeout() -> u64 {
 pub struct RawDemo {
     #[serde(default = "default_demo_listen")]
     pub listen: String,
+    /// Pause between streamed chunks, so streaming is visible in a terminal.
+    #[serde(default)]
+    pub chunk_delay_ms: u64,
 }
 
 fn default_demo_listen() -> String {

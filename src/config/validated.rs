@@ -19,12 +19,18 @@ pub struct Config {
     pub auth: Option<ClientAuth>,
     pub limits: Limits,
     pub server: ServerSettings,
-    pub demo: Option<SocketAddr>,
+    pub demo: Option<DemoSettings>,
     pub providers: Vec<Arc<Provider>>,
     /// Every routable model by its public id.
     pub models: HashMap<String, Arc<Model>>,
     /// Public ids in config order (for `GET /v1/models`).
     pub model_order: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct DemoSettings {
+    pub listen: SocketAddr,
+    pub chunk_delay: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -143,10 +149,12 @@ pub fn validate(raw: RawConfig, env: EnvLookup<'_>) -> Result<Config, ConfigErro
     if raw.server.threads == 0 {
         p.push("server.threads", "must be at least 1");
     }
-    let demo = raw
-        .demo
-        .as_ref()
-        .and_then(|d| addr(&d.listen, "demo.listen", &mut p));
+    let demo = raw.demo.as_ref().and_then(|d| {
+        addr(&d.listen, "demo.listen", &mut p).map(|listen| DemoSettings {
+            listen,
+            chunk_delay: Duration::from_millis(d.chunk_delay_ms),
+        })
+    });
 
     let mut providers = Vec::new();
     let mut models = HashMap::new();
@@ -343,6 +351,13 @@ fn provider(
 ) -> Option<Provider> {
     if rp.name.trim().is_empty() {
         p.push(format!("{path}.name"), "must not be empty");
+    }
+    if rp.kind == ProviderKind::Anthropic {
+        p.push(
+            format!("{path}.kind"),
+            "'anthropic' upstreams are not supported by this version; use an OpenAI-compatible \
+             endpoint (kind: openai)",
+        );
     }
     let uri: http::Uri = match rp.base_url.parse() {
         Ok(u) => u,

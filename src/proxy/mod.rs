@@ -1,1 +1,192 @@
-//! The proxy.
+//! The proxy port: Pingora's `ProxyHttp`, with every request answered from `request_filter`.
+//!
+//! Phase by phase: [`ingress`] (endpoint, client key, body, parse) → [`forward`] (upstream
+//! exchange through Pingora's pooled connector) → [`relay`] (the answer streamed back chunk by
+//! chunk, SSE filtered by [`sse`]). [`respond`] writes the proxy's own answers and errors.
+//!
+//! Why not Pingora's `upstream_peer` path: routing needs the whole body before choosing an
+//! upstream, and Pingora replays a consumed body only from a 64 KiB retry buffer, so larger
+//! prompts would reach the upstream empty. Holding the body ourselves also lets one request be
+//! replayed on another upstream (fallback) and answered by non-HTTP executors later.
+
+pub mod forward;
+pub mod ingress;
+pub mod relay;
+pub mod respond;
+pub mod sse;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use async_trait::async_trait;
+use pingora::prelude::*;
+use pingora::proxy::{ProxyHttp, Session};
+use serde_json::json;
+
+use crate::config::Config;
+use crate::error::{ApiError, ApiFormat};
+use crate::metrics::Metrics;
+use ingress::{ChatRequest, Endpoint};
+
+/// What every request needs, built once at start.
+pub struct ProxyState {
+    pub config: Arc<Config>,
+    pub upstream: forward::Upstream,
+    pub metrics: Arc<Metrics>,
+}
+
+pub struct Proxy {
+    pub state: Arc<ProxyState>,
+}
+
+/// Per-request state.
+pub struct RequestCtx {
+    pub started: Instant,
+    pub decision_id: uuid::Uuid,
+    pub format: ApiFormat,
+    /// The configured model id, once known (metric label).
+    pub model: Option<String>,
+}
+
+#[async_trait]
+impl ProxyHttp for Proxy {
+    type CTX = RequestCtx;
+
+    fn new_ctx(&self) -> RequestCtx {
+        RequestCtx {
+            started: Instant::now(),
+            decision_id: uuid::Uuid::now_v7(),
+            format: ApiFormat::OpenAi,
+            model: None,
+        }
+    }
+
+    /// Answers every request; `Ok(true)` tells Pingora the response was sent.
+    async fn request_filter(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> pingora::Result<bool> {
+        let status = match handle(&self.state, session, ctx).await {
+            Ok(status) => status,
+            Err(e) => respond::error(&self.state, session, ctx, &e).await,
+        };
+        let model = ctx.model.as_deref().unwrap_or("none");
+        self.state
+            .metrics
+            .requests
+            .with_label_values(&[model, status.as_str()])
+            .inc();
+        Ok(true)
+    }
+
+    /// Never reached: `request_filter` answers every request.
+    async fn upstream_peer(
+        &self,
+        _session: &mut Session,
+        _ctx: &mut RequestCtx,
+    ) -> pingora::Result<Box<HttpPeer>> {
+        Err(pingora::Error::explain(
+            pingora::ErrorType::InternalError,
+            "dualrouter forwards from request_filter",
+        ))
+    }
+}
+
+/// Serves one request; returns the status sent, or the error to answer with.
+async fn handle(
+    state: &ProxyState,
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+) -> Result<http::StatusCode, ApiError> {
+    let header = session.req_header();
+    let endpoint = ingress::endpoint(&header.method, header.uri.path())?;
+    ctx.format = endpoint.format();
+    match endpoint {
+        Endpoint::Health => {
+            respond::json(session, http::StatusCode::OK, &json!({"status": "ok"}), &[]).await
+        }
+        Endpoint::Models => {
+            ingress::authorize(state.config.auth.as_ref(), &session.req_header().headers)?;
+            respond::json(
+                session,
+                http::StatusCode::OK,
+                &models_list(&state.config),
+                &[],
+            )
+            .await
+        }
+        Endpoint::ChatCompletions => {
+            ingress::authorize(state.config.auth.as_ref(), &session.req_header().headers)?;
+            chat(state, session, ctx).await
+        }
+    }
+}
+
+async fn chat(
+    state: &ProxyState,
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+) -> Result<http::StatusCode, ApiError> {
+    let limits = state.config.limits;
+    let body = ingress::read_body(session, &limits).await?;
+    state.metrics.bytes_in.inc_by(body.len() as u64);
+    let prepared = Instant::now();
+    let request = ChatRequest::parse(&body)?;
+    let model = state
+        .config
+        .models
+        .get(&request.model)
+        .cloned()
+        .ok_or_else(|| ApiError::UnknownModel(request.model.clone()))?;
+    ctx.model = Some(model.id.clone());
+    let upstream_body = request.upstream_body(&model.upstream_id);
+    drop(body);
+    let header = forward::openai_request(&model.provider, upstream_body.len(), request.stream)?;
+    let before_upstream = prepared.elapsed();
+
+    let deadline = Instant::now() + limits.total;
+    let exchange = tokio::select! {
+        ex = state.upstream.open(&model.provider, &limits, &header, &upstream_body, deadline) => ex?,
+        _ = relay::client_gone(session) => {
+            state.metrics.client_disconnects.inc();
+            return Ok(http::StatusCode::from_u16(499).unwrap_or(http::StatusCode::BAD_REQUEST));
+        }
+    };
+    state
+        .metrics
+        .upstream_latency
+        .with_label_values(&[&model.provider.name])
+        .observe(exchange.upstream_latency.as_secs_f64());
+    relay::relay(
+        state,
+        session,
+        ctx,
+        relay::Relay {
+            model: &model,
+            exchange,
+            stream: request.stream,
+            include_usage: request.include_usage,
+            deadline,
+            overhead_so_far: before_upstream,
+        },
+    )
+    .await
+}
+
+fn models_list(config: &Config) -> serde_json::Value {
+    let data: Vec<_> = config
+        .model_order
+        .iter()
+        .filter_map(|id| config.models.get(id))
+        .map(|m| {
+            json!({
+                "id": m.id,
+                "object": "model",
+                "created": 0,
+                "owned_by": m.provider.name,
+            })
+        })
+        .collect();
+    json!({ "object": "list", "data": data })
+}

@@ -1,0 +1,360 @@
+//! Forward: one upstream exchange through Pingora's connector (pooled keep-alive connections,
+//! TLS with certificate and host-name checks), bounded by the configured timeouts.
+//!
+//! The request body is held whole in memory (it was read to route on it), so an exchange can be
+//! replayed against another upstream with a body of any size: this is why the proxy drives the
+//! upstream itself instead of relying on Pingora's 64 KiB retry buffer (ARCHITECTURE §9).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use pingora::connectors::http::Connector;
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::protocols::http::client::HttpSession;
+use pingora::tls::x509::X509;
+use pingora::upstreams::peer::{HttpPeer, ALPN};
+
+use crate::config::validated::{Config, Limits, Provider};
+use crate::error::{ApiError, TimeoutPhase};
+
+/// The system's trusted roots, read once when a provider needs them beside its own CA.
+const SYSTEM_BUNDLES: &[&str] = &[
+    "/etc/ssl/certs/ca-certificates.crt",
+    "/etc/pki/tls/certs/ca-bundle.crt",
+    "/etc/ssl/cert.pem",
+];
+
+/// Connects to providers. One per process: its pool is shared by every request.
+pub struct Upstream {
+    connector: Connector,
+    /// Per provider with a `ca_file`: the system's roots plus that file's certificates.
+    cas: HashMap<String, Arc<Box<[X509]>>>,
+    /// Resolved provider addresses, refreshed after [`DNS_TTL`] (lookups never block a worker).
+    dns: std::sync::Mutex<HashMap<(String, u16), (std::net::SocketAddr, Instant)>>,
+}
+
+/// How long a resolved provider address is used before it is looked up again.
+const DNS_TTL: Duration = Duration::from_secs(60);
+
+impl Upstream {
+    pub fn new(config: &Config) -> anyhow::Result<Self> {
+        let mut cas = HashMap::new();
+        for p in &config.providers {
+            if let Some(file) = &p.ca_file {
+                let mut certs = system_roots();
+                let pem = std::fs::read(file).map_err(|e| {
+                    anyhow::anyhow!(
+                        "provider '{}': cannot read ca_file {}: {e}",
+                        p.name,
+                        file.display()
+                    )
+                })?;
+                let extra = X509::stack_from_pem(&pem).map_err(|e| {
+                    anyhow::anyhow!(
+                        "provider '{}': ca_file {} is not PEM certificates: {e}",
+                        p.name,
+                        file.display()
+                    )
+                })?;
+                if extra.is_empty() {
+                    anyhow::bail!(
+                        "provider '{}': ca_file {} holds no certificate",
+                        p.name,
+                        file.display()
+                    );
+                }
+                certs.extend(extra);
+                cas.insert(p.name.clone(), Arc::new(certs.into_boxed_slice()));
+            }
+        }
+        Ok(Self {
+            connector: Connector::new(None),
+            cas,
+            dns: Default::default(),
+        })
+    }
+
+    async fn resolve(&self, provider: &Provider) -> Result<std::net::SocketAddr, ApiError> {
+        if let Ok(ip) = provider.host.parse::<std::net::IpAddr>() {
+            return Ok((ip, provider.port).into());
+        }
+        let key = (provider.host.clone(), provider.port);
+        if let Ok(cache) = self.dns.lock() {
+            if let Some((addr, at)) = cache.get(&key) {
+                if at.elapsed() < DNS_TTL {
+                    return Ok(*addr);
+                }
+            }
+        }
+        let addr = tokio::net::lookup_host((provider.host.as_str(), provider.port))
+            .await
+            .ok()
+            .and_then(|mut it| it.next())
+            .ok_or_else(|| ApiError::UpstreamUnreachable {
+                provider: provider.name.clone(),
+                detail: format!("cannot resolve host '{}'", provider.host),
+            })?;
+        if let Ok(mut cache) = self.dns.lock() {
+            cache.insert(key, (addr, Instant::now()));
+        }
+        Ok(addr)
+    }
+
+    fn peer(&self, provider: &Provider, addr: std::net::SocketAddr, limits: &Limits) -> HttpPeer {
+        let sni = if provider.tls {
+            provider.host.clone()
+        } else {
+            String::new()
+        };
+        let mut peer = HttpPeer::new(addr, provider.tls, sni);
+        let o = &mut peer.options;
+        o.connection_timeout = Some(limits.upstream_connect);
+        o.total_connection_timeout = Some(limits.upstream_connect);
+        o.idle_timeout = Some(limits.upstream_pool_idle);
+        o.alpn = ALPN::H1;
+        o.verify_cert = true;
+        o.verify_hostname = true;
+        o.ca = self.cas.get(&provider.name).cloned();
+        peer
+    }
+
+    /// Sends the request and waits for the response header. Nothing has reached the client when
+    /// this returns, so an error here may be retried elsewhere.
+    ///
+    /// A pooled connection the upstream closed in the meantime fails on first use; such a
+    /// failure is retried on another connection (bounded), as any HTTP client does.
+    pub async fn open(
+        &self,
+        provider: &Provider,
+        limits: &Limits,
+        header: &RequestHeader,
+        body: &Bytes,
+        deadline: Instant,
+    ) -> Result<Exchange, ApiError> {
+        let addr = self.resolve(provider).await?;
+        let peer = self.peer(provider, addr, limits);
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let (mut session, reused) = self.connect(&peer, provider, deadline).await?;
+            match send(&mut session, provider, limits, header, body, deadline).await {
+                Ok(upstream_latency) => {
+                    return Ok(Exchange {
+                        session,
+                        peer,
+                        upstream_latency,
+                    })
+                }
+                Err(e)
+                    if reused && attempts < 3 && !matches!(e, ApiError::UpstreamTimeout { .. }) =>
+                {
+                    tracing::debug!(provider = %provider.name, "pooled connection failed, retrying on a new one: {e}");
+                    continue;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    async fn connect(
+        &self,
+        peer: &HttpPeer,
+        provider: &Provider,
+        deadline: Instant,
+    ) -> Result<(HttpSession, bool), ApiError> {
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(remaining, self.connector.get_http_session(peer)).await {
+            Err(_) => Err(ApiError::UpstreamTimeout {
+                provider: provider.name.clone(),
+                phase: TimeoutPhase::Total,
+            }),
+            Ok(Err(e)) => Err(classify_connect_error(provider, &e)),
+            Ok(Ok(s)) => Ok(s),
+        }
+    }
+
+    /// Returns a finished exchange's connection to the pool.
+    pub async fn release(&self, ex: Exchange, limits: &Limits) {
+        self.connector
+            .release_http_session(ex.session, &ex.peer, Some(limits.upstream_pool_idle))
+            .await;
+    }
+}
+
+/// An upstream exchange whose response header has arrived.
+pub struct Exchange {
+    pub session: HttpSession,
+    peer: HttpPeer,
+    /// From the request written to the response header.
+    pub upstream_latency: Duration,
+}
+
+impl Exchange {
+    pub fn response_header(&self) -> Option<&ResponseHeader> {
+        self.session.response_header()
+    }
+
+    /// The next body chunk, waiting at most `idle` for it and never past `deadline`.
+    pub async fn next_chunk(
+        &mut self,
+        provider: &Provider,
+        idle: Duration,
+        deadline: Instant,
+    ) -> Result<Option<Bytes>, ApiError> {
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        let (wait, phase) = if idle < remaining {
+            (idle, TimeoutPhase::Idle)
+        } else {
+            (remaining, TimeoutPhase::Total)
+        };
+        match tokio::time::timeout(wait, self.session.read_response_body()).await {
+            Err(_) => Err(ApiError::UpstreamTimeout {
+                provider: provider.name.clone(),
+                phase,
+            }),
+            Ok(Err(e)) => Err(ApiError::UpstreamBroken {
+                provider: provider.name.clone(),
+                detail: format!("reading the response body: {}", e.etype().as_str()),
+            }),
+            Ok(Ok(chunk)) => Ok(chunk),
+        }
+    }
+
+    pub fn response_done(&mut self) -> bool {
+        self.session.response_done()
+    }
+}
+
+/// Writes the request and reads the response header; returns the time that took.
+async fn send(
+    session: &mut HttpSession,
+    provider: &Provider,
+    limits: &Limits,
+    header: &RequestHeader,
+    body: &Bytes,
+    deadline: Instant,
+) -> Result<Duration, ApiError> {
+    let broken = |what: &str, e: &pingora::Error| ApiError::UpstreamBroken {
+        provider: provider.name.clone(),
+        detail: format!("{what}: {}", e.etype().as_str()),
+    };
+    let started = Instant::now();
+    let remaining = deadline.saturating_duration_since(started);
+    let (budget, phase) = if limits.first_byte < remaining {
+        (limits.first_byte, TimeoutPhase::FirstByte)
+    } else {
+        (remaining, TimeoutPhase::Total)
+    };
+    let exchange = async {
+        session
+            .write_request_header(Box::new(header.clone()))
+            .await
+            .map_err(|e| broken("writing the request", &e))?;
+        session
+            .write_request_body(body.clone(), true)
+            .await
+            .map_err(|e| broken("writing the request body", &e))?;
+        session
+            .finish_request_body()
+            .await
+            .map_err(|e| broken("finishing the request body", &e))?;
+        session
+            .read_response_header()
+            .await
+            .map_err(|e| broken("reading the response header", &e))
+    };
+    match tokio::time::timeout(budget, exchange).await {
+        Err(_) => Err(ApiError::UpstreamTimeout {
+            provider: provider.name.clone(),
+            phase,
+        }),
+        Ok(Err(e)) => Err(e),
+        Ok(Ok(())) => Ok(started.elapsed()),
+    }
+}
+
+fn classify_connect_error(provider: &Provider, e: &pingora::Error) -> ApiError {
+    use pingora::ErrorType;
+    match e.etype() {
+        ErrorType::ConnectTimedout => ApiError::UpstreamTimeout {
+            provider: provider.name.clone(),
+            phase: TimeoutPhase::Connect,
+        },
+        etype => ApiError::UpstreamUnreachable {
+            provider: provider.name.clone(),
+            // The error type and its context (e.g. "certificate verify failed"), never headers.
+            detail: match &e.context {
+                Some(ctx) => format!("{}: {ctx}", etype.as_str()),
+                None => etype.as_str().to_string(),
+            },
+        },
+    }
+}
+
+fn system_roots() -> Vec<X509> {
+    for path in SYSTEM_BUNDLES {
+        if let Ok(pem) = std::fs::read(path) {
+            if let Ok(certs) = X509::stack_from_pem(&pem) {
+                return certs;
+            }
+        }
+    }
+    tracing::warn!("no system CA bundle found; only the configured ca_file is trusted");
+    Vec::new()
+}
+
+/// Builds the upstream request for an OpenAI-compatible provider. Only what the proxy sets goes
+/// upstream: the client's own headers (its key above all) never do.
+pub fn openai_request(
+    provider: &Provider,
+    body_len: usize,
+    stream: bool,
+) -> Result<RequestHeader, ApiError> {
+    let path = format!("{}/chat/completions", provider.base_path);
+    let internal = |e: pingora::BError| {
+        ApiError::Internal(format!(
+            "building the upstream request: {}",
+            e.etype().as_str()
+        ))
+    };
+    let mut req = RequestHeader::build("POST", path.as_bytes(), Some(8)).map_err(internal)?;
+    req.insert_header(http::header::HOST, provider.host_header.as_str())
+        .map_err(internal)?;
+    req.insert_header(http::header::CONTENT_TYPE, "application/json")
+        .map_err(internal)?;
+    req.insert_header(http::header::CONTENT_LENGTH, body_len.to_string())
+        .map_err(internal)?;
+    req.insert_header(
+        http::header::ACCEPT,
+        if stream {
+            "text/event-stream"
+        } else {
+            "application/json"
+        },
+    )
+    .map_err(internal)?;
+    req.insert_header(
+        http::header::USER_AGENT,
+        concat!("dualrouter/", env!("CARGO_PKG_VERSION")),
+    )
+    .map_err(internal)?;
+    for (name, value) in &provider.headers {
+        req.insert_header(name.clone(), value.clone())
+            .map_err(internal)?;
+    }
+    if let Some(key) = &provider.api_key {
+        let mut value =
+            http::HeaderValue::try_from(format!("Bearer {}", key.expose())).map_err(|_| {
+                ApiError::Internal(format!(
+                    "provider '{}': API key is not a valid header value",
+                    provider.name
+                ))
+            })?;
+        value.set_sensitive(true);
+        req.insert_header(http::header::AUTHORIZATION, value)
+            .map_err(internal)?;
+    }
+    Ok(req)
+}

@@ -1,0 +1,278 @@
+//! Ingress: which endpoint a request is for, whether its client key is good, its body read
+//! whole (up to the configured cap, within the client timeout) and parsed.
+
+use bytes::{Bytes, BytesMut};
+use pingora::proxy::Session;
+use serde_json::Value;
+
+use crate::config::validated::ClientAuth;
+use crate::config::Limits;
+use crate::error::{ApiError, ApiFormat};
+
+/// The endpoints the proxy port serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    ChatCompletions,
+    Models,
+    Health,
+}
+
+impl Endpoint {
+    /// The wire format errors on this endpoint use.
+    pub fn format(self) -> ApiFormat {
+        ApiFormat::OpenAi
+    }
+}
+
+/// Matches method and path (the query string is ignored).
+pub fn endpoint(method: &http::Method, path: &str) -> Result<Endpoint, ApiError> {
+    let path = path.trim_end_matches('/');
+    let (ep, allowed) = match path {
+        "/v1/chat/completions" | "/chat/completions" => {
+            (Endpoint::ChatCompletions, http::Method::POST)
+        }
+        "/v1/models" | "/models" => (Endpoint::Models, http::Method::GET),
+        "/healthz" => (Endpoint::Health, http::Method::GET),
+        _ => {
+            return Err(ApiError::NotFound {
+                method: method.to_string(),
+                path: path.to_string(),
+            })
+        }
+    };
+    if *method == allowed || (allowed == http::Method::GET && *method == http::Method::HEAD) {
+        Ok(ep)
+    } else {
+        Err(ApiError::MethodNotAllowed {
+            method: method.to_string(),
+            path: path.to_string(),
+        })
+    }
+}
+
+/// Checks the client key (`Authorization: Bearer KEY` or `x-api-key: KEY`) against every
+/// configured key in constant time.
+pub fn authorize(auth: Option<&ClientAuth>, headers: &http::HeaderMap) -> Result<(), ApiError> {
+    let Some(auth) = auth else {
+        return Ok(());
+    };
+    let presented = headers
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+        .or_else(|| headers.get("x-api-key").and_then(|v| v.to_str().ok()))
+        .map(str::trim)
+        .unwrap_or("");
+    // Check every key (no early exit), so timing says nothing about which key nearly matched.
+    let mut ok = false;
+    for key in &auth.keys {
+        ok |= key.matches(presented.as_bytes());
+    }
+    if ok && !presented.is_empty() {
+        Ok(())
+    } else {
+        Err(ApiError::Unauthorized)
+    }
+}
+
+/// Reads the whole request body, refusing more than `limits.max_body_bytes` and a client that
+/// takes longer than `limits.client_body`.
+pub async fn read_body(session: &mut Session, limits: &Limits) -> Result<Bytes, ApiError> {
+    let cap = limits.max_body_bytes;
+    let declared = session
+        .req_header()
+        .headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > cap as u64) {
+        return Err(ApiError::PayloadTooLarge { limit: cap });
+    }
+    let expects_continue = session
+        .req_header()
+        .headers
+        .get(http::header::EXPECT)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+    if expects_continue {
+        session.write_continue_response().await.map_err(|e| {
+            ApiError::BadRequest(format!("cannot answer Expect: 100-continue: {e}"))
+        })?;
+    }
+    let read_all = async {
+        let mut buf = BytesMut::with_capacity(declared.map_or(16 * 1024, |n| n as usize));
+        loop {
+            match session.read_request_body().await {
+                Ok(Some(chunk)) => {
+                    if buf.len() + chunk.len() > cap {
+                        return Err(ApiError::PayloadTooLarge { limit: cap });
+                    }
+                    buf.extend_from_slice(&chunk);
+                }
+                Ok(None) => return Ok(buf.freeze()),
+                Err(e) => {
+                    return Err(ApiError::BadRequest(format!(
+                        "cannot read the request body: {e}"
+                    )))
+                }
+            }
+        }
+    };
+    match tokio::time::timeout(limits.client_body, read_all).await {
+        Ok(r) => r,
+        Err(_) => Err(ApiError::ClientTimeout),
+    }
+}
+
+/// An OpenAI chat-completions request: the fields the proxy acts on, and the whole JSON object
+/// so that everything else reaches the upstream untouched.
+#[derive(Debug, Clone)]
+pub struct ChatRequest {
+    pub model: String,
+    pub stream: bool,
+    /// The client asked for the usage chunk (`stream_options.include_usage`).
+    pub include_usage: bool,
+    pub body: serde_json::Map<String, Value>,
+}
+
+impl ChatRequest {
+    pub fn parse(body: &[u8]) -> Result<Self, ApiError> {
+        if body.is_empty() {
+            return Err(ApiError::BadRequest(
+                "the request body is empty; expected a JSON object".into(),
+            ));
+        }
+        let v: Value = serde_json::from_slice(body).map_err(|e| {
+            ApiError::BadRequest(format!("the request body is not valid JSON: {e}"))
+        })?;
+        let Value::Object(body) = v else {
+            return Err(ApiError::BadRequest(
+                "the request body must be a JSON object".into(),
+            ));
+        };
+        let model = match body.get("model") {
+            Some(Value::String(m)) if !m.trim().is_empty() => m.clone(),
+            Some(_) => {
+                return Err(ApiError::BadRequest(
+                    "'model' must be a non-empty string".into(),
+                ))
+            }
+            None => {
+                return Err(ApiError::BadRequest(
+                    "missing required parameter: 'model'".into(),
+                ))
+            }
+        };
+        match body.get("messages") {
+            Some(Value::Array(m)) if !m.is_empty() => {
+                for (i, msg) in m.iter().enumerate() {
+                    let role = msg.get("role").and_then(Value::as_str);
+                    if role.is_none() {
+                        return Err(ApiError::BadRequest(format!(
+                            "messages[{i}] must be an object with a string 'role'"
+                        )));
+                    }
+                }
+            }
+            Some(Value::Array(_)) => {
+                return Err(ApiError::BadRequest("'messages' must not be empty".into()));
+            }
+            Some(_) => return Err(ApiError::BadRequest("'messages' must be an array".into())),
+            None => {
+                return Err(ApiError::BadRequest(
+                    "missing required parameter: 'messages'".into(),
+                ))
+            }
+        }
+        let stream = match body.get("stream") {
+            None | Some(Value::Null) => false,
+            Some(Value::Bool(b)) => *b,
+            Some(_) => return Err(ApiError::BadRequest("'stream' must be a boolean".into())),
+        };
+        let include_usage = body
+            .get("stream_options")
+            .and_then(|o| o.get("include_usage"))
+            .and_then(Value::as_bool)
+            .unwrap_or(false);
+        Ok(Self {
+            model,
+            stream,
+            include_usage,
+            body,
+        })
+    }
+
+    /// The body for the upstream: the model id it expects and, when streaming, a request for
+    /// the usage chunk (captured for the log; passed on only if the client asked for it).
+    pub fn upstream_body(&self, upstream_model: &str) -> Bytes {
+        let mut body = self.body.clone();
+        body.insert("model".into(), Value::String(upstream_model.to_string()));
+        if self.stream {
+            let opts = body
+                .entry("stream_options")
+                .or_insert_with(|| Value::Object(Default::default()));
+            if let Value::Object(o) = opts {
+                o.insert("include_usage".into(), Value::Bool(true));
+            } else {
+                *opts = serde_json::json!({ "include_usage": true });
+            }
+        }
+        // Serializing a Map of Values cannot fail.
+        Bytes::from(serde_json::to_vec(&body).unwrap_or_default())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_and_methods() {
+        assert_eq!(
+            endpoint(&http::Method::POST, "/v1/chat/completions").unwrap(),
+            Endpoint::ChatCompletions
+        );
+        assert_eq!(
+            endpoint(&http::Method::GET, "/v1/chat/completions")
+                .unwrap_err()
+                .status(),
+            405
+        );
+        assert_eq!(
+            endpoint(&http::Method::GET, "/v2/nothing")
+                .unwrap_err()
+                .status(),
+            404
+        );
+    }
+
+    #[test]
+    fn parse_errors_are_400() {
+        for body in [
+            &b""[..],
+            b"{",
+            b"[]",
+            b"{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]}",
+            b"{\"model\":\"m\"}",
+            b"{\"model\":\"m\",\"messages\":[]}",
+            b"{\"model\":\"m\",\"messages\":[{\"content\":\"x\"}]}",
+            b"{\"model\":\"m\",\"messages\":[{\"role\":\"user\"}],\"stream\":\"yes\"}",
+        ] {
+            let e = ChatRequest::parse(body).unwrap_err();
+            assert_eq!(e.status(), 400, "{}", String::from_utf8_lossy(body));
+        }
+    }
+
+    #[test]
+    fn rewrites_model_and_asks_for_usage() {
+        let r = ChatRequest::parse(br#"{"model":"m","messages":[{"role":"user","content":"x"}],"stream":true,"temperature":0.5}"#)
+            .unwrap();
+        assert!(r.stream && !r.include_usage);
+        let out: Value = serde_json::from_slice(&r.upstream_body("vendor/m")).unwrap();
+        assert_eq!(out["model"], "vendor/m");
+        assert_eq!(out["stream_options"]["include_usage"], true);
+        assert_eq!(out["temperature"], 0.5);
+    }
+}

@@ -1,0 +1,209 @@
+//! Relay: the upstream's answer goes back to the client chunk by chunk as it arrives, never
+//! buffered whole. SSE streams pass through [`super::sse::SseFilter`] (usage captured, the
+//! usage-only chunk dropped unless asked for). A client that goes away closes the upstream
+//! exchange; an upstream that stalls or breaks after the first byte ends the stream with an
+//! error event (SSE) or a cut connection (anything else), since the status was already sent.
+
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use pingora::http::ResponseHeader;
+use pingora::proxy::Session;
+
+use super::forward::Exchange;
+use super::respond::{DECISION_HEADER, MODEL_HEADER};
+use super::sse::{self, SseFilter, Usage};
+use super::{ProxyState, RequestCtx};
+use crate::config::Model;
+use crate::error::ApiError;
+
+/// How much of a non-streamed response is kept to read its usage from.
+const USAGE_SCAN_BYTES: usize = 1024 * 1024;
+
+/// Headers that describe one hop, not the message (RFC 9110 §7.6.1), plus those the proxy sets.
+const NOT_FORWARDED: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    DECISION_HEADER,
+    MODEL_HEADER,
+];
+
+pub struct Relay<'a> {
+    pub model: &'a Model,
+    pub exchange: Exchange,
+    pub stream: bool,
+    pub include_usage: bool,
+    pub deadline: Instant,
+    /// Time the proxy spent before the upstream call (parse, rewrite).
+    pub overhead_so_far: Duration,
+}
+
+/// Resolves when the client has closed its connection (never while it stays open).
+pub async fn client_gone(session: &mut Session) {
+    loop {
+        match session.downstream_session.read_body_or_idle(true).await {
+            Err(_) => return,
+            Ok(None) => return,
+            Ok(Some(_)) => continue,
+        }
+    }
+}
+
+pub async fn relay(
+    state: &ProxyState,
+    session: &mut Session,
+    ctx: &RequestCtx,
+    r: Relay<'_>,
+) -> Result<http::StatusCode, ApiError> {
+    let started = Instant::now();
+    let Relay {
+        model,
+        mut exchange,
+        stream,
+        include_usage,
+        deadline,
+        overhead_so_far,
+    } = r;
+    let provider = &model.provider;
+    let up = exchange
+        .response_header()
+        .ok_or_else(|| ApiError::UpstreamBroken {
+            provider: provider.name.clone(),
+            detail: "no response header".into(),
+        })?;
+    let status = up.status;
+    let is_sse = up
+        .headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/event-stream"));
+    let filter_sse = stream && is_sse && status.is_success();
+
+    let mut resp = ResponseHeader::build(status, Some(up.headers.len() + 3)).map_err(|e| {
+        ApiError::Internal(format!("building the response: {}", e.etype().as_str()))
+    })?;
+    for (name, value) in up.headers.iter() {
+        let n = name.as_str();
+        if NOT_FORWARDED.contains(&n) || (filter_sse && n == "content-length") {
+            continue;
+        }
+        resp.append_header(name.clone(), value.clone())
+            .map_err(|e| {
+                ApiError::Internal(format!("copying a response header: {}", e.etype().as_str()))
+            })?;
+    }
+    let chunked = !resp.headers.contains_key(http::header::CONTENT_LENGTH);
+    let set = |resp: &mut ResponseHeader, k: &'static str, v: String| {
+        resp.insert_header(k, v).map_err(|e| {
+            ApiError::Internal(format!("setting a response header: {}", e.etype().as_str()))
+        })
+    };
+    if chunked {
+        set(&mut resp, "transfer-encoding", "chunked".into())?;
+    }
+    set(&mut resp, DECISION_HEADER, ctx.decision_id.to_string())?;
+    set(&mut resp, MODEL_HEADER, model.id.clone())?;
+
+    if session
+        .write_response_header(Box::new(resp), false)
+        .await
+        .is_err()
+    {
+        state.metrics.client_disconnects.inc();
+        return Ok(status);
+    }
+    state
+        .metrics
+        .overhead
+        .observe((overhead_so_far + started.elapsed()).as_secs_f64());
+
+    let mut filter = filter_sse.then(|| SseFilter::new(include_usage));
+    let mut scan = BytesMut::new();
+    let mut sent: u64 = 0;
+    let outcome = loop {
+        let next = tokio::select! {
+            n = exchange.next_chunk(provider, state.config.limits.idle, deadline) => n,
+            _ = client_gone(session) => break Outcome::ClientGone,
+        };
+        let (data, end) = match next {
+            Ok(Some(chunk)) => {
+                if filter.is_none() && status.is_success() && scan.len() < USAGE_SCAN_BYTES {
+                    scan.extend_from_slice(&chunk);
+                }
+                match filter.as_mut() {
+                    Some(f) => (f.push(&chunk), false),
+                    None => (chunk, false),
+                }
+            }
+            Ok(None) => (
+                filter.as_mut().map(SseFilter::finish).unwrap_or_default(),
+                true,
+            ),
+            Err(e) => break Outcome::UpstreamFailed(e),
+        };
+        sent += data.len() as u64;
+        if session.write_response_body(Some(data), end).await.is_err() {
+            break Outcome::ClientGone;
+        }
+        if end {
+            break Outcome::Complete;
+        }
+    };
+    state.metrics.bytes_out.inc_by(sent);
+
+    let usage = match &filter {
+        Some(f) => f.usage,
+        None => serde_json::from_slice::<serde_json::Value>(&scan)
+            .ok()
+            .and_then(|v| Usage::from_openai(&v)),
+    };
+    let (input_tokens, output_tokens) = usage.map_or((0, 0), |u| (u.input_tokens, u.output_tokens));
+    match outcome {
+        Outcome::Complete => {
+            if exchange.response_done() {
+                state.upstream.release(exchange, &state.config.limits).await;
+            }
+        }
+        Outcome::ClientGone => {
+            state.metrics.client_disconnects.inc();
+            session.set_keepalive(None);
+            tracing::info!(decision_id = %ctx.decision_id, model = %model.id, "client went away; upstream request closed");
+            // Dropping `exchange` closes the upstream connection: the provider stops generating.
+        }
+        Outcome::UpstreamFailed(e) => {
+            state.metrics.errors.with_label_values(&[e.kind()]).inc();
+            tracing::warn!(decision_id = %ctx.decision_id, model = %model.id, "after the first byte: {e}");
+            if filter.is_some() {
+                let event = sse::openai_error_event(&e.to_string(), e.kind());
+                let _ = session.write_response_body(Some(event), true).await;
+            }
+            session.set_keepalive(None);
+        }
+    }
+    tracing::info!(
+        target: "dualrouter::access",
+        decision_id = %ctx.decision_id,
+        model = %model.id,
+        provider = %provider.name,
+        status = status.as_u16(),
+        latency_ms = ctx.started.elapsed().as_millis() as u64,
+        input_tokens,
+        output_tokens,
+        cost_usd = model.cost.usd(input_tokens, output_tokens),
+        "forwarded"
+    );
+    Ok(status)
+}
+
+enum Outcome {
+    Complete,
+    ClientGone,
+    UpstreamFailed(ApiError),
+}

@@ -1,0 +1,81 @@
+//! The proxy's own answers: JSON bodies and errors in the client's format.
+
+use bytes::Bytes;
+use pingora::http::ResponseHeader;
+use pingora::proxy::Session;
+
+use super::{ProxyState, RequestCtx};
+use crate::error::ApiError;
+
+pub const DECISION_HEADER: &str = "x-dualrouter-decision-id";
+pub const MODEL_HEADER: &str = "x-dualrouter-model";
+
+/// Writes a whole JSON response.
+pub async fn json(
+    session: &mut Session,
+    status: http::StatusCode,
+    value: &serde_json::Value,
+    extra: &[(&str, String)],
+) -> Result<http::StatusCode, ApiError> {
+    let body = Bytes::from(value.to_string());
+    write_whole(session, status, body, extra)
+        .await
+        .map_err(|e| ApiError::Internal(format!("writing the response: {}", e.etype().as_str())))?;
+    Ok(status)
+}
+
+async fn write_whole(
+    session: &mut Session,
+    status: http::StatusCode,
+    body: Bytes,
+    extra: &[(&str, String)],
+) -> pingora::Result<()> {
+    let mut resp = ResponseHeader::build(status, Some(4))?;
+    resp.insert_header(http::header::CONTENT_TYPE, "application/json")?;
+    resp.insert_header(http::header::CONTENT_LENGTH, body.len().to_string())?;
+    for (k, v) in extra {
+        resp.insert_header(k.to_string(), v.as_str())?;
+    }
+    let head_only = session.req_header().method == http::Method::HEAD;
+    session
+        .write_response_header(Box::new(resp), head_only)
+        .await?;
+    if !head_only {
+        session.write_response_body(Some(body), true).await?;
+    }
+    Ok(())
+}
+
+/// Answers with `err` in the client's format and counts it. If the request body may not have
+/// been read whole, the connection is closed afterwards rather than reused.
+pub async fn error(
+    state: &ProxyState,
+    session: &mut Session,
+    ctx: &RequestCtx,
+    err: &ApiError,
+) -> http::StatusCode {
+    let status = err.status();
+    state.metrics.errors.with_label_values(&[err.kind()]).inc();
+    if status.is_server_error() {
+        tracing::warn!(decision_id = %ctx.decision_id, kind = err.kind(), "{err}");
+    } else {
+        tracing::debug!(decision_id = %ctx.decision_id, kind = err.kind(), "{err}");
+    }
+    if !session.is_body_done() {
+        session.set_keepalive(None);
+    }
+    if session.response_written().is_some() {
+        // Headers already went out (a failure mid-response): nothing more can be said.
+        session.set_keepalive(None);
+        return status;
+    }
+    let mut extra = vec![(DECISION_HEADER, ctx.decision_id.to_string())];
+    if let Some(m) = &ctx.model {
+        extra.push((MODEL_HEADER, m.clone()));
+    }
+    if let Err(e) = write_whole(session, status, err.body(ctx.format), &extra).await {
+        tracing::debug!("could not write the error response: {}", e.etype().as_str());
+        session.set_keepalive(None);
+    }
+    status
+}

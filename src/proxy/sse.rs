@@ -1,0 +1,219 @@
+//! Server-sent events, as LLM providers stream them: split a byte stream into whole events,
+//! find the usage an OpenAI stream reports, and drop the usage-only chunk when the client did
+//! not ask for it.
+//!
+//! Events are forwarded as soon as they are complete, byte for byte as the upstream sent them;
+//! only a trailing partial event waits for the next chunk. The splitter bounds how much it
+//! holds back ([`MAX_EVENT_BYTES`]) so a stream without separators cannot grow memory.
+
+use bytes::{Bytes, BytesMut};
+
+/// An event larger than this is passed on unparsed rather than buffered further.
+pub const MAX_EVENT_BYTES: usize = 4 * 1024 * 1024;
+
+/// Token counts as the upstream reported them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Usage {
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+}
+
+impl Usage {
+    /// Reads OpenAI's `usage` object (`prompt_tokens`, `completion_tokens`).
+    pub fn from_openai(v: &serde_json::Value) -> Option<Self> {
+        let u = v.get("usage")?;
+        if u.is_null() {
+            return None;
+        }
+        Some(Self {
+            input_tokens: u.get("prompt_tokens").and_then(|t| t.as_u64()).unwrap_or(0),
+            output_tokens: u
+                .get("completion_tokens")
+                .and_then(|t| t.as_u64())
+                .unwrap_or(0),
+        })
+    }
+}
+
+/// Splits an SSE byte stream into events and filters them.
+#[derive(Debug)]
+pub struct SseFilter {
+    pending: BytesMut,
+    /// Forward the usage-only chunk (the client set `stream_options.include_usage`).
+    keep_usage_chunk: bool,
+    pub usage: Option<Usage>,
+    /// Saw `data: [DONE]`.
+    pub done: bool,
+    /// Saw an event whose JSON carries an `error` object.
+    pub saw_error: bool,
+}
+
+impl SseFilter {
+    pub fn new(keep_usage_chunk: bool) -> Self {
+        Self {
+            pending: BytesMut::new(),
+            keep_usage_chunk,
+            usage: None,
+            done: false,
+            saw_error: false,
+        }
+    }
+
+    /// Feeds a chunk from upstream; returns the bytes to send to the client now (possibly empty).
+    pub fn push(&mut self, chunk: &[u8]) -> Bytes {
+        self.pending.extend_from_slice(chunk);
+        let mut out = BytesMut::new();
+        while let Some(end) = event_end(&self.pending) {
+            let event = self.pending.split_to(end);
+            if self.keep(&event) {
+                out.extend_from_slice(&event);
+            }
+        }
+        if self.pending.len() > MAX_EVENT_BYTES {
+            // Not SSE as we know it: pass it on rather than hold it.
+            out.extend_from_slice(&self.pending.split());
+        }
+        out.freeze()
+    }
+
+    /// The stream ended: whatever is left (an unterminated last event) goes to the client.
+    pub fn finish(&mut self) -> Bytes {
+        let rest = self.pending.split();
+        if !rest.is_empty() && self.keep(&rest) {
+            return rest.freeze();
+        }
+        Bytes::new()
+    }
+
+    /// Inspects one whole event (separator included) and decides whether the client gets it.
+    fn keep(&mut self, event: &[u8]) -> bool {
+        let Some(data) = event_data(event) else {
+            return true; // comments, `event:` lines without data, keep-alives
+        };
+        if data.trim_ascii() == b"[DONE]" {
+            self.done = true;
+            return true;
+        }
+        let Ok(v) = serde_json::from_slice::<serde_json::Value>(&data) else {
+            return true;
+        };
+        if v.get("error").is_some_and(|e| !e.is_null()) {
+            self.saw_error = true;
+        }
+        if let Some(u) = Usage::from_openai(&v) {
+            self.usage = Some(u);
+            let usage_only = v
+                .get("choices")
+                .and_then(|c| c.as_array())
+                .is_none_or(|c| c.is_empty());
+            if usage_only && !self.keep_usage_chunk {
+                return false;
+            }
+        }
+        true
+    }
+}
+
+/// Index just past the first event separator (a blank line: `\n\n`, `\r\n\r\n` or `\r\r`).
+fn event_end(buf: &[u8]) -> Option<usize> {
+    let mut i = 0;
+    while i < buf.len() {
+        match buf[i] {
+            b'\n' => {
+                if buf.get(i + 1) == Some(&b'\n') {
+                    return Some(i + 2);
+                }
+                if buf.get(i + 1) == Some(&b'\r') && buf.get(i + 2) == Some(&b'\n') {
+                    return Some(i + 3);
+                }
+            }
+            b'\r' => {
+                if buf.get(i + 1) == Some(&b'\r') {
+                    return Some(i + 2);
+                }
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    None
+}
+
+/// The event's data: its `data:` lines joined by `\n` (SSE's rule), or `None` if it has none.
+pub fn event_data(event: &[u8]) -> Option<Vec<u8>> {
+    let mut data: Option<Vec<u8>> = None;
+    for line in event.split(|&b| b == b'\n') {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if let Some(rest) = line.strip_prefix(b"data:") {
+            let rest = rest.strip_prefix(b" ").unwrap_or(rest);
+            let d = data.get_or_insert_with(Vec::new);
+            if !d.is_empty() {
+                d.push(b'\n');
+            }
+            d.extend_from_slice(rest);
+        }
+    }
+    data
+}
+
+/// An SSE event carrying an error in OpenAI's shape, for a stream that must end early.
+pub fn openai_error_event(message: &str, code: &str) -> Bytes {
+    let v = serde_json::json!({
+        "error": { "message": message, "type": "api_error", "param": null, "code": code }
+    });
+    Bytes::from(format!("data: {v}\n\n"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const USAGE_CHUNK: &str =
+        "data: {\"id\":\"x\",\"choices\":[],\"usage\":{\"prompt_tokens\":7,\"completion_tokens\":3}}\n\n";
+    const TEXT_CHUNK: &str =
+        "data: {\"id\":\"x\",\"choices\":[{\"delta\":{\"content\":\"hi\"}}],\"usage\":null}\n\n";
+
+    #[test]
+    fn splits_across_chunk_boundaries() {
+        let mut f = SseFilter::new(true);
+        let all = format!("{TEXT_CHUNK}{USAGE_CHUNK}data: [DONE]\n\n");
+        let mut out = Vec::new();
+        for piece in all.as_bytes().chunks(5) {
+            out.extend_from_slice(&f.push(piece));
+        }
+        out.extend_from_slice(&f.finish());
+        assert_eq!(out, all.as_bytes());
+        assert_eq!(
+            f.usage,
+            Some(Usage {
+                input_tokens: 7,
+                output_tokens: 3
+            })
+        );
+        assert!(f.done);
+    }
+
+    #[test]
+    fn drops_usage_chunk_unless_asked() {
+        let mut f = SseFilter::new(false);
+        let all = format!("{TEXT_CHUNK}{USAGE_CHUNK}data: [DONE]\n\n");
+        let out = f.push(all.as_bytes());
+        assert_eq!(out, format!("{TEXT_CHUNK}data: [DONE]\n\n").as_bytes());
+        assert_eq!(f.usage.unwrap().output_tokens, 3);
+    }
+
+    #[test]
+    fn crlf_and_multiline_data() {
+        let ev = b"event: x\r\ndata: {\"a\":\r\ndata: 1}\r\n\r\n";
+        assert_eq!(event_end(ev), Some(ev.len()));
+        assert_eq!(event_data(ev).unwrap(), b"{\"a\":\n1}");
+    }
+
+    #[test]
+    fn holds_partial_event_and_bounds_it() {
+        let mut f = SseFilter::new(true);
+        assert!(f.push(b"data: {\"par").is_empty());
+        let big = vec![b'x'; MAX_EVENT_BYTES + 1];
+        assert_eq!(f.push(&big).len(), MAX_EVENT_BYTES + 1 + 11);
+    }
+}
