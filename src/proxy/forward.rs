@@ -109,6 +109,10 @@ impl Upstream {
             String::new()
         };
         let mut peer = HttpPeer::new(addr, provider.tls, sni);
+        // Pingora's pool key leaves the trusted CAs out: without this, a connection verified
+        // against one provider's private CA could be reused for another provider at the same
+        // address that does not trust it. One pool per provider.
+        peer.group_key = provider_key(&provider.name);
         let o = &mut peer.options;
         o.connection_timeout = Some(limits.upstream_connect);
         o.total_connection_timeout = Some(limits.upstream_connect);
@@ -291,6 +295,13 @@ fn classify_connect_error(provider: &Provider, e: &pingora::Error) -> ApiError {
             },
         },
     }
+}
+
+fn provider_key(name: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    name.hash(&mut h);
+    h.finish()
 }
 
 fn system_roots() -> Vec<X509> {

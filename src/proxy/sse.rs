@@ -118,20 +118,11 @@ impl SseFilter {
 fn event_end(buf: &[u8]) -> Option<usize> {
     let mut i = 0;
     while i < buf.len() {
+        let next = buf.get(i + 1).copied();
         match buf[i] {
-            b'\n' => {
-                if buf.get(i + 1) == Some(&b'\n') {
-                    return Some(i + 2);
-                }
-                if buf.get(i + 1) == Some(&b'\r') && buf.get(i + 2) == Some(&b'\n') {
-                    return Some(i + 3);
-                }
-            }
-            b'\r' => {
-                if buf.get(i + 1) == Some(&b'\r') {
-                    return Some(i + 2);
-                }
-            }
+            b'\n' if next == Some(b'\n') => return Some(i + 2),
+            b'\n' if next == Some(b'\r') && buf.get(i + 2) == Some(&b'\n') => return Some(i + 3),
+            b'\r' if next == Some(b'\r') => return Some(i + 2),
             _ => {}
         }
         i += 1;

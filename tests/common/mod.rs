@@ -1,0 +1,154 @@
+//! Shared test harness: the real `dualrouter` binary on a free port, and mock upstreams on
+//! 127.0.0.1 speaking OpenAI's wire format (see `mock.rs` for their behaviours).
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+pub mod mock;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A running `dualrouter serve`, killed when dropped.
+pub struct Proxy {
+    child: Child,
+    pub dir: tempfile::TempDir,
+    pub proxy: String,
+    pub admin: String,
+    pub demo: Option<String>,
+}
+
+impl Proxy {
+    /// Starts the proxy with this YAML (its `listen` and `admin.listen` should use port 0).
+    pub async fn start(yaml: &str) -> Proxy {
+        Self::start_with_env(yaml, &[]).await
+    }
+
+    pub async fn start_with_env(yaml: &str, env: &[(&str, &str)]) -> Proxy {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("config.yaml");
+        std::fs::write(&config, yaml).unwrap();
+        let ready = dir.path().join("ready.json");
+        let log = std::fs::File::create(dir.path().join("proxy.log")).unwrap();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_dualrouter"));
+        cmd.arg("serve")
+            .arg("--config")
+            .arg(&config)
+            .arg("--ready-file")
+            .arg(&ready)
+            .env(
+                "DUALROUTER_LOG",
+                "info,pingora_core=warn,pingora_proxy=warn",
+            )
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::null())
+            .stderr(log);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("spawn dualrouter");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let ready_json = loop {
+            if let Ok(text) = std::fs::read_to_string(&ready) {
+                if let Ok(v) = serde_json::from_str::<serde_json::Value>(&text) {
+                    break v;
+                }
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                let log = std::fs::read_to_string(dir.path().join("proxy.log")).unwrap_or_default();
+                panic!("dualrouter exited early ({status}):\n{log}");
+            }
+            assert!(Instant::now() < deadline, "dualrouter did not become ready");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        let p = Proxy {
+            child,
+            proxy: format!("http://{}", ready_json["proxy"].as_str().unwrap()),
+            admin: format!("http://{}", ready_json["admin"].as_str().unwrap()),
+            demo: ready_json["demo"].as_str().map(|d| format!("http://{d}")),
+            dir,
+        };
+        // The proxy's own listener is bound by Pingora after the ready file: wait for it.
+        let client = reqwest::Client::new();
+        loop {
+            if let Ok(r) = client.get(format!("{}/healthz", p.proxy)).send().await {
+                if r.status() == 200 {
+                    break;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "dualrouter /healthz never answered"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        p
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.proxy, path)
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("proxy.log")).unwrap_or_default()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends a signal (e.g. "TERM") and waits for the process to exit.
+    pub fn signal_and_wait(&mut self, signal: &str, within: Duration) -> std::process::ExitStatus {
+        let _ = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.child.id().to_string())
+            .status();
+        let deadline = Instant::now() + within;
+        loop {
+            if let Ok(Some(s)) = self.child.try_wait() {
+                return s;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "dualrouter did not exit after SIG{signal}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn try_wait(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs the binary with arguments and returns (exit success, stdout+stderr).
+pub fn run_cli(args: &[&str]) -> (bool, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_dualrouter"))
+        .args(args)
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap();
+    let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
+    text.push_str(&String::from_utf8_lossy(&out.stderr));
+    (out.status.success(), text)
+}
+
+/// The repository root.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).to_path_buf()
+}
+
+/// A chat-completions request body.
+pub fn chat_body(model: &str, prompt: &str, stream: bool) -> serde_json::Value {
+    serde_json::json!({
+        "model": model,
+        "stream": stream,
+        "messages": [{"role": "user", "content": prompt}],
+    })
+}
