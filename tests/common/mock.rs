@@ -3,7 +3,7 @@
 //!
 //! | upstream model id | behaviour |
 //! |---|---|
-//! | `echo`            | a chat.completion whose content reports the body size it received |
+//! | `echo`            | a chat.completion whose content reports the body size it received; a stream of 3 chunks when `stream` is set |
 //! | `stream:N:MS`     | N content chunks, MS ms apart, then usage (if asked) and `[DONE]` |
 //! | `slow:MS`         | waits MS ms before answering like `echo` |
 //! | `stall:N`         | N stream chunks, then silence forever |
@@ -251,6 +251,15 @@ async fn chat(State(state): State<Arc<MockState>>, headers: HeaderMap, body: Byt
             .unwrap_or(0)
     };
     match parts[0] {
+        "echo" if req["stream"] == json!(true) => {
+            let mut events: Vec<(Duration, Bytes)> =
+                (0..3).map(|i| (Duration::ZERO, chunk(&model, i))).collect();
+            if include_usage {
+                events.push((Duration::ZERO, usage_chunk(&model)));
+            }
+            events.push((Duration::ZERO, Bytes::from_static(b"data: [DONE]\n\n")));
+            sse(state.clone(), events, None, model)
+        }
         "echo" => axum::Json(completion(
             &model,
             &format!("received {} bytes", body.len()),
