@@ -16,4 +16,5 @@ pub mod demo;
 pub mod error;
 pub mod metrics;
 pub mod proxy;
+pub mod router;
 pub mod server;

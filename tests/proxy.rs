@@ -28,7 +28,7 @@ fn config(base_url: &str, extra: &str) -> String {
     format!(
         r#"listen: 127.0.0.1:0
 admin: {{ listen: 127.0.0.1:0 }}
-limits: {{ max_body_bytes: 16777216, first_byte_ms: 1000, idle_ms: 700, total_ms: 2500, upstream_connect_ms: 500 }}
+limits: {{ max_body_bytes: 16777216, first_byte_ms: 1000, idle_ms: 700, total_ms: 2500, upstream_connect_ms: 500, client_body_ms: 800 }}
 server: {{ graceful_shutdown_timeout_seconds: 2, grace_period_seconds: 0 }}
 providers:
   - name: mock
@@ -383,6 +383,30 @@ async fn client_disconnect_mid_stream_closes_upstream() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+#[tokio::test]
+async fn slow_client_body_gets_408() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mock = Mock::start().await;
+    let p = start(&mock).await;
+    let mut s = tokio::net::TcpStream::connect(p.proxy.trim_start_matches("http://"))
+        .await
+        .unwrap();
+    s.write_all(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"model\"")
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let mut buf = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut buf))
+        .await
+        .expect("proxy hung")
+        .unwrap();
+    let text = String::from_utf8_lossy(&buf);
+    assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+    assert!(text.contains("\"error\""), "{text}");
+    assert!(started.elapsed() >= Duration::from_millis(700));
+    assert_eq!(mock.count(), 0);
 }
 
 #[tokio::test]

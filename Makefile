@@ -1,0 +1,25 @@
+# dualrouter: the two commands of the README, and the pieces they are made of.
+#   make run   set everything up and run the proxy on its embedded defaults
+#   make test  set everything up and run the whole test suite (what CI runs)
+
+CONFIG ?= config/dualrouter.yaml
+
+.PHONY: run test setup build lint unit bench clean-venv
+
+setup:
+	@scripts/setup.sh
+
+run: setup
+	cargo build --release
+	./target/release/dualrouter serve --config $(CONFIG)
+
+lint:
+	cargo fmt --check
+	cargo clippy --all-targets -- -D warnings
+
+test: setup lint
+	cargo test
+
+bench: setup
+	cargo build --release
+	scripts/bench-proxy.sh

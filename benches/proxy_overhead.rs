@@ -1,0 +1,208 @@
+//! What the proxy adds: the same small non-streaming requests, at a fixed rate, sent straight to
+//! the demo upstream and through the proxy, interleaved in one run so both see the same noise.
+//! Prints added latency (p50/p99) per rate and the highest rate the proxy held.
+//!
+//! Run: `cargo bench --bench proxy_overhead` (or `make bench`).
+//! Knobs (env): BENCH_RATES="500,1000,2000", BENCH_SECONDS=5.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::print_stdout
+)]
+
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::Mutex;
+
+struct Kill(Child);
+impl Drop for Kill {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn pct(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i]
+}
+
+struct Run {
+    direct: Vec<Duration>,
+    proxied: Vec<Duration>,
+    errors: usize,
+    achieved_rps: f64,
+}
+
+async fn run_at(
+    client: &reqwest::Client,
+    direct: &str,
+    proxied: &str,
+    rate: u64,
+    secs: u64,
+) -> Run {
+    let body = serde_json::json!({"model": "bench", "messages": [{"role": "user", "content": "hello, how are you today?"}]}).to_string();
+    let body = bytes::Bytes::from(body);
+    let direct_lat = Arc::new(Mutex::new(Vec::new()));
+    let proxied_lat = Arc::new(Mutex::new(Vec::new()));
+    let errors = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let total = rate * secs;
+    let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / rate as f64));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let started = Instant::now();
+    let mut tasks = Vec::with_capacity(total as usize);
+    for i in 0..total {
+        tick.tick().await;
+        let (url, sink) = if i % 2 == 0 {
+            (direct.to_string(), direct_lat.clone())
+        } else {
+            (proxied.to_string(), proxied_lat.clone())
+        };
+        let client = client.clone();
+        let body = body.clone();
+        let errors = errors.clone();
+        tasks.push(tokio::spawn(async move {
+            let t = Instant::now();
+            let ok = match client
+                .post(&url)
+                .header("content-type", "application/json")
+                .body(body)
+                .send()
+                .await
+            {
+                Ok(r) => r.status().is_success() && r.bytes().await.is_ok(),
+                Err(_) => false,
+            };
+            if ok {
+                sink.lock().await.push(t.elapsed());
+            } else {
+                errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+        }));
+    }
+    for t in tasks {
+        let _ = t.await;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let mut d = direct_lat.lock().await.clone();
+    let mut p = proxied_lat.lock().await.clone();
+    d.sort();
+    p.sort();
+    Run {
+        achieved_rps: (d.len() + p.len()) as f64 / elapsed,
+        direct: d,
+        proxied: p,
+        errors: errors.load(std::sync::atomic::Ordering::Relaxed),
+    }
+}
+
+fn main() {
+    let bin = env!("CARGO_BIN_EXE_dualrouter");
+    let rates: Vec<u64> = std::env::var("BENCH_RATES")
+        .unwrap_or_else(|_| "250,500,1000,1500,2000,3000".into())
+        .split(',')
+        .filter_map(|r| r.trim().parse().ok())
+        .collect();
+    let secs: u64 = std::env::var("BENCH_SECONDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(5);
+
+    let up_port = free_port();
+    let _upstream = Kill(
+        Command::new(bin)
+            .args(["demo-upstream", "--listen", &format!("127.0.0.1:{up_port}")])
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("bench.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "listen: 127.0.0.1:0\nadmin: {{ listen: 127.0.0.1:0 }}\nserver: {{ threads: 1 }}\nproviders:\n  - {{ name: demo, kind: openai, base_url: \"http://127.0.0.1:{up_port}/v1\", models: [ {{ id: bench, upstream_id: demo }} ] }}\n"
+        ),
+    )
+    .unwrap();
+    let ready = dir.path().join("ready.json");
+    let _proxy = Kill(
+        Command::new(bin)
+            .args([
+                "serve",
+                "--config",
+                cfg.to_str().unwrap(),
+                "--ready-file",
+                ready.to_str().unwrap(),
+            ])
+            .env("DUALROUTER_LOG", "warn")
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let proxy_addr = loop {
+            if let Ok(t) = std::fs::read_to_string(&ready) {
+                if let Ok(v) = serde_json::from_str::<serde_json::Value>(&t) {
+                    break v["proxy"].as_str().unwrap().to_string();
+                }
+            }
+            assert!(Instant::now() < deadline, "proxy did not start");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        let direct = format!("http://127.0.0.1:{up_port}/v1/chat/completions");
+        let proxied = format!("http://{proxy_addr}/v1/chat/completions");
+        let client = reqwest::Client::builder().pool_max_idle_per_host(512).build().unwrap();
+        // Warm up both paths (connections, caches).
+        loop {
+            let ok_d = client.post(&direct).body("{\"model\":\"bench\",\"messages\":[]}").send().await.is_ok();
+            let ok_p = client.get(format!("http://{proxy_addr}/healthz")).send().await.is_ok();
+            if ok_d && ok_p {
+                break;
+            }
+            assert!(Instant::now() < deadline, "upstream or proxy not answering");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        run_at(&client, &direct, &proxied, 200, 2).await;
+
+        println!("dualrouter proxy overhead: demo upstream, small non-streaming requests, {secs} s per rate, direct and proxied interleaved");
+        println!("{:>8} {:>9} {:>7} {:>11} {:>11} {:>11} {:>11} {:>10} {:>10}", "rate", "achieved", "errors", "direct p50", "proxy p50", "direct p99", "proxy p99", "added p50", "added p99");
+        let mut held = 0;
+        for rate in rates {
+            let r = run_at(&client, &direct, &proxied, rate, secs).await;
+            let (d50, p50) = (pct(&r.direct, 0.5), pct(&r.proxied, 0.5));
+            let (d99, p99) = (pct(&r.direct, 0.99), pct(&r.proxied, 0.99));
+            let added = |p: Duration, d: Duration| p.as_secs_f64() * 1e3 - d.as_secs_f64() * 1e3;
+            println!(
+                "{:>8} {:>9.0} {:>7} {:>9.3}ms {:>9.3}ms {:>9.3}ms {:>9.3}ms {:>8.3}ms {:>8.3}ms",
+                rate, r.achieved_rps, r.errors, d50.as_secs_f64() * 1e3, p50.as_secs_f64() * 1e3,
+                d99.as_secs_f64() * 1e3, p99.as_secs_f64() * 1e3, added(p50, d50), added(p99, d99)
+            );
+            // Held: no errors, the offered rate achieved within 5%, and p99 under 50 ms.
+            if r.errors == 0 && r.achieved_rps >= rate as f64 * 0.95 && p99 < Duration::from_millis(50) {
+                held = rate;
+            }
+        }
+        println!("highest rate held through the proxy: {held} req/s (half of them proxied)");
+    });
+}

