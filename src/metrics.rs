@@ -25,6 +25,10 @@ pub struct Metrics {
     pub bytes_out: IntCounter,
     /// Streams cut short because the client went away.
     pub client_disconnects: IntCounter,
+    /// Routes decided, by source (`arch-router`, `embedded`, `default`).
+    pub routes: IntCounterVec,
+    /// Arch-Router calls that fell back to the embedded classifier, by reason.
+    pub classifier_fallbacks: IntCounterVec,
 }
 
 impl Metrics {
@@ -76,6 +80,22 @@ impl Metrics {
             "dualrouter_client_disconnects_total",
             "Responses cut short because the client went away",
         )?;
+        let routes = IntCounterVec::new(
+            Opts::new(
+                "dualrouter_routes_total",
+                "Routes decided, by classifier source",
+            ),
+            &["source"],
+        )?;
+        let classifier_fallbacks = IntCounterVec::new(
+            Opts::new(
+                "dualrouter_classifier_fallbacks_total",
+                "Arch-Router calls that fell back to the embedded classifier, by reason",
+            ),
+            &["reason"],
+        )?;
+        registry.register(Box::new(routes.clone()))?;
+        registry.register(Box::new(classifier_fallbacks.clone()))?;
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(errors.clone()))?;
         registry.register(Box::new(upstream_latency.clone()))?;
@@ -92,6 +112,8 @@ impl Metrics {
             bytes_in,
             bytes_out,
             client_disconnects,
+            routes,
+            classifier_fallbacks,
         })
     }
 

@@ -28,6 +28,9 @@ pub struct RawConfig {
     pub demo: Option<RawDemo>,
     #[serde(default)]
     pub providers: Vec<RawProvider>,
+    /// Route classification (Arch-Router client, embedded classifier).
+    #[serde(default)]
+    pub classifier: RawClassifier,
 }
 
 fn default_listen() -> String {
@@ -237,4 +240,79 @@ pub struct RawCost {
     pub input: f64,
     #[serde(default)]
     pub output: f64,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawClassifier {
+    /// An OpenAI-compatible server running katanemo/Arch-Router; absent → embedded only.
+    #[serde(default)]
+    pub arch_router: Option<RawArchRouter>,
+    #[serde(default)]
+    pub embedded: RawEmbedded,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawArchRouter {
+    pub base_url: String,
+    #[serde(default = "default_arch_model")]
+    pub model: String,
+    #[serde(default)]
+    pub api_key_env: Option<String>,
+    #[serde(default = "default_arch_timeout")]
+    pub timeout_ms: u64,
+    #[serde(default = "default_arch_max_tokens")]
+    pub max_tokens: u32,
+    /// Conversation budget in tokens sent to the model (oldest turns trimmed first).
+    #[serde(default = "default_arch_context")]
+    pub context_tokens: usize,
+    /// Consecutive failures that stop calls for `breaker_cooldown_ms`.
+    #[serde(default = "default_breaker_failures")]
+    pub breaker_failures: u32,
+    #[serde(default = "default_breaker_cooldown")]
+    pub breaker_cooldown_ms: u64,
+}
+
+fn default_arch_model() -> String {
+    "katanemo/Arch-Router-1.5B".into()
+}
+fn default_arch_timeout() -> u64 {
+    300
+}
+fn default_arch_max_tokens() -> u32 {
+    32
+}
+fn default_arch_context() -> usize {
+    2048
+}
+fn default_breaker_failures() -> u32 {
+    3
+}
+fn default_breaker_cooldown() -> u64 {
+    30_000
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawEmbedded {
+    /// Below this probability the embedded classifier answers "no route" (default policy).
+    #[serde(default = "default_min_confidence")]
+    pub min_confidence: f32,
+    /// The MiniLM model folder, when not `<encoder models_dir>/minilm`.
+    #[serde(default)]
+    pub model_dir: Option<PathBuf>,
+}
+
+impl Default for RawEmbedded {
+    fn default() -> Self {
+        Self {
+            min_confidence: default_min_confidence(),
+            model_dir: None,
+        }
+    }
+}
+
+fn default_min_confidence() -> f32 {
+    0.25
 }

@@ -25,6 +25,14 @@ pub struct Config {
     pub models: HashMap<String, Arc<Model>>,
     /// Public ids in config order (for `GET /v1/models`).
     pub model_order: Vec<String>,
+    pub classifier: ClassifierSettings,
+}
+
+#[derive(Debug, Clone)]
+pub struct ClassifierSettings {
+    pub arch_router: Option<crate::router::classify::arch_router::ArchRouterSettings>,
+    pub min_confidence: f32,
+    pub model_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -224,6 +232,8 @@ pub fn validate(raw: RawConfig, env: EnvLookup<'_>) -> Result<Config, ConfigErro
         providers.push(provider);
     }
 
+    let classifier = classifier(&raw.classifier, env, &mut p);
+
     if !p.0.is_empty() {
         return Err(ConfigError::Invalid(p.0));
     }
@@ -251,7 +261,58 @@ pub fn validate(raw: RawConfig, env: EnvLookup<'_>) -> Result<Config, ConfigErro
         providers,
         models,
         model_order,
+        classifier,
     })
+}
+
+fn classifier(
+    c: &super::raw::RawClassifier,
+    env: EnvLookup<'_>,
+    p: &mut Problems,
+) -> ClassifierSettings {
+    let arch_router = c.arch_router.as_ref().map(|a| {
+        if !(a.base_url.starts_with("http://") || a.base_url.starts_with("https://")) {
+            p.push(
+                "classifier.arch_router.base_url",
+                format!("'{}' must start with http:// or https://", a.base_url),
+            );
+        }
+        if a.timeout_ms == 0 {
+            p.push(
+                "classifier.arch_router.timeout_ms",
+                "must be greater than 0",
+            );
+        }
+        if a.breaker_failures == 0 {
+            p.push(
+                "classifier.arch_router.breaker_failures",
+                "must be at least 1",
+            );
+        }
+        crate::router::classify::arch_router::ArchRouterSettings {
+            base_url: a.base_url.clone(),
+            model: a.model.clone(),
+            api_key: a.api_key_env.as_deref().and_then(|name| {
+                secret_from_env(name, "classifier.arch_router.api_key_env", env, p)
+            }),
+            timeout: Duration::from_millis(a.timeout_ms),
+            max_tokens: a.max_tokens,
+            context_tokens: a.context_tokens,
+            breaker_failures: a.breaker_failures,
+            breaker_cooldown: Duration::from_millis(a.breaker_cooldown_ms),
+        }
+    });
+    if !(0.0..=1.0).contains(&c.embedded.min_confidence) {
+        p.push(
+            "classifier.embedded.min_confidence",
+            "must be between 0 and 1",
+        );
+    }
+    ClassifierSettings {
+        arch_router,
+        min_confidence: c.embedded.min_confidence,
+        model_dir: c.embedded.model_dir.clone(),
+    }
 }
 
 fn addr(s: &str, path: &str, p: &mut Problems) -> Option<SocketAddr> {

@@ -5,8 +5,11 @@
 
 pub mod arch_router;
 pub mod embedded;
+pub mod eval;
 
 use serde::Serialize;
+
+use super::conversation;
 
 /// A route the classifiers can choose: a policy's `domain/action`, its description and
 /// example utterances.
@@ -61,4 +64,95 @@ pub struct Route {
     pub action: String,
     pub confidence: f32,
     pub source: RouteSource,
+}
+
+/// Classifies conversations: Arch-Router when configured and answering, else the embedded
+/// classifier; no confident route → the default route.
+pub struct Classifier {
+    routes: Vec<RouteSpec>,
+    arch: Option<arch_router::ArchRouterClient>,
+    embedded: embedded::EmbeddedClassifier,
+    metrics: std::sync::Arc<crate::metrics::Metrics>,
+}
+
+impl Classifier {
+    pub fn new(
+        arch: Option<arch_router::ArchRouterClient>,
+        embedded: embedded::EmbeddedClassifier,
+        metrics: std::sync::Arc<crate::metrics::Metrics>,
+    ) -> Self {
+        Self {
+            routes: embedded.routes().to_vec(),
+            arch,
+            embedded,
+            metrics,
+        }
+    }
+
+    pub fn routes(&self) -> &[RouteSpec] {
+        &self.routes
+    }
+
+    /// The route of `conversation`, whose (latest user turn's) embedding is `embedding`.
+    pub async fn classify(
+        &self,
+        conversation: &conversation::Conversation,
+        embedding: &[f32],
+    ) -> Route {
+        if let Some(arch) = &self.arch {
+            match arch.classify(&self.routes, conversation).await {
+                Ok(Some(name)) => {
+                    let (domain, action) = name.split_once('/').unwrap_or((name.as_str(), ""));
+                    return self.counted(Route {
+                        domain: domain.to_string(),
+                        action: action.to_string(),
+                        confidence: 1.0,
+                        source: RouteSource::ArchRouter,
+                    });
+                }
+                Ok(None) => return self.counted(Route::default_route()),
+                Err(e) => {
+                    self.metrics
+                        .classifier_fallbacks
+                        .with_label_values(&[e.kind()])
+                        .inc();
+                    tracing::debug!("{e}; using the embedded classifier");
+                }
+            }
+        }
+        let route = self
+            .embedded
+            .classify(embedding)
+            .unwrap_or_else(Route::default_route);
+        self.counted(route)
+    }
+
+    fn counted(&self, route: Route) -> Route {
+        self.metrics
+            .routes
+            .with_label_values(&[route.source.as_str()])
+            .inc();
+        route
+    }
+}
+
+impl Route {
+    /// No route fits: the default policy applies.
+    pub fn default_route() -> Self {
+        Self {
+            domain: "default".into(),
+            action: String::new(),
+            confidence: 0.0,
+            source: RouteSource::Default,
+        }
+    }
+
+    /// `domain/action`, or `default`.
+    pub fn name(&self) -> String {
+        if self.action.is_empty() {
+            self.domain.clone()
+        } else {
+            format!("{}/{}", self.domain, self.action)
+        }
+    }
 }
