@@ -10,6 +10,7 @@
 )]
 
 pub mod admin;
+pub mod admin_api;
 pub mod cli;
 pub mod config;
 pub mod demo;
@@ -17,3 +18,4 @@ pub mod error;
 pub mod metrics;
 pub mod proxy;
 pub mod server;
+pub mod store;
