@@ -5,7 +5,7 @@
 //! - One writer task gathers a batch (up to `batch_rows`, or whatever arrived within `batch_ms`)
 //!   and inserts it in one transaction with `ON CONFLICT (decision_id) DO NOTHING`.
 //! - A failed batch is kept and retried with backoff ([`RETRY_DELAYS`]); if the database is
-//!   still failing, the batch goes to the spool and the writer is *degraded*: it spools every
+//!   still failing (or unreachable from the start), the batch goes to the spool and the writer is *degraded*: it spools every
 //!   batch (fsync'd) and probes the database by replaying the spool, with backoff up to
 //!   [`MAX_REPLAY_BACKOFF`]. A replay that gets every line in switches it back.
 //! - At start the spool left by an earlier process (a crash, or a database outage at shutdown)
@@ -285,21 +285,6 @@ impl DecisionLog {
         }
     }
 
-    /// Stops the writer at once, as a crash would: queued records are lost, the spool stays
-    /// as it is on disk. For tests of crash recovery.
-    #[doc(hidden)]
-    pub fn kill(&self) {
-        if let Some(task) = self
-            .inner
-            .task
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take()
-        {
-            task.abort();
-        }
-    }
-
     /// The spool directory.
     pub fn spool_dir(&self) -> &Path {
         self.inner.spool.dir()
@@ -317,6 +302,19 @@ struct Writer {
     degraded: bool,
     backoff: Duration,
     next_replay: Instant,
+}
+
+/// A failed write; `unavailable` when the database could not be reached at all.
+#[derive(Debug)]
+struct InsertError {
+    unavailable: bool,
+    message: String,
+}
+
+impl std::fmt::Display for InsertError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
 }
 
 enum Control {
@@ -399,7 +397,15 @@ impl Writer {
                         return;
                     }
                     Err(e) => {
-                        let Some(delay) = RETRY_DELAYS.get(attempt) else {
+                        // An unreachable database is retried through the spool (with
+                        // backoff); a refused statement (a deadlock, a serialization
+                        // failure) is retried here first.
+                        let retry = if e.unavailable {
+                            None
+                        } else {
+                            RETRY_DELAYS.get(attempt)
+                        };
+                        let Some(delay) = retry else {
                             tracing::warn!(error = %e, rows = batch.len(),
                                 "decision-log batch failed; spooling until the database is back");
                             self.enter_degraded();
@@ -415,14 +421,20 @@ impl Writer {
         self.spool_batch(batch).await;
     }
 
-    async fn insert(&self, records: &[DecisionRecord]) -> Result<(), String> {
+    async fn insert(&self, records: &[DecisionRecord]) -> Result<(), InsertError> {
         match tokio::time::timeout(STATEMENT_TIMEOUT, self.store.insert_decisions(records)).await {
             Ok(Ok(n)) => {
                 self.metrics.written.inc_by(n);
                 Ok(())
             }
-            Ok(Err(e)) => Err(e.to_string()),
-            Err(_) => Err("timed out".into()),
+            Ok(Err(e)) => Err(InsertError {
+                unavailable: e.is_unavailable(),
+                message: e.to_string(),
+            }),
+            Err(_) => Err(InsertError {
+                unavailable: true,
+                message: "timed out".into(),
+            }),
         }
     }
 
@@ -506,10 +518,12 @@ impl Writer {
 
     /// Inserts every line of a spool file, `batch_rows` per transaction. Returns the records
     /// read and the number of unreadable lines (a torn last line after a crash).
-    async fn replay_file(&self, path: &Path) -> Result<(u64, u64), String> {
-        let file = tokio::fs::File::open(path)
-            .await
-            .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+    async fn replay_file(&self, path: &Path) -> Result<(u64, u64), InsertError> {
+        let io_err = |e: std::io::Error| InsertError {
+            unavailable: false,
+            message: format!("cannot read {}: {e}", path.display()),
+        };
+        let file = tokio::fs::File::open(path).await.map_err(io_err)?;
         let mut lines = tokio::io::BufReader::new(file).lines();
         let mut chunk = Vec::with_capacity(self.batch_rows);
         let (mut rows, mut bad) = (0u64, 0u64);
@@ -517,7 +531,7 @@ impl Writer {
             let line = lines
                 .next_line()
                 .await
-                .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+                .map_err(io_err)?;
             let done = line.is_none();
             if let Some(line) = line {
                 if !line.trim().is_empty() {

@@ -276,7 +276,7 @@ impl Store {
             let pool = PgPoolOptions::new()
                 .max_connections(8)
                 // Fail fast when the server is down: the decision log spools instead of waiting.
-                .acquire_timeout(Duration::from_secs(3))
+                .acquire_timeout(Duration::from_secs(2))
                 .idle_timeout(Duration::from_secs(600))
                 .connect_lazy(url)?;
             // Surface a wrong URL or a down server at start-up rather than on the first request.

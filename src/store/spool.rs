@@ -55,6 +55,15 @@ fn open_append(path: &Path) -> io::Result<File> {
     OpenOptions::new().create(true).append(true).open(path)
 }
 
+fn ends_with_newline(path: &Path, len: u64) -> io::Result<bool> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut f = File::open(path)?;
+    f.seek(SeekFrom::Start(len - 1))?;
+    let mut last = [0u8; 1];
+    f.read_exact(&mut last)?;
+    Ok(last[0] == b'\n')
+}
+
 fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
@@ -64,8 +73,15 @@ impl Spool {
         std::fs::create_dir_all(dir)?;
         let active_path = dir.join(ACTIVE_FILE);
         let replay_path = dir.join(REPLAY_FILE);
-        let file = open_append(&active_path)?;
-        let active_bytes = file.metadata()?.len();
+        let mut file = open_append(&active_path)?;
+        let mut active_bytes = file.metadata()?.len();
+        if active_bytes > 0 && !ends_with_newline(&active_path, active_bytes)? {
+            // A crash cut the last line short. End it, so the next record starts a line of
+            // its own; replay skips (and counts) the torn one.
+            file.write_all(b"\n")?;
+            file.sync_data()?;
+            active_bytes += 1;
+        }
         let replay_bytes = match std::fs::metadata(&replay_path) {
             Ok(m) => m.len(),
             Err(e) if e.kind() == io::ErrorKind::NotFound => 0,
