@@ -147,17 +147,16 @@ async fn crud(api: &Api) {
 async fn auth(api: &Api) {
     for path in ["/api/routing/policies", "/api/executors", "/api/decisions"] {
         let resp = api.http.get(api.url(path)).send().await.unwrap();
-        assert_eq!(resp.status(), StatusCode::UNAUTHORIZED, "{path} without token");
+        assert_eq!(
+            resp.status(),
+            StatusCode::UNAUTHORIZED,
+            "{path} without token"
+        );
         assert!(resp.headers().contains_key("www-authenticate"));
         let v: Value = resp.json().await.unwrap();
         assert_eq!(v["error"]["type"], "unauthorized");
 
-        for wrong in [
-            "wrong",
-            "test-admin-token-12",
-            "test-admin-token-1234",
-            "",
-        ] {
+        for wrong in ["wrong", "test-admin-token-12", "test-admin-token-1234", ""] {
             let resp = api
                 .http
                 .get(api.url(path))
@@ -165,7 +164,11 @@ async fn auth(api: &Api) {
                 .send()
                 .await
                 .unwrap();
-            assert_eq!(resp.status(), StatusCode::UNAUTHORIZED, "{path} token {wrong:?}");
+            assert_eq!(
+                resp.status(),
+                StatusCode::UNAUTHORIZED,
+                "{path} token {wrong:?}"
+            );
         }
         // Basic auth carrying the token is not a bearer token.
         let resp = api
@@ -187,11 +190,7 @@ async fn auth(api: &Api) {
         .unwrap();
     assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
     let (_, list) = api.get("/api/routing/policies").await;
-    assert!(list
-        .as_array()
-        .unwrap()
-        .iter()
-        .all(|p| p["domain"] != "x"));
+    assert!(list.as_array().unwrap().iter().all(|p| p["domain"] != "x"));
     // The scheme is case-insensitive.
     let resp = api
         .http
@@ -250,12 +249,18 @@ async fn validation(api: &Api) {
     for (body, ctype) in [
         ("{not json", "application/json"),
         (r#"{"domain": "a"}"#, "application/json"),
-        (r#"{"domain": 1, "action": "b", "models": []}"#, "application/json"),
+        (
+            r#"{"domain": 1, "action": "b", "models": []}"#,
+            "application/json",
+        ),
         (
             r#"{"domain": "a", "action": "b", "models": ["small"], "modles": []}"#,
             "application/json",
         ),
-        (r#"{"domain": "a", "action": "b", "models": ["small"]}"#, "text/plain"),
+        (
+            r#"{"domain": "a", "action": "b", "models": ["small"]}"#,
+            "text/plain",
+        ),
     ] {
         let resp = api
             .http
@@ -309,7 +314,10 @@ async fn executors(api: &Api) {
         .unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
     let text = resp.text().await.unwrap();
-    assert!(!text.contains("sk-beta-secret-canary"), "API key leaked: {text}");
+    assert!(
+        !text.contains("sk-beta-secret-canary"),
+        "API key leaked: {text}"
+    );
     assert!(!text.contains(ADMIN_TOKEN), "admin token leaked: {text}");
     let v: Value = serde_json::from_str(&text).unwrap();
     let ids: Vec<_> = v
@@ -322,7 +330,10 @@ async fn executors(api: &Api) {
     let sonnet = &v[2];
     assert_eq!(sonnet["provider"], "beta");
     assert_eq!(sonnet["source"], "config");
-    assert_eq!(sonnet["cost_per_mtok"], json!({"input": 3.0, "output": 15.0}));
+    assert_eq!(
+        sonnet["cost_per_mtok"],
+        json!({"input": 3.0, "output": 15.0})
+    );
     assert_eq!(sonnet["health"], "unknown");
     assert_eq!(sonnet["last_check"], Value::Null);
     assert_eq!(v[1]["context_tokens"], 128000);
@@ -377,7 +388,8 @@ async fn decisions(api: &Api, store: &Store) {
     let expected = recs
         .iter()
         .filter(|r| {
-            r.domain.as_deref() == Some("programming") && r.selected_model.as_deref() == Some("large")
+            r.domain.as_deref() == Some("programming")
+                && r.selected_model.as_deref() == Some("large")
         })
         .count();
     assert_eq!(both.len(), expected);
@@ -424,7 +436,11 @@ async fn seeding_upserts(store: &Store, db: &TestDb) {
         .await
         .unwrap()
         .is_some());
-    assert!(store.find_policy("chat", "smalltalk").await.unwrap().is_some());
+    assert!(store
+        .find_policy("chat", "smalltalk")
+        .await
+        .unwrap()
+        .is_some());
 }
 
 async fn everything(db: TestDb) {

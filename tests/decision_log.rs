@@ -25,14 +25,14 @@ fn log_cfg(spool_dir: &Path, queue_capacity: usize) -> DecisionLogConfig {
 }
 
 fn rec(i: usize) -> DecisionRecord {
-    let mut r = DecisionRecord::new(if i % 10 == 0 { "error" } else { "ok" });
+    let mut r = DecisionRecord::new(if i.is_multiple_of(10) { "error" } else { "ok" });
     r.prompt_hash = dualrouter::store::prompt_hash(&format!("prompt {i}"));
     r.requested_model = Some("auto".into());
     r.domain = Some("programming".into());
     r.action = Some("code-generation".into());
     r.selected_model = Some("small".into());
     r.provider = Some("alpha".into());
-    r.http_status = Some(if i % 10 == 0 { 502 } else { 200 });
+    r.http_status = Some(if i.is_multiple_of(10) { 502 } else { 200 });
     r.input_tokens = Some(i as u64);
     r.output_tokens = Some(2 * i as u64);
     r.cost_usd = Some(i as f64 * 1e-6);
@@ -80,7 +80,7 @@ async fn ten_thousand(db: TestDb) {
         let r = rec(i);
         ids.insert(r.decision_id.clone());
         log.record(r);
-        if i % 1000 == 999 {
+        if (i + 1).is_multiple_of(1000) {
             tokio::task::yield_now().await;
         }
     }
@@ -154,7 +154,7 @@ async fn postgres_outage_mid_run_one_row_per_record() {
         let r = rec(i);
         ids.insert(r.decision_id.clone());
         log.record(r);
-        if i % 100 == 99 {
+        if (i + 1).is_multiple_of(100) {
             // About 3 s of traffic in all, so the outage falls in the middle.
             tokio::time::sleep(Duration::from_millis(30)).await;
         }
@@ -207,7 +207,8 @@ async fn spool_child() {
                 .unwrap(),
         ),
     };
-    let log = DecisionLog::start(store, &log_cfg(Path::new(&spool), 100), &Registry::new()).unwrap();
+    let log =
+        DecisionLog::start(store, &log_cfg(Path::new(&spool), 100), &Registry::new()).unwrap();
     let ids: Vec<String> = std::fs::read_to_string(ids)
         .unwrap()
         .lines()
@@ -264,15 +265,23 @@ async fn sigkill_with_records_in_spool_replays_all_once() {
     let ids_file = spool.path().join("ids.txt");
     std::fs::write(&ids_file, child_ids.join("\n")).unwrap();
 
-    let mut child = KillOnDrop(std::process::Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "spool_child", "--ignored", "--nocapture", "--test-threads=1"])
-        .env(CHILD_URL, db.url())
-        .env(CHILD_SPOOL, spool.path().join("spool"))
-        .env(CHILD_IDS, &ids_file)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::inherit())
-        .spawn()
-        .unwrap());
+    let mut child = KillOnDrop(
+        std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "spool_child",
+                "--ignored",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env(CHILD_URL, db.url())
+            .env(CHILD_SPOOL, spool.path().join("spool"))
+            .env(CHILD_IDS, &ids_file)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::inherit())
+            .spawn()
+            .unwrap(),
+    );
     let stdout = child.0.stdout.take().unwrap();
     let spooled = tokio::task::spawn_blocking(move || {
         for line in std::io::BufReader::new(stdout).lines() {
@@ -302,7 +311,10 @@ async fn sigkill_with_records_in_spool_replays_all_once() {
         .sum();
     assert!(on_disk > 0, "nothing in the spool after the kill");
     let active = dir.join("decisions.spool.jsonl");
-    let mut f = std::fs::OpenOptions::new().append(true).open(&active).unwrap();
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&active)
+        .unwrap();
     std::io::Write::write_all(&mut f, br#"{"decision_id":"torn-rec"#).unwrap();
     drop(f);
 

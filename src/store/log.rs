@@ -528,10 +528,7 @@ impl Writer {
         let mut chunk = Vec::with_capacity(self.batch_rows);
         let (mut rows, mut bad) = (0u64, 0u64);
         loop {
-            let line = lines
-                .next_line()
-                .await
-                .map_err(io_err)?;
+            let line = lines.next_line().await.map_err(io_err)?;
             let done = line.is_none();
             if let Some(line) = line {
                 if !line.trim().is_empty() {
