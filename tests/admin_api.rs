@@ -53,8 +53,7 @@ impl Api {
 /// Starts the API on `db` with the test config's policies seeded.
 async fn start(db: &TestDb) -> (Api, Store) {
     let cfg = test_config(&db.url());
-    let store = db.open().await;
-    store.seed_policies(&cfg.policies).await.unwrap();
+    let store = dualrouter::store::open_and_seed(&cfg).await.unwrap();
     let base = serve_admin(AdminState::from_config(store.clone(), &cfg)).await;
     (
         Api {
@@ -510,4 +509,70 @@ async fn migrate_command_creates_the_sqlite_file() {
         .await
         .unwrap();
     assert_eq!(mode.0, "wal");
+}
+
+#[test]
+fn config_policy_naming_an_unserved_model_is_an_error() {
+    let yaml = r#"
+providers:
+  - name: alpha
+    kind: openai
+    base_url: http://127.0.0.1:9/v1
+    models: [ { id: small } ]
+database: postgres://u:hunter2@db.example/router
+decision_log: { batch_rows: 0 }
+policies:
+  - { domain: a, action: b, models: [small, ghost-model] }
+  - { domain: a, action: b, models: [small] }
+"#;
+    let raw = dualrouter::config::parse(yaml, "t.yaml").unwrap();
+    let err = dualrouter::config::validated::validate(raw, &|_| None)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("policies[0].models[1]: model 'ghost-model' is not served by any provider"),
+        "{err}"
+    );
+    assert!(
+        err.contains("policies[1]: a/b is already defined by policies[0]"),
+        "{err}"
+    );
+    assert!(
+        err.contains("decision_log.batch_rows: must be greater than 0"),
+        "{err}"
+    );
+    assert!(!err.contains("hunter2"), "{err}");
+
+    // Unknown keys are refused with their path.
+    let err = dualrouter::config::parse("decision_log: { batch_row: 5 }", "t.yaml")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("decision_log") && err.contains("batch_row"),
+        "{err}"
+    );
+    let err = dualrouter::config::parse(
+        "policies: [ { domain: a, action: b, models: [x], modles: [] } ]",
+        "t.yaml",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("policies[0]") && err.contains("modles"),
+        "{err}"
+    );
+
+    // Defaults.
+    let cfg = dualrouter::config::validated::validate(
+        dualrouter::config::parse("{}", "t.yaml").unwrap(),
+        &|_| None,
+    )
+    .unwrap();
+    assert_eq!(cfg.database, "sqlite://dualrouter.db");
+    assert_eq!(cfg.decision_log.batch_rows, 500);
+    assert_eq!(
+        cfg.decision_log.batch_ms,
+        std::time::Duration::from_millis(100)
+    );
+    assert_eq!(cfg.decision_log.prompt_preview_chars, 0);
 }

@@ -576,6 +576,20 @@ impl Store {
     }
 }
 
+/// What `serve` does at start: connect to `cfg.database`, migrate, and seed the config's
+/// policies (upsert by domain/action; the store stays the source of truth for the rest).
+pub async fn open_and_seed(cfg: &crate::config::Config) -> Result<Store, StoreError> {
+    let store = Store::open(&cfg.database).await?;
+    let seeded = store.seed_policies(&cfg.policies).await?;
+    tracing::info!(
+        database = %redact_url(&cfg.database),
+        backend = store.backend(),
+        policies_seeded = seeded,
+        "store ready"
+    );
+    Ok(store)
+}
+
 /// `dualrouter migrate`: the URL from `--database`, else the config file's `database:` (read
 /// without resolving secrets, so provider keys need not be set).
 pub fn migrate_command(

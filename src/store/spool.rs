@@ -194,14 +194,18 @@ impl Spool {
         out
     }
 
-    /// fsyncs what was appended since the last call.
+    /// fsyncs what was appended since the last call. The fsync runs outside the lock, so a
+    /// request spooling a record meanwhile does not wait for the disk.
     pub(crate) fn sync(&self) -> io::Result<()> {
-        let mut s = self.lock();
-        if s.dirty {
-            s.file.sync_data()?;
+        let file = {
+            let mut s = self.lock();
+            if !s.dirty {
+                return Ok(());
+            }
             s.dirty = false;
-        }
-        Ok(())
+            s.file.try_clone()?
+        };
+        file.sync_data().inspect_err(|_| self.lock().dirty = true)
     }
 
     /// The file to replay next: the replay file left from an earlier attempt, else the active
