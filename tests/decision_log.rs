@@ -439,3 +439,32 @@ async fn shutdown_drains_the_queue() {
     log.record(rec(1));
     assert!(log.spool_bytes() > 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_the_database_refuses_is_dropped_without_holding_up_the_rest() {
+    let Some(db) = TestDb::postgres() else { return };
+    let store = db.open().await;
+    let spool = tempfile::tempdir().unwrap();
+    let log = DecisionLog::start(
+        store.clone(),
+        &log_cfg(spool.path(), 1000),
+        &Registry::new(),
+    )
+    .unwrap();
+    let mut ids = HashSet::new();
+    for i in 0..300 {
+        let mut r = rec(i);
+        if i == 150 {
+            // PostgreSQL refuses NUL in TEXT: this row can never be written.
+            r.domain = Some("bad\0domain".into());
+        } else {
+            ids.insert(r.decision_id.clone());
+        }
+        log.record(r);
+    }
+    flush_until_written(&log, Duration::from_secs(60)).await;
+    assert_rows(&store, &ids).await;
+    assert_eq!(log.metrics().dropped.get(), 1);
+    assert_eq!(log.metrics().written.get(), 299);
+    log.shutdown(Duration::from_secs(10)).await.unwrap();
+}

@@ -15,7 +15,8 @@
 //!
 //! Metrics (registered into the registry given to [`DecisionLog::start`]):
 //! `dualrouter_decisions_{queued,written,spooled,dropped}_total` and
-//! `dualrouter_decisions_spool_bytes`. `dropped` stays 0 unless the spool's cap is hit.
+//! `dualrouter_decisions_spool_bytes`. `dropped` stays 0 unless the spool's cap is hit (or a
+//! record is one the database refuses on its own: it is dropped so it cannot block the rest).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -54,7 +55,8 @@ pub struct DecisionLogMetrics {
     pub written: IntCounter,
     /// Records appended to the spool file.
     pub spooled: IntCounter,
-    /// Records lost: the spool was full or unwritable, or a spool line was unreadable.
+    /// Records lost: the spool was full or unwritable, a spool line was unreadable (torn by a
+    /// crash), or the database refused the record itself (e.g. a NUL byte in PostgreSQL text).
     pub dropped: IntCounter,
     /// Bytes waiting in the spool.
     pub spool_bytes: IntGauge,
@@ -87,7 +89,7 @@ impl DecisionLogMetrics {
             )?,
             dropped: counter(
                 "dualrouter_decisions_dropped_total",
-                "Decision records lost because the spool was full or unwritable.",
+                "Decision records lost: spool full or unwritable, unreadable spool line, or refused by the database.",
             )?,
             spool_bytes,
         })
@@ -207,7 +209,8 @@ impl DecisionLog {
     /// full, one append to the local spool file).
     pub fn record(&self, mut rec: DecisionRecord) {
         rec.prompt_preview = match rec.prompt_preview.take() {
-            Some(p) => prompt_preview(&p, self.inner.preview_chars),
+            // PostgreSQL's TEXT cannot hold NUL.
+            Some(p) => prompt_preview(&p, self.inner.preview_chars).map(|p| p.replace('\0', "")),
             None => None,
         };
         match self.inner.tx.try_send(Msg::Record(Box::new(rec))) {
@@ -405,6 +408,22 @@ impl Writer {
                         } else {
                             RETRY_DELAYS.get(attempt)
                         };
+                        if retry.is_none() && !e.unavailable {
+                            // Refused every time: find the record(s) at fault.
+                            match self.insert_each(batch).await {
+                                Ok(()) => {
+                                    batch.clear();
+                                    return;
+                                }
+                                Err((done, e)) => {
+                                    batch.drain(..done);
+                                    tracing::warn!(error = %e, rows = batch.len(),
+                                        "decision-log batch failed; spooling until the database is back");
+                                    self.enter_degraded();
+                                    break;
+                                }
+                            }
+                        }
                         let Some(delay) = retry else {
                             tracing::warn!(error = %e, rows = batch.len(),
                                 "decision-log batch failed; spooling until the database is back");
@@ -419,6 +438,25 @@ impl Writer {
             }
         }
         self.spool_batch(batch).await;
+    }
+
+    /// After the database refused a whole batch: inserts its records one at a time, dropping
+    /// (logged, counted) each one the database refuses on its own, so one bad record cannot
+    /// hold the log up. Stops when the database becomes unreachable, returning how many
+    /// records were dealt with.
+    async fn insert_each(&self, records: &[DecisionRecord]) -> Result<(), (usize, InsertError)> {
+        for (i, r) in records.iter().enumerate() {
+            match self.insert(std::slice::from_ref(r)).await {
+                Ok(()) => {}
+                Err(e) if e.unavailable => return Err((i, e)),
+                Err(e) => {
+                    tracing::error!(decision_id = %r.decision_id, error = %e,
+                        "the database refuses this decision record; dropped");
+                    self.metrics.dropped.inc();
+                }
+            }
+        }
+        Ok(())
     }
 
     async fn insert(&self, records: &[DecisionRecord]) -> Result<(), InsertError> {
@@ -539,7 +577,11 @@ impl Writer {
                 }
             }
             if chunk.len() >= self.batch_rows || (done && !chunk.is_empty()) {
-                self.insert(&chunk).await?;
+                match self.insert(&chunk).await {
+                    Ok(()) => {}
+                    Err(e) if e.unavailable => return Err(e),
+                    Err(_) => self.insert_each(&chunk).await.map_err(|(_, e)| e)?,
+                }
                 rows += chunk.len() as u64;
                 chunk.clear();
             }
