@@ -576,3 +576,16 @@ policies:
     );
     assert_eq!(cfg.decision_log.prompt_preview_chars, 0);
 }
+
+#[test]
+fn served_by_prices_the_tokens() {
+    let cfg = test_config("sqlite://unused.db");
+    let mut r = DecisionRecord::new("ok");
+    r.served_by(&cfg.models["large"], Some(1_000_000), Some(500_000));
+    assert_eq!(r.selected_model.as_deref(), Some("large"));
+    assert_eq!(r.provider.as_deref(), Some("alpha"));
+    // 1M input at $2.5 + 0.5M output at $10.
+    assert!((r.cost_usd.unwrap() - 7.5).abs() < 1e-9);
+    r.served_by(&cfg.models["small"], None, None);
+    assert_eq!(r.cost_usd, None);
+}

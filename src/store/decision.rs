@@ -79,6 +79,26 @@ impl DecisionRecord {
         }
     }
 
+    /// Sets the model that served the request, its provider, the tokens used and their cost at
+    /// the model's configured price (`cost_usd` stays `None` until a token count is known).
+    pub fn served_by(
+        &mut self,
+        model: &crate::config::Model,
+        input_tokens: Option<u64>,
+        output_tokens: Option<u64>,
+    ) -> &mut Self {
+        self.selected_model = Some(model.id.clone());
+        self.provider = Some(model.provider.name.clone());
+        self.input_tokens = input_tokens;
+        self.output_tokens = output_tokens;
+        self.cost_usd = (input_tokens.is_some() || output_tokens.is_some()).then(|| {
+            model
+                .cost
+                .usd(input_tokens.unwrap_or(0), output_tokens.unwrap_or(0))
+        });
+        self
+    }
+
     /// A fresh decision id: a UUIDv7 (time-ordered) as text.
     pub fn new_id() -> String {
         uuid::Uuid::now_v7().to_string()
