@@ -22,6 +22,18 @@ pub enum Command {
     Serve(ServeArgs),
     /// Run the demo upstream alone: an OpenAI-compatible server answering canned text.
     DemoUpstream(DemoArgs),
+    /// Apply the store's migrations (`serve` also does this at start).
+    Migrate(MigrateArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct MigrateArgs {
+    /// The YAML config file whose `database:` to migrate (secrets need not be set).
+    #[arg(long, short, env = "DUALROUTER_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// The database URL (`sqlite://FILE` or `postgres://…`); overrides the config file's.
+    #[arg(long, env = "DUALROUTER_DATABASE")]
+    pub database: Option<String>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -63,6 +75,9 @@ pub fn main() -> ExitCode {
                 chunk_delay: std::time::Duration::from_millis(args.chunk_delay_ms),
             },
         ),
+        Command::Migrate(args) => {
+            crate::store::migrate_command(args.config.as_deref(), args.database.as_deref())
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -10,6 +10,7 @@
 )]
 
 pub mod admin;
+pub mod admin_api;
 pub mod cli;
 pub mod config;
 pub mod demo;
@@ -18,3 +19,4 @@ pub mod metrics;
 pub mod proxy;
 pub mod router;
 pub mod server;
+pub mod store;

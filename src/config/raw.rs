@@ -31,6 +31,95 @@ pub struct RawConfig {
     /// Route classification (Arch-Router client, embedded classifier).
     #[serde(default)]
     pub classifier: RawClassifier,
+    /// The store: `sqlite://FILE` (embedded, WAL, created if missing) or
+    /// `postgres://USER[:PASSWORD]@HOST[:PORT]/DB` (shared by several instances).
+    #[serde(default = "default_database")]
+    pub database: String,
+    #[serde(default)]
+    pub decision_log: RawDecisionLog,
+    /// Routing policies that seed the store at start (upsert by domain/action); afterwards the
+    /// store is the source of truth and the admin API edits it.
+    #[serde(default)]
+    pub policies: Vec<RawPolicy>,
+}
+
+fn default_database() -> String {
+    crate::store::DEFAULT_DATABASE_URL.into()
+}
+
+/// The decision-log writer (one record per request; see `store::DecisionLog`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDecisionLog {
+    /// Records held in memory for the writer; beyond that they go to the spool file.
+    #[serde(default = "default_queue_capacity")]
+    pub queue_capacity: usize,
+    /// Most rows per transaction.
+    #[serde(default = "default_batch_rows")]
+    pub batch_rows: usize,
+    /// Longest a record waits in memory before its batch is written.
+    #[serde(default = "default_batch_ms")]
+    pub batch_ms: u64,
+    /// Where records wait while the database is down (one directory per instance).
+    #[serde(default = "default_spool_dir")]
+    pub spool_dir: PathBuf,
+    /// Cap on the spool's size; past it records are dropped (and counted, and logged).
+    #[serde(default = "default_spool_max_bytes")]
+    pub spool_max_bytes: u64,
+    /// Characters of the prompt stored with each decision; 0 (the default) stores none.
+    #[serde(default)]
+    pub prompt_preview_chars: usize,
+}
+
+impl Default for RawDecisionLog {
+    fn default() -> Self {
+        Self {
+            queue_capacity: default_queue_capacity(),
+            batch_rows: default_batch_rows(),
+            batch_ms: default_batch_ms(),
+            spool_dir: default_spool_dir(),
+            spool_max_bytes: default_spool_max_bytes(),
+            prompt_preview_chars: 0,
+        }
+    }
+}
+
+fn default_queue_capacity() -> usize {
+    10_000
+}
+fn default_batch_rows() -> usize {
+    500
+}
+fn default_batch_ms() -> u64 {
+    100
+}
+fn default_spool_dir() -> PathBuf {
+    PathBuf::from("spool")
+}
+fn default_spool_max_bytes() -> u64 {
+    256 * 1024 * 1024
+}
+
+/// A routing policy: which models (in rank order) serve the route `domain/action`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPolicy {
+    pub domain: String,
+    pub action: String,
+    /// What the route is for; the classifier reads it.
+    #[serde(default)]
+    pub description: String,
+    /// Example utterances (optional).
+    #[serde(default)]
+    pub examples: Vec<String>,
+    /// Model ids in rank order; each must be served by a provider.
+    pub models: Vec<String>,
+    /// Higher first.
+    #[serde(default)]
+    pub priority: i32,
+    /// Optional spend cap (USD) for this route.
+    #[serde(default)]
+    pub budget_usd: Option<f64>,
 }
 
 fn default_listen() -> String {

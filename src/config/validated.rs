@@ -26,6 +26,37 @@ pub struct Config {
     /// Public ids in config order (for `GET /v1/models`).
     pub model_order: Vec<String>,
     pub classifier: ClassifierSettings,
+    /// The store's URL (`sqlite://…` or `postgres://…`); may hold a password: log it through
+    /// `store::redact_url`.
+    pub database: String,
+    pub decision_log: DecisionLogConfig,
+    /// Policies that seed the store at start.
+    pub policies: Vec<crate::store::PolicySpec>,
+}
+
+/// The decision-log writer's settings (see `raw::RawDecisionLog`).
+#[derive(Debug, Clone)]
+pub struct DecisionLogConfig {
+    pub queue_capacity: usize,
+    pub batch_rows: usize,
+    pub batch_ms: Duration,
+    pub spool_dir: PathBuf,
+    pub spool_max_bytes: u64,
+    pub prompt_preview_chars: usize,
+}
+
+impl Default for DecisionLogConfig {
+    fn default() -> Self {
+        let raw = super::raw::RawDecisionLog::default();
+        Self {
+            queue_capacity: raw.queue_capacity,
+            batch_rows: raw.batch_rows,
+            batch_ms: Duration::from_millis(raw.batch_ms),
+            spool_dir: raw.spool_dir,
+            spool_max_bytes: raw.spool_max_bytes,
+            prompt_preview_chars: raw.prompt_preview_chars,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -233,6 +264,20 @@ pub fn validate(raw: RawConfig, env: EnvLookup<'_>) -> Result<Config, ConfigErro
     }
 
     let classifier = classifier(&raw.classifier, env, &mut p);
+    if !(raw.database.starts_with("sqlite:")
+        || raw.database.starts_with("postgres://")
+        || raw.database.starts_with("postgresql://"))
+    {
+        p.push(
+            "database",
+            format!(
+                "'{}' is not sqlite://FILE or postgres://USER@HOST/DB",
+                crate::store::redact_url(&raw.database)
+            ),
+        );
+    }
+    let decision_log = decision_log(&raw.decision_log, &mut p);
+    let policies = policies(&raw.policies, &models, &mut p);
 
     if !p.0.is_empty() {
         return Err(ConfigError::Invalid(p.0));
@@ -262,6 +307,9 @@ pub fn validate(raw: RawConfig, env: EnvLookup<'_>) -> Result<Config, ConfigErro
         models,
         model_order,
         classifier,
+        database: raw.database.clone(),
+        decision_log,
+        policies,
     })
 }
 
@@ -313,6 +361,72 @@ fn classifier(
         min_confidence: c.embedded.min_confidence,
         model_dir: c.embedded.model_dir.clone(),
     }
+}
+
+fn decision_log(d: &super::raw::RawDecisionLog, p: &mut Problems) -> DecisionLogConfig {
+    for (field, v) in [
+        ("queue_capacity", d.queue_capacity as u64),
+        ("batch_rows", d.batch_rows as u64),
+        ("batch_ms", d.batch_ms),
+        ("spool_max_bytes", d.spool_max_bytes),
+    ] {
+        if v == 0 {
+            p.push(format!("decision_log.{field}"), "must be greater than 0");
+        }
+    }
+    if d.spool_dir.as_os_str().is_empty() {
+        p.push("decision_log.spool_dir", "must not be empty");
+    }
+    DecisionLogConfig {
+        queue_capacity: d.queue_capacity,
+        batch_rows: d.batch_rows,
+        batch_ms: Duration::from_millis(d.batch_ms),
+        spool_dir: d.spool_dir.clone(),
+        spool_max_bytes: d.spool_max_bytes,
+        prompt_preview_chars: d.prompt_preview_chars,
+    }
+}
+
+fn policies(
+    raw: &[super::raw::RawPolicy],
+    models: &HashMap<String, Arc<Model>>,
+    p: &mut Problems,
+) -> Vec<crate::store::PolicySpec> {
+    let mut seen: HashMap<(String, String), usize> = HashMap::new();
+    let mut out = Vec::with_capacity(raw.len());
+    for (i, rp) in raw.iter().enumerate() {
+        let spec = crate::store::PolicySpec {
+            domain: rp.domain.clone(),
+            action: rp.action.clone(),
+            description: rp.description.clone(),
+            examples: rp.examples.clone(),
+            models: rp.models.clone(),
+            priority: rp.priority,
+            budget_usd: rp.budget_usd,
+        };
+        for problem in spec.problems(&|m| models.contains_key(m)) {
+            p.push(
+                format!("policies[{i}].{}", problem.field()),
+                match &problem {
+                    crate::store::PolicyProblem::UnknownModel { model, .. } => {
+                        format!("model '{model}' is not served by any provider")
+                    }
+                    crate::store::PolicyProblem::Invalid { message, .. } => message.clone(),
+                },
+            );
+        }
+        if let Some(prev) = seen.insert((rp.domain.clone(), rp.action.clone()), i) {
+            p.push(
+                format!("policies[{i}]"),
+                format!(
+                    "{}/{} is already defined by policies[{prev}]",
+                    rp.domain, rp.action
+                ),
+            );
+        }
+        out.push(spec);
+    }
+    out
 }
 
 fn addr(s: &str, path: &str, p: &mut Problems) -> Option<SocketAddr> {

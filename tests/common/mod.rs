@@ -2,7 +2,11 @@
 //! 127.0.0.1 speaking OpenAI's wire format (see `mock.rs` for their behaviours).
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+pub mod db;
 pub mod mock;
+
+#[allow(unused_imports)]
+pub use db::*;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

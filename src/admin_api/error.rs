@@ -1,0 +1,128 @@
+//! The admin API's one error type. Its status is chosen in [`AdminError::status`], an exhaustive
+//! match with no catch-all arm; every error answers with the same JSON shape:
+//! `{"error": {"type": "...", "message": "...", "field": "..."?}}`.
+
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use crate::store::StoreError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    #[error("missing or invalid admin token")]
+    Unauthorized,
+    /// The body or query could not be read (not JSON, wrong shape, unknown field).
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    NotFound(String),
+    /// A policy for this domain/action already exists.
+    #[error("{0}")]
+    Conflict(String),
+    /// A policy names a model no provider or executor serves.
+    #[error("{field}: model '{model}' is not served by any provider or executor")]
+    UnknownModel { field: String, model: String },
+    /// A well-formed body with an invalid value.
+    #[error("{field}: {message}")]
+    Invalid { field: String, message: String },
+    /// The store is not answering.
+    #[error("the store is unavailable; try again")]
+    Unavailable,
+    /// Details are logged, not returned.
+    #[error("internal error")]
+    Internal,
+}
+
+impl AdminError {
+    /// The one place a status is chosen.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::Unauthorized => StatusCode::UNAUTHORIZED,
+            Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::Conflict(_) => StatusCode::CONFLICT,
+            Self::UnknownModel { .. } | Self::Invalid { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// A low-cardinality label (the body's `error.type`, and fit for metrics).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Unauthorized => "unauthorized",
+            Self::BadRequest(_) => "bad_request",
+            Self::NotFound(_) => "not_found",
+            Self::Conflict(_) => "conflict",
+            Self::UnknownModel { .. } => "unknown_model",
+            Self::Invalid { .. } => "invalid",
+            Self::Unavailable => "unavailable",
+            Self::Internal => "internal",
+        }
+    }
+
+    fn field(&self) -> Option<&str> {
+        match self {
+            Self::UnknownModel { field, .. } | Self::Invalid { field, .. } => Some(field),
+            Self::Unauthorized
+            | Self::BadRequest(_)
+            | Self::NotFound(_)
+            | Self::Conflict(_)
+            | Self::Unavailable
+            | Self::Internal => None,
+        }
+    }
+}
+
+impl From<StoreError> for AdminError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::DuplicatePolicy { .. } => Self::Conflict(e.to_string()),
+            StoreError::PolicyNotFound(_) => Self::NotFound(e.to_string()),
+            e if e.is_unavailable() => {
+                tracing::warn!(error = %e, "admin API: store unavailable");
+                Self::Unavailable
+            }
+            e => {
+                tracing::error!(error = %e, "admin API: store error");
+                Self::Internal
+            }
+        }
+    }
+}
+
+impl From<JsonRejection> for AdminError {
+    fn from(r: JsonRejection) -> Self {
+        Self::BadRequest(match r {
+            JsonRejection::MissingJsonContentType(_) => {
+                "expected a JSON body (content-type: application/json)".to_string()
+            }
+            other => format!("invalid JSON body: {}", other.body_text()),
+        })
+    }
+}
+
+impl From<QueryRejection> for AdminError {
+    fn from(r: QueryRejection) -> Self {
+        Self::BadRequest(format!("invalid query string: {}", r.body_text()))
+    }
+}
+
+impl IntoResponse for AdminError {
+    fn into_response(self) -> Response {
+        let mut error = json!({ "type": self.kind(), "message": self.to_string() });
+        if let (Some(field), Some(obj)) = (self.field(), error.as_object_mut()) {
+            obj.insert("field".into(), field.into());
+        }
+        let mut resp = (self.status(), axum::Json(json!({ "error": error }))).into_response();
+        if matches!(self, Self::Unauthorized) {
+            resp.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"dualrouter-admin\""),
+            );
+        }
+        resp
+    }
+}

@@ -1,0 +1,334 @@
+//! The admin REST API (ARCHITECTURE §3, admin port): routing policies, executors, decisions.
+//!
+//! [`api_router`] returns an axum `Router` the admin listener mounts beside `/metrics`. Every
+//! route sits behind the bearer-token check ([`require_token`]): with a token configured, a
+//! request without `Authorization: Bearer <token>` (compared in constant time) gets 401; with
+//! none configured the listener is loopback-only (config validation enforces that) and open.
+//!
+//! | route | answers |
+//! |---|---|
+//! | `GET /api/routing/policies` | every policy, highest priority first |
+//! | `POST /api/routing/policies` | 201 + the policy; 409 duplicate domain/action; 422 unknown model or bad value; 400 bad JSON |
+//! | `GET /api/routing/policies/{id}` | the policy; 404 |
+//! | `PUT /api/routing/policies/{id}` | replaces it (same body and errors as POST); 404 |
+//! | `DELETE /api/routing/policies/{id}` | 204; 404 |
+//! | `GET /api/executors` | every model: id, provider, source, price, health, last check |
+//! | `GET /api/decisions?limit=&domain=&model=` | newest first; `limit` 1..=1000 (default 50) |
+//! | `GET /api/decisions/{id}` | one decision; 404 |
+//!
+//! Errors are JSON ([`AdminError`]). Secrets (the admin token, API keys) are never returned.
+
+mod error;
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use axum::extract::{FromRequest, FromRequestParts, Path, Request, State};
+use axum::http::request::Parts;
+use axum::http::{header, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use chrono::{DateTime, Utc};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+pub use error::AdminError;
+
+use crate::config::{Config, Secret};
+use crate::store::{DecisionQuery, PolicyProblem, PolicySpec, Store, MAX_DECISIONS_PAGE};
+
+/// Decisions returned when `limit` is not given.
+pub const DEFAULT_DECISIONS_PAGE: u32 = 50;
+
+/// One routable model as `GET /api/executors` shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExecutorInfo {
+    /// The model id clients and policies use.
+    pub id: String,
+    /// The provider (or executor plugin) serving it.
+    pub provider: String,
+    /// Where the registry learned of it: `config`, `discovered`, `plugin`.
+    pub source: String,
+    pub cost_per_mtok: Price,
+    pub context_tokens: Option<u64>,
+    pub tier: Option<String>,
+    /// `unknown` until health checks exist.
+    pub health: String,
+    pub last_check: Option<DateTime<Utc>>,
+}
+
+/// USD per million tokens.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Price {
+    pub input: f64,
+    pub output: f64,
+}
+
+/// What the admin API knows about routable models. The proxy's live registry implements it
+/// once it exists; [`ConfigCatalog`] is a snapshot of the config file's models.
+pub trait Catalog: Send + Sync + 'static {
+    /// Every model, in display order.
+    fn executors(&self) -> Vec<ExecutorInfo>;
+    /// Whether a policy may name this model.
+    fn has_model(&self, id: &str) -> bool {
+        self.executors().iter().any(|e| e.id == id)
+    }
+}
+
+/// The models of one config, fixed at construction.
+#[derive(Debug, Clone, Default)]
+pub struct ConfigCatalog {
+    executors: Vec<ExecutorInfo>,
+    ids: HashSet<String>,
+}
+
+impl ConfigCatalog {
+    pub fn new(cfg: &Config) -> Self {
+        let executors: Vec<ExecutorInfo> = cfg
+            .model_order
+            .iter()
+            .filter_map(|id| cfg.models.get(id))
+            .map(|m| ExecutorInfo {
+                id: m.id.clone(),
+                provider: m.provider.name.clone(),
+                source: "config".into(),
+                cost_per_mtok: Price {
+                    input: m.cost.input,
+                    output: m.cost.output,
+                },
+                context_tokens: m.context_tokens,
+                tier: m.tier.clone(),
+                health: "unknown".into(),
+                last_check: None,
+            })
+            .collect();
+        Self::from_executors(executors)
+    }
+
+    pub fn from_executors(executors: Vec<ExecutorInfo>) -> Self {
+        let ids = executors.iter().map(|e| e.id.clone()).collect();
+        Self { executors, ids }
+    }
+}
+
+impl Catalog for ConfigCatalog {
+    fn executors(&self) -> Vec<ExecutorInfo> {
+        self.executors.clone()
+    }
+    fn has_model(&self, id: &str) -> bool {
+        self.ids.contains(id)
+    }
+}
+
+/// Everything the admin API's handlers need.
+#[derive(Clone)]
+pub struct AdminState {
+    pub store: Store,
+    /// The bearer token (`admin.token_env`); `None`: no check (loopback-only listener).
+    pub token: Option<Secret>,
+    pub catalog: Arc<dyn Catalog>,
+}
+
+impl AdminState {
+    /// The state for one config: its admin token and its models.
+    pub fn from_config(store: Store, cfg: &Config) -> Self {
+        Self {
+            store,
+            token: cfg.admin.token.clone(),
+            catalog: Arc::new(ConfigCatalog::new(cfg)),
+        }
+    }
+}
+
+impl std::fmt::Debug for AdminState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdminState")
+            .field("store", &self.store.backend())
+            .field("token", &self.token)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The admin API's routes, behind the token check.
+pub fn api_router(state: AdminState) -> Router {
+    Router::new()
+        .route(
+            "/api/routing/policies",
+            get(list_policies).post(create_policy),
+        )
+        .route(
+            "/api/routing/policies/{id}",
+            get(get_policy).put(update_policy).delete(delete_policy),
+        )
+        .route("/api/executors", get(list_executors))
+        .route("/api/decisions", get(list_decisions))
+        .route("/api/decisions/{id}", get(get_decision))
+        .route_layer(middleware::from_fn_with_state(state.clone(), require_token))
+        .with_state(state)
+}
+
+/// Checks `Authorization: Bearer <token>` in constant time when a token is configured.
+pub async fn require_token(State(state): State<AdminState>, req: Request, next: Next) -> Response {
+    if let Some(token) = &state.token {
+        let presented = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| {
+                let (scheme, rest) = v.split_once(' ')?;
+                scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim())
+            });
+        let ok = presented.is_some_and(|p| token.matches(p.as_bytes()));
+        if !ok {
+            return AdminError::Unauthorized.into_response();
+        }
+    }
+    next.run(req).await
+}
+
+/// `Json<T>` whose rejections are [`AdminError`]s (JSON bodies, status 400).
+pub struct ApiJson<T>(pub T);
+
+impl<T, S> FromRequest<S> for ApiJson<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = AdminError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let Json(v) = Json::<T>::from_request(req, state).await?;
+        Ok(Self(v))
+    }
+}
+
+/// `Query<T>` whose rejections are [`AdminError`]s.
+pub struct ApiQuery<T>(pub T);
+
+impl<T, S> FromRequestParts<S> for ApiQuery<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = AdminError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let axum::extract::Query(v) =
+            axum::extract::Query::<T>::from_request_parts(parts, state).await?;
+        Ok(Self(v))
+    }
+}
+
+fn policy_id(raw: &str) -> Result<i64, AdminError> {
+    raw.parse::<i64>()
+        .map_err(|_| AdminError::NotFound(format!("policy {raw} not found")))
+}
+
+/// The first problem with a policy body, as the error the client sees (422).
+fn check_policy(state: &AdminState, spec: &PolicySpec) -> Result<(), AdminError> {
+    let catalog = state.catalog.clone();
+    let problems = spec.problems(&|m| catalog.has_model(m));
+    // An unknown model is the most useful thing to report, so it goes first.
+    let first = problems
+        .iter()
+        .find(|p| matches!(p, PolicyProblem::UnknownModel { .. }))
+        .or(problems.first());
+    match first {
+        None => Ok(()),
+        Some(PolicyProblem::UnknownModel { field, model }) => Err(AdminError::UnknownModel {
+            field: field.clone(),
+            model: model.clone(),
+        }),
+        Some(PolicyProblem::Invalid { field, message }) => Err(AdminError::Invalid {
+            field: field.clone(),
+            message: message.clone(),
+        }),
+    }
+}
+
+async fn list_policies(State(state): State<AdminState>) -> Result<Response, AdminError> {
+    Ok(Json(state.store.list_policies().await?).into_response())
+}
+
+async fn create_policy(
+    State(state): State<AdminState>,
+    ApiJson(spec): ApiJson<PolicySpec>,
+) -> Result<Response, AdminError> {
+    check_policy(&state, &spec)?;
+    let policy = state.store.create_policy(&spec).await?;
+    tracing::info!(id = policy.id, route = %policy.route(), "policy created");
+    Ok((StatusCode::CREATED, Json(policy)).into_response())
+}
+
+async fn get_policy(
+    State(state): State<AdminState>,
+    Path(id): Path<String>,
+) -> Result<Response, AdminError> {
+    let id = policy_id(&id)?;
+    Ok(Json(state.store.get_policy(id).await?).into_response())
+}
+
+async fn update_policy(
+    State(state): State<AdminState>,
+    Path(id): Path<String>,
+    ApiJson(spec): ApiJson<PolicySpec>,
+) -> Result<Response, AdminError> {
+    let id = policy_id(&id)?;
+    check_policy(&state, &spec)?;
+    let policy = state.store.update_policy(id, &spec).await?;
+    tracing::info!(id = policy.id, route = %policy.route(), "policy updated");
+    Ok(Json(policy).into_response())
+}
+
+async fn delete_policy(
+    State(state): State<AdminState>,
+    Path(id): Path<String>,
+) -> Result<Response, AdminError> {
+    let id = policy_id(&id)?;
+    state.store.delete_policy(id).await?;
+    tracing::info!(id, "policy deleted");
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn list_executors(State(state): State<AdminState>) -> Response {
+    Json(state.catalog.executors()).into_response()
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DecisionParams {
+    limit: Option<u32>,
+    domain: Option<String>,
+    model: Option<String>,
+}
+
+async fn list_decisions(
+    State(state): State<AdminState>,
+    ApiQuery(params): ApiQuery<DecisionParams>,
+) -> Result<Response, AdminError> {
+    let limit = params.limit.unwrap_or(DEFAULT_DECISIONS_PAGE);
+    if limit == 0 || limit > MAX_DECISIONS_PAGE {
+        return Err(AdminError::Invalid {
+            field: "limit".into(),
+            message: format!("must be between 1 and {MAX_DECISIONS_PAGE}"),
+        });
+    }
+    let q = DecisionQuery {
+        limit,
+        domain: params.domain.filter(|s| !s.is_empty()),
+        model: params.model.filter(|s| !s.is_empty()),
+    };
+    Ok(Json(state.store.list_decisions(&q).await?).into_response())
+}
+
+async fn get_decision(
+    State(state): State<AdminState>,
+    Path(id): Path<String>,
+) -> Result<Response, AdminError> {
+    match state.store.get_decision(&id).await? {
+        Some(d) => Ok(Json(d).into_response()),
+        None => Err(AdminError::NotFound(format!("decision {id} not found"))),
+    }
+}

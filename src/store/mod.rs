@@ -1,0 +1,635 @@
+//! The store: routing policies, the decision log, feedback, MIRT checkpoints and training data,
+//! on SQLite (the embedded default, WAL) or PostgreSQL (shared by several proxy instances).
+//!
+//! [`Store`] is an enum over the two pools. Every query is written once: the [`on_pool!`] macro
+//! expands the same body for each backend, and all SQL uses `$n` placeholders (which SQLite
+//! accepts too) with bound parameters only. The two migration sets (`migrations/sqlite`,
+//! `migrations/postgres`) hold the same tables with each dialect's types (JSON: TEXT vs JSONB;
+//! time: RFC 3339 TEXT vs TIMESTAMPTZ); sqlx's `Json<T>` and `DateTime<Utc>` read and write both.
+//!
+//! [`DecisionLog`] is the request path's way in: it never waits on the database.
+
+mod decision;
+mod log;
+mod policy;
+mod spool;
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use sqlx::migrate::Migrator;
+use sqlx::postgres::{PgPool, PgPoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
+use sqlx::types::Json;
+use sqlx::QueryBuilder;
+
+pub use decision::{prompt_hash, prompt_preview, CandidateScore, DecisionQuery, DecisionRecord};
+pub use log::{DecisionLog, DecisionLogError, DecisionLogMetrics, FlushError};
+pub use policy::{Policy, PolicyProblem, PolicySpec};
+
+static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/sqlite");
+static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/postgres");
+
+/// The default `database:` value.
+pub const DEFAULT_DATABASE_URL: &str = "sqlite://dualrouter.db";
+
+/// The most rows `GET /api/decisions` returns at once.
+pub const MAX_DECISIONS_PAGE: u32 = 1000;
+
+/// Rows per multi-row INSERT (25 columns each: well under both backends' parameter limits).
+const INSERT_CHUNK_ROWS: usize = 500;
+
+/// The store layer's one error type.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error(
+        "unsupported database URL scheme in '{0}': use sqlite://FILE or postgres://USER@HOST/DB"
+    )]
+    UnsupportedUrl(String),
+    #[error("a policy for {domain}/{action} already exists")]
+    DuplicatePolicy { domain: String, action: String },
+    #[error("policy {0} not found")]
+    PolicyNotFound(i64),
+    #[error("database error: {0}")]
+    Db(#[from] sqlx::Error),
+    #[error("migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+}
+
+impl StoreError {
+    /// True when the database could not be reached (as opposed to refusing a statement).
+    pub fn is_unavailable(&self) -> bool {
+        matches!(
+            self,
+            Self::Db(
+                sqlx::Error::PoolTimedOut
+                    | sqlx::Error::PoolClosed
+                    | sqlx::Error::Io(_)
+                    | sqlx::Error::Tls(_)
+                    | sqlx::Error::WorkerCrashed
+            )
+        )
+    }
+}
+
+/// A connection pool to the one database this instance uses.
+#[derive(Debug, Clone)]
+pub enum Store {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
+
+/// Runs the same body against whichever pool the store holds; `$db` names the backend's
+/// `sqlx::Database` type inside the body.
+macro_rules! on_pool {
+    ($store:expr, $pool:ident, $db:ident => $body:expr) => {
+        match $store {
+            Store::Sqlite($pool) => {
+                #[allow(dead_code)]
+                type $db = sqlx::Sqlite;
+                $body
+            }
+            Store::Postgres($pool) => {
+                #[allow(dead_code)]
+                type $db = sqlx::Postgres;
+                $body
+            }
+        }
+    };
+}
+
+const POLICY_COLUMNS: &str =
+    "id, domain, action, description, examples, models, priority, budget_usd, created_at, updated_at";
+
+#[derive(sqlx::FromRow)]
+struct PolicyRow {
+    id: i64,
+    domain: String,
+    action: String,
+    description: String,
+    examples: Json<Vec<String>>,
+    models: Json<Vec<String>>,
+    priority: i32,
+    budget_usd: Option<f64>,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+}
+
+impl From<PolicyRow> for Policy {
+    fn from(r: PolicyRow) -> Self {
+        Policy {
+            id: r.id,
+            domain: r.domain,
+            action: r.action,
+            description: r.description,
+            examples: r.examples.0,
+            models: r.models.0,
+            priority: r.priority,
+            budget_usd: r.budget_usd,
+            created_at: r.created_at,
+            updated_at: r.updated_at,
+        }
+    }
+}
+
+const DECISION_COLUMNS: &str = "decision_id, created_at, prompt_hash, prompt_preview, \
+    requested_model, domain, action, route_source, route_confidence, candidates, selected_model, \
+    selected_score, provider, status, http_status, error_kind, input_tokens, output_tokens, \
+    cost_usd, latencies_ms, total_latency_ms, feedback_score";
+
+/// The columns read back, with the latest feedback (which may arrive before or after the
+/// decision row) taking precedence over the logged score.
+const DECISION_SELECT: &str = "SELECT d.decision_id, d.created_at, d.prompt_hash, \
+    d.prompt_preview, d.requested_model, d.domain, d.action, d.route_source, d.route_confidence, \
+    d.candidates, d.selected_model, d.selected_score, d.provider, d.status, d.http_status, \
+    d.error_kind, d.input_tokens, d.output_tokens, d.cost_usd, d.latencies_ms, \
+    d.total_latency_ms, COALESCE((SELECT f.score FROM feedback f \
+      WHERE f.decision_id = d.decision_id ORDER BY f.created_at DESC, f.id DESC LIMIT 1), \
+      d.feedback_score) AS feedback_score \
+    FROM routing_decisions d";
+
+#[derive(sqlx::FromRow)]
+struct DecisionRow {
+    decision_id: String,
+    created_at: DateTime<Utc>,
+    prompt_hash: String,
+    prompt_preview: Option<String>,
+    requested_model: Option<String>,
+    domain: Option<String>,
+    action: Option<String>,
+    route_source: Option<String>,
+    route_confidence: Option<f64>,
+    candidates: Json<Vec<CandidateScore>>,
+    selected_model: Option<String>,
+    selected_score: Option<f64>,
+    provider: Option<String>,
+    status: String,
+    http_status: Option<i32>,
+    error_kind: Option<String>,
+    input_tokens: Option<i64>,
+    output_tokens: Option<i64>,
+    cost_usd: Option<f64>,
+    latencies_ms: Json<std::collections::BTreeMap<String, f64>>,
+    total_latency_ms: Option<f64>,
+    feedback_score: Option<f64>,
+}
+
+impl From<DecisionRow> for DecisionRecord {
+    fn from(r: DecisionRow) -> Self {
+        DecisionRecord {
+            decision_id: r.decision_id,
+            created_at: r.created_at,
+            prompt_hash: r.prompt_hash,
+            prompt_preview: r.prompt_preview,
+            requested_model: r.requested_model,
+            domain: r.domain,
+            action: r.action,
+            route_source: r.route_source,
+            route_confidence: r.route_confidence,
+            candidates: r.candidates.0,
+            selected_model: r.selected_model,
+            selected_score: r.selected_score,
+            provider: r.provider,
+            status: r.status,
+            http_status: r.http_status.and_then(|s| u16::try_from(s).ok()),
+            error_kind: r.error_kind,
+            input_tokens: r.input_tokens.and_then(|v| u64::try_from(v).ok()),
+            output_tokens: r.output_tokens.and_then(|v| u64::try_from(v).ok()),
+            cost_usd: r.cost_usd,
+            latencies_ms: r.latencies_ms.0,
+            total_latency_ms: r.total_latency_ms,
+            feedback_score: r.feedback_score,
+        }
+    }
+}
+
+fn to_i64(v: Option<u64>) -> Option<i64> {
+    v.map(|v| i64::try_from(v).unwrap_or(i64::MAX))
+}
+
+/// Maps a unique-constraint violation on `routing_policies` to [`StoreError::DuplicatePolicy`].
+fn policy_conflict(e: sqlx::Error, spec: &PolicySpec) -> StoreError {
+    match &e {
+        sqlx::Error::Database(db) if db.is_unique_violation() => StoreError::DuplicatePolicy {
+            domain: spec.domain.clone(),
+            action: spec.action.clone(),
+        },
+        _ => StoreError::Db(e),
+    }
+}
+
+/// The URL with any password replaced, for logs and errors.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(authority_end);
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split(':').next().unwrap_or("");
+            let masked = if userinfo.contains(':') {
+                format!("{user}:***")
+            } else {
+                user.to_string()
+            };
+            format!("{scheme}://{masked}@{host}{tail}")
+        }
+        None => url.to_string(),
+    }
+}
+
+impl Store {
+    /// Connects (SQLite: creating the file if missing, in WAL mode). Does not migrate.
+    pub async fn connect(url: &str) -> Result<Store, StoreError> {
+        if url.starts_with("sqlite:") {
+            let in_memory = url.contains(":memory:") || url.contains("mode=memory");
+            let mut opts = SqliteConnectOptions::from_str(url)?
+                .create_if_missing(true)
+                .foreign_keys(true)
+                .busy_timeout(Duration::from_secs(5));
+            if !in_memory {
+                opts = opts
+                    .journal_mode(SqliteJournalMode::Wal)
+                    .synchronous(sqlx::sqlite::SqliteSynchronous::Normal);
+            }
+            let pool = SqlitePoolOptions::new()
+                // An in-memory database lives in one connection.
+                .max_connections(if in_memory { 1 } else { 4 })
+                .min_connections(if in_memory { 1 } else { 0 })
+                .idle_timeout(if in_memory {
+                    None
+                } else {
+                    Some(Duration::from_secs(600))
+                })
+                .max_lifetime(if in_memory {
+                    None
+                } else {
+                    Some(Duration::from_secs(3600))
+                })
+                .acquire_timeout(Duration::from_secs(5))
+                .connect_with(opts)
+                .await?;
+            Ok(Store::Sqlite(pool))
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            let pool = PgPoolOptions::new()
+                .max_connections(8)
+                // Fail fast when the server is down: the decision log spools instead of waiting.
+                .acquire_timeout(Duration::from_secs(2))
+                .idle_timeout(Duration::from_secs(600))
+                .connect_lazy(url)?;
+            // Surface a wrong URL or a down server at start-up rather than on the first request.
+            pool.acquire().await?;
+            Ok(Store::Postgres(pool))
+        } else {
+            Err(StoreError::UnsupportedUrl(redact_url(url)))
+        }
+    }
+
+    /// Connects and applies the migrations.
+    pub async fn open(url: &str) -> Result<Store, StoreError> {
+        let store = Self::connect(url).await?;
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    /// Applies pending migrations (idempotent).
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        match self {
+            Store::Sqlite(pool) => SQLITE_MIGRATIONS.run(pool).await?,
+            Store::Postgres(pool) => POSTGRES_MIGRATIONS.run(pool).await?,
+        }
+        Ok(())
+    }
+
+    /// `sqlite` or `postgres`.
+    pub fn backend(&self) -> &'static str {
+        match self {
+            Store::Sqlite(_) => "sqlite",
+            Store::Postgres(_) => "postgres",
+        }
+    }
+
+    /// Closes every connection (waits for checked-out ones to come back).
+    pub async fn close(&self) {
+        on_pool!(self, pool, Db => pool.close().await)
+    }
+
+    /// One round trip (`SELECT 1`): is the database answering?
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        on_pool!(self, pool, Db => {
+            sqlx::query::<Db>("SELECT 1").execute(pool).await?;
+        });
+        Ok(())
+    }
+
+    // ---- policies ----
+
+    /// Every policy, highest priority first.
+    pub async fn list_policies(&self) -> Result<Vec<Policy>, StoreError> {
+        let sql = format!(
+            "SELECT {POLICY_COLUMNS} FROM routing_policies ORDER BY priority DESC, domain, action"
+        );
+        let rows: Vec<PolicyRow> = on_pool!(self, pool, Db => {
+            sqlx::query_as::<Db, PolicyRow>(&sql).fetch_all(pool).await?
+        });
+        Ok(rows.into_iter().map(Policy::from).collect())
+    }
+
+    pub async fn get_policy(&self, id: i64) -> Result<Policy, StoreError> {
+        let sql = format!("SELECT {POLICY_COLUMNS} FROM routing_policies WHERE id = $1");
+        let row: Option<PolicyRow> = on_pool!(self, pool, Db => {
+            sqlx::query_as::<Db, PolicyRow>(&sql).bind(id).fetch_optional(pool).await?
+        });
+        row.map(Policy::from).ok_or(StoreError::PolicyNotFound(id))
+    }
+
+    /// The policy for a route, if any.
+    pub async fn find_policy(
+        &self,
+        domain: &str,
+        action: &str,
+    ) -> Result<Option<Policy>, StoreError> {
+        let sql = format!(
+            "SELECT {POLICY_COLUMNS} FROM routing_policies WHERE domain = $1 AND action = $2"
+        );
+        let row: Option<PolicyRow> = on_pool!(self, pool, Db => {
+            sqlx::query_as::<Db, PolicyRow>(&sql)
+                .bind(domain)
+                .bind(action)
+                .fetch_optional(pool)
+                .await?
+        });
+        Ok(row.map(Policy::from))
+    }
+
+    /// Inserts a policy; a second policy for the same domain/action is
+    /// [`StoreError::DuplicatePolicy`]. Validate the spec first ([`PolicySpec::problems`]).
+    pub async fn create_policy(&self, spec: &PolicySpec) -> Result<Policy, StoreError> {
+        let now = Utc::now();
+        let sql = format!(
+            "INSERT INTO routing_policies \
+             (domain, action, description, examples, models, priority, budget_usd, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8) RETURNING {POLICY_COLUMNS}"
+        );
+        let row: PolicyRow = on_pool!(self, pool, Db => {
+            sqlx::query_as::<Db, PolicyRow>(&sql)
+                .bind(&spec.domain)
+                .bind(&spec.action)
+                .bind(&spec.description)
+                .bind(Json(&spec.examples))
+                .bind(Json(&spec.models))
+                .bind(spec.priority)
+                .bind(spec.budget_usd)
+                .bind(now)
+                .fetch_one(pool)
+                .await
+                .map_err(|e| policy_conflict(e, spec))?
+        });
+        Ok(row.into())
+    }
+
+    /// Replaces a policy's fields (its id and creation time stay).
+    pub async fn update_policy(&self, id: i64, spec: &PolicySpec) -> Result<Policy, StoreError> {
+        let now = Utc::now();
+        let sql = format!(
+            "UPDATE routing_policies SET domain = $1, action = $2, description = $3, \
+             examples = $4, models = $5, priority = $6, budget_usd = $7, updated_at = $8 \
+             WHERE id = $9 RETURNING {POLICY_COLUMNS}"
+        );
+        let row: Option<PolicyRow> = on_pool!(self, pool, Db => {
+            sqlx::query_as::<Db, PolicyRow>(&sql)
+                .bind(&spec.domain)
+                .bind(&spec.action)
+                .bind(&spec.description)
+                .bind(Json(&spec.examples))
+                .bind(Json(&spec.models))
+                .bind(spec.priority)
+                .bind(spec.budget_usd)
+                .bind(now)
+                .bind(id)
+                .fetch_optional(pool)
+                .await
+                .map_err(|e| policy_conflict(e, spec))?
+        });
+        row.map(Policy::from).ok_or(StoreError::PolicyNotFound(id))
+    }
+
+    pub async fn delete_policy(&self, id: i64) -> Result<(), StoreError> {
+        let sql = "DELETE FROM routing_policies WHERE id = $1";
+        let affected = on_pool!(self, pool, Db => {
+            sqlx::query::<Db>(sql).bind(id).execute(pool).await?.rows_affected()
+        });
+        if affected == 0 {
+            return Err(StoreError::PolicyNotFound(id));
+        }
+        Ok(())
+    }
+
+    /// Upserts the config file's policies by (domain, action) in one transaction; policies
+    /// not in the config are left alone. Returns how many were written.
+    pub async fn seed_policies(&self, specs: &[PolicySpec]) -> Result<usize, StoreError> {
+        let now = Utc::now();
+        let sql = "INSERT INTO routing_policies \
+             (domain, action, description, examples, models, priority, budget_usd, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8) \
+             ON CONFLICT (domain, action) DO UPDATE SET description = excluded.description, \
+             examples = excluded.examples, models = excluded.models, priority = excluded.priority, \
+             budget_usd = excluded.budget_usd, updated_at = excluded.updated_at";
+        on_pool!(self, pool, Db => {
+            let mut tx = pool.begin().await?;
+            for spec in specs {
+                sqlx::query::<Db>(sql)
+                    .bind(&spec.domain)
+                    .bind(&spec.action)
+                    .bind(&spec.description)
+                    .bind(Json(&spec.examples))
+                    .bind(Json(&spec.models))
+                    .bind(spec.priority)
+                    .bind(spec.budget_usd)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            tx.commit().await?;
+        });
+        Ok(specs.len())
+    }
+
+    // ---- decisions ----
+
+    /// Inserts decision records in one transaction; a record whose id is already stored is
+    /// skipped (`ON CONFLICT DO NOTHING`). Returns the number of new rows.
+    pub async fn insert_decisions(&self, records: &[DecisionRecord]) -> Result<u64, StoreError> {
+        if records.is_empty() {
+            return Ok(0);
+        }
+        let inserted = on_pool!(self, pool, Db => {
+            let mut tx = pool.begin().await?;
+            let mut inserted = 0u64;
+            for chunk in records.chunks(INSERT_CHUNK_ROWS) {
+                let mut qb: QueryBuilder<'_, Db> =
+                    QueryBuilder::new(format!("INSERT INTO routing_decisions ({DECISION_COLUMNS}) "));
+                qb.push_values(chunk, |mut b, r| {
+                    b.push_bind(&r.decision_id)
+                        .push_bind(r.created_at)
+                        .push_bind(&r.prompt_hash)
+                        .push_bind(&r.prompt_preview)
+                        .push_bind(&r.requested_model)
+                        .push_bind(&r.domain)
+                        .push_bind(&r.action)
+                        .push_bind(&r.route_source)
+                        .push_bind(r.route_confidence)
+                        .push_bind(Json(&r.candidates))
+                        .push_bind(&r.selected_model)
+                        .push_bind(r.selected_score)
+                        .push_bind(&r.provider)
+                        .push_bind(&r.status)
+                        .push_bind(r.http_status.map(i32::from))
+                        .push_bind(&r.error_kind)
+                        .push_bind(to_i64(r.input_tokens))
+                        .push_bind(to_i64(r.output_tokens))
+                        .push_bind(r.cost_usd)
+                        .push_bind(Json(&r.latencies_ms))
+                        .push_bind(r.total_latency_ms)
+                        .push_bind(r.feedback_score);
+                });
+                qb.push(" ON CONFLICT (decision_id) DO NOTHING");
+                inserted += qb.build().execute(&mut *tx).await?.rows_affected();
+            }
+            tx.commit().await?;
+            inserted
+        });
+        Ok(inserted)
+    }
+
+    /// Decisions newest first, filtered by domain and selected model; `limit` is clamped to
+    /// 1..=[`MAX_DECISIONS_PAGE`].
+    pub async fn list_decisions(
+        &self,
+        q: &DecisionQuery,
+    ) -> Result<Vec<DecisionRecord>, StoreError> {
+        let limit = i64::from(q.limit.clamp(1, MAX_DECISIONS_PAGE));
+        let sql = format!(
+            "{DECISION_SELECT} WHERE ($1 IS NULL OR d.domain = $1) \
+             AND ($2 IS NULL OR d.selected_model = $2) \
+             ORDER BY d.created_at DESC, d.decision_id DESC LIMIT $3"
+        );
+        let rows: Vec<DecisionRow> = on_pool!(self, pool, Db => {
+            sqlx::query_as::<Db, DecisionRow>(&sql)
+                .bind(q.domain.as_deref())
+                .bind(q.model.as_deref())
+                .bind(limit)
+                .fetch_all(pool)
+                .await?
+        });
+        Ok(rows.into_iter().map(DecisionRecord::from).collect())
+    }
+
+    pub async fn get_decision(&self, id: &str) -> Result<Option<DecisionRecord>, StoreError> {
+        let sql = format!("{DECISION_SELECT} WHERE d.decision_id = $1");
+        let row: Option<DecisionRow> = on_pool!(self, pool, Db => {
+            sqlx::query_as::<Db, DecisionRow>(&sql).bind(id).fetch_optional(pool).await?
+        });
+        Ok(row.map(DecisionRecord::from))
+    }
+
+    /// `(rows, distinct decision ids)` in `routing_decisions`; equal unless the key is broken.
+    pub async fn count_decisions(&self) -> Result<(i64, i64), StoreError> {
+        let sql = "SELECT COUNT(*), COUNT(DISTINCT decision_id) FROM routing_decisions";
+        let counts: (i64, i64) = on_pool!(self, pool, Db => {
+            sqlx::query_as::<Db, (i64, i64)>(sql).fetch_one(pool).await?
+        });
+        Ok(counts)
+    }
+
+    // ---- feedback ----
+
+    /// Records an outcome score in [0, 1] for a decision (which may not be written yet).
+    pub async fn record_feedback(
+        &self,
+        decision_id: &str,
+        score: f64,
+        comment: Option<&str>,
+    ) -> Result<(), StoreError> {
+        let now = Utc::now();
+        on_pool!(self, pool, Db => {
+            let mut tx = pool.begin().await?;
+            sqlx::query::<Db>(
+                "INSERT INTO feedback (decision_id, score, comment, created_at) VALUES ($1, $2, $3, $4)",
+            )
+            .bind(decision_id)
+            .bind(score)
+            .bind(comment)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query::<Db>("UPDATE routing_decisions SET feedback_score = $1 WHERE decision_id = $2")
+                .bind(score)
+                .bind(decision_id)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+        });
+        Ok(())
+    }
+}
+
+/// What `serve` does at start: connect to `cfg.database`, migrate, and seed the config's
+/// policies (upsert by domain/action; the store stays the source of truth for the rest).
+pub async fn open_and_seed(cfg: &crate::config::Config) -> Result<Store, StoreError> {
+    let store = Store::open(&cfg.database).await?;
+    let seeded = store.seed_policies(&cfg.policies).await?;
+    tracing::info!(
+        database = %redact_url(&cfg.database),
+        backend = store.backend(),
+        policies_seeded = seeded,
+        "store ready"
+    );
+    Ok(store)
+}
+
+/// `dualrouter migrate`: the URL from `--database`, else the config file's `database:` (read
+/// without resolving secrets, so provider keys need not be set).
+pub fn migrate_command(
+    config: Option<&std::path::Path>,
+    database: Option<&str>,
+) -> anyhow::Result<()> {
+    let url = match (database, config) {
+        (Some(url), _) => url.to_string(),
+        (None, Some(path)) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| anyhow::anyhow!("cannot read config file {}: {e}", path.display()))?;
+            let raw = crate::config::parse(&text, &path.display().to_string())?;
+            raw.database
+        }
+        (None, None) => DEFAULT_DATABASE_URL.to_string(),
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let store = Store::connect(&url).await?;
+        store.migrate().await?;
+        store.close().await;
+        Ok::<_, StoreError>(())
+    })?;
+    tracing::info!(database = %redact_url(&url), "migrations applied");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redacts_passwords() {
+        assert_eq!(
+            redact_url("postgres://u:secret@h:5432/db?x=1"),
+            "postgres://u:***@h:5432/db?x=1"
+        );
+        assert_eq!(redact_url("postgres://u@h/db"), "postgres://u@h/db");
+        assert_eq!(redact_url("sqlite://x.db"), "sqlite://x.db");
+    }
+}
