@@ -10,7 +10,6 @@
 )]
 
 pub mod admin;
-pub mod admin_api;
 pub mod cli;
 pub mod config;
 pub mod demo;

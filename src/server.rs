@@ -1,22 +1,28 @@
-//! Assembles the Pingora server: the proxy service, the admin listener, the demo upstream.
+//! Assembles the process: the Pingora server with the proxy service, and a control runtime for
+//! everything else (the store, the decision-log writer, the admin listener, the demo upstream).
 //!
 //! Pingora owns signals: SIGINT stops at once, SIGTERM stops gracefully (in-flight streams get
 //! `server.graceful_shutdown_timeout_seconds`), SIGQUIT hands the listeners to a new process
-//! started with `serve --upgrade` (zero-downtime upgrade).
+//! started with `serve --upgrade` (zero-downtime upgrade). When Pingora has stopped, the
+//! decision log is drained (to the store, or to its spool file) before the process exits.
 
 use std::net::{SocketAddr, TcpListener};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use pingora::server::configuration::{Opt, ServerConf};
 use pingora::server::{RunArgs, Server};
-use pingora::services::background::background_service;
 
-use crate::admin::{self, AdminCore, AxumService};
+use crate::admin::{self, AdminState};
 use crate::cli::ServeArgs;
 use crate::config;
 use crate::metrics::Metrics;
 use crate::proxy::{forward::Upstream, Proxy, ProxyState};
+use crate::store::{self, DecisionLog};
+
+/// How long the decision log may take to drain at shutdown before the rest stays in its spool.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let mut config = config::load(&args.config)?;
@@ -24,18 +30,48 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
     config.listen = concrete_port(config.listen).context("choosing a port for `listen`")?;
     let config = Arc::new(config);
 
-    let admin_listener = bind(config.admin.listen).context("binding the admin listener")?;
-    let admin_addr = admin_listener.local_addr()?;
-    let demo_listener = match &config.demo {
-        Some(d) => Some(bind(d.listen).context("binding the demo upstream (demo.listen)")?),
-        None => None,
-    };
+    let control = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("dualrouter-control")
+        .enable_all()
+        .build()
+        .context("starting the control runtime")?;
 
     let metrics = Arc::new(Metrics::new()?);
+    let store = control
+        .block_on(store::open_and_seed(&config))
+        .with_context(|| format!("opening the store {}", store::redact_url(&config.database)))?;
+    let decision_log = DecisionLog::start_on(
+        control.handle(),
+        store.clone(),
+        &config.decision_log,
+        &metrics.registry,
+    )
+    .context("starting the decision log")?;
+
+    let admin_listener = bind(config.admin.listen).context("binding the admin listener")?;
+    let admin_addr = admin_listener.local_addr()?;
+    let admin_app = admin::router(
+        AdminState::from_config(store.clone(), &config),
+        metrics.clone(),
+    );
+    spawn_http(&control, "admin", admin_listener, admin_app)?;
+
+    let mut demo_addr = None;
+    if let Some(d) = &config.demo {
+        let listener = bind(d.listen).context("binding the demo upstream (demo.listen)")?;
+        demo_addr = Some(listener.local_addr()?);
+        let app = crate::demo::router(crate::demo::DemoOptions {
+            chunk_delay: d.chunk_delay,
+        });
+        spawn_http(&control, "demo upstream", listener, app)?;
+    }
+
     let state = Arc::new(ProxyState {
         config: config.clone(),
         upstream: Upstream::new(&config)?,
         metrics: metrics.clone(),
+        decision_log: decision_log.clone(),
     });
 
     let opt = Opt {
@@ -60,42 +96,13 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
     };
     let mut server = Server::new_with_opt_and_conf(opt, conf);
     server.bootstrap();
-
     let mut proxy = pingora::proxy::http_proxy_service_with_name(
         &server.configuration,
-        Proxy {
-            state: state.clone(),
-        },
+        Proxy { state },
         "dualrouter proxy",
     );
     proxy.add_tcp(&config.listen.to_string());
     server.add_service(proxy);
-
-    server.add_service(background_service(
-        "admin",
-        AxumService {
-            name: "admin",
-            listener: Mutex::new(Some(admin_listener)),
-            app: admin::router(AdminCore {
-                token: config.admin.token.clone(),
-                metrics,
-            }),
-        },
-    ));
-    let mut demo_addr = None;
-    if let (Some(listener), Some(d)) = (demo_listener, &config.demo) {
-        demo_addr = Some(listener.local_addr()?);
-        server.add_service(background_service(
-            "demo upstream",
-            AxumService {
-                name: "demo upstream",
-                listener: Mutex::new(Some(listener)),
-                app: crate::demo::router(crate::demo::DemoOptions {
-                    chunk_delay: d.chunk_delay,
-                }),
-            },
-        ));
-    }
 
     tracing::info!("proxy listening on http://{}", config.listen);
     if config.admin.token.is_none() {
@@ -119,7 +126,31 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
 
     server.run(RunArgs::default());
+    if let Err(e) = control.block_on(decision_log.shutdown(DRAIN_TIMEOUT)) {
+        tracing::warn!(
+            "decision log not fully drained at shutdown ({e}); the rest is in its spool"
+        );
+    }
+    control.block_on(store.close());
     tracing::info!("dualrouter stopped");
+    Ok(())
+}
+
+/// Serves an axum app on an already-bound listener, on the control runtime.
+fn spawn_http(
+    rt: &tokio::runtime::Runtime,
+    name: &'static str,
+    listener: TcpListener,
+    app: axum::Router,
+) -> anyhow::Result<()> {
+    let _guard = rt.enter();
+    let listener =
+        tokio::net::TcpListener::from_std(listener).with_context(|| format!("{name} listener"))?;
+    rt.spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::error!("{name} stopped: {e}");
+        }
+    });
     Ok(())
 }
 

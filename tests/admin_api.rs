@@ -5,7 +5,7 @@
 mod common;
 
 use common::{serve_admin, test_config, TestDb, ADMIN_TOKEN};
-use dualrouter::admin_api::AdminState;
+use dualrouter::admin::AdminState;
 use dualrouter::store::{CandidateScore, DecisionRecord, Store};
 use reqwest::{Client, StatusCode};
 use serde_json::{json, Value};

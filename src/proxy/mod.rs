@@ -26,6 +26,8 @@ use serde_json::json;
 use crate::config::Config;
 use crate::error::{ApiError, ApiFormat};
 use crate::metrics::Metrics;
+use crate::router::conversation::Conversation;
+use crate::store::{prompt_hash, DecisionLog, DecisionRecord};
 use ingress::{ChatRequest, Endpoint};
 
 /// What every request needs, built once at start.
@@ -33,6 +35,8 @@ pub struct ProxyState {
     pub config: Arc<Config>,
     pub upstream: forward::Upstream,
     pub metrics: Arc<Metrics>,
+    /// Every forwarded request leaves one record here (never waits on the store).
+    pub decision_log: DecisionLog,
 }
 
 pub struct Proxy {
@@ -46,6 +50,10 @@ pub struct RequestCtx {
     pub format: ApiFormat,
     /// The configured model id, once known (metric label).
     pub model: Option<String>,
+    /// The decision record, once the request is bound for an upstream.
+    pub record: Option<DecisionRecord>,
+    /// The kind of the error answered, if any.
+    pub error_kind: Option<&'static str>,
 }
 
 #[async_trait]
@@ -58,6 +66,8 @@ impl ProxyHttp for Proxy {
             decision_id: uuid::Uuid::now_v7(),
             format: ApiFormat::OpenAi,
             model: None,
+            record: None,
+            error_kind: None,
         }
     }
 
@@ -77,6 +87,15 @@ impl ProxyHttp for Proxy {
             .requests
             .with_label_values(&[model, status.as_str()])
             .inc();
+        if let Some(mut rec) = ctx.record.take() {
+            rec.http_status = Some(status.as_u16());
+            if rec.status == "ok" && (status.is_client_error() || status.is_server_error()) {
+                rec.status = "error".into();
+            }
+            rec.error_kind = ctx.error_kind.map(str::to_string).or(rec.error_kind);
+            rec.total_latency_ms = Some(ctx.started.elapsed().as_secs_f64() * 1e3);
+            self.state.decision_log.record(rec);
+        }
         Ok(true)
     }
 
@@ -140,6 +159,7 @@ async fn chat(
         .cloned()
         .ok_or_else(|| ApiError::UnknownModel(request.model.clone()))?;
     ctx.model = Some(model.id.clone());
+    ctx.record = Some(new_record(state, ctx, &request, &model));
     let upstream_body = request.upstream_body(&model.upstream_id);
     drop(body);
     let header = forward::openai_request(&model.provider, upstream_body.len(), request.stream)?;
@@ -150,9 +170,18 @@ async fn chat(
         ex = state.upstream.open(&model.provider, &limits, &header, &upstream_body, deadline) => ex?,
         _ = relay::client_gone(session) => {
             state.metrics.client_disconnects.inc();
+            if let Some(rec) = ctx.record.as_mut() {
+                rec.status = "cancelled".into();
+            }
             return Ok(http::StatusCode::from_u16(499).unwrap_or(http::StatusCode::BAD_REQUEST));
         }
     };
+    if let Some(rec) = ctx.record.as_mut() {
+        rec.latencies_ms.insert(
+            "first_byte".into(),
+            exchange.upstream_latency.as_secs_f64() * 1e3,
+        );
+    }
     state
         .metrics
         .upstream_latency
@@ -172,6 +201,35 @@ async fn chat(
         },
     )
     .await
+}
+
+/// The record a forwarded request leaves: what was asked, and who serves it.
+fn new_record(
+    state: &ProxyState,
+    ctx: &RequestCtx,
+    request: &ChatRequest,
+    model: &crate::config::Model,
+) -> DecisionRecord {
+    let messages = request
+        .body
+        .get("messages")
+        .and_then(serde_json::Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    let prompt: String = Conversation::from_openai_messages(messages)
+        .turns
+        .iter()
+        .map(|t| t.text.as_str())
+        .collect::<Vec<_>>()
+        .join("\n");
+    let mut rec = DecisionRecord::new("ok");
+    rec.decision_id = ctx.decision_id.to_string();
+    rec.prompt_hash = prompt_hash(&prompt);
+    rec.prompt_preview = state.decision_log.preview(&prompt);
+    rec.requested_model = Some(request.model.clone());
+    rec.route_source = Some("explicit".into());
+    rec.served_by(model, None, None);
+    rec
 }
 
 fn models_list(config: &Config) -> serde_json::Value {

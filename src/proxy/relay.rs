@@ -59,7 +59,7 @@ pub async fn client_gone(session: &mut Session) {
 pub async fn relay(
     state: &ProxyState,
     session: &mut Session,
-    ctx: &RequestCtx,
+    ctx: &mut RequestCtx,
     r: Relay<'_>,
 ) -> Result<http::StatusCode, ApiError> {
     let started = Instant::now();
@@ -137,9 +137,19 @@ pub async fn relay(
                 if filter.is_none() && status.is_success() && scan.len() < USAGE_SCAN_BYTES {
                     scan.extend_from_slice(&chunk);
                 }
+                // The upstream's last chunk ends the client's response at once: a client that
+                // has its whole answer may send its next request on this connection, which must
+                // not be mistaken for a disconnect.
+                let end = exchange.response_done();
                 match filter.as_mut() {
-                    Some(f) => (f.push(&chunk), false),
-                    None => (chunk, false),
+                    Some(f) => {
+                        let mut out = bytes::BytesMut::from(&f.push(&chunk)[..]);
+                        if end {
+                            out.extend_from_slice(&f.finish());
+                        }
+                        (out.freeze(), end)
+                    }
+                    None => (chunk, end),
                 }
             }
             Ok(None) => (
@@ -165,6 +175,21 @@ pub async fn relay(
             .and_then(|v| Usage::from_openai(&v)),
     };
     let (input_tokens, output_tokens) = usage.map_or((0, 0), |u| (u.input_tokens, u.output_tokens));
+    if let Some(rec) = ctx.record.as_mut() {
+        if let Some(u) = usage {
+            rec.served_by(model, Some(u.input_tokens), Some(u.output_tokens));
+        }
+        rec.latencies_ms
+            .insert("stream".into(), started.elapsed().as_secs_f64() * 1e3);
+        match &outcome {
+            Outcome::Complete => {}
+            Outcome::ClientGone => rec.status = "cancelled".into(),
+            Outcome::UpstreamFailed(e) => {
+                rec.status = "error".into();
+                rec.error_kind = Some(e.kind().to_string());
+            }
+        }
+    }
     match outcome {
         Outcome::Complete => {
             if exchange.response_done() {

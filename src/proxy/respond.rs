@@ -61,7 +61,8 @@ pub async fn error(
     } else {
         tracing::debug!(decision_id = %ctx.decision_id, kind = err.kind(), "{err}");
     }
-    if !session.is_body_done() {
+    let body_pending = !session.is_body_done();
+    if body_pending {
         session.set_keepalive(None);
     }
     if session.response_written().is_some() {
@@ -76,6 +77,26 @@ pub async fn error(
     if let Err(e) = write_whole(session, status, err.body(ctx.format), &extra).await {
         tracing::debug!("could not write the error response: {}", e.etype().as_str());
         session.set_keepalive(None);
+    } else if body_pending && !matches!(err, ApiError::ClientTimeout) {
+        linger(session, state.config.limits.max_body_bytes).await;
     }
     status
+}
+
+/// After answering before the request body was read (413, 401, …), reads and discards what the
+/// client is still sending for a short while, so it finishes its write and sees the answer
+/// instead of a reset (nginx's "lingering close"). Bounded in time and bytes.
+async fn linger(session: &mut Session, max_body_bytes: usize) {
+    const LINGER: std::time::Duration = std::time::Duration::from_secs(2);
+    let budget = max_body_bytes.saturating_mul(2).max(1 << 20);
+    let drain = async {
+        let mut seen = 0usize;
+        while let Ok(Some(chunk)) = session.read_request_body().await {
+            seen += chunk.len();
+            if seen > budget {
+                break;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(LINGER, drain).await;
 }

@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::Arc;
 
-use dualrouter::admin_api::{api_router, AdminState};
+use dualrouter::admin::{api_router, AdminState};
 use dualrouter::config::{self, Config};
 use dualrouter::store::Store;
 use tempfile::TempDir;
@@ -288,8 +288,8 @@ providers:
       - {{ id: small, cost_per_mtok: {{ input: 0.1, output: 0.4 }}, tier: budget }}
       - {{ id: large, cost_per_mtok: {{ input: 2.5, output: 10 }}, context_tokens: 128000 }}
   - name: beta
-    kind: anthropic
-    base_url: https://api.anthropic.example/v1
+    kind: openai
+    base_url: https://api.beta.example/v1
     api_key_env: TEST_BETA_KEY
     models:
       - {{ id: sonnet, cost_per_mtok: {{ input: 3, output: 15 }} }}

@@ -30,7 +30,21 @@ impl Proxy {
     pub async fn start_with_env(yaml: &str, env: &[(&str, &str)]) -> Proxy {
         let dir = tempfile::tempdir().unwrap();
         let config = dir.path().join("config.yaml");
-        std::fs::write(&config, yaml).unwrap();
+        // Each proxy gets its own store and spool unless the test names them.
+        let mut yaml = yaml.to_string();
+        if !yaml.contains("\ndatabase:") {
+            yaml.push_str(&format!(
+                "\ndatabase: sqlite://{}/dualrouter.db\n",
+                dir.path().display()
+            ));
+        }
+        if !yaml.contains("\ndecision_log:") {
+            yaml.push_str(&format!(
+                "\ndecision_log: {{ spool_dir: {}/spool }}\n",
+                dir.path().display()
+            ));
+        }
+        std::fs::write(&config, &yaml).unwrap();
         let ready = dir.path().join("ready.json");
         let log = std::fs::File::create(dir.path().join("proxy.log")).unwrap();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_dualrouter"));

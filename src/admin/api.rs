@@ -18,7 +18,7 @@
 //!
 //! Errors are JSON ([`AdminError`]). Secrets (the admin token, API keys) are never returned.
 
-mod error;
+use super::error;
 
 use std::collections::HashSet;
 use std::sync::Arc;
