@@ -22,6 +22,10 @@ pub enum Command {
     Serve(ServeArgs),
     /// Run the demo upstream alone: an OpenAI-compatible server answering canned text.
     DemoUpstream(DemoArgs),
+    /// Fit MIRT on outcome data (CSV/JSONL) and write a checkpoint.
+    Train(crate::mirt::cli::TrainArgs),
+    /// Routing quality on outcome data: MIRT vs baselines, metrics and plot.
+    Eval(crate::mirt::cli::EvalArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -55,6 +59,8 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve(args) => crate::server::serve(args),
         Command::DemoUpstream(args) => crate::demo::run_standalone(&args.listen),
+        Command::Train(args) => crate::mirt::cli::run_train(&args),
+        Command::Eval(args) => crate::mirt::cli::run_eval(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
