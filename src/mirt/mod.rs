@@ -50,6 +50,68 @@ pub enum MirtError {
 
 pub type Result<T, E = MirtError> = std::result::Result<T, E>;
 
+/// The `mirt:` section of the config file.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct MirtSettings {
+    /// Checkpoint file (`dualrouter train` writes one).
+    #[serde(default = "default_checkpoint")]
+    pub checkpoint: PathBuf,
+    /// Objective knob: maximise P − cost_weight · price / (dearest model's price).
+    #[serde(default = "default_cost_weight")]
+    pub cost_weight: f64,
+    /// If set, the objective is instead "the cheapest candidate with P ≥ target".
+    #[serde(default)]
+    pub target: Option<f64>,
+    /// How often the trainer refits on logged feedback (e.g. `24h`), handled by the trainer.
+    #[serde(default)]
+    pub retrain_every: Option<String>,
+    /// The prompt encoder (must match the checkpoint's encoder id).
+    #[serde(default)]
+    pub encoder: crate::encoder::EncoderConfig,
+}
+
+fn default_checkpoint() -> PathBuf {
+    PathBuf::from("checkpoints/default.json")
+}
+fn default_cost_weight() -> f64 {
+    0.2
+}
+
+impl Default for MirtSettings {
+    fn default() -> Self {
+        Self {
+            checkpoint: default_checkpoint(),
+            cost_weight: default_cost_weight(),
+            target: None,
+            retrain_every: None,
+            encoder: crate::encoder::EncoderConfig::default(),
+        }
+    }
+}
+
+impl MirtSettings {
+    /// Check values; errors name the field path under `mirt`.
+    pub fn validate(&self) -> std::result::Result<(), String> {
+        if !self.cost_weight.is_finite() || self.cost_weight < 0.0 {
+            return Err(format!("mirt.cost_weight: must be a finite number ≥ 0, got {}", self.cost_weight));
+        }
+        if let Some(t) = self.target {
+            if !(0.0..=1.0).contains(&t) {
+                return Err(format!("mirt.target: must be in [0, 1], got {t}"));
+            }
+        }
+        self.encoder.validate().map_err(|e| format!("mirt.encoder: {e}"))
+    }
+
+    pub fn objective(&self) -> Objective {
+        match self.target {
+            Some(t) => Objective::CheapestAbove(t),
+            None => Objective::CostWeight(self.cost_weight),
+        }
+    }
+}
+
 /// Built-in prompt features that can join the embedding in x (names are stored in the checkpoint).
 pub const BUILTIN_FEATURES: [&str; 3] = ["bias", "log_chars", "code"];
 
@@ -328,6 +390,20 @@ impl Mirt {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn settings_parse_strictly() {
+        let s: MirtSettings = serde_yaml_ng::from_str(
+            "checkpoint: c.json\ncost_weight: 0.5\nencoder: { kind: static, max_tokens: 128 }\n",
+        )
+        .unwrap();
+        assert_eq!(s.encoder.kind, crate::encoder::EncoderKind::Static);
+        assert_eq!(s.objective(), Objective::CostWeight(0.5));
+        assert!(s.validate().is_ok());
+        assert!(serde_yaml_ng::from_str::<MirtSettings>("cost_wieght: 1\n").is_err());
+        let bad = MirtSettings { target: Some(2.0), ..MirtSettings::default() };
+        assert!(bad.validate().unwrap_err().contains("mirt.target"));
+    }
 
     #[test]
     fn rank_cost_weight_and_threshold() {
