@@ -7,10 +7,16 @@ use std::time::Instant;
 
 use dualrouter::encoder::{Encoder, EncoderConfig, EncoderKind};
 use dualrouter::mirt::model::{Rng, Weights};
-use dualrouter::mirt::{rank, Mirt, ModelInfo, Objective, TrainingSummary, CHECKPOINT_FORMAT, CHECKPOINT_VERSION};
+use dualrouter::mirt::{
+    rank, Mirt, ModelInfo, Objective, TrainingSummary, CHECKPOINT_FORMAT, CHECKPOINT_VERSION,
+};
 
 fn checkpoint(embed_dim: usize, models: usize) -> Mirt {
-    let features = vec!["bias".to_string(), "log_chars".to_string(), "code".to_string()];
+    let features = vec![
+        "bias".to_string(),
+        "log_chars".to_string(),
+        "code".to_string(),
+    ];
     let mut rng = Rng::new(1);
     let weights = Weights::new(embed_dim + features.len(), 25, models, &mut rng);
     Mirt {
@@ -30,6 +36,7 @@ fn checkpoint(embed_dim: usize, models: usize) -> Mirt {
             })
             .collect(),
         weights,
+        ensemble: Vec::new(),
         training: TrainingSummary::default(),
         eval: serde_json::Value::Null,
     }
@@ -49,7 +56,15 @@ fn report(name: &str, samples: Vec<f64>) {
     );
 }
 
-fn score(m: &Mirt, x: &mut Vec<f32>, emb: &[f32], text: &str, which: &[usize], price: &[f64], p: &mut Vec<f32>) -> usize {
+fn score(
+    m: &Mirt,
+    x: &mut Vec<f32>,
+    emb: &[f32],
+    text: &str,
+    which: &[usize],
+    price: &[f64],
+    p: &mut Vec<f32>,
+) -> usize {
     m.features_into(emb, text, &HashMap::new(), x);
     m.predict_subset(x, which, p);
     rank(p, price, m.cost_ref, Objective::CostWeight(0.2))[0]
@@ -74,7 +89,10 @@ fn main() {
     report("MIRT math, 10 candidates (384-d)", samples);
 
     let models = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models");
-    for (kind, name, iters) in [(EncoderKind::Minilm, "MiniLM int8", 300), (EncoderKind::Static, "static potion-base-8M", 5_000)] {
+    for (kind, name, iters) in [
+        (EncoderKind::Minilm, "MiniLM int8", 300),
+        (EncoderKind::Static, "static potion-base-8M", 5_000),
+    ] {
         let cfg = EncoderConfig {
             kind,
             models_dir: models.clone(),

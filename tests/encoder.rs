@@ -24,7 +24,9 @@ fn load(kind: EncoderKind) -> Encoder {
         ..EncoderConfig::default()
     };
     Encoder::load(&cfg).unwrap_or_else(|e| {
-        panic!("encoder models missing or broken ({e}); run scripts/fetch-models.sh before cargo test")
+        panic!(
+            "encoder models missing or broken ({e}); run scripts/fetch-models.sh before cargo test"
+        )
     })
 }
 
@@ -42,12 +44,23 @@ fn check(kind: EncoderKind, key: &str, dim: usize) {
     let enc = load(kind);
     assert_eq!(enc.dim(), dim);
     let fx = fixture();
-    let sentences: Vec<&str> = fx["sentences"].as_array().unwrap().iter().map(|s| s.as_str().unwrap()).collect();
+    let sentences: Vec<&str> = fx["sentences"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_str().unwrap())
+        .collect();
     let want: Vec<Vec<f64>> = fx[key]
         .as_array()
         .unwrap()
         .iter()
-        .map(|v| v.as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect())
+        .map(|v| {
+            v.as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_f64().unwrap())
+                .collect()
+        })
         .collect();
     // batched (padding inside a batch must not change results) and one at a time (cache hit path)
     let batch = enc.embed_batch(&sentences).unwrap();
@@ -55,7 +68,10 @@ fn check(kind: EncoderKind, key: &str, dim: usize) {
         let one = enc.embed(s).unwrap();
         let c_batch = cosine(&batch[i], &want[i]);
         let c_one = cosine(&one, &want[i]);
-        assert!(c_batch >= 0.999, "{key} sentence {i} batched: cosine {c_batch}");
+        assert!(
+            c_batch >= 0.999,
+            "{key} sentence {i} batched: cosine {c_batch}"
+        );
         assert!(c_one >= 0.999, "{key} sentence {i} single: cosine {c_one}");
     }
     // the long prompt keeps its end: changing only its last words changes the embedding
@@ -64,7 +80,10 @@ fn check(kind: EncoderKind, key: &str, dim: usize) {
     let a = enc.embed(long).unwrap();
     let b = enc.embed(&other).unwrap();
     let same: f32 = a.iter().zip(b.iter()).map(|(x, y)| x * y).sum();
-    assert!(same < 0.999, "{key}: end of a long prompt was dropped (cosine {same})");
+    assert!(
+        same < 0.999,
+        "{key}: end of a long prompt was dropped (cosine {same})"
+    );
 }
 
 #[test]
@@ -96,7 +115,11 @@ fn corrupt_model_is_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path().join("potion-base-8M");
     std::fs::create_dir_all(&d).unwrap();
-    std::fs::copy(models_dir().join("potion-base-8M/tokenizer.json"), d.join("tokenizer.json")).unwrap();
+    std::fs::copy(
+        models_dir().join("potion-base-8M/tokenizer.json"),
+        d.join("tokenizer.json"),
+    )
+    .unwrap();
     std::fs::write(d.join("model.safetensors"), b"not a safetensors file").unwrap();
     let cfg = EncoderConfig {
         kind: EncoderKind::Static,
@@ -104,5 +127,8 @@ fn corrupt_model_is_a_clear_error() {
         ..EncoderConfig::default()
     };
     let err = Encoder::load(&cfg).unwrap_err().to_string();
-    assert!(err.contains("unusable") && err.contains("fetch-models.sh"), "{err}");
+    assert!(
+        err.contains("unusable") && err.contains("fetch-models.sh"),
+        "{err}"
+    );
 }

@@ -4,7 +4,9 @@ use std::io::Write;
 
 use dualrouter::mirt::data::Dataset;
 use dualrouter::mirt::model::{train, Rng, TrainConfig};
-use dualrouter::mirt::{Mirt, MirtError, ModelInfo, TrainingSummary, CHECKPOINT_FORMAT, CHECKPOINT_VERSION};
+use dualrouter::mirt::{
+    Mirt, MirtError, ModelInfo, TrainingSummary, CHECKPOINT_FORMAT, CHECKPOINT_VERSION,
+};
 
 /// Prompts in two clusters; model 0 weak everywhere, model 1 good on cluster A only, model 2 strong everywhere.
 fn synthetic(n: usize, seed: u64) -> (Vec<Vec<f32>>, Vec<Vec<Option<f32>>>, Vec<bool>) {
@@ -31,7 +33,11 @@ fn synthetic(n: usize, seed: u64) -> (Vec<Vec<f32>>, Vec<Vec<Option<f32>>>, Vec<
     (xs, ys, cluster)
 }
 
-fn mean_p(w: &dualrouter::mirt::Weights, xs: &[Vec<f32>], pick: impl Fn(usize) -> bool) -> Vec<f64> {
+fn mean_p(
+    w: &dualrouter::mirt::Weights,
+    xs: &[Vec<f32>],
+    pick: impl Fn(usize) -> bool,
+) -> Vec<f64> {
     let mut sum = vec![0.0; w.theta.len()];
     let mut n = 0.0;
     for (i, x) in xs.iter().enumerate() {
@@ -58,14 +64,26 @@ fn training_recovers_planted_abilities() {
     let (w, report) = train(&xs, &ys, 3, &cfg, |_, _| {});
     assert!(report.val_bce < 0.62, "val BCE {}", report.val_bce);
     let all = mean_p(&w, &xs, |_| true);
-    assert!(all[0] < all[1] && all[0] < all[2], "overall order wrong: {all:?}");
+    assert!(
+        all[0] < all[1] && all[0] < all[2],
+        "overall order wrong: {all:?}"
+    );
     let on_a = mean_p(&w, &xs, |i| cluster[i]);
     let on_b = mean_p(&w, &xs, |i| !cluster[i]);
     // planted: cluster A → 1 > 2 > 0; cluster B → 2 > 1 > 0 (and 1 ≈ 0 there)
-    assert!(on_a[1] > on_a[2] && on_a[2] > on_a[0], "cluster A order wrong: {on_a:?}");
-    assert!(on_b[2] > on_b[1] && on_b[2] > on_b[0], "cluster B order wrong: {on_b:?}");
+    assert!(
+        on_a[1] > on_a[2] && on_a[2] > on_a[0],
+        "cluster A order wrong: {on_a:?}"
+    );
+    assert!(
+        on_b[2] > on_b[1] && on_b[2] > on_b[0],
+        "cluster B order wrong: {on_b:?}"
+    );
     // true rates: model 1 on A σ(1.5)=0.82, on B σ(−1)=0.27
-    assert!((on_a[1] - 0.82).abs() < 0.08 && (on_b[1] - 0.27).abs() < 0.08, "{on_a:?} {on_b:?}");
+    assert!(
+        (on_a[1] - 0.82).abs() < 0.08 && (on_b[1] - 0.27).abs() < 0.08,
+        "{on_a:?} {on_b:?}"
+    );
 }
 
 #[test]
@@ -105,11 +123,16 @@ fn tiny_checkpoint(encoder: &str) -> Mirt {
                 name: n.to_string(),
                 price: p,
                 cold: false,
-                tier: Some(if p > 5.0 { "premium".into() } else { "standard".into() }),
+                tier: Some(if p > 5.0 {
+                    "premium".into()
+                } else {
+                    "standard".into()
+                }),
                 outcomes: 100,
             })
             .collect(),
         weights: w,
+        ensemble: Vec::new(),
         training: TrainingSummary::default(),
         eval: serde_json::Value::Null,
     }
@@ -128,18 +151,27 @@ fn checkpoint_round_trip_and_encoder_mismatch() {
     assert!(msg.contains("enc-A") && msg.contains("enc-B"), "{msg}");
     // a damaged file is an error, not a panic
     std::fs::write(&path, r#"{"format":"dualrouter-mirt","version":99}"#).unwrap();
-    assert!(Mirt::load(&path, None).unwrap_err().to_string().contains("version 99"));
+    assert!(Mirt::load(&path, None)
+        .unwrap_err()
+        .to_string()
+        .contains("version 99"));
 }
 
 #[test]
 fn cold_model_gets_prior_from_its_tier() {
     let mut m = tiny_checkpoint("enc");
-    let i = m.add_cold_model("new-premium", 12.0, Some("premium")).unwrap();
+    let i = m
+        .add_cold_model("new-premium", 12.0, Some("premium"))
+        .unwrap();
     assert!(m.models[i].cold);
     assert_eq!(m.weights.theta[i], m.weights.theta[2]);
     let j = m.add_cold_model("new-cheap", 0.2, None).unwrap();
     // nearest in log price: weak (0.1) and mid (1.0)
-    let want: Vec<f32> = m.weights.theta[0].iter().zip(&m.weights.theta[1]).map(|(a, b)| (a + b) / 2.0).collect();
+    let want: Vec<f32> = m.weights.theta[0]
+        .iter()
+        .zip(&m.weights.theta[1])
+        .map(|(a, b)| (a + b) / 2.0)
+        .collect();
     assert_eq!(m.weights.theta[j], want);
     assert!(m.add_cold_model("weak", 1.0, None).is_err());
 }
@@ -173,7 +205,11 @@ fn bad_data_errors_name_file_and_row() {
     assert!(e.contains("unknown model `c`"), "{e}");
     let e = load_err(&dir, "nocost.csv", "prompt,a,b,a|total_cost\nhi,1,0,0.1\n");
     assert!(e.contains("b|total_cost"), "{e}");
-    let e = load_err(&dir, "long.jsonl", "{\"prompt\":\"p\",\"model\":\"a\",\"score\":1}\n{\"prompt\":\"p\",\"score\":0}\n");
+    let e = load_err(
+        &dir,
+        "long.jsonl",
+        "{\"prompt\":\"p\",\"model\":\"a\",\"score\":1}\n{\"prompt\":\"p\",\"score\":0}\n",
+    );
     assert!(e.contains("row 2") && e.contains("model"), "{e}");
     let e = load_err(&dir, "long.csv", "prompt,model,score\np,a,1\np,b,oops\n");
     assert!(e.contains("row 2") && e.contains("oops"), "{e}");

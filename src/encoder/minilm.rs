@@ -6,7 +6,9 @@ use std::sync::{Mutex, OnceLock};
 use ort::session::Session;
 use ort::value::Tensor;
 
-use super::{head_tail, l2_normalise, load_tokenizer, require_file, EncoderConfig, EncoderError, Result};
+use super::{
+    head_tail, l2_normalise, load_tokenizer, require_file, EncoderConfig, EncoderError, Result,
+};
 
 /// The ONNX Runtime library file `scripts/fetch-models.sh` extracts.
 pub const ORT_LIB_FILE: &str = "libonnxruntime.so.1.32.0";
@@ -76,9 +78,15 @@ impl MiniLm {
             .map_err(|e| EncoderError::Runtime(e.to_string()))?
             .commit_from_file(&model)
             .map_err(|e| corrupt(e.to_string()))?;
-        let input_names: Vec<String> = session.inputs().iter().map(|i| i.name().to_string()).collect();
+        let input_names: Vec<String> = session
+            .inputs()
+            .iter()
+            .map(|i| i.name().to_string())
+            .collect();
         if !input_names.iter().any(|n| n == "input_ids") {
-            return Err(corrupt(format!("no input_ids input (inputs: {input_names:?})")));
+            return Err(corrupt(format!(
+                "no input_ids input (inputs: {input_names:?})"
+            )));
         }
         let cls = tokenizer
             .token_to_id("[CLS]")
@@ -97,7 +105,9 @@ impl MiniLm {
             dim: 0,
         };
         // One probe run fixes the output width and proves the model runs.
-        let probe = me.embed_batch(&["probe"]).map_err(|e| corrupt(e.to_string()))?;
+        let probe = me
+            .embed_batch(&["probe"])
+            .map_err(|e| corrupt(e.to_string()))?;
         me.dim = probe.first().map(|v| v.len()).unwrap_or(0);
         if me.dim == 0 {
             return Err(corrupt("empty output".into()));
@@ -127,7 +137,10 @@ impl MiniLm {
         if texts.is_empty() {
             return Ok(Vec::new());
         }
-        let seqs: Vec<Vec<u32>> = texts.iter().map(|t| self.token_ids(t)).collect::<Result<_>>()?;
+        let seqs: Vec<Vec<u32>> = texts
+            .iter()
+            .map(|t| self.token_ids(t))
+            .collect::<Result<_>>()?;
         let b = seqs.len();
         let l = seqs.iter().map(Vec::len).max().unwrap_or(2);
         let mut ids = vec![0i64; b * l];
@@ -139,14 +152,19 @@ impl MiniLm {
             }
         }
         let rt = |e: ort::Error| EncoderError::Runtime(e.to_string());
-        let mut inputs: Vec<(std::borrow::Cow<'_, str>, ort::session::SessionInputValue<'_>)> = Vec::new();
+        let mut inputs: Vec<(
+            std::borrow::Cow<'_, str>,
+            ort::session::SessionInputValue<'_>,
+        )> = Vec::new();
         for name in &self.input_names {
             let data = match name.as_str() {
                 "input_ids" => ids.clone(),
                 "attention_mask" => mask.clone(),
                 "token_type_ids" => vec![0i64; b * l],
                 other => {
-                    return Err(EncoderError::Runtime(format!("unexpected model input {other}")))
+                    return Err(EncoderError::Runtime(format!(
+                        "unexpected model input {other}"
+                    )))
                 }
             };
             let t = Tensor::from_array(([b, l], data)).map_err(rt)?;
@@ -159,7 +177,9 @@ impl MiniLm {
         let outputs = session.run(inputs).map_err(rt)?;
         let (shape, data) = outputs[0].try_extract_tensor::<f32>().map_err(rt)?;
         if shape.len() != 3 || shape[0] as usize != b || shape[1] as usize != l {
-            return Err(EncoderError::Runtime(format!("unexpected output shape {shape:?}")));
+            return Err(EncoderError::Runtime(format!(
+                "unexpected output shape {shape:?}"
+            )));
         }
         let h = shape[2] as usize;
         let mut out = Vec::with_capacity(b);

@@ -190,10 +190,7 @@ impl Encoder {
         let (backend, id) = match cfg.kind {
             EncoderKind::Minilm => {
                 let m = MiniLm::load(&cfg.models_dir, cfg)?;
-                let id = format!(
-                    "minilm-l6-v2-int8/t{}h{}",
-                    cfg.max_tokens, cfg.head_tokens
-                );
+                let id = format!("minilm-l6-v2-int8/t{}h{}", cfg.max_tokens, cfg.head_tokens);
                 (Backend::MiniLm(m), id)
             }
             EncoderKind::Static => {

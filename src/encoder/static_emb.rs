@@ -2,7 +2,9 @@
 
 use std::path::Path;
 
-use super::{head_tail, l2_normalise, load_tokenizer, require_file, EncoderConfig, EncoderError, Result};
+use super::{
+    head_tail, l2_normalise, load_tokenizer, require_file, EncoderConfig, EncoderError, Result,
+};
 
 pub struct StaticEmbedder {
     tokenizer: tokenizers::Tokenizer,
@@ -49,12 +51,20 @@ fn read_safetensors_matrix(path: &Path) -> Result<(Vec<f32>, usize, usize)> {
     let shape: Vec<usize> = t
         .get("shape")
         .and_then(|s| s.as_array())
-        .map(|a| a.iter().filter_map(|x| x.as_u64().map(|x| x as usize)).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(|x| x.as_u64().map(|x| x as usize))
+                .collect()
+        })
         .unwrap_or_default();
     let offs: Vec<usize> = t
         .get("data_offsets")
         .and_then(|s| s.as_array())
-        .map(|a| a.iter().filter_map(|x| x.as_u64().map(|x| x as usize)).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(|x| x.as_u64().map(|x| x as usize))
+                .collect()
+        })
         .unwrap_or_default();
     if shape.len() != 2 || offs.len() != 2 {
         return Err(corrupt("expected a 2-D tensor with data offsets".into()));

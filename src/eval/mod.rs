@@ -30,13 +30,18 @@ pub fn hull(points: &[Point]) -> Vec<Point> {
         .copied()
         .filter(|p| p.cost.is_finite() && p.quality.is_finite())
         .collect();
-    p.sort_by(|a, b| a.cost.total_cmp(&b.cost).then(b.quality.total_cmp(&a.quality)));
+    p.sort_by(|a, b| {
+        a.cost
+            .total_cmp(&b.cost)
+            .then(b.quality.total_cmp(&a.quality))
+    });
     p.dedup_by(|b, a| a.cost == b.cost); // keeps the best quality per cost
     let mut h: Vec<Point> = Vec::new();
     for q in p {
         while h.len() >= 2 {
             let (o, a) = (h[h.len() - 2], h[h.len() - 1]);
-            let cross = (a.cost - o.cost) * (q.quality - o.quality) - (a.quality - o.quality) * (q.cost - o.cost);
+            let cross = (a.cost - o.cost) * (q.quality - o.quality)
+                - (a.quality - o.quality) * (q.cost - o.cost);
             if cross >= 0.0 {
                 h.pop();
             } else {
@@ -109,7 +114,11 @@ pub fn cost_to_reach(h: &[Point], target: f64) -> Option<f64> {
     for w in h.windows(2) {
         if w[1].quality >= target - eps {
             let dq = w[1].quality - w[0].quality;
-            let t = if dq > 0.0 { (target - w[0].quality) / dq } else { 1.0 };
+            let t = if dq > 0.0 {
+                (target - w[0].quality) / dq
+            } else {
+                1.0
+            };
             return Some(w[0].cost + t.clamp(0.0, 1.0) * (w[1].cost - w[0].cost));
         }
     }
@@ -141,10 +150,16 @@ pub struct Singles {
 
 impl Singles {
     pub fn cheapest(&self) -> f64 {
-        self.points.iter().map(|p| p.cost).fold(f64::INFINITY, f64::min)
+        self.points
+            .iter()
+            .map(|p| p.cost)
+            .fold(f64::INFINITY, f64::min)
     }
     pub fn dearest(&self) -> f64 {
-        self.points.iter().map(|p| p.cost).fold(f64::NEG_INFINITY, f64::max)
+        self.points
+            .iter()
+            .map(|p| p.cost)
+            .fold(f64::NEG_INFINITY, f64::max)
     }
     /// Index of the best single model (highest quality; cheaper wins a tie).
     pub fn best(&self) -> usize {
@@ -178,7 +193,11 @@ pub fn metrics(curve: &Curve, singles: &Singles) -> Metrics {
             quality: p.quality,
         })
         .collect();
-    let aiq_log = aiq(&hull(&logged), lo.max(1e-300).log10(), hi.max(1e-300).log10());
+    let aiq_log = aiq(
+        &hull(&logged),
+        lo.max(1e-300).log10(),
+        hi.max(1e-300).log10(),
+    );
     let best = singles.points[singles.best()];
     let savings_at_parity = cost_to_reach(&h, best.quality).map(|c| {
         if best.cost > 0.0 {
@@ -198,8 +217,14 @@ pub fn metrics(curve: &Curve, singles: &Singles) -> Metrics {
         let (qs, qw) = (singles.points[s].quality, singles.points[w].quality);
         if qs > qw {
             let mut pts = vec![
-                Point { cost: 0.0, quality: 0.0 },
-                Point { cost: 1.0, quality: 1.0 },
+                Point {
+                    cost: 0.0,
+                    quality: 0.0,
+                },
+                Point {
+                    cost: 1.0,
+                    quality: 1.0,
+                },
             ];
             for (p, sh) in curve.points.iter().zip(&curve.shares) {
                 pts.push(Point {
@@ -252,7 +277,13 @@ impl Outcomes {
     }
 
     /// Route every query with predicted P (`p[i][m]`) under each knob; one point per knob.
-    pub fn curve(&self, p: &[Vec<f32>], price: &[f64], cost_ref: f64, knobs: &[Objective]) -> Curve {
+    pub fn curve(
+        &self,
+        p: &[Vec<f32>],
+        price: &[f64],
+        cost_ref: f64,
+        knobs: &[Objective],
+    ) -> Curve {
         let n = self.scores.len().max(1) as f64;
         let mut points = Vec::with_capacity(knobs.len());
         let mut shares = Vec::with_capacity(knobs.len());
@@ -260,12 +291,17 @@ impl Outcomes {
             let (mut c, mut q) = (0.0, 0.0);
             let mut share = vec![0.0; self.models()];
             for (i, pi) in p.iter().enumerate() {
-                let Some(&m) = rank(pi, price, cost_ref, k).first() else { continue };
+                let Some(&m) = rank(pi, price, cost_ref, k).first() else {
+                    continue;
+                };
                 c += self.costs[i][m];
                 q += f64::from(self.scores[i][m]);
                 share[m] += 1.0 / n;
             }
-            points.push(Point { cost: c / n, quality: q / n });
+            points.push(Point {
+                cost: c / n,
+                quality: q / n,
+            });
             shares.push(share);
         }
         Curve { points, shares }
@@ -366,7 +402,10 @@ mod tests {
     fn aiq_undefined_when_curve_starts_dear_and_parity_null() {
         let h = hull(&[pt(3.0, 0.9)]);
         assert_eq!(aiq(&h, 1.0, 5.0), None);
-        assert_eq!(cost_to_reach(&hull(&[pt(1.0, 0.3), pt(2.0, 0.5)]), 0.8), None);
+        assert_eq!(
+            cost_to_reach(&hull(&[pt(1.0, 0.3), pt(2.0, 0.5)]), 0.8),
+            None
+        );
     }
 
     #[test]

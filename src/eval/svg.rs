@@ -9,11 +9,19 @@ const COLORS: [&str; 8] = [
 ];
 
 fn esc(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
 }
 
 /// Draw `routers` (name, points) and `singles` (name, point). `log_cost` puts cost on a log10 axis.
-pub fn plot(title: &str, routers: &[(String, Vec<Point>)], singles: &[(String, Point)], log_cost: bool) -> String {
+pub fn plot(
+    title: &str,
+    routers: &[(String, Vec<Point>)],
+    singles: &[(String, Point)],
+    log_cost: bool,
+) -> String {
     let (w, h) = (900.0, 560.0);
     let (ml, mr, mt, mb) = (70.0, 230.0, 40.0, 50.0);
     let tx = |c: f64| if log_cost { c.max(1e-300).log10() } else { c };
@@ -45,7 +53,11 @@ pub fn plot(title: &str, routers: &[(String, Vec<Point>)], singles: &[(String, P
         r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" viewBox="0 0 {w} {h}" font-family="sans-serif" font-size="12">"#
     );
     let _ = writeln!(s, r#"<rect width="{w}" height="{h}" fill="white"/>"#);
-    let _ = writeln!(s, r#"<text x="{ml}" y="24" font-size="15">{}</text>"#, esc(title));
+    let _ = writeln!(
+        s,
+        r#"<text x="{ml}" y="24" font-size="15">{}</text>"#,
+        esc(title)
+    );
     // axes and ticks
     let (ax0, ay0, ax1, ay1) = (ml, h - mb, w - mr, mt);
     let _ = writeln!(
@@ -89,12 +101,21 @@ pub fn plot(title: &str, routers: &[(String, Vec<Point>)], singles: &[(String, P
         let hv = hull(pts);
         let mut d = String::new();
         for (j, p) in hv.iter().enumerate() {
-            let _ = write!(d, "{}{:.1},{:.1} ", if j == 0 { "M" } else { "L" }, px(p.cost), py(p.quality));
+            let _ = write!(
+                d,
+                "{}{:.1},{:.1} ",
+                if j == 0 { "M" } else { "L" },
+                px(p.cost),
+                py(p.quality)
+            );
         }
         if let Some(last) = hv.last() {
             let _ = write!(d, "L{:.1},{:.1}", ax1, py(last.quality));
         }
-        let _ = writeln!(s, r#"<path d="{d}" stroke="{col}" stroke-width="2" fill="none"/>"#);
+        let _ = writeln!(
+            s,
+            r#"<path d="{d}" stroke="{col}" stroke-width="2" fill="none"/>"#
+        );
         for p in pts {
             let _ = writeln!(
                 s,

@@ -10,7 +10,10 @@ use serde_json::json;
 
 use super::data::{Dataset, Row};
 use super::model::{self, TrainConfig};
-use super::{Mirt, ModelInfo, Objective, TrainingSummary, BUILTIN_FEATURES, CHECKPOINT_FORMAT, CHECKPOINT_VERSION};
+use super::{
+    Mirt, ModelInfo, Objective, TrainingSummary, BUILTIN_FEATURES, CHECKPOINT_FORMAT,
+    CHECKPOINT_VERSION,
+};
 use crate::encoder::{Encoder, EncoderConfig, EncoderKind};
 use crate::eval::{self, Curve, Metrics, Outcomes};
 
@@ -40,6 +43,9 @@ pub struct FitArgs {
     pub lr: f32,
     #[arg(long, default_value_t = 1e-4)]
     pub weight_decay: f32,
+    /// Ensemble members (each trained with its own seed; P is their mean).
+    #[arg(long, default_value_t = 5)]
+    pub ensemble: usize,
     /// Features joined to the embedding (comma list of: bias, log_chars, code).
     #[arg(long, default_value = "bias,log_chars,code")]
     pub features: String,
@@ -121,9 +127,17 @@ impl FitArgs {
 
     fn feature_names(&self) -> anyhow::Result<Vec<String>> {
         let mut v = Vec::new();
-        for f in self.features.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        for f in self
+            .features
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+        {
             if !BUILTIN_FEATURES.contains(&f) {
-                bail!("unknown feature `{f}` (known: {})", BUILTIN_FEATURES.join(", "));
+                bail!(
+                    "unknown feature `{f}` (known: {})",
+                    BUILTIN_FEATURES.join(", ")
+                );
             }
             v.push(f.to_string());
         }
@@ -136,9 +150,9 @@ fn bar(len: u64, msg: &str, quiet: bool) -> ProgressBar {
         return ProgressBar::hidden();
     }
     let pb = ProgressBar::new(len);
-    if let Ok(style) =
-        ProgressStyle::with_template("{msg:>10} [{bar:40}] {pos}/{len} {elapsed_precise} eta {eta} {prefix}")
-    {
+    if let Ok(style) = ProgressStyle::with_template(
+        "{msg:>10} [{bar:40}] {pos}/{len} {elapsed_precise} eta {eta} {prefix}",
+    ) {
         pb.set_style(style.progress_chars("=> "));
     }
     pb.set_message(msg.to_string());
@@ -154,7 +168,12 @@ fn fnv64(bytes: &[u8], mut h: u64) -> u64 {
 }
 
 /// Embed prompts, reading/writing an on-disk cache keyed by the encoder id and the exact prompts.
-pub fn embed_prompts(enc: &Encoder, prompts: &[&str], cache_dir: Option<&Path>, quiet: bool) -> anyhow::Result<Vec<Vec<f32>>> {
+pub fn embed_prompts(
+    enc: &Encoder,
+    prompts: &[&str],
+    cache_dir: Option<&Path>,
+    quiet: bool,
+) -> anyhow::Result<Vec<Vec<f32>>> {
     let mut h = fnv64(enc.id().as_bytes(), 0xcbf2_9ce4_8422_2325);
     for p in prompts {
         h = fnv64(p.as_bytes(), h);
@@ -186,7 +205,8 @@ pub fn embed_prompts(enc: &Encoder, prompts: &[&str], cache_dir: Option<&Path>, 
         if let Some(d) = f.parent() {
             std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
         }
-        let mut fh = std::fs::File::create(f).with_context(|| format!("writing {}", f.display()))?;
+        let mut fh =
+            std::fs::File::create(f).with_context(|| format!("writing {}", f.display()))?;
         let mut buf = Vec::with_capacity(out.len() * dim * 4);
         for v in &out {
             for x in v {
@@ -211,7 +231,15 @@ fn features_of(m: &Mirt, emb: &[Vec<f32>], rows: &[&Row]) -> Vec<Vec<f32>> {
 }
 
 /// Fit a checkpoint on `rows` of `ds` (embeddings given, one per row).
-fn fit(ds: &Dataset, rows: &[&Row], emb: &[Vec<f32>], enc: &Encoder, args: &FitArgs, split: Option<&str>, command: String) -> anyhow::Result<Mirt> {
+fn fit(
+    ds: &Dataset,
+    rows: &[&Row],
+    emb: &[Vec<f32>],
+    enc: &Encoder,
+    args: &FitArgs,
+    split: Option<&str>,
+    command: String,
+) -> anyhow::Result<Mirt> {
     let features = args.feature_names()?;
     let cfg = args.train_config();
     let prices = ds.mean_prices(rows);
@@ -243,19 +271,39 @@ fn fit(ds: &Dataset, rows: &[&Row], emb: &[Vec<f32>], enc: &Encoder, args: &FitA
             w_b: vec![],
             theta: vec![],
         },
+        ensemble: Vec::new(),
         training: TrainingSummary::default(),
         eval: serde_json::Value::Null,
     };
     let xs = features_of(&m, emb, rows);
     let ys: Vec<Vec<Option<f32>>> = rows.iter().map(|r| r.scores.clone()).collect();
     let skipped = ys.iter().filter(|y| y.iter().all(Option::is_none)).count();
-    let pb = bar(cfg.max_epochs as u64, "training", args.quiet);
-    let (w, report) = model::train(&xs, &ys, ds.models.len(), &cfg, |_, vb| {
-        pb.set_prefix(format!("val BCE {vb:.4}"));
-        pb.inc(1);
-    });
+    let members = args.ensemble.max(1);
+    let pb = bar((cfg.max_epochs * members) as u64, "training", args.quiet);
+    let mut report = None;
+    for e in 0..members {
+        let c = TrainConfig {
+            seed: cfg.seed.wrapping_add(e as u64),
+            ..cfg.clone()
+        };
+        let mut last = 0;
+        let (w, r) = model::train(&xs, &ys, ds.models.len(), &c, |ep, vb| {
+            pb.set_prefix(format!("member {}/{members} val BCE {vb:.4}", e + 1));
+            pb.inc(1);
+            last = ep;
+        });
+        pb.inc((cfg.max_epochs - last) as u64);
+        if e == 0 {
+            m.weights = w;
+            report = Some(r);
+        } else {
+            m.ensemble.push(w);
+        }
+    }
     pb.finish_and_clear();
-    m.weights = w;
+    let Some(report) = report else {
+        bail!("no ensemble member trained");
+    };
     m.training = TrainingSummary {
         data: ds.source.display().to_string(),
         split: split.map(str::to_string),
@@ -263,6 +311,7 @@ fn fit(ds: &Dataset, rows: &[&Row], emb: &[Vec<f32>], enc: &Encoder, args: &FitA
         rows_skipped: skipped,
         command,
         train: Some(report),
+        ensemble: members,
         config: Some(cfg),
     };
     Ok(m)
@@ -283,7 +332,11 @@ pub fn run_train(args: &TrainArgs) -> anyhow::Result<()> {
         bail!("{}: no rows in split `{}`", args.data.display(), args.split);
     }
     let enc = Encoder::load(&args.fit.encoder_config())?;
-    let cache = args.fit.embedding_cache.clone().or_else(|| Some(args.fit.models_dir.join(".embcache")));
+    let cache = args
+        .fit
+        .embedding_cache
+        .clone()
+        .or_else(|| Some(args.fit.models_dir.join(".embcache")));
     let prompts: Vec<&str> = rows.iter().map(|r| r.prompt.as_str()).collect();
     let emb = embed_prompts(&enc, &prompts, cache.as_deref(), args.fit.quiet)?;
     let command = std::env::args().collect::<Vec<_>>().join(" ");
@@ -315,7 +368,10 @@ pub fn run_eval(args: &EvalArgs) -> anyhow::Result<()> {
         routers.insert(name.clone(), serde_json::to_value(m)?);
     }
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&json!({ "routers": routers }))?);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&json!({ "routers": routers }))?
+        );
     } else {
         println!(
             "{} split `{}`: {} queries ({} skipped for missing outcomes)",
@@ -326,12 +382,23 @@ pub fn run_eval(args: &EvalArgs) -> anyhow::Result<()> {
         );
         println!("single models:");
         for (n, p) in res.singles.names.iter().zip(&res.singles.points) {
-            println!("  {:<40} cost {:>10.6}  quality {:.4}", n, p.cost, p.quality);
+            println!(
+                "  {:<40} cost {:>10.6}  quality {:.4}",
+                n, p.cost, p.quality
+            );
         }
         let f = |v: Option<f64>| v.map_or("null".to_string(), |x| format!("{x:.4}"));
         println!(
             "{:<14} {:>10} {:>10} {:>9} {:>11} {:>12} {:>8} {:>8} {:>8}",
-            "router", "aiq_linear", "aiq_log", "savings", "max_quality", "at_cost", "apgr", "cpt50", "cpt80"
+            "router",
+            "aiq_linear",
+            "aiq_log",
+            "savings",
+            "max_quality",
+            "at_cost",
+            "apgr",
+            "cpt50",
+            "cpt80"
         );
         for (name, _, m) in &res.routers {
             println!(
@@ -349,8 +416,11 @@ pub fn run_eval(args: &EvalArgs) -> anyhow::Result<()> {
         }
     }
     if let Some(plot) = &args.plot {
-        let lines: Vec<(String, Vec<eval::Point>)> =
-            res.routers.iter().map(|(n, c, _)| (n.clone(), c.points.clone())).collect();
+        let lines: Vec<(String, Vec<eval::Point>)> = res
+            .routers
+            .iter()
+            .map(|(n, c, _)| (n.clone(), c.points.clone()))
+            .collect();
         let singles: Vec<(String, eval::Point)> = res
             .singles
             .names
@@ -372,8 +442,16 @@ pub fn run_eval(args: &EvalArgs) -> anyhow::Result<()> {
 pub fn evaluate(args: &EvalArgs) -> anyhow::Result<EvalResult> {
     let ds = Dataset::load(&args.data)?;
     let enc = Encoder::load(&args.fit.encoder_config())?;
-    let cache = args.fit.embedding_cache.clone().or_else(|| Some(args.fit.models_dir.join(".embcache")));
-    let train_rows: Vec<&Row> = if ds.has_splits() { ds.split(Some("train")) } else { Vec::new() };
+    let cache = args
+        .fit
+        .embedding_cache
+        .clone()
+        .or_else(|| Some(args.fit.models_dir.join(".embcache")));
+    let train_rows: Vec<&Row> = if ds.has_splits() {
+        ds.split(Some("train"))
+    } else {
+        Vec::new()
+    };
     let test_all: Vec<&Row> = split_rows(&ds, &args.split);
     if test_all.is_empty() {
         bail!("{}: no rows in split `{}`", args.data.display(), args.split);
@@ -396,7 +474,15 @@ pub fn evaluate(args: &EvalArgs) -> anyhow::Result<EvalResult> {
                     args.data.display()
                 );
             }
-            fit(&ds, &train_rows, &train_emb, &enc, &args.fit, Some("train"), "eval".into())?
+            fit(
+                &ds,
+                &train_rows,
+                &train_emb,
+                &enc,
+                &args.fit,
+                Some("train"),
+                "eval".into(),
+            )?
         }
     };
     // Models both the checkpoint and the file know: (file column, checkpoint index).
@@ -417,15 +503,39 @@ pub fn evaluate(args: &EvalArgs) -> anyhow::Result<EvalResult> {
     let test: Vec<&Row> = test_all
         .iter()
         .copied()
-        .filter(|r| common.iter().all(|&(j, _)| r.scores[j].is_some() && r.costs[j].is_some()))
+        .filter(|r| {
+            common
+                .iter()
+                .all(|&(j, _)| r.scores[j].is_some() && r.costs[j].is_some())
+        })
         .collect();
     let skipped = test_all.len() - test.len();
     if test.is_empty() {
-        bail!("{}: every row of split `{}` misses an outcome", args.data.display(), args.split);
+        bail!(
+            "{}: every row of split `{}` misses an outcome",
+            args.data.display(),
+            args.split
+        );
     }
     let outcomes = Outcomes {
-        scores: test.iter().map(|r| common.iter().map(|&(j, _)| r.scores[j].unwrap_or(0.0)).collect()).collect(),
-        costs: test.iter().map(|r| common.iter().map(|&(j, _)| r.costs[j].unwrap_or(0.0)).collect()).collect(),
+        scores: test
+            .iter()
+            .map(|r| {
+                common
+                    .iter()
+                    .map(|&(j, _)| r.scores[j].unwrap_or(0.0))
+                    .collect()
+            })
+            .collect(),
+        costs: test
+            .iter()
+            .map(|r| {
+                common
+                    .iter()
+                    .map(|&(j, _)| r.costs[j].unwrap_or(0.0))
+                    .collect()
+            })
+            .collect(),
     };
     let singles = outcomes.singles(&names);
     let prices: Vec<f64> = common.iter().map(|&(_, k)| mirt.models[k].price).collect();
@@ -464,14 +574,21 @@ pub fn evaluate(args: &EvalArgs) -> anyhow::Result<EvalResult> {
             .iter()
             .map(|q| eval::knn_predict(&train_emb, &ty, q, args.knn_k, &prior))
             .collect();
-        routers.push(("knn".to_string(), outcomes.curve(&p_knn, &prices, cost_ref, &knobs)));
+        routers.push((
+            "knn".to_string(),
+            outcomes.curve(&p_knn, &prices, cost_ref, &knobs),
+        ));
     }
     routers.push((
         "random_mixing".to_string(),
         Curve {
             points: singles.points.clone(),
             shares: (0..names.len())
-                .map(|m| (0..names.len()).map(|k| if k == m { 1.0 } else { 0.0 }).collect())
+                .map(|m| {
+                    (0..names.len())
+                        .map(|k| if k == m { 1.0 } else { 0.0 })
+                        .collect()
+                })
                 .collect(),
         },
     ));
@@ -480,10 +597,15 @@ pub fn evaluate(args: &EvalArgs) -> anyhow::Result<EvalResult> {
         "best_single".to_string(),
         Curve {
             points: vec![singles.points[b]],
-            shares: vec![(0..names.len()).map(|k| if k == b { 1.0 } else { 0.0 }).collect()],
+            shares: vec![(0..names.len())
+                .map(|k| if k == b { 1.0 } else { 0.0 })
+                .collect()],
         },
     ));
-    routers.push(("oracle".to_string(), outcomes.curve(&outcomes.scores, &prices, cost_ref, &knobs)));
+    routers.push((
+        "oracle".to_string(),
+        outcomes.curve(&outcomes.scores, &prices, cost_ref, &knobs),
+    ));
     let _ = Objective::CostWeight(0.0);
 
     let routers = routers

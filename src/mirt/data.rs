@@ -16,7 +16,11 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, thiserror::Error)]
 pub enum DataError {
     #[error("{file}: row {row}: {msg}")]
-    Row { file: PathBuf, row: u64, msg: String },
+    Row {
+        file: PathBuf,
+        row: u64,
+        msg: String,
+    },
     #[error("{file}: {msg}")]
     File { file: PathBuf, msg: String },
 }
@@ -166,7 +170,11 @@ impl Dataset {
                 continue;
             }
             if h.is_empty() {
-                return Err(row_err(path, 0, format!("missing column: header {} is empty", i + 1)));
+                return Err(row_err(
+                    path,
+                    0,
+                    format!("missing column: header {} is empty", i + 1),
+                ));
             }
             models.push(h.clone());
             score_cols.push(i);
@@ -178,7 +186,11 @@ impl Dataset {
         for (i, h) in headers.iter().enumerate() {
             if let Some(m) = h.strip_suffix(COST_SUFFIX) {
                 let j = models.iter().position(|x| x == m).ok_or_else(|| {
-                    row_err(path, 0, format!("unknown model `{m}` in cost column `{h}`: no score column for it"))
+                    row_err(
+                        path,
+                        0,
+                        format!("unknown model `{m}` in cost column `{h}`: no score column for it"),
+                    )
                 })?;
                 cost_cols[j] = Some(i);
             }
@@ -189,7 +201,10 @@ impl Dataset {
                 return Err(row_err(
                     path,
                     0,
-                    format!("missing column: `{}{COST_SUFFIX}` (other models have costs)", models[j]),
+                    format!(
+                        "missing column: `{}{COST_SUFFIX}` (other models have costs)",
+                        models[j]
+                    ),
                 ));
             }
         }
@@ -252,7 +267,14 @@ impl Dataset {
                 Some(c) => parse_cost(path, row, "cost", get(c))?,
                 None => None,
             };
-            b.add(row, get(p), model, score, cost, sp.map(|i| get(i).trim().to_string()));
+            b.add(
+                row,
+                get(p),
+                model,
+                score,
+                cost,
+                sp.map(|i| get(i).trim().to_string()),
+            );
         }
         Ok(b.finish(path))
     }
@@ -274,8 +296,8 @@ impl Dataset {
                 .and_then(|x| x.as_str())
                 .filter(|s| !s.trim().is_empty())
                 .ok_or_else(|| row_err(path, row, "missing column: `model` (a string)"))?;
-            let score = field("score")
-                .ok_or_else(|| row_err(path, row, "missing column: `score`"))?;
+            let score =
+                field("score").ok_or_else(|| row_err(path, row, "missing column: `score`"))?;
             let score = match score {
                 serde_json::Value::Number(n) => parse_score(path, row, "score", &n.to_string())?,
                 serde_json::Value::String(s) => parse_score(path, row, "score", s)?,
@@ -284,9 +306,15 @@ impl Dataset {
             .ok_or_else(|| row_err(path, row, "`score` is not a number in [0, 1]"))?;
             let cost = match field("cost") {
                 None => None,
-                Some(serde_json::Value::Number(n)) => parse_cost(path, row, "cost", &n.to_string())?,
+                Some(serde_json::Value::Number(n)) => {
+                    parse_cost(path, row, "cost", &n.to_string())?
+                }
                 Some(other) => {
-                    return Err(row_err(path, row, format!("`cost` is not a number: {other}")))
+                    return Err(row_err(
+                        path,
+                        row,
+                        format!("`cost` is not a number: {other}"),
+                    ))
                 }
             };
             let split = field("split").and_then(|x| x.as_str()).map(str::to_string);
@@ -308,7 +336,9 @@ impl Dataset {
 
     /// Whether the file names any split at all.
     pub fn has_splits(&self) -> bool {
-        self.rows.iter().any(|r| r.split.as_deref().is_some_and(|s| !s.is_empty()))
+        self.rows
+            .iter()
+            .any(|r| r.split.as_deref().is_some_and(|s| !s.is_empty()))
     }
 
     /// Each model's mean cost per query over the given rows (1.0 when the file has no costs).
@@ -331,17 +361,31 @@ struct LongBuilder {
     models: Vec<String>,
     model_idx: HashMap<String, usize>,
     keys: HashMap<(String, Option<String>), usize>,
-    rows: Vec<(u64, String, Option<String>, HashMap<usize, (f32, Option<f64>)>)>,
+    rows: Vec<(
+        u64,
+        String,
+        Option<String>,
+        HashMap<usize, (f32, Option<f64>)>,
+    )>,
     any_cost: bool,
 }
 
 impl LongBuilder {
-    fn add(&mut self, row: u64, prompt: &str, model: &str, score: f32, cost: Option<f64>, split: Option<String>) {
+    fn add(
+        &mut self,
+        row: u64,
+        prompt: &str,
+        model: &str,
+        score: f32,
+        cost: Option<f64>,
+        split: Option<String>,
+    ) {
         let m = match self.model_idx.get(model) {
             Some(&m) => m,
             None => {
                 self.models.push(model.to_string());
-                self.model_idx.insert(model.to_string(), self.models.len() - 1);
+                self.model_idx
+                    .insert(model.to_string(), self.models.len() - 1);
                 self.models.len() - 1
             }
         };
@@ -350,7 +394,8 @@ impl LongBuilder {
         let r = match self.keys.get(&key) {
             Some(&r) => r,
             None => {
-                self.rows.push((row, prompt.to_string(), split, HashMap::new()));
+                self.rows
+                    .push((row, prompt.to_string(), split, HashMap::new()));
                 self.keys.insert(key, self.rows.len() - 1);
                 self.rows.len() - 1
             }

@@ -94,14 +94,19 @@ impl MirtSettings {
     /// Check values; errors name the field path under `mirt`.
     pub fn validate(&self) -> std::result::Result<(), String> {
         if !self.cost_weight.is_finite() || self.cost_weight < 0.0 {
-            return Err(format!("mirt.cost_weight: must be a finite number ≥ 0, got {}", self.cost_weight));
+            return Err(format!(
+                "mirt.cost_weight: must be a finite number ≥ 0, got {}",
+                self.cost_weight
+            ));
         }
         if let Some(t) = self.target {
             if !(0.0..=1.0).contains(&t) {
                 return Err(format!("mirt.target: must be in [0, 1], got {t}"));
             }
         }
-        self.encoder.validate().map_err(|e| format!("mirt.encoder: {e}"))
+        self.encoder
+            .validate()
+            .map_err(|e| format!("mirt.encoder: {e}"))
     }
 
     pub fn objective(&self) -> Objective {
@@ -198,6 +203,8 @@ pub struct TrainingSummary {
     pub command: String,
     pub train: Option<TrainReport>,
     pub config: Option<TrainConfig>,
+    #[serde(default)]
+    pub ensemble: usize,
 }
 
 /// A trained router, as stored in a checkpoint file.
@@ -213,6 +220,9 @@ pub struct Mirt {
     pub cost_ref: f64,
     pub models: Vec<ModelInfo>,
     pub weights: Weights,
+    /// Further ensemble members (same shapes, other seeds); P is the mean over `weights` and these.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ensemble: Vec<Weights>,
     pub training: TrainingSummary,
     #[serde(default)]
     pub eval: serde_json::Value,
@@ -224,7 +234,13 @@ impl Mirt {
     }
 
     /// x for a prompt: its embedding, then the named features (built-in, else from `extra`, else 0).
-    pub fn features_into(&self, emb: &[f32], text: &str, extra: &HashMap<String, f32>, x: &mut Vec<f32>) {
+    pub fn features_into(
+        &self,
+        emb: &[f32],
+        text: &str,
+        extra: &HashMap<String, f32>,
+        x: &mut Vec<f32>,
+    ) {
         x.clear();
         x.extend_from_slice(emb);
         for f in &self.features {
@@ -237,20 +253,32 @@ impl Mirt {
 
     /// P(success) of every model of the checkpoint for features x.
     pub fn predict(&self, x: &[f32]) -> Vec<f32> {
-        self.weights.predict(x)
+        let all: Vec<usize> = (0..self.models.len()).collect();
+        let mut out = Vec::new();
+        self.predict_subset(x, &all, &mut out);
+        out
+    }
+
+    fn members(&self) -> impl Iterator<Item = &Weights> {
+        std::iter::once(&self.weights).chain(self.ensemble.iter())
     }
 
     /// P for a subset of models (indices into `models`) without computing the others.
     pub fn predict_subset(&self, x: &[f32], which: &[usize], out: &mut Vec<f32>) {
-        let w = &self.weights;
-        let mut a = [0f32; 256];
-        let k = w.latent.min(256);
-        let b = w.prompt_params(x, &mut a[..k]);
         out.clear();
-        out.extend(which.iter().map(|&m| {
-            let t = &w.theta[m];
-            model::sigmoid(a[..k].iter().zip(t).map(|(p, q)| p * q).sum::<f32>() - b)
-        }));
+        out.resize(which.len(), 0.0);
+        let mut n = 0f32;
+        let mut a = [0f32; 256];
+        for w in self.members() {
+            let k = w.latent.min(256);
+            let b = w.prompt_params(x, &mut a[..k]);
+            for (o, &m) in out.iter_mut().zip(which) {
+                let t = &w.theta[m];
+                *o += model::sigmoid(a[..k].iter().zip(t).map(|(p, q)| p * q).sum::<f32>() - b);
+            }
+            n += 1.0;
+        }
+        out.iter_mut().for_each(|o| *o /= n);
     }
 
     pub fn model_index(&self, name: &str) -> Option<usize> {
@@ -261,11 +289,17 @@ impl Mirt {
     /// tier if any; otherwise the mean θ of the two trained models nearest in log price.
     pub fn add_cold_model(&mut self, name: &str, price: f64, tier: Option<&str>) -> Result<usize> {
         if self.model_index(name).is_some() {
-            return Err(MirtError::Invalid(format!("model `{name}` is already in the checkpoint")));
+            return Err(MirtError::Invalid(format!(
+                "model `{name}` is already in the checkpoint"
+            )));
         }
-        let warm: Vec<usize> = (0..self.models.len()).filter(|&i| !self.models[i].cold).collect();
+        let warm: Vec<usize> = (0..self.models.len())
+            .filter(|&i| !self.models[i].cold)
+            .collect();
         if warm.is_empty() {
-            return Err(MirtError::Invalid("no trained model to take a prior from".into()));
+            return Err(MirtError::Invalid(
+                "no trained model to take a prior from".into(),
+            ));
         }
         let same_tier: Vec<usize> = match tier {
             Some(t) => warm
@@ -288,13 +322,14 @@ impl Mirt {
         } else {
             same_tier
         };
-        let k = self.weights.latent;
-        let mut theta = vec![0f32; k];
-        for &d in &donors {
-            theta.iter_mut().zip(&self.weights.theta[d]).for_each(|(t, v)| *t += v);
+        for w in std::iter::once(&mut self.weights).chain(self.ensemble.iter_mut()) {
+            let mut theta = vec![0f32; w.latent];
+            for &d in &donors {
+                theta.iter_mut().zip(&w.theta[d]).for_each(|(t, v)| *t += v);
+            }
+            theta.iter_mut().for_each(|t| *t /= donors.len() as f32);
+            w.theta.push(theta);
         }
-        theta.iter_mut().for_each(|t| *t /= donors.len() as f32);
-        self.weights.theta.push(theta);
         self.models.push(ModelInfo {
             name: name.to_string(),
             price,
@@ -363,7 +398,13 @@ impl Mirt {
     }
 
     fn check(&self) -> std::result::Result<(), String> {
-        let w = &self.weights;
+        for w in self.members() {
+            self.check_member(w)?;
+        }
+        Ok(())
+    }
+
+    fn check_member(&self, w: &Weights) -> std::result::Result<(), String> {
         if w.dim_x != self.dim_x() {
             return Err(format!(
                 "weights expect {} inputs, embedding + features give {}",
@@ -380,7 +421,12 @@ impl Mirt {
         if w.theta.len() != self.models.len() || w.theta.iter().any(|t| t.len() != w.latent) {
             return Err("θ table does not match the model list".into());
         }
-        if w.w_a.iter().chain(&w.w_b).chain(w.theta.iter().flatten()).any(|v| !v.is_finite()) {
+        if w.w_a
+            .iter()
+            .chain(&w.w_b)
+            .chain(w.theta.iter().flatten())
+            .any(|v| !v.is_finite())
+        {
             return Err("non-finite weight".into());
         }
         Ok(())
@@ -401,7 +447,10 @@ mod tests {
         assert_eq!(s.objective(), Objective::CostWeight(0.5));
         assert!(s.validate().is_ok());
         assert!(serde_yaml_ng::from_str::<MirtSettings>("cost_wieght: 1\n").is_err());
-        let bad = MirtSettings { target: Some(2.0), ..MirtSettings::default() };
+        let bad = MirtSettings {
+            target: Some(2.0),
+            ..MirtSettings::default()
+        };
         assert!(bad.validate().unwrap_err().contains("mirt.target"));
     }
 
@@ -412,7 +461,10 @@ mod tests {
         assert_eq!(rank(&p, &price, 10.0, Objective::CostWeight(0.0))[0], 0);
         assert_eq!(rank(&p, &price, 10.0, Objective::CostWeight(1.0))[0], 1);
         assert_eq!(rank(&p, &price, 10.0, Objective::CostWeight(100.0))[0], 2);
-        assert_eq!(rank(&p, &price, 10.0, Objective::CheapestAbove(0.6)), vec![1, 0, 2]);
+        assert_eq!(
+            rank(&p, &price, 10.0, Objective::CheapestAbove(0.6)),
+            vec![1, 0, 2]
+        );
         assert_eq!(rank(&p, &price, 10.0, Objective::CheapestAbove(0.95))[0], 0);
     }
 }

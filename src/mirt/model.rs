@@ -57,13 +57,97 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
 }
 
 /// The learned weights: W_a (k × dx, row-major), W_b (dx), θ (models × k).
+/// In a checkpoint the float vectors are stored exactly and compactly: base64 of little-endian f32.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Weights {
     pub dim_x: usize,
     pub latent: usize,
+    #[serde(with = "f32_b64")]
     pub w_a: Vec<f32>,
+    #[serde(with = "f32_b64")]
     pub w_b: Vec<f32>,
+    #[serde(with = "f32_b64_nested")]
     pub theta: Vec<Vec<f32>>,
+}
+
+const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+/// Standard base64 (with padding) of bytes.
+pub fn b64_encode(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for c in bytes.chunks(3) {
+        let n = (u32::from(c[0]) << 16)
+            | (u32::from(*c.get(1).unwrap_or(&0)) << 8)
+            | u32::from(*c.get(2).unwrap_or(&0));
+        for i in 0..4 {
+            if i <= c.len() {
+                out.push(B64[((n >> (18 - 6 * i)) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+pub fn b64_decode(s: &str) -> Result<Vec<u8>, String> {
+    let s = s.trim_end_matches('=');
+    let mut out = Vec::with_capacity(s.len() * 3 / 4);
+    let (mut acc, mut bits) = (0u32, 0u32);
+    for ch in s.bytes() {
+        let v = B64
+            .iter()
+            .position(|&b| b == ch)
+            .ok_or_else(|| format!("invalid base64 character `{}`", ch as char))?
+            as u32;
+        acc = (acc << 6) | v;
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+            acc &= (1 << bits) - 1;
+        }
+    }
+    Ok(out)
+}
+
+fn floats_to_b64(v: &[f32]) -> String {
+    let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+    b64_encode(&bytes)
+}
+
+fn b64_to_floats(s: &str) -> Result<Vec<f32>, String> {
+    let b = b64_decode(s)?;
+    if b.len() % 4 != 0 {
+        return Err("base64 float data is not a multiple of 4 bytes".into());
+    }
+    Ok(b.chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect())
+}
+
+mod f32_b64 {
+    use serde::{Deserialize, Deserializer, Serializer};
+    pub fn serialize<S: Serializer>(v: &[f32], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&super::floats_to_b64(v))
+    }
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<f32>, D::Error> {
+        let s = String::deserialize(d)?;
+        super::b64_to_floats(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+mod f32_b64_nested {
+    use serde::{Deserialize, Deserializer, Serializer};
+    pub fn serialize<S: Serializer>(v: &[Vec<f32>], s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(v.iter().map(|x| super::floats_to_b64(x)))
+    }
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Vec<f32>>, D::Error> {
+        let v = Vec::<String>::deserialize(d)?;
+        v.iter()
+            .map(|s| super::b64_to_floats(s).map_err(serde::de::Error::custom))
+            .collect()
+    }
 }
 
 impl Weights {
@@ -72,7 +156,9 @@ impl Weights {
         Self {
             dim_x,
             latent,
-            w_a: (0..latent * dim_x).map(|_| (rng.normal() * sa) as f32).collect(),
+            w_a: (0..latent * dim_x)
+                .map(|_| (rng.normal() * sa) as f32)
+                .collect(),
             w_b: vec![0.0; dim_x],
             theta: (0..models)
                 .map(|_| (0..latent).map(|_| (rng.normal() * 0.1) as f32).collect())
@@ -235,7 +321,11 @@ pub fn train(
     let mut pre = vec![0f32; k];
     let mut da = vec![0f32; k];
 
-    let eval_idx: Vec<usize> = if val.is_empty() { tr.clone() } else { val.clone() };
+    let eval_idx: Vec<usize> = if val.is_empty() {
+        tr.clone()
+    } else {
+        val.clone()
+    };
     let mut best = (f64::INFINITY, 0usize, w.clone());
     let mut step = 0i32;
     let mut epochs_run = 0;
@@ -245,7 +335,8 @@ pub fn train(
         for batch in tr.chunks(cfg.batch_prompts.max(1)) {
             g_a.iter_mut().for_each(|g| *g = 0.0);
             g_b.iter_mut().for_each(|g| *g = 0.0);
-            g_t.iter_mut().for_each(|t| t.iter_mut().for_each(|g| *g = 0.0));
+            g_t.iter_mut()
+                .for_each(|t| t.iter_mut().for_each(|g| *g = 0.0));
             let mut count = 0usize;
             for &i in batch {
                 let x = &xs[i];
