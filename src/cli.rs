@@ -22,6 +22,10 @@ pub enum Command {
     Serve(ServeArgs),
     /// Run the demo upstream alone: an OpenAI-compatible server answering canned text.
     DemoUpstream(DemoArgs),
+    /// Fit MIRT on outcome data (CSV/JSONL) and write a checkpoint.
+    Train(crate::mirt::cli::TrainArgs),
+    /// Routing quality on outcome data: MIRT vs baselines, metrics and plot.
+    Eval(crate::mirt::cli::EvalArgs),
     /// Apply the store's migrations (`serve` also does this at start).
     Migrate(MigrateArgs),
 }
@@ -78,6 +82,8 @@ pub fn main() -> ExitCode {
         Command::Migrate(args) => {
             crate::store::migrate_command(args.config.as_deref(), args.database.as_deref())
         }
+        Command::Train(args) => crate::mirt::cli::run_train(&args),
+        Command::Eval(args) => crate::mirt::cli::run_eval(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -28,6 +28,9 @@ pub struct RawConfig {
     pub demo: Option<RawDemo>,
     #[serde(default)]
     pub providers: Vec<RawProvider>,
+    /// MIRT scoring: checkpoint, objective, encoder (see `crate::mirt::MirtSettings`).
+    #[serde(default)]
+    pub mirt: Option<crate::mirt::MirtSettings>,
     /// Route classification (Arch-Router client, embedded classifier).
     #[serde(default)]
     pub classifier: RawClassifier,

@@ -1,0 +1,131 @@
+//! Scoring latency: `cargo bench --bench mirt_scoring` (needs scripts/fetch-models.sh for the encoder rows).
+//! Prints p50/p90 of: MIRT math alone for 10 candidates; encoder pass + MIRT for 10 candidates, MiniLM and static.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use dualrouter::encoder::{Encoder, EncoderConfig, EncoderKind};
+use dualrouter::mirt::model::{Rng, Weights};
+use dualrouter::mirt::{
+    rank, Mirt, ModelInfo, Objective, TrainingSummary, CHECKPOINT_FORMAT, CHECKPOINT_VERSION,
+};
+
+fn checkpoint(embed_dim: usize, models: usize) -> Mirt {
+    let features = vec![
+        "bias".to_string(),
+        "log_chars".to_string(),
+        "code".to_string(),
+    ];
+    let mut rng = Rng::new(1);
+    let weights = Weights::new(embed_dim + features.len(), 25, models, &mut rng);
+    Mirt {
+        format: CHECKPOINT_FORMAT.into(),
+        version: CHECKPOINT_VERSION,
+        encoder: "bench".into(),
+        embed_dim,
+        features,
+        cost_ref: 1.0,
+        models: (0..models)
+            .map(|i| ModelInfo {
+                name: format!("m{i}"),
+                price: 0.1 * (i + 1) as f64,
+                cold: false,
+                tier: None,
+                outcomes: 0,
+            })
+            .collect(),
+        weights,
+        ensemble: Vec::new(),
+        training: TrainingSummary::default(),
+        eval: serde_json::Value::Null,
+    }
+}
+
+fn pct(mut v: Vec<f64>, q: f64) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[((v.len() - 1) as f64 * q).round() as usize]
+}
+
+fn report(name: &str, samples: Vec<f64>) {
+    println!(
+        "{name:<44} p50 {:>9.2} µs   p90 {:>9.2} µs   (n={})",
+        pct(samples.clone(), 0.5),
+        pct(samples.clone(), 0.9),
+        samples.len()
+    );
+}
+
+fn score(
+    m: &Mirt,
+    x: &mut Vec<f32>,
+    emb: &[f32],
+    text: &str,
+    which: &[usize],
+    price: &[f64],
+    p: &mut Vec<f32>,
+) -> usize {
+    m.features_into(emb, text, &HashMap::new(), x);
+    m.predict_subset(x, which, p);
+    rank(p, price, m.cost_ref, Objective::CostWeight(0.2))[0]
+}
+
+fn main() {
+    let which: Vec<usize> = (0..10).collect();
+    let price: Vec<f64> = (0..10).map(|i| 0.1 * (i + 1) as f64).collect();
+    let prompt = "Write a function in Rust that parses an ISO-8601 date and returns the weekday; explain edge cases.";
+
+    // MIRT math alone (features + P for 10 candidates + ranking), 384-d embedding.
+    let m = checkpoint(384, 10);
+    let emb: Vec<f32> = (0..384).map(|i| ((i as f32) * 0.37).sin() / 14.0).collect();
+    let (mut x, mut p) = (Vec::new(), Vec::new());
+    let mut samples = Vec::new();
+    let mut sink = 0usize;
+    for _ in 0..20_000 {
+        let t = Instant::now();
+        sink += score(&m, &mut x, &emb, prompt, &which, &price, &mut p);
+        samples.push(t.elapsed().as_secs_f64() * 1e6);
+    }
+    report("MIRT math, 10 candidates (384-d)", samples);
+
+    let models = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models");
+    for (kind, name, iters) in [
+        (EncoderKind::Minilm, "MiniLM int8", 300),
+        (EncoderKind::Static, "static potion-base-8M", 5_000),
+    ] {
+        let cfg = EncoderConfig {
+            kind,
+            models_dir: models.clone(),
+            cache_size: 0, // measure the encoder, not the cache
+            ..EncoderConfig::default()
+        };
+        let enc = match Encoder::load(&cfg) {
+            Ok(e) => e,
+            Err(e) => {
+                println!("{name}: skipped ({e})");
+                continue;
+            }
+        };
+        let m = checkpoint(enc.dim(), 10);
+        let mut samples = Vec::new();
+        for i in 0..iters {
+            let text = format!("{prompt} (variant {i})");
+            let t = Instant::now();
+            let e = match enc.embed(&text) {
+                Ok(e) => e,
+                Err(err) => {
+                    println!("{name}: {err}");
+                    break;
+                }
+            };
+            sink += score(&m, &mut x, &e, &text, &which, &price, &mut p);
+            samples.push(t.elapsed().as_secs_f64() * 1e6);
+        }
+        if !samples.is_empty() {
+            report(&format!("encoder ({name}) + MIRT, 10 candidates"), samples);
+        }
+    }
+    if sink == usize::MAX {
+        println!("{sink}");
+    }
+}

@@ -1,0 +1,310 @@
+//! The prompt encoder: text → a unit-length embedding, shared by the router's classifier and MIRT.
+//!
+//! Two backends, chosen in config (`mirt.encoder.kind`):
+//! - `minilm`: all-MiniLM-L6-v2 (int8 ONNX) through `tokenizers` + ONNX Runtime (loaded at run time from
+//!   `ORT_DYLIB_PATH` or `models/onnxruntime/`), mean pooling over the attention mask, then L2 normalisation, as
+//!   sentence-transformers does for this model. 384 dimensions.
+//! - `static`: model2vec potion-base-8M: the mean of per-token static vectors, normalised. 256 dimensions, ~100×
+//!   faster, a little weaker.
+//!
+//! Long prompts are truncated to `max_tokens` keeping the first `head_tokens` and the rest from the END (the
+//! question of a few-shot prompt sits at its end). Embeddings are cached in an LRU keyed by the prompt's hash.
+//! The files come from `scripts/fetch-models.sh`; a missing or corrupt file is an [`EncoderError`] that says so.
+
+mod minilm;
+mod static_emb;
+
+use std::hash::{Hash, Hasher};
+use std::num::NonZeroUsize;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use serde::{Deserialize, Serialize};
+
+pub use minilm::MiniLm;
+pub use static_emb::StaticEmbedder;
+
+/// What can go wrong in the encoder layer.
+#[derive(Debug, thiserror::Error)]
+pub enum EncoderError {
+    #[error("{what} not found at {path}: run `scripts/fetch-models.sh` (or set the models folder in config)")]
+    Missing { what: &'static str, path: PathBuf },
+    #[error("{what} at {path} is unusable ({reason}): run `scripts/fetch-models.sh` again to replace it")]
+    Corrupt {
+        what: &'static str,
+        path: PathBuf,
+        reason: String,
+    },
+    #[error("ONNX Runtime: {0}")]
+    Runtime(String),
+    #[error("tokenizer: {0}")]
+    Tokenizer(String),
+    #[error("encoder config: {0}")]
+    Config(String),
+}
+
+pub type Result<T, E = EncoderError> = std::result::Result<T, E>;
+
+/// Which encoder backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum EncoderKind {
+    /// all-MiniLM-L6-v2, int8 ONNX.
+    #[default]
+    Minilm,
+    /// model2vec potion-base-8M static embeddings.
+    Static,
+}
+
+/// Encoder settings (`mirt.encoder` in the config file).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct EncoderConfig {
+    #[serde(default)]
+    pub kind: EncoderKind,
+    /// The folder `scripts/fetch-models.sh` fills (`minilm/`, `potion-base-8M/`, `onnxruntime/`).
+    #[serde(default = "default_models_dir")]
+    pub models_dir: PathBuf,
+    /// Token budget per prompt, special tokens included.
+    #[serde(default = "default_max_tokens")]
+    pub max_tokens: usize,
+    /// Of a long prompt, keep this many tokens from the start; the rest of the budget comes from the end.
+    #[serde(default = "default_head_tokens")]
+    pub head_tokens: usize,
+    /// Prompts per ONNX run.
+    #[serde(default = "default_batch")]
+    pub batch_size: usize,
+    /// Embeddings kept in the LRU cache (0 disables it).
+    #[serde(default = "default_cache")]
+    pub cache_size: usize,
+    /// ONNX Runtime intra-op threads.
+    #[serde(default = "default_threads")]
+    pub threads: usize,
+}
+
+fn default_models_dir() -> PathBuf {
+    PathBuf::from("models")
+}
+fn default_max_tokens() -> usize {
+    256
+}
+fn default_head_tokens() -> usize {
+    32
+}
+fn default_batch() -> usize {
+    16
+}
+fn default_cache() -> usize {
+    4096
+}
+fn default_threads() -> usize {
+    1
+}
+
+impl Default for EncoderConfig {
+    fn default() -> Self {
+        Self {
+            kind: EncoderKind::default(),
+            models_dir: default_models_dir(),
+            max_tokens: default_max_tokens(),
+            head_tokens: default_head_tokens(),
+            batch_size: default_batch(),
+            cache_size: default_cache(),
+            threads: default_threads(),
+        }
+    }
+}
+
+impl EncoderConfig {
+    pub fn validate(&self) -> Result<()> {
+        if self.max_tokens < 8 || self.max_tokens > 512 {
+            return Err(EncoderError::Config(format!(
+                "max_tokens must be in 8..=512, got {}",
+                self.max_tokens
+            )));
+        }
+        if self.head_tokens + 2 > self.max_tokens {
+            return Err(EncoderError::Config(format!(
+                "head_tokens ({}) must leave room in max_tokens ({})",
+                self.head_tokens, self.max_tokens
+            )));
+        }
+        if self.batch_size == 0 || self.threads == 0 {
+            return Err(EncoderError::Config(
+                "batch_size and threads must be at least 1".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Keep `head` tokens from the start and fill the remaining `budget - head` from the end.
+pub(crate) fn head_tail(ids: &[u32], budget: usize, head: usize) -> Vec<u32> {
+    if ids.len() <= budget {
+        return ids.to_vec();
+    }
+    let tail = budget - head.min(budget);
+    let mut out = Vec::with_capacity(budget);
+    out.extend_from_slice(&ids[..head.min(budget)]);
+    out.extend_from_slice(&ids[ids.len() - tail..]);
+    out
+}
+
+pub(crate) fn l2_normalise(v: &mut [f32]) {
+    let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+    if n > 0.0 {
+        v.iter_mut().for_each(|x| *x /= n);
+    }
+}
+
+enum Backend {
+    MiniLm(MiniLm),
+    Static(StaticEmbedder),
+}
+
+/// A loaded encoder with its cache. Cheap to share behind an `Arc`.
+pub struct Encoder {
+    backend: Backend,
+    id: String,
+    cache: Option<Mutex<lru::LruCache<u64, Arc<[f32]>>>>,
+    batch_size: usize,
+}
+
+impl std::fmt::Debug for Encoder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Encoder").field("id", &self.id).finish()
+    }
+}
+
+fn prompt_hash(text: &str) -> u64 {
+    // SipHash with fixed keys: stable within a process, which is all an in-memory cache needs.
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    text.hash(&mut h);
+    h.finish()
+}
+
+impl Encoder {
+    /// Load the encoder the config names. Fails with a message naming the missing file and the fetch script.
+    pub fn load(cfg: &EncoderConfig) -> Result<Self> {
+        cfg.validate()?;
+        let (backend, id) = match cfg.kind {
+            EncoderKind::Minilm => {
+                let m = MiniLm::load(&cfg.models_dir, cfg)?;
+                let id = format!("minilm-l6-v2-int8/t{}h{}", cfg.max_tokens, cfg.head_tokens);
+                (Backend::MiniLm(m), id)
+            }
+            EncoderKind::Static => {
+                let m = StaticEmbedder::load(&cfg.models_dir.join("potion-base-8M"), cfg)?;
+                let id = format!("potion-base-8m/t{}h{}", cfg.max_tokens, cfg.head_tokens);
+                (Backend::Static(m), id)
+            }
+        };
+        let cache = NonZeroUsize::new(cfg.cache_size).map(|n| Mutex::new(lru::LruCache::new(n)));
+        Ok(Self {
+            backend,
+            id,
+            cache,
+            batch_size: cfg.batch_size,
+        })
+    }
+
+    /// The encoder's id, stored in checkpoints (a checkpoint only loads with the encoder that made it).
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// Embedding dimension.
+    pub fn dim(&self) -> usize {
+        match &self.backend {
+            Backend::MiniLm(m) => m.dim(),
+            Backend::Static(s) => s.dim(),
+        }
+    }
+
+    /// One prompt's unit-length embedding.
+    pub fn embed(&self, text: &str) -> Result<Arc<[f32]>> {
+        let mut v = self.embed_batch(&[text])?;
+        v.pop()
+            .ok_or_else(|| EncoderError::Runtime("no embedding returned".into()))
+    }
+
+    /// Many prompts at once; cached ones are not recomputed, the others run in batches.
+    pub fn embed_batch(&self, texts: &[&str]) -> Result<Vec<Arc<[f32]>>> {
+        let hashes: Vec<u64> = texts.iter().map(|t| prompt_hash(t)).collect();
+        let mut out: Vec<Option<Arc<[f32]>>> = vec![None; texts.len()];
+        if let Some(cache) = &self.cache {
+            let mut c = cache
+                .lock()
+                .map_err(|_| EncoderError::Runtime("cache lock poisoned".into()))?;
+            for (i, h) in hashes.iter().enumerate() {
+                out[i] = c.get(h).cloned();
+            }
+        }
+        let missing: Vec<usize> = (0..texts.len()).filter(|&i| out[i].is_none()).collect();
+        for chunk in missing.chunks(self.batch_size.max(1)) {
+            let batch: Vec<&str> = chunk.iter().map(|&i| texts[i]).collect();
+            let vecs = match &self.backend {
+                Backend::MiniLm(m) => m.embed_batch(&batch)?,
+                Backend::Static(s) => s.embed_batch(&batch)?,
+            };
+            for (&i, v) in chunk.iter().zip(vecs) {
+                let v: Arc<[f32]> = v.into();
+                if let Some(cache) = &self.cache {
+                    if let Ok(mut c) = cache.lock() {
+                        c.put(hashes[i], v.clone());
+                    }
+                }
+                out[i] = Some(v);
+            }
+        }
+        out.into_iter()
+            .map(|v| v.ok_or_else(|| EncoderError::Runtime("embedding missing".into())))
+            .collect()
+    }
+}
+
+pub(crate) fn require_file(path: &Path, what: &'static str) -> Result<()> {
+    if path.is_file() {
+        Ok(())
+    } else {
+        Err(EncoderError::Missing {
+            what,
+            path: path.to_path_buf(),
+        })
+    }
+}
+
+pub(crate) fn load_tokenizer(path: &Path, what: &'static str) -> Result<tokenizers::Tokenizer> {
+    require_file(path, what)?;
+    let mut tok = tokenizers::Tokenizer::from_file(path).map_err(|e| EncoderError::Corrupt {
+        what,
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })?;
+    tok.with_padding(None);
+    tok.with_truncation(None)
+        .map_err(|e| EncoderError::Tokenizer(e.to_string()))?;
+    Ok(tok)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn head_tail_keeps_both_ends() {
+        let ids: Vec<u32> = (0..10).collect();
+        assert_eq!(head_tail(&ids, 5, 2), vec![0, 1, 7, 8, 9]);
+        assert_eq!(head_tail(&ids, 20, 2), ids);
+        assert_eq!(head_tail(&ids, 4, 0), vec![6, 7, 8, 9]);
+    }
+
+    #[test]
+    fn config_rejects_bad_budget() {
+        let cfg = EncoderConfig {
+            head_tokens: 300,
+            ..EncoderConfig::default()
+        };
+        assert!(cfg.validate().is_err());
+    }
+}

@@ -1,0 +1,143 @@
+//! model2vec static embeddings (potion-base-8M): mean of per-token vectors, L2-normalised.
+
+use std::path::Path;
+
+use super::{
+    head_tail, l2_normalise, load_tokenizer, require_file, EncoderConfig, EncoderError, Result,
+};
+
+pub struct StaticEmbedder {
+    tokenizer: tokenizers::Tokenizer,
+    table: Vec<f32>,
+    dim: usize,
+    vocab: usize,
+    unk: Option<u32>,
+    normalize: bool,
+    max_tokens: usize,
+    head_tokens: usize,
+}
+
+/// Read the single F32 2-D tensor of a safetensors file (format: u64 LE header length, JSON header, data).
+fn read_safetensors_matrix(path: &Path) -> Result<(Vec<f32>, usize, usize)> {
+    require_file(path, "static embedding weights")?;
+    let corrupt = |reason: String| EncoderError::Corrupt {
+        what: "static embedding weights",
+        path: path.to_path_buf(),
+        reason,
+    };
+    let bytes = std::fs::read(path).map_err(|e| corrupt(e.to_string()))?;
+    if bytes.len() < 8 {
+        return Err(corrupt("file too short".into()));
+    }
+    let mut len8 = [0u8; 8];
+    len8.copy_from_slice(&bytes[..8]);
+    let hlen = u64::from_le_bytes(len8) as usize;
+    let header = bytes
+        .get(8..8 + hlen)
+        .ok_or_else(|| corrupt("header past end of file".into()))?;
+    let header: serde_json::Value =
+        serde_json::from_slice(header).map_err(|e| corrupt(format!("header: {e}")))?;
+    let t = header
+        .get("embeddings")
+        .or_else(|| {
+            header
+                .as_object()
+                .and_then(|o| o.iter().find(|(k, _)| *k != "__metadata__").map(|(_, v)| v))
+        })
+        .ok_or_else(|| corrupt("no tensor".into()))?;
+    if t.get("dtype").and_then(|d| d.as_str()) != Some("F32") {
+        return Err(corrupt("tensor is not F32".into()));
+    }
+    let shape: Vec<usize> = t
+        .get("shape")
+        .and_then(|s| s.as_array())
+        .map(|a| {
+            a.iter()
+                .filter_map(|x| x.as_u64().map(|x| x as usize))
+                .collect()
+        })
+        .unwrap_or_default();
+    let offs: Vec<usize> = t
+        .get("data_offsets")
+        .and_then(|s| s.as_array())
+        .map(|a| {
+            a.iter()
+                .filter_map(|x| x.as_u64().map(|x| x as usize))
+                .collect()
+        })
+        .unwrap_or_default();
+    if shape.len() != 2 || offs.len() != 2 {
+        return Err(corrupt("expected a 2-D tensor with data offsets".into()));
+    }
+    let start = 8 + hlen + offs[0];
+    let end = 8 + hlen + offs[1];
+    let data = bytes
+        .get(start..end)
+        .ok_or_else(|| corrupt("data past end of file".into()))?;
+    if data.len() != shape[0] * shape[1] * 4 {
+        return Err(corrupt("data length does not match shape".into()));
+    }
+    let table = data
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect();
+    Ok((table, shape[0], shape[1]))
+}
+
+impl StaticEmbedder {
+    pub fn load(dir: &Path, cfg: &EncoderConfig) -> Result<Self> {
+        let tokenizer = load_tokenizer(&dir.join("tokenizer.json"), "static embedding tokenizer")?;
+        let (table, vocab, dim) = read_safetensors_matrix(&dir.join("model.safetensors"))?;
+        let normalize = std::fs::read_to_string(dir.join("config.json"))
+            .ok()
+            .and_then(|s| serde_json::from_str::<serde_json::Value>(&s).ok())
+            .and_then(|v| v.get("normalize").and_then(|b| b.as_bool()))
+            .unwrap_or(true);
+        let unk = tokenizer.token_to_id("[UNK]");
+        Ok(Self {
+            tokenizer,
+            table,
+            dim,
+            vocab,
+            unk,
+            normalize,
+            max_tokens: cfg.max_tokens,
+            head_tokens: cfg.head_tokens,
+        })
+    }
+
+    pub fn dim(&self) -> usize {
+        self.dim
+    }
+
+    pub fn embed_batch(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>> {
+        texts.iter().map(|t| self.embed_one(t)).collect()
+    }
+
+    fn embed_one(&self, text: &str) -> Result<Vec<f32>> {
+        let enc = self
+            .tokenizer
+            .encode(text, false)
+            .map_err(|e| EncoderError::Tokenizer(e.to_string()))?;
+        let ids: Vec<u32> = enc
+            .get_ids()
+            .iter()
+            .copied()
+            .filter(|&i| Some(i) != self.unk && (i as usize) < self.vocab)
+            .collect();
+        let ids = head_tail(&ids, self.max_tokens, self.head_tokens);
+        let mut v = vec![0f32; self.dim];
+        for &i in &ids {
+            let row = &self.table[i as usize * self.dim..(i as usize + 1) * self.dim];
+            v.iter_mut().zip(row).for_each(|(a, x)| *a += x);
+        }
+        if !ids.is_empty() {
+            let n = ids.len() as f32;
+            v.iter_mut().for_each(|a| *a /= n);
+        }
+        if self.normalize {
+            l2_normalise(&mut v);
+        }
+        Ok(v)
+    }
+}

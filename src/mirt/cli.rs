@@ -1,0 +1,624 @@
+//! `dualrouter train` and `dualrouter eval`.
+
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::json;
+
+use super::data::{Dataset, Row};
+use super::model::{self, TrainConfig};
+use super::{
+    Mirt, ModelInfo, Objective, TrainingSummary, BUILTIN_FEATURES, CHECKPOINT_FORMAT,
+    CHECKPOINT_VERSION,
+};
+use crate::encoder::{Encoder, EncoderConfig, EncoderKind};
+use crate::eval::{self, Curve, Metrics, Outcomes};
+
+/// Encoder and training options shared by `train` and `eval`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct FitArgs {
+    /// Encoder: `minilm` (all-MiniLM-L6-v2 int8) or `static` (potion-base-8M).
+    #[arg(long, default_value = "minilm", value_parser = parse_kind)]
+    pub encoder: EncoderKind,
+    /// Folder filled by scripts/fetch-models.sh.
+    #[arg(long, default_value = "models", env = "DUALROUTER_MODELS_DIR")]
+    pub models_dir: PathBuf,
+    /// Token budget per prompt.
+    #[arg(long, default_value_t = 256)]
+    pub max_tokens: usize,
+    /// Tokens kept from the start of a long prompt (the rest from its end).
+    #[arg(long, default_value_t = 32)]
+    pub head_tokens: usize,
+    /// Latent dimension of θ and a.
+    #[arg(long, default_value_t = 25)]
+    pub latent: usize,
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    #[arg(long, default_value_t = 200)]
+    pub max_epochs: usize,
+    #[arg(long, default_value_t = 2e-3)]
+    pub lr: f32,
+    #[arg(long, default_value_t = 1e-4)]
+    pub weight_decay: f32,
+    /// Ensemble members (each trained with its own seed; P is their mean).
+    #[arg(long, default_value_t = 5)]
+    pub ensemble: usize,
+    /// Features joined to the embedding (comma list of: bias, log_chars, code).
+    #[arg(long, default_value = "bias,log_chars,code")]
+    pub features: String,
+    /// Where computed embeddings are cached between runs (keyed by encoder id and prompts).
+    #[arg(long)]
+    pub embedding_cache: Option<PathBuf>,
+    /// No progress bars.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+fn parse_kind(s: &str) -> Result<EncoderKind, String> {
+    match s {
+        "minilm" => Ok(EncoderKind::Minilm),
+        "static" | "potion" => Ok(EncoderKind::Static),
+        other => Err(format!("unknown encoder `{other}` (minilm | static)")),
+    }
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct TrainArgs {
+    /// Outcome data: wide CSV, long CSV (prompt,model,score[,cost][,split]) or JSONL.
+    #[arg(long)]
+    pub data: PathBuf,
+    /// Checkpoint to write.
+    #[arg(long, default_value = "checkpoints/mirt.json")]
+    pub out: PathBuf,
+    /// Split to train on (ignored if the file has no `split` column).
+    #[arg(long, default_value = "train")]
+    pub split: String,
+    #[command(flatten)]
+    pub fit: FitArgs,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct EvalArgs {
+    #[arg(long)]
+    pub data: PathBuf,
+    /// Split to evaluate on.
+    #[arg(long, default_value = "test")]
+    pub split: String,
+    /// Route with this checkpoint instead of training on the file's train split.
+    #[arg(long)]
+    pub checkpoint: Option<PathBuf>,
+    /// Print one JSON object instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// Write the cost-quality plot here (SVG).
+    #[arg(long)]
+    pub plot: Option<PathBuf>,
+    /// Neighbours of the kNN baseline.
+    #[arg(long, default_value_t = 40)]
+    pub knn_k: usize,
+    #[command(flatten)]
+    pub fit: FitArgs,
+}
+
+impl FitArgs {
+    pub fn encoder_config(&self) -> EncoderConfig {
+        EncoderConfig {
+            kind: self.encoder,
+            models_dir: self.models_dir.clone(),
+            max_tokens: self.max_tokens,
+            head_tokens: self.head_tokens,
+            ..EncoderConfig::default()
+        }
+    }
+
+    fn train_config(&self) -> TrainConfig {
+        TrainConfig {
+            latent: self.latent,
+            seed: self.seed,
+            lr: self.lr,
+            weight_decay: self.weight_decay,
+            max_epochs: self.max_epochs,
+            ..TrainConfig::default()
+        }
+    }
+
+    fn feature_names(&self) -> anyhow::Result<Vec<String>> {
+        let mut v = Vec::new();
+        for f in self
+            .features
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+        {
+            if !BUILTIN_FEATURES.contains(&f) {
+                bail!(
+                    "unknown feature `{f}` (known: {})",
+                    BUILTIN_FEATURES.join(", ")
+                );
+            }
+            v.push(f.to_string());
+        }
+        Ok(v)
+    }
+}
+
+fn bar(len: u64, msg: &str, quiet: bool) -> ProgressBar {
+    if quiet {
+        return ProgressBar::hidden();
+    }
+    let pb = ProgressBar::new(len);
+    if let Ok(style) = ProgressStyle::with_template(
+        "{msg:>10} [{bar:40}] {pos}/{len} {elapsed_precise} eta {eta} {prefix}",
+    ) {
+        pb.set_style(style.progress_chars("=> "));
+    }
+    pb.set_message(msg.to_string());
+    pb
+}
+
+fn fnv64(bytes: &[u8], mut h: u64) -> u64 {
+    for b in bytes {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x100_0000_01b3);
+    }
+    h
+}
+
+/// Embed prompts, reading/writing an on-disk cache keyed by the encoder id and the exact prompts.
+pub fn embed_prompts(
+    enc: &Encoder,
+    prompts: &[&str],
+    cache_dir: Option<&Path>,
+    quiet: bool,
+) -> anyhow::Result<Vec<Vec<f32>>> {
+    let mut h = fnv64(enc.id().as_bytes(), 0xcbf2_9ce4_8422_2325);
+    for p in prompts {
+        h = fnv64(p.as_bytes(), h);
+        h = fnv64(&[0xff], h);
+    }
+    let file = cache_dir.map(|d| d.join(format!("{:016x}.emb", h)));
+    let dim = enc.dim();
+    if let Some(f) = &file {
+        if let Ok(mut fh) = std::fs::File::open(f) {
+            let mut buf = Vec::new();
+            if fh.read_to_end(&mut buf).is_ok() && buf.len() == prompts.len() * dim * 4 {
+                let flat: Vec<f32> = buf
+                    .chunks_exact(4)
+                    .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                    .collect();
+                return Ok(flat.chunks(dim).map(<[f32]>::to_vec).collect());
+            }
+        }
+    }
+    let pb = bar(prompts.len() as u64, "embedding", quiet);
+    let mut out = Vec::with_capacity(prompts.len());
+    for chunk in prompts.chunks(32) {
+        let v = enc.embed_batch(chunk)?;
+        out.extend(v.iter().map(|e| e.to_vec()));
+        pb.inc(chunk.len() as u64);
+    }
+    pb.finish_and_clear();
+    if let Some(f) = &file {
+        if let Some(d) = f.parent() {
+            std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
+        }
+        let mut fh =
+            std::fs::File::create(f).with_context(|| format!("writing {}", f.display()))?;
+        let mut buf = Vec::with_capacity(out.len() * dim * 4);
+        for v in &out {
+            for x in v {
+                buf.extend_from_slice(&x.to_le_bytes());
+            }
+        }
+        fh.write_all(&buf)?;
+    }
+    Ok(out)
+}
+
+fn features_of(m: &Mirt, emb: &[Vec<f32>], rows: &[&Row]) -> Vec<Vec<f32>> {
+    let none = HashMap::new();
+    emb.iter()
+        .zip(rows)
+        .map(|(e, r)| {
+            let mut x = Vec::new();
+            m.features_into(e, &r.prompt, &none, &mut x);
+            x
+        })
+        .collect()
+}
+
+/// Fit a checkpoint on `rows` of `ds` (embeddings given, one per row).
+fn fit(
+    ds: &Dataset,
+    rows: &[&Row],
+    emb: &[Vec<f32>],
+    enc: &Encoder,
+    args: &FitArgs,
+    split: Option<&str>,
+    command: String,
+) -> anyhow::Result<Mirt> {
+    let features = args.feature_names()?;
+    let cfg = args.train_config();
+    let prices = ds.mean_prices(rows);
+    let cost_ref = prices.iter().copied().fold(0.0, f64::max);
+    let models = ds
+        .models
+        .iter()
+        .enumerate()
+        .map(|(j, name)| ModelInfo {
+            name: name.clone(),
+            price: prices[j],
+            cold: false,
+            tier: None,
+            outcomes: rows.iter().filter(|r| r.scores[j].is_some()).count(),
+        })
+        .collect::<Vec<_>>();
+    let mut m = Mirt {
+        format: CHECKPOINT_FORMAT.into(),
+        version: CHECKPOINT_VERSION,
+        encoder: enc.id().to_string(),
+        embed_dim: enc.dim(),
+        features,
+        cost_ref,
+        models,
+        weights: model::Weights {
+            dim_x: 0,
+            latent: 0,
+            w_a: vec![],
+            w_b: vec![],
+            theta: vec![],
+        },
+        ensemble: Vec::new(),
+        training: TrainingSummary::default(),
+        eval: serde_json::Value::Null,
+    };
+    let xs = features_of(&m, emb, rows);
+    let ys: Vec<Vec<Option<f32>>> = rows.iter().map(|r| r.scores.clone()).collect();
+    let skipped = ys.iter().filter(|y| y.iter().all(Option::is_none)).count();
+    let members = args.ensemble.max(1);
+    let pb = bar((cfg.max_epochs * members) as u64, "training", args.quiet);
+    let mut report = None;
+    for e in 0..members {
+        let c = TrainConfig {
+            seed: cfg.seed.wrapping_add(e as u64),
+            ..cfg.clone()
+        };
+        let mut last = 0;
+        let (w, r) = model::train(&xs, &ys, ds.models.len(), &c, |ep, vb| {
+            pb.set_prefix(format!("member {}/{members} val BCE {vb:.4}", e + 1));
+            pb.inc(1);
+            last = ep;
+        });
+        pb.inc((cfg.max_epochs - last) as u64);
+        if e == 0 {
+            m.weights = w;
+            report = Some(r);
+        } else {
+            m.ensemble.push(w);
+        }
+    }
+    pb.finish_and_clear();
+    let Some(report) = report else {
+        bail!("no ensemble member trained");
+    };
+    m.training = TrainingSummary {
+        data: ds.source.display().to_string(),
+        split: split.map(str::to_string),
+        rows: rows.len(),
+        rows_skipped: skipped,
+        command,
+        train: Some(report),
+        ensemble: members,
+        config: Some(cfg),
+    };
+    Ok(m)
+}
+
+fn split_rows<'a>(ds: &'a Dataset, split: &str) -> Vec<&'a Row> {
+    if ds.has_splits() {
+        ds.split(Some(split))
+    } else {
+        ds.split(None)
+    }
+}
+
+pub fn run_train(args: &TrainArgs) -> anyhow::Result<()> {
+    let ds = Dataset::load(&args.data)?;
+    let rows = split_rows(&ds, &args.split);
+    if rows.is_empty() {
+        bail!("{}: no rows in split `{}`", args.data.display(), args.split);
+    }
+    let enc = Encoder::load(&args.fit.encoder_config())?;
+    let cache = args
+        .fit
+        .embedding_cache
+        .clone()
+        .or_else(|| Some(args.fit.models_dir.join(".embcache")));
+    let prompts: Vec<&str> = rows.iter().map(|r| r.prompt.as_str()).collect();
+    let emb = embed_prompts(&enc, &prompts, cache.as_deref(), args.fit.quiet)?;
+    let command = std::env::args().collect::<Vec<_>>().join(" ");
+    let split = ds.has_splits().then_some(args.split.as_str());
+    let m = fit(&ds, &rows, &emb, &enc, &args.fit, split, command)?;
+    m.save(&args.out)?;
+    if let Some(r) = &m.training.train {
+        eprintln!(
+            "trained on {} prompts ({} outcomes, {} for validation): best epoch {} of {}, val BCE {:.4}",
+            r.train_prompts, r.outcomes, r.val_prompts, r.best_epoch, r.epochs_run, r.val_bce
+        );
+    }
+    eprintln!("wrote {}", args.out.display());
+    Ok(())
+}
+
+/// Everything `eval` computes, before printing.
+pub struct EvalResult {
+    pub routers: Vec<(String, Curve, Metrics)>,
+    pub singles: eval::Singles,
+    pub test_rows: usize,
+    pub skipped: usize,
+}
+
+pub fn run_eval(args: &EvalArgs) -> anyhow::Result<()> {
+    let res = evaluate(args)?;
+    let mut routers = serde_json::Map::new();
+    for (name, _, m) in &res.routers {
+        routers.insert(name.clone(), serde_json::to_value(m)?);
+    }
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&json!({ "routers": routers }))?
+        );
+    } else {
+        println!(
+            "{} split `{}`: {} queries ({} skipped for missing outcomes)",
+            args.data.display(),
+            args.split,
+            res.test_rows,
+            res.skipped
+        );
+        println!("single models:");
+        for (n, p) in res.singles.names.iter().zip(&res.singles.points) {
+            println!(
+                "  {:<40} cost {:>10.6}  quality {:.4}",
+                n, p.cost, p.quality
+            );
+        }
+        let f = |v: Option<f64>| v.map_or("null".to_string(), |x| format!("{x:.4}"));
+        println!(
+            "{:<14} {:>10} {:>10} {:>9} {:>11} {:>12} {:>8} {:>8} {:>8}",
+            "router",
+            "aiq_linear",
+            "aiq_log",
+            "savings",
+            "max_quality",
+            "at_cost",
+            "apgr",
+            "cpt50",
+            "cpt80"
+        );
+        for (name, _, m) in &res.routers {
+            println!(
+                "{:<14} {:>10} {:>10} {:>9} {:>11.4} {:>12.6} {:>8} {:>8} {:>8}",
+                name,
+                f(m.aiq_linear),
+                f(m.aiq_log),
+                f(m.savings_at_parity),
+                m.max_quality,
+                m.max_quality_cost,
+                f(m.apgr),
+                f(m.cpt50),
+                f(m.cpt80)
+            );
+        }
+    }
+    if let Some(plot) = &args.plot {
+        let lines: Vec<(String, Vec<eval::Point>)> = res
+            .routers
+            .iter()
+            .map(|(n, c, _)| (n.clone(), c.points.clone()))
+            .collect();
+        let singles: Vec<(String, eval::Point)> = res
+            .singles
+            .names
+            .iter()
+            .cloned()
+            .zip(res.singles.points.iter().copied())
+            .collect();
+        let lo = res.singles.cheapest();
+        let hi = res.singles.dearest();
+        let log = lo > 0.0 && hi / lo > 5.0;
+        let title = format!("{} ({} split)", args.data.display(), args.split);
+        std::fs::write(plot, eval::svg::plot(&title, &lines, &singles, log))
+            .with_context(|| format!("writing {}", plot.display()))?;
+        eprintln!("wrote {}", plot.display());
+    }
+    Ok(())
+}
+
+pub fn evaluate(args: &EvalArgs) -> anyhow::Result<EvalResult> {
+    let ds = Dataset::load(&args.data)?;
+    let enc = Encoder::load(&args.fit.encoder_config())?;
+    let cache = args
+        .fit
+        .embedding_cache
+        .clone()
+        .or_else(|| Some(args.fit.models_dir.join(".embcache")));
+    let train_rows: Vec<&Row> = if ds.has_splits() {
+        ds.split(Some("train"))
+    } else {
+        Vec::new()
+    };
+    let test_all: Vec<&Row> = split_rows(&ds, &args.split);
+    if test_all.is_empty() {
+        bail!("{}: no rows in split `{}`", args.data.display(), args.split);
+    }
+
+    let train_prompts: Vec<&str> = train_rows.iter().map(|r| r.prompt.as_str()).collect();
+    let train_emb = if train_rows.is_empty() {
+        Vec::new()
+    } else {
+        embed_prompts(&enc, &train_prompts, cache.as_deref(), args.fit.quiet)?
+    };
+
+    // The MIRT router: a checkpoint, or fitted on the train split.
+    let mirt = match &args.checkpoint {
+        Some(path) => Mirt::load(path, Some(enc.id()))?,
+        None => {
+            if train_rows.is_empty() {
+                bail!(
+                    "{}: no `train` split to fit on; pass --checkpoint",
+                    args.data.display()
+                );
+            }
+            fit(
+                &ds,
+                &train_rows,
+                &train_emb,
+                &enc,
+                &args.fit,
+                Some("train"),
+                "eval".into(),
+            )?
+        }
+    };
+    // Models both the checkpoint and the file know: (file column, checkpoint index).
+    let common: Vec<(usize, usize)> = ds
+        .models
+        .iter()
+        .enumerate()
+        .filter_map(|(j, n)| mirt.model_index(n).map(|k| (j, k)))
+        .collect();
+    if common.is_empty() {
+        bail!(
+            "{}: unknown models: none of the file's models ({}) is in the checkpoint",
+            args.data.display(),
+            ds.models.join(", ")
+        );
+    }
+    let names: Vec<String> = common.iter().map(|&(j, _)| ds.models[j].clone()).collect();
+    let test: Vec<&Row> = test_all
+        .iter()
+        .copied()
+        .filter(|r| {
+            common
+                .iter()
+                .all(|&(j, _)| r.scores[j].is_some() && r.costs[j].is_some())
+        })
+        .collect();
+    let skipped = test_all.len() - test.len();
+    if test.is_empty() {
+        bail!(
+            "{}: every row of split `{}` misses an outcome",
+            args.data.display(),
+            args.split
+        );
+    }
+    let outcomes = Outcomes {
+        scores: test
+            .iter()
+            .map(|r| {
+                common
+                    .iter()
+                    .map(|&(j, _)| r.scores[j].unwrap_or(0.0))
+                    .collect()
+            })
+            .collect(),
+        costs: test
+            .iter()
+            .map(|r| {
+                common
+                    .iter()
+                    .map(|&(j, _)| r.costs[j].unwrap_or(0.0))
+                    .collect()
+            })
+            .collect(),
+    };
+    let singles = outcomes.singles(&names);
+    let prices: Vec<f64> = common.iter().map(|&(_, k)| mirt.models[k].price).collect();
+    let cost_ref = prices.iter().copied().fold(0.0, f64::max);
+    let knobs = eval::cost_weight_knobs();
+
+    let test_prompts: Vec<&str> = test.iter().map(|r| r.prompt.as_str()).collect();
+    let test_emb = embed_prompts(&enc, &test_prompts, cache.as_deref(), args.fit.quiet)?;
+    let xs = features_of(&mirt, &test_emb, &test);
+    let which: Vec<usize> = common.iter().map(|&(_, k)| k).collect();
+    let p_mirt: Vec<Vec<f32>> = xs
+        .iter()
+        .map(|x| {
+            let mut out = Vec::new();
+            mirt.predict_subset(x, &which, &mut out);
+            out
+        })
+        .collect();
+
+    let mut routers = Vec::new();
+    let mirt_curve = outcomes.curve(&p_mirt, &prices, cost_ref, &knobs);
+    routers.push(("mirt".to_string(), mirt_curve));
+
+    if !train_rows.is_empty() {
+        let ty: Vec<Vec<Option<f32>>> = train_rows
+            .iter()
+            .map(|r| common.iter().map(|&(j, _)| r.scores[j]).collect())
+            .collect();
+        let prior: Vec<f32> = (0..common.len())
+            .map(|m| {
+                let v: Vec<f32> = ty.iter().filter_map(|y| y[m]).collect();
+                v.iter().sum::<f32>() / v.len().max(1) as f32
+            })
+            .collect();
+        let p_knn: Vec<Vec<f32>> = test_emb
+            .iter()
+            .map(|q| eval::knn_predict(&train_emb, &ty, q, args.knn_k, &prior))
+            .collect();
+        routers.push((
+            "knn".to_string(),
+            outcomes.curve(&p_knn, &prices, cost_ref, &knobs),
+        ));
+    }
+    routers.push((
+        "random_mixing".to_string(),
+        Curve {
+            points: singles.points.clone(),
+            shares: (0..names.len())
+                .map(|m| {
+                    (0..names.len())
+                        .map(|k| if k == m { 1.0 } else { 0.0 })
+                        .collect()
+                })
+                .collect(),
+        },
+    ));
+    let b = singles.best();
+    routers.push((
+        "best_single".to_string(),
+        Curve {
+            points: vec![singles.points[b]],
+            shares: vec![(0..names.len())
+                .map(|k| if k == b { 1.0 } else { 0.0 })
+                .collect()],
+        },
+    ));
+    routers.push((
+        "oracle".to_string(),
+        outcomes.curve(&outcomes.scores, &prices, cost_ref, &knobs),
+    ));
+    let _ = Objective::CostWeight(0.0);
+
+    let routers = routers
+        .into_iter()
+        .map(|(n, c)| {
+            let m = eval::metrics(&c, &singles);
+            (n, c, m)
+        })
+        .collect();
+    Ok(EvalResult {
+        routers,
+        singles,
+        test_rows: test.len(),
+        skipped,
+    })
+}

@@ -1,0 +1,134 @@
+//! The encoders against reference embeddings made by Python onnxruntime/tokenizers
+//! (`scripts/make-encoder-fixture.py`). Needs `scripts/fetch-models.sh` to have run.
+
+use std::path::PathBuf;
+
+use dualrouter::encoder::{Encoder, EncoderConfig, EncoderKind};
+
+fn models_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models")
+}
+
+fn fixture() -> serde_json::Value {
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/encoder.json");
+    serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
+}
+
+fn load(kind: EncoderKind) -> Encoder {
+    let fx = fixture();
+    let cfg = EncoderConfig {
+        kind,
+        models_dir: models_dir(),
+        max_tokens: fx["max_tokens"].as_u64().unwrap() as usize,
+        head_tokens: fx["head_tokens"].as_u64().unwrap() as usize,
+        ..EncoderConfig::default()
+    };
+    Encoder::load(&cfg).unwrap_or_else(|e| {
+        panic!(
+            "encoder models missing or broken ({e}); run scripts/fetch-models.sh before cargo test"
+        )
+    })
+}
+
+fn cosine(a: &[f32], b: &[f64]) -> f64 {
+    let dot: f64 = a.iter().zip(b).map(|(x, y)| f64::from(*x) * y).sum();
+    let na: f64 = a.iter().map(|x| f64::from(*x).powi(2)).sum::<f64>().sqrt();
+    let nb: f64 = b.iter().map(|y| y * y).sum::<f64>().sqrt();
+    if na == 0.0 && nb == 0.0 {
+        return 1.0;
+    }
+    dot / (na * nb)
+}
+
+fn check(kind: EncoderKind, key: &str, dim: usize) {
+    let enc = load(kind);
+    assert_eq!(enc.dim(), dim);
+    let fx = fixture();
+    let sentences: Vec<&str> = fx["sentences"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_str().unwrap())
+        .collect();
+    let want: Vec<Vec<f64>> = fx[key]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| {
+            v.as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_f64().unwrap())
+                .collect()
+        })
+        .collect();
+    // batched (padding inside a batch must not change results) and one at a time (cache hit path)
+    let batch = enc.embed_batch(&sentences).unwrap();
+    for (i, s) in sentences.iter().enumerate() {
+        let one = enc.embed(s).unwrap();
+        let c_batch = cosine(&batch[i], &want[i]);
+        let c_one = cosine(&one, &want[i]);
+        assert!(
+            c_batch >= 0.999,
+            "{key} sentence {i} batched: cosine {c_batch}"
+        );
+        assert!(c_one >= 0.999, "{key} sentence {i} single: cosine {c_one}");
+    }
+    // the long prompt keeps its end: changing only its last words changes the embedding
+    let long = sentences[sentences.len() - 1];
+    let other = long.replace("carbon dioxide", "nitrogen gas");
+    let a = enc.embed(long).unwrap();
+    let b = enc.embed(&other).unwrap();
+    let same: f32 = a.iter().zip(b.iter()).map(|(x, y)| x * y).sum();
+    assert!(
+        same < 0.999,
+        "{key}: end of a long prompt was dropped (cosine {same})"
+    );
+}
+
+#[test]
+fn minilm_matches_python_reference() {
+    check(EncoderKind::Minilm, "minilm", 384);
+}
+
+#[test]
+fn static_matches_python_reference() {
+    check(EncoderKind::Static, "static", 256);
+}
+
+#[test]
+fn missing_model_says_how_to_fetch() {
+    let dir = tempfile::tempdir().unwrap();
+    for kind in [EncoderKind::Minilm, EncoderKind::Static] {
+        let cfg = EncoderConfig {
+            kind,
+            models_dir: dir.path().to_path_buf(),
+            ..EncoderConfig::default()
+        };
+        let err = Encoder::load(&cfg).unwrap_err().to_string();
+        assert!(err.contains("scripts/fetch-models.sh"), "{err}");
+    }
+}
+
+#[test]
+fn corrupt_model_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().join("potion-base-8M");
+    std::fs::create_dir_all(&d).unwrap();
+    std::fs::copy(
+        models_dir().join("potion-base-8M/tokenizer.json"),
+        d.join("tokenizer.json"),
+    )
+    .unwrap();
+    std::fs::write(d.join("model.safetensors"), b"not a safetensors file").unwrap();
+    let cfg = EncoderConfig {
+        kind: EncoderKind::Static,
+        models_dir: dir.path().to_path_buf(),
+        ..EncoderConfig::default()
+    };
+    let err = Encoder::load(&cfg).unwrap_err().to_string();
+    assert!(
+        err.contains("unusable") && err.contains("fetch-models.sh"),
+        "{err}"
+    );
+}

@@ -1,0 +1,249 @@
+//! MIRT training, checkpoints and outcome-data errors.
+
+use std::io::Write;
+
+use dualrouter::mirt::data::Dataset;
+use dualrouter::mirt::model::{train, Rng, TrainConfig};
+use dualrouter::mirt::{
+    Mirt, MirtError, ModelInfo, TrainingSummary, CHECKPOINT_FORMAT, CHECKPOINT_VERSION,
+};
+
+/// Prompts in two clusters; model 0 weak everywhere, model 1 good on cluster A only, model 2 strong everywhere.
+fn synthetic(n: usize, seed: u64) -> (Vec<Vec<f32>>, Vec<Vec<Option<f32>>>, Vec<bool>) {
+    let mut rng = Rng::new(seed);
+    let d = 12;
+    let (mut xs, mut ys, mut cluster) = (Vec::new(), Vec::new(), Vec::new());
+    for i in 0..n {
+        let a = i % 2 == 0;
+        let mut x: Vec<f32> = (0..d).map(|_| (rng.normal() * 0.3) as f32).collect();
+        x[0] += if a { 1.0 } else { -1.0 };
+        x.push(1.0); // bias
+        let logits = [-1.5, if a { 1.5 } else { -1.0 }, 1.0];
+        let y = logits
+            .iter()
+            .map(|l| {
+                let p = 1.0 / (1.0 + (-l as f64).exp());
+                Some(if rng.uniform() < p { 1.0 } else { 0.0 })
+            })
+            .collect();
+        xs.push(x);
+        ys.push(y);
+        cluster.push(a);
+    }
+    (xs, ys, cluster)
+}
+
+fn mean_p(
+    w: &dualrouter::mirt::Weights,
+    xs: &[Vec<f32>],
+    pick: impl Fn(usize) -> bool,
+) -> Vec<f64> {
+    let mut sum = vec![0.0; w.theta.len()];
+    let mut n = 0.0;
+    for (i, x) in xs.iter().enumerate() {
+        if pick(i) {
+            for (s, p) in sum.iter_mut().zip(w.predict(x)) {
+                *s += f64::from(p);
+            }
+            n += 1.0;
+        }
+    }
+    sum.iter().map(|s| s / n).collect()
+}
+
+#[test]
+fn training_recovers_planted_abilities() {
+    let (xs, ys, cluster) = synthetic(1200, 7);
+    let cfg = TrainConfig {
+        latent: 4,
+        seed: 3,
+        lr: 1e-2,
+        max_epochs: 150,
+        ..TrainConfig::default()
+    };
+    let (w, report) = train(&xs, &ys, 3, &cfg, |_, _| {});
+    assert!(report.val_bce < 0.62, "val BCE {}", report.val_bce);
+    let all = mean_p(&w, &xs, |_| true);
+    assert!(
+        all[0] < all[1] && all[0] < all[2],
+        "overall order wrong: {all:?}"
+    );
+    let on_a = mean_p(&w, &xs, |i| cluster[i]);
+    let on_b = mean_p(&w, &xs, |i| !cluster[i]);
+    // planted: cluster A → 1 > 2 > 0; cluster B → 2 > 1 > 0 (and 1 ≈ 0 there)
+    assert!(
+        on_a[1] > on_a[2] && on_a[2] > on_a[0],
+        "cluster A order wrong: {on_a:?}"
+    );
+    assert!(
+        on_b[2] > on_b[1] && on_b[2] > on_b[0],
+        "cluster B order wrong: {on_b:?}"
+    );
+    // true rates: model 1 on A σ(1.5)=0.82, on B σ(−1)=0.27
+    assert!(
+        (on_a[1] - 0.82).abs() < 0.08 && (on_b[1] - 0.27).abs() < 0.08,
+        "{on_a:?} {on_b:?}"
+    );
+}
+
+#[test]
+fn training_is_reproducible() {
+    let (xs, ys, _) = synthetic(300, 1);
+    let cfg = TrainConfig {
+        latent: 3,
+        max_epochs: 10,
+        ..TrainConfig::default()
+    };
+    let (a, _) = train(&xs, &ys, 3, &cfg, |_, _| {});
+    let (b, _) = train(&xs, &ys, 3, &cfg, |_, _| {});
+    assert_eq!(a, b);
+    let (c, _) = train(&xs, &ys, 3, &TrainConfig { seed: 99, ..cfg }, |_, _| {});
+    assert_ne!(a, c);
+}
+
+fn tiny_checkpoint(encoder: &str) -> Mirt {
+    let (xs, ys, _) = synthetic(100, 2);
+    let cfg = TrainConfig {
+        latent: 2,
+        max_epochs: 3,
+        ..TrainConfig::default()
+    };
+    let (w, _) = train(&xs, &ys, 3, &cfg, |_, _| {});
+    Mirt {
+        format: CHECKPOINT_FORMAT.into(),
+        version: CHECKPOINT_VERSION,
+        encoder: encoder.into(),
+        embed_dim: 12,
+        features: vec!["bias".into()],
+        cost_ref: 10.0,
+        models: ["weak", "mid", "strong"]
+            .iter()
+            .zip([0.1, 1.0, 10.0])
+            .map(|(n, p)| ModelInfo {
+                name: n.to_string(),
+                price: p,
+                cold: false,
+                tier: Some(if p > 5.0 {
+                    "premium".into()
+                } else {
+                    "standard".into()
+                }),
+                outcomes: 100,
+            })
+            .collect(),
+        weights: w,
+        ensemble: Vec::new(),
+        training: TrainingSummary::default(),
+        eval: serde_json::Value::Null,
+    }
+}
+
+#[test]
+fn checkpoint_round_trip_and_encoder_mismatch() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.json");
+    let m = tiny_checkpoint("enc-A");
+    m.save(&path).unwrap();
+    assert_eq!(Mirt::load(&path, Some("enc-A")).unwrap(), m);
+    let err = Mirt::load(&path, Some("enc-B")).unwrap_err();
+    assert!(matches!(err, MirtError::EncoderMismatch { .. }), "{err}");
+    let msg = err.to_string();
+    assert!(msg.contains("enc-A") && msg.contains("enc-B"), "{msg}");
+    // a damaged file is an error, not a panic
+    std::fs::write(&path, r#"{"format":"dualrouter-mirt","version":99}"#).unwrap();
+    assert!(Mirt::load(&path, None)
+        .unwrap_err()
+        .to_string()
+        .contains("version 99"));
+}
+
+#[test]
+fn cold_model_gets_prior_from_its_tier() {
+    let mut m = tiny_checkpoint("enc");
+    let i = m
+        .add_cold_model("new-premium", 12.0, Some("premium"))
+        .unwrap();
+    assert!(m.models[i].cold);
+    assert_eq!(m.weights.theta[i], m.weights.theta[2]);
+    let j = m.add_cold_model("new-cheap", 0.2, None).unwrap();
+    // nearest in log price: weak (0.1) and mid (1.0)
+    let want: Vec<f32> = m.weights.theta[0]
+        .iter()
+        .zip(&m.weights.theta[1])
+        .map(|(a, b)| (a + b) / 2.0)
+        .collect();
+    assert_eq!(m.weights.theta[j], want);
+    assert!(m.add_cold_model("weak", 1.0, None).is_err());
+}
+
+fn write(dir: &tempfile::TempDir, name: &str, body: &str) -> std::path::PathBuf {
+    let p = dir.path().join(name);
+    let mut f = std::fs::File::create(&p).unwrap();
+    f.write_all(body.as_bytes()).unwrap();
+    p
+}
+
+fn load_err(dir: &tempfile::TempDir, name: &str, body: &str) -> String {
+    let p = write(dir, name, body);
+    let e = Dataset::load(&p).unwrap_err().to_string();
+    assert!(e.contains(name), "error does not name the file: {e}");
+    e
+}
+
+#[test]
+fn bad_data_errors_name_file_and_row() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = load_err(&dir, "empty.csv", "");
+    assert!(e.contains("empty"), "{e}");
+    let e = load_err(&dir, "noprompt.csv", "id,a,b\n1,1,0\n");
+    assert!(e.contains("missing column") && e.contains("row 0"), "{e}");
+    let e = load_err(&dir, "nan.csv", "prompt,a,b\nhi,1,0\nyo,NaN,1\n");
+    assert!(e.contains("row 2") && e.contains("NaN"), "{e}");
+    let e = load_err(&dir, "range.csv", "prompt,a,b\nhi,1,0\nyo,1,0\nza,2,1\n");
+    assert!(e.contains("row 3"), "{e}");
+    let e = load_err(&dir, "unknown.csv", "prompt,a,b,c|total_cost\nhi,1,0,0.1\n");
+    assert!(e.contains("unknown model `c`"), "{e}");
+    let e = load_err(&dir, "nocost.csv", "prompt,a,b,a|total_cost\nhi,1,0,0.1\n");
+    assert!(e.contains("b|total_cost"), "{e}");
+    let e = load_err(
+        &dir,
+        "long.jsonl",
+        "{\"prompt\":\"p\",\"model\":\"a\",\"score\":1}\n{\"prompt\":\"p\",\"score\":0}\n",
+    );
+    assert!(e.contains("row 2") && e.contains("model"), "{e}");
+    let e = load_err(&dir, "long.csv", "prompt,model,score\np,a,1\np,b,oops\n");
+    assert!(e.contains("row 2") && e.contains("oops"), "{e}");
+}
+
+#[test]
+fn wide_and_long_shapes_agree() {
+    let dir = tempfile::tempdir().unwrap();
+    let wide = write(
+        &dir,
+        "w.csv",
+        "sample_id,split,prompt_text,a,b,a|total_cost,b|total_cost\n1,train,hello,1,0,0.5,2\n2,test,bye,,1,0.5,2\n",
+    );
+    let w = Dataset::load(&wide).unwrap();
+    assert_eq!(w.models, vec!["a", "b"]);
+    assert!(w.has_cost);
+    assert_eq!(w.rows[1].scores, vec![None, Some(1.0)]);
+    assert!(!w.rows[1].complete());
+    assert_eq!(w.split(Some("test")).len(), 1);
+    let long = write(
+        &dir,
+        "l.jsonl",
+        "{\"prompt\":\"hello\",\"model\":\"a\",\"score\":1,\"cost\":0.5,\"split\":\"train\"}\n\
+         {\"prompt\":\"hello\",\"model\":\"b\",\"score\":0,\"cost\":2,\"split\":\"train\"}\n\
+         {\"prompt\":\"bye\",\"model\":\"b\",\"score\":1,\"cost\":2,\"split\":\"test\"}\n",
+    );
+    let l = Dataset::load(&long).unwrap();
+    assert_eq!(l.models, w.models);
+    assert_eq!(l.rows[0].scores, w.rows[0].scores);
+    assert_eq!(l.rows[1].scores, w.rows[1].scores);
+    assert_eq!(l.mean_prices(&l.split(Some("train"))), vec![0.5, 2.0]);
+    // no cost columns → equal costs
+    let nc = write(&dir, "nc.csv", "question,a,b\nq,1,0\n");
+    let n = Dataset::load(&nc).unwrap();
+    assert!(!n.has_cost);
+    assert_eq!(n.rows[0].costs, vec![Some(1.0), Some(1.0)]);
+}
