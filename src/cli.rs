@@ -26,6 +26,8 @@ pub enum Command {
     Train(crate::mirt::cli::TrainArgs),
     /// Routing quality on outcome data: MIRT vs baselines, metrics and plot.
     Eval(crate::mirt::cli::EvalArgs),
+    /// Accuracy and latency of the embedded route classifier on labelled utterances.
+    EvalClassifier(crate::router::classify::eval::EvalClassifierArgs),
     /// Apply the store's migrations (`serve` also does this at start).
     Migrate(MigrateArgs),
 }
@@ -79,6 +81,7 @@ pub fn main() -> ExitCode {
                 chunk_delay: std::time::Duration::from_millis(args.chunk_delay_ms),
             },
         ),
+        Command::EvalClassifier(args) => crate::router::classify::eval::run_cli(&args),
         Command::Migrate(args) => {
             crate::store::migrate_command(args.config.as_deref(), args.database.as_deref())
         }

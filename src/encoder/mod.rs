@@ -308,3 +308,16 @@ mod tests {
         assert!(cfg.validate().is_err());
     }
 }
+
+impl std::str::FromStr for EncoderKind {
+    type Err = String;
+
+    /// `minilm`, or `static` (also `potion`).
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "minilm" => Ok(Self::Minilm),
+            "static" | "potion" => Ok(Self::Static),
+            other => Err(format!("unknown encoder `{other}` (minilm | static)")),
+        }
+    }
+}
