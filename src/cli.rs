@@ -26,6 +26,8 @@ pub enum Command {
     Train(crate::mirt::cli::TrainArgs),
     /// Routing quality on outcome data: MIRT vs baselines, metrics and plot.
     Eval(crate::mirt::cli::EvalArgs),
+    /// Print the routing decision for a prompt (nothing is sent upstream).
+    Route(RouteArgs),
     /// Accuracy and latency of the embedded route classifier on labelled utterances.
     EvalClassifier(crate::router::classify::eval::EvalClassifierArgs),
     /// Apply the store's migrations (`serve` also does this at start).
@@ -61,6 +63,23 @@ pub struct ServeArgs {
 }
 
 #[derive(Debug, clap::Args)]
+pub struct RouteArgs {
+    /// The YAML config file.
+    #[arg(
+        long,
+        short,
+        default_value = "config/dualrouter.yaml",
+        env = "DUALROUTER_CONFIG"
+    )]
+    pub config: PathBuf,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+    /// The prompt to route.
+    pub prompt: String,
+}
+
+#[derive(Debug, clap::Args)]
 pub struct DemoArgs {
     /// Address to listen on; port 0 picks a free one (printed at start).
     #[arg(long, default_value = "127.0.0.1:8090")]
@@ -81,6 +100,7 @@ pub fn main() -> ExitCode {
                 chunk_delay: std::time::Duration::from_millis(args.chunk_delay_ms),
             },
         ),
+        Command::Route(args) => crate::server::route_command(&args),
         Command::EvalClassifier(args) => crate::router::classify::eval::run_cli(&args),
         Command::Migrate(args) => {
             crate::store::migrate_command(args.config.as_deref(), args.database.as_deref())

@@ -62,6 +62,8 @@ pub enum ApiError {
         provider: String,
         phase: TimeoutPhase,
     },
+    #[error("routing failed: {0}")]
+    Routing(String),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -80,7 +82,7 @@ impl ApiError {
                 StatusCode::BAD_GATEWAY
             }
             Self::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
-            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::Routing(_) | Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
@@ -97,6 +99,7 @@ impl ApiError {
             Self::UpstreamUnreachable { .. } => "upstream_unreachable",
             Self::UpstreamBroken { .. } => "upstream_broken",
             Self::UpstreamTimeout { .. } => "upstream_timeout",
+            Self::Routing(_) => "routing",
             Self::Internal(_) => "internal",
         }
     }

@@ -19,6 +19,7 @@ use crate::cli::ServeArgs;
 use crate::config;
 use crate::metrics::Metrics;
 use crate::proxy::{forward::Upstream, Proxy, ProxyState};
+use crate::router::{routes_from_policies, DualRouter};
 use crate::store::{self, DecisionLog};
 
 /// How long the decision log may take to drain at shutdown before the rest stays in its spool.
@@ -67,11 +68,25 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
         spawn_http(&control, "demo upstream", listener, app)?;
     }
 
+    let policies = control
+        .block_on(store.list_policies())
+        .context("reading routing policies")?;
+    let router = Arc::new(
+        DualRouter::build(&config, routes_from_policies(&policies), metrics.clone())
+            .context("building the router (encoder, classifiers)")?,
+    );
+    tracing::info!(
+        routes = router.routes().len(),
+        encoder = router.encoder().id(),
+        "router ready"
+    );
+
     let state = Arc::new(ProxyState {
         config: config.clone(),
         upstream: Upstream::new(&config)?,
         metrics: metrics.clone(),
         decision_log: decision_log.clone(),
+        router,
     });
 
     let opt = Opt {
@@ -167,4 +182,37 @@ fn concrete_port(addr: SocketAddr) -> anyhow::Result<SocketAddr> {
     }
     let l = TcpListener::bind(addr)?;
     Ok(l.local_addr()?)
+}
+
+/// `dualrouter route`: the decision the proxy would make for a prompt; nothing is sent upstream.
+pub fn route_command(args: &crate::cli::RouteArgs) -> anyhow::Result<()> {
+    let config = config::load(&args.config)?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let metrics = Arc::new(Metrics::new()?);
+    let decision = rt.block_on(async {
+        // The store is the source of truth for policies; the config's seed them.
+        let store = store::open_and_seed(&config).await?;
+        let policies = store.list_policies().await?;
+        store.close().await;
+        let router = DualRouter::build(&config, routes_from_policies(&policies), metrics)?;
+        let conversation = crate::router::conversation::Conversation::from_prompt(&args.prompt);
+        anyhow::Ok(router.route(&conversation).await?)
+    })?;
+    let r = &decision.route;
+    if args.json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "route": { "domain": r.domain, "action": r.action, "source": r.source, "confidence": r.confidence },
+                "latencies_ms": decision.latencies_ms,
+            })
+        );
+    } else {
+        println!("route       {}", r.name());
+        println!("source      {}", r.source.as_str());
+        println!("confidence  {:.2}", r.confidence);
+    }
+    Ok(())
 }

@@ -391,16 +391,12 @@ pub struct RawEmbedded {
     /// Below this probability the embedded classifier answers "no route" (default policy).
     #[serde(default = "default_min_confidence")]
     pub min_confidence: f32,
-    /// The MiniLM model folder, when not `<encoder models_dir>/minilm`.
-    #[serde(default)]
-    pub model_dir: Option<PathBuf>,
 }
 
 impl Default for RawEmbedded {
     fn default() -> Self {
         Self {
             min_confidence: default_min_confidence(),
-            model_dir: None,
         }
     }
 }

@@ -26,6 +26,8 @@ pub struct Config {
     /// Public ids in config order (for `GET /v1/models`).
     pub model_order: Vec<String>,
     pub classifier: ClassifierSettings,
+    /// MIRT and the prompt encoder it shares with the embedded classifier.
+    pub mirt: crate::mirt::MirtSettings,
     /// The store's URL (`sqlite://…` or `postgres://…`); may hold a password: log it through
     /// `store::redact_url`.
     pub database: String,
@@ -63,7 +65,6 @@ impl Default for DecisionLogConfig {
 pub struct ClassifierSettings {
     pub arch_router: Option<crate::router::classify::arch_router::ArchRouterSettings>,
     pub min_confidence: f32,
-    pub model_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -264,6 +265,10 @@ pub fn validate(raw: RawConfig, env: EnvLookup<'_>) -> Result<Config, ConfigErro
     }
 
     let classifier = classifier(&raw.classifier, env, &mut p);
+    let mirt = raw.mirt.clone().unwrap_or_default();
+    if let Err(e) = mirt.encoder.validate() {
+        p.push("mirt.encoder", e);
+    }
     if !(raw.database.starts_with("sqlite:")
         || raw.database.starts_with("postgres://")
         || raw.database.starts_with("postgresql://"))
@@ -307,6 +312,7 @@ pub fn validate(raw: RawConfig, env: EnvLookup<'_>) -> Result<Config, ConfigErro
         models,
         model_order,
         classifier,
+        mirt,
         database: raw.database.clone(),
         decision_log,
         policies,
@@ -359,7 +365,6 @@ fn classifier(
     ClassifierSettings {
         arch_router,
         min_confidence: c.embedded.min_confidence,
-        model_dir: c.embedded.model_dir.clone(),
     }
 }
 

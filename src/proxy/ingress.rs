@@ -13,6 +13,8 @@ use crate::error::{ApiError, ApiFormat};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Endpoint {
     ChatCompletions,
+    /// Dry run: the routing decision as JSON, nothing sent upstream.
+    Route,
     Models,
     Health,
 }
@@ -32,6 +34,7 @@ pub fn endpoint(method: &http::Method, path: &str) -> Result<Endpoint, ApiError>
             (Endpoint::ChatCompletions, http::Method::POST)
         }
         "/v1/models" | "/models" => (Endpoint::Models, http::Method::GET),
+        "/v1/route" => (Endpoint::Route, http::Method::POST),
         "/healthz" => (Endpoint::Health, http::Method::GET),
         _ => {
             return Err(ApiError::NotFound {
@@ -274,5 +277,24 @@ mod tests {
         assert_eq!(out["model"], "vendor/m");
         assert_eq!(out["stream_options"]["include_usage"], true);
         assert_eq!(out["temperature"], 0.5);
+    }
+}
+
+/// The body of `POST /v1/route`: `{"messages": [...]}` (OpenAI shape) or `{"prompt": "..."}`.
+pub fn route_request(body: &[u8]) -> Result<crate::router::conversation::Conversation, ApiError> {
+    use crate::router::conversation::Conversation;
+    let v: Value = serde_json::from_slice(body)
+        .map_err(|e| ApiError::BadRequest(format!("the request body is not valid JSON: {e}")))?;
+    if let Some(Value::String(p)) = v.get("prompt") {
+        if p.trim().is_empty() {
+            return Err(ApiError::BadRequest("'prompt' must not be empty".into()));
+        }
+        return Ok(Conversation::from_prompt(p));
+    }
+    match v.get("messages") {
+        Some(Value::Array(m)) if !m.is_empty() => Ok(Conversation::from_openai_messages(m)),
+        _ => Err(ApiError::BadRequest(
+            "expected {\"messages\": [...]} or {\"prompt\": \"...\"}".into(),
+        )),
     }
 }

@@ -27,6 +27,7 @@ use crate::config::Config;
 use crate::error::{ApiError, ApiFormat};
 use crate::metrics::Metrics;
 use crate::router::conversation::Conversation;
+use crate::router::DualRouter;
 use crate::store::{prompt_hash, DecisionLog, DecisionRecord};
 use ingress::{ChatRequest, Endpoint};
 
@@ -37,6 +38,7 @@ pub struct ProxyState {
     pub metrics: Arc<Metrics>,
     /// Every forwarded request leaves one record here (never waits on the store).
     pub decision_log: DecisionLog,
+    pub router: Arc<DualRouter>,
 }
 
 pub struct Proxy {
@@ -138,6 +140,20 @@ async fn handle(
         Endpoint::ChatCompletions => {
             ingress::authorize(state.config.auth.as_ref(), &session.req_header().headers)?;
             chat(state, session, ctx).await
+        }
+        Endpoint::Route => {
+            ingress::authorize(state.config.auth.as_ref(), &session.req_header().headers)?;
+            let body = ingress::read_body(session, &state.config.limits).await?;
+            let conversation = ingress::route_request(&body)?;
+            let decision = state
+                .router
+                .route(&conversation)
+                .await
+                .map_err(|e| ApiError::Routing(e.to_string()))?;
+            let mut v =
+                serde_json::to_value(&decision).map_err(|e| ApiError::Internal(e.to_string()))?;
+            v["decision_id"] = json!(ctx.decision_id.to_string());
+            respond::json(session, http::StatusCode::OK, &v, &[]).await
         }
     }
 }

@@ -1,0 +1,169 @@
+//! `POST /v1/route` and `dualrouter route`: the route, its source and confidence, with the
+//! Arch-Router answering, failing (embedded fallback), and absent.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::sync::{Arc, Mutex};
+
+use axum::routing::post;
+use common::Proxy;
+use serde_json::{json, Value};
+
+const POLICIES: &str = r#"
+policies:
+  - domain: programming
+    action: bug-fix
+    description: "finding and fixing bugs, errors and crashes in existing code"
+    examples: ["my rust code panics with index out of bounds", "why does this python script throw a KeyError", "segfault when freeing memory"]
+    models: [m]
+  - domain: writing
+    action: summary
+    description: "summarising a text, article or document"
+    examples: ["summarise this article in three bullet points", "give me a tl;dr of this email"]
+    models: [m]
+  - domain: chat
+    action: small-talk
+    description: "greetings and casual conversation"
+    examples: ["hello, how are you?", "good morning!", "tell me a joke"]
+    models: [m]
+"#;
+
+fn config(extra: &str) -> String {
+    format!(
+        "listen: 127.0.0.1:0\nadmin: {{ listen: 127.0.0.1:0 }}\nproviders:\n  - {{ name: p, kind: openai, base_url: \"http://127.0.0.1:9/v1\", models: [ {{ id: m }} ] }}\n{POLICIES}{extra}"
+    )
+}
+
+async fn route(p: &Proxy, body: Value) -> (u16, Value) {
+    let r = reqwest::Client::new()
+        .post(p.url("/v1/route"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.json().await.unwrap())
+}
+
+/// A mock Arch-Router answering with a fixed text, or 500 when `None`; records prompts.
+async fn arch_mock(answer: Option<&'static str>) -> (String, Arc<Mutex<Vec<Value>>>) {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let s = seen.clone();
+    let app = axum::Router::new().route(
+        "/v1/chat/completions",
+        post(move |body: axum::Json<Value>| {
+            let s = s.clone();
+            async move {
+                s.lock().unwrap().push(body.0);
+                match answer {
+                    Some(a) => (
+                        axum::http::StatusCode::OK,
+                        axum::Json(json!({"choices": [{"index": 0, "message": {"role": "assistant", "content": a}, "finish_reason": "stop"}]})),
+                    ),
+                    None => (axum::http::StatusCode::INTERNAL_SERVER_ERROR, axum::Json(json!({"error": "down"}))),
+                }
+            }
+        }),
+    );
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/v1", l.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
+    (url, seen)
+}
+
+#[tokio::test]
+async fn embedded_classifier_routes_by_policy() {
+    let p = Proxy::start(&config("")).await;
+    let (s, v) = route(
+        &p,
+        json!({"prompt": "my program crashes with a null pointer exception, please fix it"}),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["route"]["domain"], "programming");
+    assert_eq!(v["route"]["action"], "bug-fix");
+    assert_eq!(v["route"]["source"], "embedded");
+    assert!(v["route"]["confidence"].as_f64().unwrap() > 0.25);
+    assert!(v["decision_id"].is_string());
+    let (_, v) = route(&p, json!({"messages": [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hi! good evening"}]})).await;
+    assert_eq!(v["route"]["action"], "small-talk", "{v}");
+    let (s, v) = route(&p, json!({"nothing": 1})).await;
+    assert_eq!(s, 400, "{v}");
+    assert!(v["error"]["message"].as_str().unwrap().contains("messages"));
+}
+
+#[tokio::test]
+async fn arch_router_answers_then_falls_back_when_it_fails() {
+    let (url, seen) = arch_mock(Some(r#"{"route": "writing/summary"}"#)).await;
+    let p = Proxy::start(&config(&format!(
+        "classifier: {{ arch_router: {{ base_url: \"{url}\", timeout_ms: 500 }} }}\n"
+    )))
+    .await;
+    let (_, v) = route(&p, json!({"prompt": "my code panics, fix it"})).await;
+    // The Arch-Router's answer wins over what the embedded classifier would say.
+    assert_eq!(v["route"]["source"], "arch-router", "{v}");
+    assert_eq!(v["route"]["action"], "summary");
+    let prompt = seen.lock().unwrap()[0]["messages"][0]["content"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(prompt.contains(r#"{"name":"programming/bug-fix","description":"finding and fixing bugs, errors and crashes in existing code"}"#), "{prompt}");
+
+    let (url, _) = arch_mock(None).await;
+    let p = Proxy::start(&config(&format!(
+        "classifier: {{ arch_router: {{ base_url: \"{url}\" }} }}\n"
+    )))
+    .await;
+    let (_, v) = route(
+        &p,
+        json!({"prompt": "my code panics with index out of bounds, fix it"}),
+    )
+    .await;
+    assert_eq!(v["route"]["source"], "embedded", "{v}");
+    assert_eq!(v["route"]["action"], "bug-fix");
+    let m = reqwest::get(format!("{}/metrics", p.admin))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        m.contains(r#"dualrouter_classifier_fallbacks_total{reason="status"} 1"#),
+        "{m}"
+    );
+
+    let (url, _) = arch_mock(Some(r#"{"route": "other"}"#)).await;
+    let p = Proxy::start(&config(&format!(
+        "classifier: {{ arch_router: {{ base_url: \"{url}\" }} }}\n"
+    )))
+    .await;
+    let (_, v) = route(&p, json!({"prompt": "what is the capital of France?"})).await;
+    assert_eq!(v["route"]["source"], "default", "{v}");
+}
+
+#[test]
+fn route_command_prints_the_route() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("c.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "{}\ndatabase: sqlite://{}/r.db\n",
+            config(""),
+            dir.path().display()
+        ),
+    )
+    .unwrap();
+    let (ok, out) = common::run_cli(&[
+        "route",
+        "--json",
+        "--config",
+        cfg.to_str().unwrap(),
+        "summarise this article about whales in two sentences",
+    ]);
+    assert!(ok, "{out}");
+    let line = out.lines().find(|l| l.starts_with('{')).unwrap();
+    let v: Value = serde_json::from_str(line).unwrap();
+    assert_eq!(v["route"]["domain"], "writing", "{v}");
+    assert_eq!(v["route"]["source"], "embedded");
+}
