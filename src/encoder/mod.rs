@@ -287,6 +287,19 @@ pub(crate) fn load_tokenizer(path: &Path, what: &'static str) -> Result<tokenize
     Ok(tok)
 }
 
+impl std::str::FromStr for EncoderKind {
+    type Err = String;
+
+    /// `minilm`, or `static` (also `potion`).
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "minilm" => Ok(Self::Minilm),
+            "static" | "potion" => Ok(Self::Static),
+            other => Err(format!("unknown encoder `{other}` (minilm | static)")),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -306,18 +319,5 @@ mod tests {
             ..EncoderConfig::default()
         };
         assert!(cfg.validate().is_err());
-    }
-}
-
-impl std::str::FromStr for EncoderKind {
-    type Err = String;
-
-    /// `minilm`, or `static` (also `potion`).
-    fn from_str(s: &str) -> std::result::Result<Self, String> {
-        match s {
-            "minilm" => Ok(Self::Minilm),
-            "static" | "potion" => Ok(Self::Static),
-            other => Err(format!("unknown encoder `{other}` (minilm | static)")),
-        }
     }
 }

@@ -227,6 +227,25 @@ impl ChatRequest {
     }
 }
 
+/// The body of `POST /v1/route`: `{"messages": [...]}` (OpenAI shape) or `{"prompt": "..."}`.
+pub fn route_request(body: &[u8]) -> Result<crate::router::conversation::Conversation, ApiError> {
+    use crate::router::conversation::Conversation;
+    let v: Value = serde_json::from_slice(body)
+        .map_err(|e| ApiError::BadRequest(format!("the request body is not valid JSON: {e}")))?;
+    if let Some(Value::String(p)) = v.get("prompt") {
+        if p.trim().is_empty() {
+            return Err(ApiError::BadRequest("'prompt' must not be empty".into()));
+        }
+        return Ok(Conversation::from_prompt(p));
+    }
+    match v.get("messages") {
+        Some(Value::Array(m)) if !m.is_empty() => Ok(Conversation::from_openai_messages(m)),
+        _ => Err(ApiError::BadRequest(
+            "expected {\"messages\": [...]} or {\"prompt\": \"...\"}".into(),
+        )),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -277,24 +296,5 @@ mod tests {
         assert_eq!(out["model"], "vendor/m");
         assert_eq!(out["stream_options"]["include_usage"], true);
         assert_eq!(out["temperature"], 0.5);
-    }
-}
-
-/// The body of `POST /v1/route`: `{"messages": [...]}` (OpenAI shape) or `{"prompt": "..."}`.
-pub fn route_request(body: &[u8]) -> Result<crate::router::conversation::Conversation, ApiError> {
-    use crate::router::conversation::Conversation;
-    let v: Value = serde_json::from_slice(body)
-        .map_err(|e| ApiError::BadRequest(format!("the request body is not valid JSON: {e}")))?;
-    if let Some(Value::String(p)) = v.get("prompt") {
-        if p.trim().is_empty() {
-            return Err(ApiError::BadRequest("'prompt' must not be empty".into()));
-        }
-        return Ok(Conversation::from_prompt(p));
-    }
-    match v.get("messages") {
-        Some(Value::Array(m)) if !m.is_empty() => Ok(Conversation::from_openai_messages(m)),
-        _ => Err(ApiError::BadRequest(
-            "expected {\"messages\": [...]} or {\"prompt\": \"...\"}".into(),
-        )),
     }
 }
