@@ -19,3 +19,4 @@ pub mod proxy;
 pub mod router;
 pub mod server;
 pub mod store;
+pub mod translate;
