@@ -396,9 +396,11 @@ fn user_messages(
                         get_str(&src, "data").unwrap_or("")
                     ),
                     Some("url") => get_str(&src, "url").unwrap_or("").to_string(),
-                    _ => return Err(TranslateError::new(format!(
+                    _ => {
+                        return Err(TranslateError::new(format!(
                         "messages.{i}: image source type is not supported by this model's provider"
-                    ))),
+                    )))
+                    }
                 };
                 parts.push(json!({"type": "image_url", "image_url": {"url": url}}));
             }
