@@ -2,6 +2,7 @@
 //! 127.0.0.1 speaking OpenAI's wire format (see `mock.rs` for their behaviours).
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+pub mod anthropic_mock;
 pub mod db;
 pub mod mock;
 
