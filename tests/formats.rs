@@ -9,46 +9,10 @@ use common::mock::Mock;
 use common::Proxy;
 use serde_json::{json, Value};
 
-const UPSTREAM_KEY: &str = "sk-ant-upstream-secret";
+use common::BOTH_FORMATS_UPSTREAM_KEY as UPSTREAM_KEY;
 
-/// Mocks of both kinds and a proxy with `oa-*` models on the OpenAI mock and `an-*` models on
-/// the Anthropic one (`echo`, `tools`, `error` → 429).
 async fn setup() -> (Mock, Mock, Proxy) {
-    let oa = Mock::start().await;
-    let an = Mock::start_anthropic().await;
-    let yaml = format!(
-        r#"listen: 127.0.0.1:0
-admin: {{ listen: 127.0.0.1:0 }}
-auth: {{ keys_env: TEST_CLIENT_KEYS }}
-providers:
-  - name: oa
-    kind: openai
-    base_url: {}
-    models:
-      - {{ id: oa-echo, upstream_id: echo }}
-      - {{ id: oa-tools, upstream_id: tools }}
-      - {{ id: oa-error, upstream_id: "error:429" }}
-  - name: an
-    kind: anthropic
-    base_url: {}
-    api_key_env: TEST_ANTHROPIC_KEY
-    models:
-      - {{ id: an-echo, upstream_id: echo }}
-      - {{ id: an-tools, upstream_id: tools }}
-      - {{ id: an-error, upstream_id: "error:429" }}
-"#,
-        oa.base_url(),
-        an.base_url()
-    );
-    let p = Proxy::start_with_env(
-        &yaml,
-        &[
-            ("TEST_CLIENT_KEYS", "client-key"),
-            ("TEST_ANTHROPIC_KEY", UPSTREAM_KEY),
-        ],
-    )
-    .await;
-    (oa, an, p)
+    common::both_formats().await
 }
 
 async fn messages(p: &Proxy, body: Value) -> reqwest::Response {
