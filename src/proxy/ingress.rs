@@ -260,9 +260,11 @@ impl ChatRequest {
                     }
                     match msg.get("content") {
                         Some(Value::String(_) | Value::Array(_)) => {}
-                        Some(_) => return Err(ApiError::BadRequest(format!(
+                        Some(_) => {
+                            return Err(ApiError::BadRequest(format!(
                             "messages.{i}.content: must be a string or an array of content blocks"
-                        ))),
+                        )))
+                        }
                         None => {
                             return Err(ApiError::BadRequest(format!(
                                 "messages.{i}.content: Field required"

@@ -202,6 +202,7 @@ impl SseFilter {
                     }
                     out.extend_from_slice(&t.event(&data));
                     self.usage = t.usage().map(Usage::from);
+                    self.saw_error |= t.errored();
                 }
             }
             Mode::ToOpenAi(t) => {
@@ -212,9 +213,7 @@ impl SseFilter {
                     }
                     out.extend_from_slice(&translated);
                     self.usage = t.usage().map(Usage::from);
-                    if data.windows(7).any(|w| w == b"\"error\"") && t.ended() && !self.done {
-                        self.saw_error = true;
-                    }
+                    self.saw_error |= t.errored();
                 }
             }
         }

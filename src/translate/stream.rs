@@ -60,6 +60,7 @@ pub struct OpenAiToAnthropicStream {
     open: Option<Block>,
     stop: Option<String>,
     usage: Option<TokenUsage>,
+    errored: bool,
 }
 
 impl OpenAiToAnthropicStream {
@@ -77,6 +78,11 @@ impl OpenAiToAnthropicStream {
         self.ended
     }
 
+    /// Whether the upstream reported an error in the stream.
+    pub fn errored(&self) -> bool {
+        self.errored
+    }
+
     /// Translates one upstream event's data.
     pub fn event(&mut self, data: &[u8]) -> Vec<u8> {
         let mut out = Vec::new();
@@ -92,6 +98,7 @@ impl OpenAiToAnthropicStream {
         if let Some(e) = v.get("error").filter(|e| !e.is_null()) {
             let message = get_str(e, "message").unwrap_or("the upstream reported an error");
             self.ended = true;
+            self.errored = true;
             return anthropic_error_event(message, "api_error");
         }
         self.start(&mut out, &v);
@@ -223,6 +230,7 @@ pub struct AnthropicToOpenAiStream {
     usage: Option<TokenUsage>,
     finish: Option<&'static str>,
     ended: bool,
+    errored: bool,
 }
 
 impl AnthropicToOpenAiStream {
@@ -237,6 +245,7 @@ impl AnthropicToOpenAiStream {
             usage: None,
             finish: None,
             ended: false,
+            errored: false,
         }
     }
 
@@ -246,6 +255,11 @@ impl AnthropicToOpenAiStream {
 
     pub fn ended(&self) -> bool {
         self.ended
+    }
+
+    /// Whether the upstream reported an error in the stream.
+    pub fn errored(&self) -> bool {
+        self.errored
     }
 
     fn chunk(&self, out: &mut Vec<u8>, delta: Value, finish: Option<&str>) {
@@ -356,6 +370,7 @@ impl AnthropicToOpenAiStream {
                     "param": null, "code": null}});
                 out.extend_from_slice(format!("data: {err}\n\n").as_bytes());
                 self.ended = true;
+                self.errored = true;
             }
             // ping and anything newer
             _ => {}
@@ -481,6 +496,7 @@ mod tests {
         let ev = events(&out);
         assert_eq!(ev[0].0, "error");
         assert_eq!(ev[0].1["error"]["message"], "boom");
+        assert!(t.errored());
         assert!(t.finish().is_empty());
     }
 
@@ -538,6 +554,7 @@ mod tests {
         );
         let ev = events(&out);
         assert_eq!(ev[0].1["error"]["type"], "overloaded_error");
+        assert!(t.errored());
         let mut t = AnthropicToOpenAiStream::new(false);
         let out = t.finish();
         let ev = events(&out);
