@@ -399,3 +399,35 @@ pub fn upstream_request(
     }
     Ok(req)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{parse, validated};
+
+    fn provider(kind: &str) -> Arc<Provider> {
+        let yaml = format!(
+            "listen: 127.0.0.1:0\nproviders:\n  - name: p\n    kind: {kind}\n    base_url: https://api.example.com/v1\n    api_key_env: K\n    models:\n      - {{ id: m }}\n"
+        );
+        let cfg = validated::validate(parse(&yaml, "t.yaml").unwrap(), &|n: &str| {
+            (n == "K").then(|| "sk-secret".to_string())
+        })
+        .unwrap();
+        cfg.models["m"].provider.clone()
+    }
+
+    #[test]
+    fn upstream_request_per_kind() {
+        let a = upstream_request(&provider("anthropic"), 10, true).unwrap();
+        assert_eq!(a.uri.path(), "/v1/messages");
+        assert_eq!(a.headers["x-api-key"], "sk-secret");
+        assert_eq!(a.headers["anthropic-version"], "2023-06-01");
+        assert!(a.headers.get("authorization").is_none());
+        assert_eq!(a.headers["accept"], "text/event-stream");
+        let o = upstream_request(&provider("openai"), 10, false).unwrap();
+        assert_eq!(o.uri.path(), "/v1/chat/completions");
+        assert_eq!(o.headers["authorization"], "Bearer sk-secret");
+        assert!(o.headers.get("x-api-key").is_none());
+        assert!(o.headers.get("anthropic-version").is_none());
+    }
+}
