@@ -454,3 +454,88 @@ async fn messages_endpoint_errors_in_anthropic_format() {
     );
     assert_eq!(an.count(), 0);
 }
+
+/// The decision record of a finished request, once the log has written it.
+async fn decision(p: &Proxy, id: &str) -> Value {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let r = reqwest::get(format!("{}/api/decisions/{id}", p.admin))
+            .await
+            .unwrap();
+        if r.status() == 200 {
+            return r.json().await.unwrap();
+        }
+        assert!(std::time::Instant::now() < deadline, "no decision {id}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+/// Usage reaches the decision log for every client × upstream pair, streamed or not.
+#[tokio::test]
+async fn usage_is_captured_for_every_pair() {
+    let (_oa, _an, p) = setup().await;
+    for stream in [false, true] {
+        for (client_format, model) in [
+            ("anthropic", "an-echo"),
+            ("anthropic", "oa-echo"),
+            ("openai", "an-echo"),
+            ("openai", "oa-echo"),
+        ] {
+            let resp = if client_format == "anthropic" {
+                messages(&p, anthropic_body(model, stream)).await
+            } else {
+                chat(&p, openai_body(model, stream)).await
+            };
+            assert_eq!(resp.status(), 200);
+            let id = resp.headers()["x-dualrouter-decision-id"]
+                .to_str()
+                .unwrap()
+                .to_string();
+            resp.bytes().await.unwrap();
+            let d = decision(&p, &id).await;
+            let what = format!("{client_format} client, {model}, stream {stream}: {d}");
+            assert_eq!(d["status"], "ok", "{what}");
+            assert_eq!(d["input_tokens"], 11, "{what}");
+            assert_eq!(d["output_tokens"], 7, "{what}");
+            assert_eq!(d["requested_model"], model, "{what}");
+        }
+    }
+}
+
+/// An upstream that stalls after the first byte: the translated stream ends with an Anthropic
+/// `error` event (the status was already sent).
+#[tokio::test]
+async fn stalled_stream_ends_with_an_anthropic_error_event() {
+    let oa = Mock::start().await;
+    let yaml = format!(
+        r#"listen: 127.0.0.1:0
+admin: {{ listen: 127.0.0.1:0 }}
+limits: {{ idle_ms: 500, first_byte_ms: 2000, total_ms: 5000 }}
+providers:
+  - name: oa
+    kind: openai
+    base_url: {}
+    models:
+      - {{ id: stall, upstream_id: "stall:2" }}
+"#,
+        oa.base_url()
+    );
+    let p = Proxy::start(&yaml).await;
+    let resp = messages(&p, anthropic_body("stall", true)).await;
+    assert_eq!(resp.status(), 200);
+    let text = resp.text().await.unwrap();
+    let ev = sse_events(&text);
+    assert_eq!(ev[0].0, "message_start", "{text}");
+    assert_eq!(ev[2].1["delta"]["text"], "tok0 ", "{text}");
+    let (name, data) = ev.last().unwrap();
+    assert_eq!(name, "error", "{text}");
+    assert_eq!(data["type"], "error", "{text}");
+    assert!(
+        data["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("timed out"),
+        "{text}"
+    );
+    assert!(!text.contains("message_stop"), "{text}");
+}
