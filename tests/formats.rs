@@ -26,6 +26,16 @@ async fn messages(p: &Proxy, body: Value) -> reqwest::Response {
         .unwrap()
 }
 
+async fn messages_at(p: &Proxy, path: &str, body: Value) -> reqwest::Response {
+    reqwest::Client::new()
+        .post(p.url(path))
+        .header("x-api-key", "client-key")
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+}
+
 async fn chat(p: &Proxy, body: Value) -> reqwest::Response {
     reqwest::Client::new()
         .post(p.url("/v1/chat/completions"))
@@ -452,7 +462,40 @@ async fn messages_endpoint_errors_in_anthropic_format() {
         resp.json::<Value>().await.unwrap()["error"]["type"],
         "invalid_request_error"
     );
+    // Other paths of Anthropic's API are not served, and say so in its format.
+    let resp = messages_at(
+        &p,
+        "/v1/messages/count_tokens",
+        anthropic_body("an-echo", false),
+    )
+    .await;
+    assert_eq!(resp.status(), 404);
+    assert_eq!(
+        resp.json::<Value>().await.unwrap()["error"]["type"],
+        "not_found_error"
+    );
     assert_eq!(an.count(), 0);
+}
+
+/// A multi-MiB prompt from an Anthropic client reaches an OpenAI upstream whole, translated.
+#[tokio::test]
+async fn multi_mib_prompt_is_translated_whole() {
+    let (oa, _an, p) = setup().await;
+    let prompt = "x".repeat(3 * 1024 * 1024);
+    let mut body = anthropic_body("oa-echo", false);
+    body["messages"][0]["content"] = json!([{"type": "text", "text": prompt}]);
+    let resp = messages(&p, body).await;
+    assert_eq!(resp.status(), 200);
+    let v: Value = resp.json().await.unwrap();
+    let sent: Value = serde_json::from_slice(&oa.last().body).unwrap();
+    assert_eq!(
+        sent["messages"][1]["content"].as_str().unwrap().len(),
+        prompt.len()
+    );
+    assert_eq!(
+        v["content"][0]["text"],
+        format!("received {} bytes", oa.last().body.len())
+    );
 }
 
 /// The decision record of a finished request, once the log has written it.

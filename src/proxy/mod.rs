@@ -119,7 +119,12 @@ async fn handle(
     ctx: &mut RequestCtx,
 ) -> Result<http::StatusCode, ApiError> {
     let header = session.req_header();
-    let endpoint = ingress::endpoint(&header.method, header.uri.path())?;
+    let path = header.uri.path();
+    if path.starts_with("/v1/messages") {
+        // Anthropic's API (e.g. an unsupported `/v1/messages/count_tokens`): its error format.
+        ctx.format = ApiFormat::Anthropic;
+    }
+    let endpoint = ingress::endpoint(&header.method, path)?;
     ctx.format = endpoint.format();
     match endpoint {
         Endpoint::Health => {
