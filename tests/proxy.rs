@@ -543,14 +543,22 @@ async fn models_health_and_metrics() {
         .text()
         .await
         .unwrap();
-    let m = client
-        .get(format!("{}/metrics", p.admin))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    // Counters are bumped right after the answer is written: poll briefly.
+    let deadline = Instant::now() + Duration::from_secs(2);
+    let m = loop {
+        let m = client
+            .get(format!("{}/metrics", p.admin))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if m.contains(r#"status="404"} 1"#) || Instant::now() > deadline {
+            break m;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
     assert!(
         m.contains(r#"dualrouter_requests_total{model="public-echo",status="200"} 1"#),
         "{m}"

@@ -128,6 +128,18 @@ providers:
     }
 
     #[test]
+    fn anthropic_kind_is_accepted() {
+        let text = GOOD.replace("kind: openai", "kind: anthropic");
+        let cfg = validated::validate(parse(&text, "t.yaml").unwrap(), &env).unwrap();
+        assert_eq!(
+            cfg.models["small"].provider.kind,
+            raw::ProviderKind::Anthropic
+        );
+        let text = GOOD.replace("kind: openai", "kind: gemini");
+        assert!(parse(&text, "t.yaml").is_err());
+    }
+
+    #[test]
     fn unknown_key_names_its_path() {
         let text = GOOD.replace("cost_per_mtok: { input", "cost_per_mtok: { inptu");
         let err = parse(&text, "t.yaml").unwrap_err().to_string();

@@ -532,13 +532,6 @@ fn provider(
     if rp.name.trim().is_empty() {
         p.push(format!("{path}.name"), "must not be empty");
     }
-    if rp.kind == ProviderKind::Anthropic {
-        p.push(
-            format!("{path}.kind"),
-            "'anthropic' upstreams are not supported by this version; use an OpenAI-compatible \
-             endpoint (kind: openai)",
-        );
-    }
     let uri: http::Uri = match rp.base_url.parse() {
         Ok(u) => u,
         Err(e) => {

@@ -16,8 +16,9 @@ use pingora::protocols::http::client::HttpSession;
 use pingora::tls::x509::X509;
 use pingora::upstreams::peer::{HttpPeer, ALPN};
 
+use crate::config::raw::ProviderKind;
 use crate::config::validated::{Config, Limits, Provider};
-use crate::error::{ApiError, TimeoutPhase};
+use crate::error::{ApiError, ApiFormat, TimeoutPhase};
 
 /// The system's trusted roots, read once when a provider needs them beside its own CA.
 const SYSTEM_BUNDLES: &[&str] = &[
@@ -316,14 +317,29 @@ fn system_roots() -> Vec<X509> {
     Vec::new()
 }
 
-/// Builds the upstream request for an OpenAI-compatible provider. Only what the proxy sets goes
+/// The wire format a provider speaks.
+pub fn format_of(kind: ProviderKind) -> ApiFormat {
+    match kind {
+        ProviderKind::Openai => ApiFormat::OpenAi,
+        ProviderKind::Anthropic => ApiFormat::Anthropic,
+    }
+}
+
+/// Builds the upstream request for a provider of either kind: `POST {base}/chat/completions`
+/// with `Authorization: Bearer KEY` (OpenAI-compatible), or `POST {base}/messages` with
+/// `x-api-key: KEY` and `anthropic-version` (Anthropic). Only what the proxy sets goes
 /// upstream: the client's own headers (its key above all) never do.
-pub fn openai_request(
+pub fn upstream_request(
     provider: &Provider,
     body_len: usize,
     stream: bool,
 ) -> Result<RequestHeader, ApiError> {
-    let path = format!("{}/chat/completions", provider.base_path);
+    let anthropic = provider.kind == ProviderKind::Anthropic;
+    let path = if anthropic {
+        format!("{}/messages", provider.base_path)
+    } else {
+        format!("{}/chat/completions", provider.base_path)
+    };
     let internal = |e: pingora::BError| {
         ApiError::Internal(format!(
             "building the upstream request: {}",
@@ -351,21 +367,67 @@ pub fn openai_request(
         concat!("dualrouter/", env!("CARGO_PKG_VERSION")),
     )
     .map_err(internal)?;
+    if anthropic {
+        // Before the configured headers, so a provider may pin another version.
+        req.insert_header("anthropic-version", crate::translate::ANTHROPIC_VERSION)
+            .map_err(internal)?;
+    }
     for (name, value) in &provider.headers {
         req.insert_header(name.clone(), value.clone())
             .map_err(internal)?;
     }
     if let Some(key) = &provider.api_key {
-        let mut value =
-            http::HeaderValue::try_from(format!("Bearer {}", key.expose())).map_err(|_| {
-                ApiError::Internal(format!(
-                    "provider '{}': API key is not a valid header value",
-                    provider.name
-                ))
-            })?;
+        let (name, text) = if anthropic {
+            (
+                http::HeaderName::from_static("x-api-key"),
+                key.expose().to_string(),
+            )
+        } else {
+            (
+                http::header::AUTHORIZATION,
+                format!("Bearer {}", key.expose()),
+            )
+        };
+        let mut value = http::HeaderValue::try_from(text).map_err(|_| {
+            ApiError::Internal(format!(
+                "provider '{}': API key is not a valid header value",
+                provider.name
+            ))
+        })?;
         value.set_sensitive(true);
-        req.insert_header(http::header::AUTHORIZATION, value)
-            .map_err(internal)?;
+        req.insert_header(name, value).map_err(internal)?;
     }
     Ok(req)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{parse, validated};
+
+    fn provider(kind: &str) -> Arc<Provider> {
+        let yaml = format!(
+            "listen: 127.0.0.1:0\nproviders:\n  - name: p\n    kind: {kind}\n    base_url: https://api.example.com/v1\n    api_key_env: K\n    models:\n      - {{ id: m }}\n"
+        );
+        let cfg = validated::validate(parse(&yaml, "t.yaml").unwrap(), &|n: &str| {
+            (n == "K").then(|| "sk-secret".to_string())
+        })
+        .unwrap();
+        cfg.models["m"].provider.clone()
+    }
+
+    #[test]
+    fn upstream_request_per_kind() {
+        let a = upstream_request(&provider("anthropic"), 10, true).unwrap();
+        assert_eq!(a.uri.path(), "/v1/messages");
+        assert_eq!(a.headers["x-api-key"], "sk-secret");
+        assert_eq!(a.headers["anthropic-version"], "2023-06-01");
+        assert!(a.headers.get("authorization").is_none());
+        assert_eq!(a.headers["accept"], "text/event-stream");
+        let o = upstream_request(&provider("openai"), 10, false).unwrap();
+        assert_eq!(o.uri.path(), "/v1/chat/completions");
+        assert_eq!(o.headers["authorization"], "Bearer sk-secret");
+        assert!(o.headers.get("x-api-key").is_none());
+        assert!(o.headers.get("anthropic-version").is_none());
+    }
 }

@@ -15,6 +15,8 @@ pub enum Endpoint {
     ChatCompletions,
     /// Dry run: the routing decision as JSON, nothing sent upstream.
     Route,
+    /// Anthropic's Messages API.
+    Messages,
     Models,
     Health,
 }
@@ -22,7 +24,10 @@ pub enum Endpoint {
 impl Endpoint {
     /// The wire format errors on this endpoint use.
     pub fn format(self) -> ApiFormat {
-        ApiFormat::OpenAi
+        match self {
+            Self::Messages => ApiFormat::Anthropic,
+            Self::ChatCompletions | Self::Route | Self::Models | Self::Health => ApiFormat::OpenAi,
+        }
     }
 }
 
@@ -33,6 +38,7 @@ pub fn endpoint(method: &http::Method, path: &str) -> Result<Endpoint, ApiError>
         "/v1/chat/completions" | "/chat/completions" => {
             (Endpoint::ChatCompletions, http::Method::POST)
         }
+        "/v1/messages" | "/messages" => (Endpoint::Messages, http::Method::POST),
         "/v1/models" | "/models" => (Endpoint::Models, http::Method::GET),
         "/v1/route" => (Endpoint::Route, http::Method::POST),
         "/healthz" => (Endpoint::Health, http::Method::GET),
@@ -129,10 +135,13 @@ pub async fn read_body(session: &mut Session, limits: &Limits) -> Result<Bytes, 
     }
 }
 
-/// An OpenAI chat-completions request: the fields the proxy acts on, and the whole JSON object
-/// so that everything else reaches the upstream untouched.
+/// A chat request in the client's format (OpenAI chat completions or Anthropic Messages): the
+/// fields the proxy acts on, and the whole JSON object so that everything else reaches an
+/// upstream of the same format untouched. It stays in the client's format so that it can be
+/// translated for any upstream kind, again for each candidate of a fallback chain.
 #[derive(Debug, Clone)]
 pub struct ChatRequest {
+    pub format: ApiFormat,
     pub model: String,
     pub stream: bool,
     /// The client asked for the usage chunk (`stream_options.include_usage`).
@@ -200,6 +209,7 @@ impl ChatRequest {
             .and_then(Value::as_bool)
             .unwrap_or(false);
         Ok(Self {
+            format: ApiFormat::OpenAi,
             model,
             stream,
             include_usage,
@@ -207,8 +217,136 @@ impl ChatRequest {
         })
     }
 
-    /// The body for the upstream: the model id it expects and, when streaming, a request for
-    /// the usage chunk (captured for the log; passed on only if the client asked for it).
+    /// Parses and checks an Anthropic Messages request (errors read like Anthropic's own).
+    pub fn parse_anthropic(body: &[u8]) -> Result<Self, ApiError> {
+        if body.is_empty() {
+            return Err(ApiError::BadRequest(
+                "the request body is empty; expected a JSON object".into(),
+            ));
+        }
+        let v: Value = serde_json::from_slice(body).map_err(|e| {
+            ApiError::BadRequest(format!("the request body is not valid JSON: {e}"))
+        })?;
+        let Value::Object(body) = v else {
+            return Err(ApiError::BadRequest(
+                "the request body must be a JSON object".into(),
+            ));
+        };
+        let model = match body.get("model") {
+            Some(Value::String(m)) if !m.trim().is_empty() => m.clone(),
+            Some(_) => {
+                return Err(ApiError::BadRequest(
+                    "model: must be a non-empty string".into(),
+                ))
+            }
+            None => return Err(ApiError::BadRequest("model: Field required".into())),
+        };
+        match body.get("max_tokens") {
+            Some(n) if n.as_u64().is_some_and(|n| n >= 1) => {}
+            Some(_) => {
+                return Err(ApiError::BadRequest(
+                    "max_tokens: must be an integer of at least 1".into(),
+                ))
+            }
+            None => return Err(ApiError::BadRequest("max_tokens: Field required".into())),
+        }
+        match body.get("messages") {
+            Some(Value::Array(m)) if !m.is_empty() => {
+                for (i, msg) in m.iter().enumerate() {
+                    match msg.get("role").and_then(Value::as_str) {
+                        Some("user" | "assistant") => {}
+                        _ => {
+                            return Err(ApiError::BadRequest(format!(
+                                "messages.{i}.role: must be 'user' or 'assistant'"
+                            )))
+                        }
+                    }
+                    match msg.get("content") {
+                        Some(Value::String(_) | Value::Array(_)) => {}
+                        Some(_) => {
+                            return Err(ApiError::BadRequest(format!(
+                            "messages.{i}.content: must be a string or an array of content blocks"
+                        )))
+                        }
+                        None => {
+                            return Err(ApiError::BadRequest(format!(
+                                "messages.{i}.content: Field required"
+                            )))
+                        }
+                    }
+                }
+            }
+            Some(Value::Array(_)) => {
+                return Err(ApiError::BadRequest(
+                    "messages: at least one message is required".into(),
+                ))
+            }
+            Some(_) => return Err(ApiError::BadRequest("messages: must be an array".into())),
+            None => return Err(ApiError::BadRequest("messages: Field required".into())),
+        }
+        match body.get("system") {
+            None | Some(Value::Null | Value::String(_) | Value::Array(_)) => {}
+            Some(_) => {
+                return Err(ApiError::BadRequest(
+                    "system: must be a string or an array of text blocks".into(),
+                ))
+            }
+        }
+        let stream = match body.get("stream") {
+            None | Some(Value::Null) => false,
+            Some(Value::Bool(b)) => *b,
+            Some(_) => return Err(ApiError::BadRequest("stream: must be a boolean".into())),
+        };
+        Ok(Self {
+            format: ApiFormat::Anthropic,
+            model,
+            stream,
+            // Anthropic streams always carry usage; nothing to drop.
+            include_usage: true,
+            body,
+        })
+    }
+
+    /// The messages, whatever the format (for the decision log and the router).
+    pub fn messages(&self) -> &[Value] {
+        self.body
+            .get("messages")
+            .and_then(Value::as_array)
+            .map(Vec::as_slice)
+            .unwrap_or_default()
+    }
+
+    /// The body for an upstream of format `upstream`: the client's body with the model id the
+    /// upstream expects when the formats match, a translation otherwise.
+    pub fn upstream_body_for(
+        &self,
+        upstream: ApiFormat,
+        upstream_model: &str,
+    ) -> Result<Bytes, ApiError> {
+        let translated = match (self.format, upstream) {
+            (ApiFormat::OpenAi, ApiFormat::OpenAi) => return Ok(self.upstream_body(upstream_model)),
+            (ApiFormat::Anthropic, ApiFormat::Anthropic) => {
+                let mut body = self.body.clone();
+                body.insert("model".into(), Value::String(upstream_model.to_string()));
+                body
+            }
+            (ApiFormat::OpenAi, ApiFormat::Anthropic) => {
+                crate::translate::openai_to_anthropic_request(&self.body, upstream_model)
+                    .map_err(|e| ApiError::BadRequest(e.to_string()))?
+            }
+            (ApiFormat::Anthropic, ApiFormat::OpenAi) => {
+                crate::translate::anthropic_to_openai_request(&self.body, upstream_model)
+                    .map_err(|e| ApiError::BadRequest(e.to_string()))?
+            }
+        };
+        Ok(Bytes::from(
+            serde_json::to_vec(&translated).unwrap_or_default(),
+        ))
+    }
+
+    /// The body for an OpenAI-compatible upstream when the client spoke OpenAI: the model id it
+    /// expects and, when streaming, a request for the usage chunk (captured for the log; passed
+    /// on only if the client asked for it).
     pub fn upstream_body(&self, upstream_model: &str) -> Bytes {
         let mut body = self.body.clone();
         body.insert("model".into(), Value::String(upstream_model.to_string()));
@@ -285,6 +423,40 @@ mod tests {
             let e = ChatRequest::parse(body).unwrap_err();
             assert_eq!(e.status(), 400, "{}", String::from_utf8_lossy(body));
         }
+    }
+
+    #[test]
+    fn messages_endpoint_and_anthropic_parse() {
+        let ep = endpoint(&http::Method::POST, "/v1/messages").unwrap();
+        assert_eq!(ep, Endpoint::Messages);
+        assert_eq!(ep.format(), ApiFormat::Anthropic);
+        for body in [
+            &b"{"[..],
+            b"{\"max_tokens\":1,\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]}",
+            b"{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]}",
+            b"{\"model\":\"m\",\"max_tokens\":0,\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]}",
+            b"{\"model\":\"m\",\"max_tokens\":1,\"messages\":[]}",
+            b"{\"model\":\"m\",\"max_tokens\":1,\"messages\":[{\"role\":\"system\",\"content\":\"x\"}]}",
+            b"{\"model\":\"m\",\"max_tokens\":1,\"messages\":[{\"role\":\"user\"}]}",
+            b"{\"model\":\"m\",\"max_tokens\":1,\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"system\":5}",
+        ] {
+            let e = ChatRequest::parse_anthropic(body).unwrap_err();
+            assert_eq!(e.status(), 400, "{}", String::from_utf8_lossy(body));
+        }
+        let r = ChatRequest::parse_anthropic(
+            br#"{"model":"m","max_tokens":9,"stream":true,"system":"s","messages":[{"role":"user","content":"x"}]}"#,
+        )
+        .unwrap();
+        assert!(r.stream);
+        let same: Value =
+            serde_json::from_slice(&r.upstream_body_for(ApiFormat::Anthropic, "up").unwrap())
+                .unwrap();
+        assert_eq!(same["model"], "up");
+        assert_eq!(same["system"], "s");
+        let other: Value =
+            serde_json::from_slice(&r.upstream_body_for(ApiFormat::OpenAi, "up").unwrap()).unwrap();
+        assert_eq!(other["messages"][0]["role"], "system");
+        assert_eq!(other["stream_options"]["include_usage"], true);
     }
 
     #[test]

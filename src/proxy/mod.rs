@@ -121,7 +121,12 @@ async fn handle(
     ctx: &mut RequestCtx,
 ) -> Result<http::StatusCode, ApiError> {
     let header = session.req_header();
-    let endpoint = ingress::endpoint(&header.method, header.uri.path())?;
+    let path = header.uri.path();
+    if path.starts_with("/v1/messages") {
+        // Anthropic's API (e.g. an unsupported `/v1/messages/count_tokens`): its error format.
+        ctx.format = ApiFormat::Anthropic;
+    }
+    let endpoint = ingress::endpoint(&header.method, path)?;
     ctx.format = endpoint.format();
     match endpoint {
         Endpoint::Health => {
@@ -137,7 +142,7 @@ async fn handle(
             )
             .await
         }
-        Endpoint::ChatCompletions => {
+        Endpoint::ChatCompletions | Endpoint::Messages => {
             ingress::authorize(state.config.auth.as_ref(), &session.req_header().headers)?;
             chat(state, session, ctx).await
         }
@@ -167,7 +172,12 @@ async fn chat(
     let body = ingress::read_body(session, &limits).await?;
     state.metrics.bytes_in.inc_by(body.len() as u64);
     let prepared = Instant::now();
-    let request = ChatRequest::parse(&body)?;
+    // The request stays in the client's format; each upstream gets its own translation.
+    let request = match ctx.format {
+        ApiFormat::OpenAi => ChatRequest::parse(&body)?,
+        ApiFormat::Anthropic => ChatRequest::parse_anthropic(&body)?,
+    };
+    // Seam for routing (`model: "auto"`): choose the model here, from `request`.
     let model = state
         .config
         .models
@@ -176,9 +186,10 @@ async fn chat(
         .ok_or_else(|| ApiError::UnknownModel(request.model.clone()))?;
     ctx.model = Some(model.id.clone());
     ctx.record = Some(new_record(state, ctx, &request, &model));
-    let upstream_body = request.upstream_body(&model.upstream_id);
+    let upstream_format = forward::format_of(model.provider.kind);
+    let upstream_body = request.upstream_body_for(upstream_format, &model.upstream_id)?;
     drop(body);
-    let header = forward::openai_request(&model.provider, upstream_body.len(), request.stream)?;
+    let header = forward::upstream_request(&model.provider, upstream_body.len(), request.stream)?;
     let before_upstream = prepared.elapsed();
 
     let deadline = Instant::now() + limits.total;
@@ -212,6 +223,7 @@ async fn chat(
             exchange,
             stream: request.stream,
             include_usage: request.include_usage,
+            client_format: ctx.format,
             deadline,
             overhead_so_far: before_upstream,
         },
@@ -226,12 +238,7 @@ fn new_record(
     request: &ChatRequest,
     model: &crate::config::Model,
 ) -> DecisionRecord {
-    let messages = request
-        .body
-        .get("messages")
-        .and_then(serde_json::Value::as_array)
-        .map(Vec::as_slice)
-        .unwrap_or_default();
+    let messages = request.messages();
     let prompt: String = Conversation::from_openai_messages(messages)
         .turns
         .iter()

@@ -10,12 +10,13 @@ use bytes::BytesMut;
 use pingora::http::ResponseHeader;
 use pingora::proxy::Session;
 
+use super::forward::format_of;
 use super::forward::Exchange;
 use super::respond::{DECISION_HEADER, MODEL_HEADER};
-use super::sse::{self, SseFilter, Usage};
+use super::sse::{SseFilter, Usage};
 use super::{ProxyState, RequestCtx};
 use crate::config::Model;
-use crate::error::ApiError;
+use crate::error::{ApiError, ApiFormat};
 
 /// How much of a non-streamed response is kept to read its usage from.
 const USAGE_SCAN_BYTES: usize = 1024 * 1024;
@@ -40,6 +41,8 @@ pub struct Relay<'a> {
     pub exchange: Exchange,
     pub stream: bool,
     pub include_usage: bool,
+    /// The client's wire format; the answer is translated when the upstream's differs.
+    pub client_format: ApiFormat,
     pub deadline: Instant,
     /// Time the proxy spent before the upstream call (parse, rewrite).
     pub overhead_so_far: Duration,
@@ -68,16 +71,19 @@ pub async fn relay(
         mut exchange,
         stream,
         include_usage,
+        client_format,
         deadline,
         overhead_so_far,
     } = r;
     let provider = &model.provider;
+    let upstream_format = format_of(provider.kind);
     let up = exchange
         .response_header()
         .ok_or_else(|| ApiError::UpstreamBroken {
             provider: provider.name.clone(),
             detail: "no response header".into(),
-        })?;
+        })?
+        .clone();
     let status = up.status;
     let is_sse = up
         .headers
@@ -85,13 +91,38 @@ pub async fn relay(
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("text/event-stream"));
     let filter_sse = stream && is_sse && status.is_success();
+    // A whole body in the other format (an answer, an error) is read whole and translated.
+    let translate_whole = client_format != upstream_format && !filter_sse;
+    let mut whole = None;
+    if translate_whole {
+        match read_whole(state, session, &mut exchange, model, deadline).await? {
+            Some(body) => {
+                whole = Some(translate_body(
+                    upstream_format,
+                    status,
+                    &body,
+                    &provider.name,
+                )?)
+            }
+            None => {
+                state.metrics.client_disconnects.inc();
+                if let Some(rec) = ctx.record.as_mut() {
+                    rec.status = "cancelled".into();
+                }
+                return Ok(status);
+            }
+        }
+    }
 
     let mut resp = ResponseHeader::build(status, Some(up.headers.len() + 3)).map_err(|e| {
         ApiError::Internal(format!("building the response: {}", e.etype().as_str()))
     })?;
     for (name, value) in up.headers.iter() {
         let n = name.as_str();
-        if NOT_FORWARDED.contains(&n) || (filter_sse && n == "content-length") {
+        if NOT_FORWARDED.contains(&n)
+            || ((filter_sse || translate_whole) && n == "content-length")
+            || (translate_whole && (n == "content-type" || n == "content-encoding"))
+        {
             continue;
         }
         resp.append_header(name.clone(), value.clone())
@@ -99,12 +130,16 @@ pub async fn relay(
                 ApiError::Internal(format!("copying a response header: {}", e.etype().as_str()))
             })?;
     }
-    let chunked = !resp.headers.contains_key(http::header::CONTENT_LENGTH);
     let set = |resp: &mut ResponseHeader, k: &'static str, v: String| {
         resp.insert_header(k, v).map_err(|e| {
             ApiError::Internal(format!("setting a response header: {}", e.etype().as_str()))
         })
     };
+    if let Some((body, _)) = &whole {
+        set(&mut resp, "content-type", "application/json".into())?;
+        set(&mut resp, "content-length", body.len().to_string())?;
+    }
+    let chunked = !resp.headers.contains_key(http::header::CONTENT_LENGTH);
     if chunked {
         set(&mut resp, "transfer-encoding", "chunked".into())?;
     }
@@ -124,55 +159,68 @@ pub async fn relay(
         .overhead
         .observe((overhead_so_far + started.elapsed()).as_secs_f64());
 
-    let mut filter = filter_sse.then(|| SseFilter::new(include_usage));
+    let mut filter =
+        filter_sse.then(|| SseFilter::between(upstream_format, client_format, include_usage));
     let mut scan = BytesMut::new();
     let mut sent: u64 = 0;
-    let outcome = loop {
-        let next = tokio::select! {
-            n = exchange.next_chunk(provider, state.config.limits.idle, deadline) => n,
-            _ = client_gone(session) => break Outcome::ClientGone,
-        };
-        let (data, end) = match next {
-            Ok(Some(chunk)) => {
-                if filter.is_none() && status.is_success() && scan.len() < USAGE_SCAN_BYTES {
-                    scan.extend_from_slice(&chunk);
-                }
-                // The upstream's last chunk ends the client's response at once: a client that
-                // has its whole answer may send its next request on this connection, which must
-                // not be mistaken for a disconnect.
-                let end = exchange.response_done();
-                match filter.as_mut() {
-                    Some(f) => {
-                        let mut out = bytes::BytesMut::from(&f.push(&chunk)[..]);
-                        if end {
-                            out.extend_from_slice(&f.finish());
-                        }
-                        (out.freeze(), end)
-                    }
-                    None => (chunk, end),
-                }
-            }
-            Ok(None) => (
-                filter.as_mut().map(SseFilter::finish).unwrap_or_default(),
-                true,
-            ),
-            Err(e) => break Outcome::UpstreamFailed(e),
-        };
-        sent += data.len() as u64;
-        if session.write_response_body(Some(data), end).await.is_err() {
-            break Outcome::ClientGone;
+    let mut whole_usage = None;
+    let outcome = if let Some((body, usage)) = whole {
+        sent = body.len() as u64;
+        whole_usage = usage.and_then(|v| Usage::from_body(upstream_format, &v));
+        if session.write_response_body(Some(body), true).await.is_err() {
+            Outcome::ClientGone
+        } else {
+            Outcome::Complete
         }
-        if end {
-            break Outcome::Complete;
+    } else {
+        loop {
+            let next = tokio::select! {
+                n = exchange.next_chunk(provider, state.config.limits.idle, deadline) => n,
+                _ = client_gone(session) => break Outcome::ClientGone,
+            };
+            let (data, end) = match next {
+                Ok(Some(chunk)) => {
+                    if filter.is_none() && status.is_success() && scan.len() < USAGE_SCAN_BYTES {
+                        scan.extend_from_slice(&chunk);
+                    }
+                    // The upstream's last chunk ends the client's response at once: a client that
+                    // has its whole answer may send its next request on this connection, which must
+                    // not be mistaken for a disconnect.
+                    let end = exchange.response_done();
+                    match filter.as_mut() {
+                        Some(f) => {
+                            let mut out = bytes::BytesMut::from(&f.push(&chunk)[..]);
+                            if end {
+                                out.extend_from_slice(&f.finish());
+                            }
+                            (out.freeze(), end)
+                        }
+                        None => (chunk, end),
+                    }
+                }
+                Ok(None) => (
+                    filter.as_mut().map(SseFilter::finish).unwrap_or_default(),
+                    true,
+                ),
+                Err(e) => break Outcome::UpstreamFailed(e),
+            };
+            sent += data.len() as u64;
+            if session.write_response_body(Some(data), end).await.is_err() {
+                break Outcome::ClientGone;
+            }
+            if end {
+                break Outcome::Complete;
+            }
         }
     };
     state.metrics.bytes_out.inc_by(sent);
 
     let usage = match &filter {
         Some(f) => f.usage,
+        None if whole_usage.is_some() => whole_usage,
         None => serde_json::from_slice::<serde_json::Value>(&scan)
             .ok()
-            .and_then(|v| Usage::from_openai(&v)),
+            .and_then(|v| Usage::from_body(upstream_format, &v)),
     };
     let (input_tokens, output_tokens) = usage.map_or((0, 0), |u| (u.input_tokens, u.output_tokens));
     if let Some(rec) = ctx.record.as_mut() {
@@ -205,8 +253,8 @@ pub async fn relay(
         Outcome::UpstreamFailed(e) => {
             state.metrics.errors.with_label_values(&[e.kind()]).inc();
             tracing::warn!(decision_id = %ctx.decision_id, model = %model.id, "after the first byte: {e}");
-            if filter.is_some() {
-                let event = sse::openai_error_event(&e.to_string(), e.kind());
+            if let Some(f) = &filter {
+                let event = f.error_event(&e.to_string(), e.kind());
                 let _ = session.write_response_body(Some(event), true).await;
             }
             session.set_keepalive(None);
@@ -225,6 +273,71 @@ pub async fn relay(
         "forwarded"
     );
     Ok(status)
+}
+
+/// Reads a whole upstream body (bounded by `max_body_bytes`); `None` if the client went away.
+async fn read_whole(
+    state: &ProxyState,
+    session: &mut Session,
+    exchange: &mut Exchange,
+    model: &Model,
+    deadline: Instant,
+) -> Result<Option<bytes::Bytes>, ApiError> {
+    let provider = &model.provider;
+    let cap = state.config.limits.max_body_bytes;
+    let mut buf = BytesMut::new();
+    loop {
+        if exchange.response_done() {
+            return Ok(Some(buf.freeze()));
+        }
+        let next = tokio::select! {
+            n = exchange.next_chunk(provider, state.config.limits.idle, deadline) => n?,
+            _ = client_gone(session) => return Ok(None),
+        };
+        match next {
+            Some(chunk) => {
+                if buf.len() + chunk.len() > cap {
+                    return Err(ApiError::UpstreamBroken {
+                        provider: provider.name.clone(),
+                        detail: format!(
+                            "the response exceeds {cap} bytes and cannot be translated"
+                        ),
+                    });
+                }
+                buf.extend_from_slice(&chunk);
+            }
+            None => return Ok(Some(buf.freeze())),
+        }
+    }
+}
+
+/// Translates a whole upstream body into the other format: a success answer, or an error with
+/// its status kept. Returns the body and, for a success, the upstream's answer (for usage).
+fn translate_body(
+    upstream: ApiFormat,
+    status: http::StatusCode,
+    body: &[u8],
+    provider: &str,
+) -> Result<(bytes::Bytes, Option<serde_json::Value>), ApiError> {
+    use crate::translate as t;
+    if status.is_success() {
+        let v: serde_json::Value =
+            serde_json::from_slice(body).map_err(|_| ApiError::UpstreamBroken {
+                provider: provider.to_string(),
+                detail: "the response is not JSON".into(),
+            })?;
+        let out = match upstream {
+            ApiFormat::OpenAi => t::openai_to_anthropic_response(&v),
+            ApiFormat::Anthropic => t::anthropic_to_openai_response(&v),
+        };
+        Ok((bytes::Bytes::from(out.to_string()), Some(v)))
+    } else {
+        let out = match upstream {
+            ApiFormat::OpenAi => t::openai_to_anthropic_error(status.as_u16(), body),
+            ApiFormat::Anthropic => t::anthropic_to_openai_error(status.as_u16(), body),
+        };
+        Ok((bytes::Bytes::from(out.to_string()), None))
+    }
 }
 
 enum Outcome {

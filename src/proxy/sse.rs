@@ -8,6 +8,9 @@
 
 use bytes::{Bytes, BytesMut};
 
+use crate::error::ApiFormat;
+use crate::translate::{AnthropicToOpenAiStream, OpenAiToAnthropicStream, TokenUsage};
+
 /// An event larger than this is passed on unparsed rather than buffered further.
 pub const MAX_EVENT_BYTES: usize = 4 * 1024 * 1024;
 
@@ -33,14 +36,57 @@ impl Usage {
                 .unwrap_or(0),
         })
     }
+
+    /// Reads Anthropic's `usage` object (`input_tokens` plus cache reads and writes,
+    /// `output_tokens`) from a message.
+    pub fn from_anthropic(v: &serde_json::Value) -> Option<Self> {
+        let u = v.get("usage").filter(|u| u.is_object())?;
+        let n = |k: &str| u.get(k).and_then(|t| t.as_u64()).unwrap_or(0);
+        Some(Self {
+            input_tokens: n("input_tokens")
+                + n("cache_read_input_tokens")
+                + n("cache_creation_input_tokens"),
+            output_tokens: n("output_tokens"),
+        })
+    }
+
+    /// Reads the usage of a whole (non-streamed) response body in `format`.
+    pub fn from_body(format: ApiFormat, v: &serde_json::Value) -> Option<Self> {
+        match format {
+            ApiFormat::OpenAi => Self::from_openai(v),
+            ApiFormat::Anthropic => Self::from_anthropic(v),
+        }
+    }
+}
+
+impl From<TokenUsage> for Usage {
+    fn from(u: TokenUsage) -> Self {
+        Self {
+            input_tokens: u.input_tokens,
+            output_tokens: u.output_tokens,
+        }
+    }
+}
+
+/// What the filter does with each event.
+#[derive(Debug)]
+enum Mode {
+    /// OpenAI upstream, OpenAI client: forward, capture usage, maybe drop the usage chunk.
+    OpenAi { keep_usage_chunk: bool },
+    /// Anthropic upstream, Anthropic client: forward, capture usage from `message_start` and
+    /// `message_delta`.
+    Anthropic,
+    /// OpenAI upstream, Anthropic client.
+    ToAnthropic(OpenAiToAnthropicStream),
+    /// Anthropic upstream, OpenAI client.
+    ToOpenAi(AnthropicToOpenAiStream),
 }
 
 /// Splits an SSE byte stream into events and filters them.
 #[derive(Debug)]
 pub struct SseFilter {
     pending: BytesMut,
-    /// Forward the usage-only chunk (the client set `stream_options.include_usage`).
-    keep_usage_chunk: bool,
+    mode: Mode,
     pub usage: Option<Usage>,
     /// Saw `data: [DONE]`.
     pub done: bool,
@@ -49,14 +95,41 @@ pub struct SseFilter {
 }
 
 impl SseFilter {
+    /// An OpenAI stream to an OpenAI client; `keep_usage_chunk`: forward the usage-only chunk
+    /// (the client set `stream_options.include_usage`).
     pub fn new(keep_usage_chunk: bool) -> Self {
+        Self::with_mode(Mode::OpenAi { keep_usage_chunk })
+    }
+
+    /// A stream from an upstream speaking `upstream` to a client speaking `client`,
+    /// translated when they differ.
+    pub fn between(upstream: ApiFormat, client: ApiFormat, include_usage: bool) -> Self {
+        Self::with_mode(match (upstream, client) {
+            (ApiFormat::OpenAi, ApiFormat::OpenAi) => Mode::OpenAi {
+                keep_usage_chunk: include_usage,
+            },
+            (ApiFormat::Anthropic, ApiFormat::Anthropic) => Mode::Anthropic,
+            (ApiFormat::OpenAi, ApiFormat::Anthropic) => {
+                Mode::ToAnthropic(OpenAiToAnthropicStream::new())
+            }
+            (ApiFormat::Anthropic, ApiFormat::OpenAi) => {
+                Mode::ToOpenAi(AnthropicToOpenAiStream::new(include_usage))
+            }
+        })
+    }
+
+    fn with_mode(mode: Mode) -> Self {
         Self {
             pending: BytesMut::new(),
-            keep_usage_chunk,
+            mode,
             usage: None,
             done: false,
             saw_error: false,
         }
+    }
+
+    fn translating(&self) -> bool {
+        matches!(self.mode, Mode::ToAnthropic(_) | Mode::ToOpenAi(_))
     }
 
     /// Feeds a chunk from upstream; returns the bytes to send to the client now (possibly empty).
@@ -65,24 +138,115 @@ impl SseFilter {
         let mut out = BytesMut::new();
         while let Some(end) = event_end(&self.pending) {
             let event = self.pending.split_to(end);
-            if self.keep(&event) {
-                out.extend_from_slice(&event);
-            }
+            self.event(&event, &mut out);
         }
         if self.pending.len() > MAX_EVENT_BYTES {
-            // Not SSE as we know it: pass it on rather than hold it.
-            out.extend_from_slice(&self.pending.split());
+            // Not SSE as we know it: pass it on rather than hold it (or drop it, when it would
+            // have to be translated).
+            let rest = self.pending.split();
+            if !self.translating() {
+                out.extend_from_slice(&rest);
+            }
         }
         out.freeze()
     }
 
-    /// The stream ended: whatever is left (an unterminated last event) goes to the client.
+    /// The stream ended: whatever is left (an unterminated last event) goes to the client, and
+    /// a translated stream is closed as its format wants.
     pub fn finish(&mut self) -> Bytes {
         let rest = self.pending.split();
-        if !rest.is_empty() && self.keep(&rest) {
-            return rest.freeze();
+        let mut out = BytesMut::new();
+        if !rest.is_empty() {
+            self.event(&rest, &mut out);
         }
-        Bytes::new()
+        match &mut self.mode {
+            Mode::ToAnthropic(t) => {
+                out.extend_from_slice(&t.finish());
+                self.usage = t.usage().map(Usage::from);
+            }
+            Mode::ToOpenAi(t) => {
+                out.extend_from_slice(&t.finish());
+                self.usage = t.usage().map(Usage::from);
+            }
+            Mode::OpenAi { .. } | Mode::Anthropic => {}
+        }
+        out.freeze()
+    }
+
+    /// An error event in the client's format, for a stream that must end early.
+    pub fn error_event(&self, message: &str, code: &str) -> Bytes {
+        match &self.mode {
+            Mode::OpenAi { .. } | Mode::ToOpenAi(_) => openai_error_event(message, code),
+            Mode::Anthropic | Mode::ToAnthropic(_) => Bytes::from(
+                crate::translate::stream::anthropic_error_event(message, "api_error"),
+            ),
+        }
+    }
+
+    /// Handles one whole event: forwards, drops or translates it into `out`.
+    fn event(&mut self, event: &[u8], out: &mut BytesMut) {
+        match &mut self.mode {
+            Mode::OpenAi { .. } => {
+                if self.keep(event) {
+                    out.extend_from_slice(event);
+                }
+            }
+            Mode::Anthropic => {
+                self.anthropic_event(event);
+                out.extend_from_slice(event);
+            }
+            Mode::ToAnthropic(t) => {
+                if let Some(data) = event_data(event) {
+                    if data.trim_ascii() == b"[DONE]" {
+                        self.done = true;
+                    }
+                    out.extend_from_slice(&t.event(&data));
+                    self.usage = t.usage().map(Usage::from);
+                    self.saw_error |= t.errored();
+                }
+            }
+            Mode::ToOpenAi(t) => {
+                if let Some(data) = event_data(event) {
+                    let translated = t.event(&data);
+                    if translated.ends_with(b"data: [DONE]\n\n") {
+                        self.done = true;
+                    }
+                    out.extend_from_slice(&translated);
+                    self.usage = t.usage().map(Usage::from);
+                    self.saw_error |= t.errored();
+                }
+            }
+        }
+    }
+
+    /// Captures usage from an Anthropic event.
+    fn anthropic_event(&mut self, event: &[u8]) {
+        let Some(data) = event_data(event) else {
+            return;
+        };
+        let Ok(v) = serde_json::from_slice::<serde_json::Value>(&data) else {
+            return;
+        };
+        match v.get("type").and_then(|t| t.as_str()) {
+            Some("message_start") => {
+                if let Some(m) = v.get("message") {
+                    self.usage = Usage::from_anthropic(m).or(self.usage);
+                }
+            }
+            Some("message_delta") => {
+                let mut u = self.usage.unwrap_or_default();
+                if let Some(d) = Usage::from_anthropic(&v) {
+                    u.output_tokens = d.output_tokens;
+                    if d.input_tokens > 0 {
+                        u.input_tokens = d.input_tokens;
+                    }
+                }
+                self.usage = Some(u);
+            }
+            Some("message_stop") => self.done = true,
+            Some("error") => self.saw_error = true,
+            _ => {}
+        }
     }
 
     /// Inspects one whole event (separator included) and decides whether the client gets it.
@@ -106,7 +270,11 @@ impl SseFilter {
                 .get("choices")
                 .and_then(|c| c.as_array())
                 .is_none_or(|c| c.is_empty());
-            if usage_only && !self.keep_usage_chunk {
+            let keep_usage_chunk = match self.mode {
+                Mode::OpenAi { keep_usage_chunk } => keep_usage_chunk,
+                _ => true,
+            };
+            if usage_only && !keep_usage_chunk {
                 return false;
             }
         }
@@ -191,6 +359,49 @@ mod tests {
         let out = f.push(all.as_bytes());
         assert_eq!(out, format!("{TEXT_CHUNK}data: [DONE]\n\n").as_bytes());
         assert_eq!(f.usage.unwrap().output_tokens, 3);
+    }
+
+    #[test]
+    fn anthropic_usage_captured_and_passed_through() {
+        let all = concat!(
+            "event: message_start\n",
+            "data: {\"type\":\"message_start\",\"message\":{\"id\":\"m\",\"usage\":{\"input_tokens\":11,\"output_tokens\":1}}}\n\n",
+            "event: message_delta\n",
+            "data: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"end_turn\"},\"usage\":{\"output_tokens\":6}}\n\n",
+            "event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n",
+        );
+        let mut f = SseFilter::between(ApiFormat::Anthropic, ApiFormat::Anthropic, false);
+        let mut out = Vec::new();
+        for piece in all.as_bytes().chunks(7) {
+            out.extend_from_slice(&f.push(piece));
+        }
+        out.extend_from_slice(&f.finish());
+        assert_eq!(out, all.as_bytes());
+        assert_eq!(
+            f.usage,
+            Some(Usage {
+                input_tokens: 11,
+                output_tokens: 6
+            })
+        );
+        assert!(f.done);
+    }
+
+    #[test]
+    fn translates_between_formats() {
+        let mut f = SseFilter::between(ApiFormat::OpenAi, ApiFormat::Anthropic, false);
+        let all = format!("{TEXT_CHUNK}{USAGE_CHUNK}data: [DONE]\n\n");
+        let mut out = f.push(all.as_bytes()).to_vec();
+        out.extend_from_slice(&f.finish());
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.starts_with("event: message_start\n"), "{text}");
+        assert!(text.contains("\"text_delta\""), "{text}");
+        assert!(
+            text.ends_with("event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n"),
+            "{text}"
+        );
+        assert_eq!(f.usage.unwrap().input_tokens, 7);
+        assert!(f.done);
     }
 
     #[test]

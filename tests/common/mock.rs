@@ -9,6 +9,10 @@
 //! | `stall:N`         | N stream chunks, then silence forever |
 //! | `forever:MS`      | a stream chunk every MS ms, forever |
 //! | `error:CODE`      | status CODE with an OpenAI error body |
+//! | `tools`           | text "Let me check." and a `get_weather` tool call for Paris (streamed in pieces when `stream` is set) |
+//!
+//! [`Mock::start_anthropic`] starts the same kind of mock speaking Anthropic's Messages API
+//! (`anthropic_mock.rs`).
 //!
 //! Every request is recorded (headers, body) so tests can check what reached the upstream.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -53,6 +57,18 @@ impl Mock {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let app = router(state.clone());
+        let task = tokio::spawn(async move {
+            axum::serve(listener, app).await.unwrap();
+        });
+        Mock { addr, state, task }
+    }
+
+    /// Plain HTTP mock of Anthropic's Messages API (`POST /v1/messages`).
+    pub async fn start_anthropic() -> Mock {
+        let state = Arc::new(MockState::default());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let app = super::anthropic_mock::router(state.clone());
         let task = tokio::spawn(async move {
             axum::serve(listener, app).await.unwrap();
         });
@@ -183,7 +199,7 @@ impl Drop for DropGuard {
     }
 }
 
-fn sse(
+pub(crate) fn sse(
     state: Arc<MockState>,
     events: Vec<(Duration, Bytes)>,
     then_forever: Option<Duration>,
@@ -264,6 +280,46 @@ async fn chat(State(state): State<Arc<MockState>>, headers: HeaderMap, body: Byt
             &model,
             &format!("received {} bytes", body.len()),
         ))
+        .into_response(),
+        "tools" if req["stream"] == json!(true) => {
+            let c = |delta: Value, finish: Value| {
+                let c = json!({
+                    "id": "chatcmpl-mock", "object": "chat.completion.chunk", "created": 1, "model": model,
+                    "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]
+                });
+                (Duration::ZERO, Bytes::from(format!("data: {c}\n\n")))
+            };
+            let mut events = vec![
+                c(json!({"role": "assistant", "content": ""}), Value::Null),
+                c(json!({"content": "Let me check."}), Value::Null),
+                c(
+                    json!({"tool_calls": [{"index": 0, "id": "call_mock", "type": "function", "function": {"name": "get_weather", "arguments": ""}}]}),
+                    Value::Null,
+                ),
+                c(
+                    json!({"tool_calls": [{"index": 0, "function": {"arguments": "{\"city\":"}}]}),
+                    Value::Null,
+                ),
+                c(
+                    json!({"tool_calls": [{"index": 0, "function": {"arguments": " \"Paris\"}"}}]}),
+                    Value::Null,
+                ),
+                c(json!({}), json!("tool_calls")),
+            ];
+            if include_usage {
+                events.push((Duration::ZERO, usage_chunk(&model)));
+            }
+            events.push((Duration::ZERO, Bytes::from_static(b"data: [DONE]\n\n")));
+            sse(state.clone(), events, None, model)
+        }
+        "tools" => axum::Json(json!({
+            "id": "chatcmpl-mock", "object": "chat.completion", "created": 1, "model": model,
+            "choices": [{"index": 0, "finish_reason": "tool_calls", "message": {
+                "role": "assistant", "content": "Let me check.",
+                "tool_calls": [{"id": "call_mock", "type": "function",
+                    "function": {"name": "get_weather", "arguments": "{\"city\": \"Paris\"}"}}]}}],
+            "usage": {"prompt_tokens": 11, "completion_tokens": 7, "total_tokens": 18}
+        }))
         .into_response(),
         "slow" => {
             tokio::time::sleep(Duration::from_millis(num(1))).await;

@@ -2,6 +2,7 @@
 //! 127.0.0.1 speaking OpenAI's wire format (see `mock.rs` for their behaviours).
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+pub mod anthropic_mock;
 pub mod db;
 pub mod mock;
 
@@ -169,4 +170,46 @@ pub fn chat_body(model: &str, prompt: &str, stream: bool) -> serde_json::Value {
         "stream": stream,
         "messages": [{"role": "user", "content": prompt}],
     })
+}
+
+pub const BOTH_FORMATS_UPSTREAM_KEY: &str = "sk-ant-upstream-secret";
+
+/// Mocks of both kinds and a proxy with `oa-*` models on the OpenAI mock and `an-*` models on
+/// the Anthropic one (`echo`, `tools`, `error` → 429).
+pub async fn both_formats() -> (mock::Mock, mock::Mock, Proxy) {
+    let oa = mock::Mock::start().await;
+    let an = mock::Mock::start_anthropic().await;
+    let yaml = format!(
+        r#"listen: 127.0.0.1:0
+admin: {{ listen: 127.0.0.1:0 }}
+auth: {{ keys_env: TEST_CLIENT_KEYS }}
+providers:
+  - name: oa
+    kind: openai
+    base_url: {}
+    models:
+      - {{ id: oa-echo, upstream_id: echo }}
+      - {{ id: oa-tools, upstream_id: tools }}
+      - {{ id: oa-error, upstream_id: "error:429" }}
+  - name: an
+    kind: anthropic
+    base_url: {}
+    api_key_env: TEST_ANTHROPIC_KEY
+    models:
+      - {{ id: an-echo, upstream_id: echo }}
+      - {{ id: an-tools, upstream_id: tools }}
+      - {{ id: an-error, upstream_id: "error:429" }}
+"#,
+        oa.base_url(),
+        an.base_url()
+    );
+    let p = Proxy::start_with_env(
+        &yaml,
+        &[
+            ("TEST_CLIENT_KEYS", "client-key"),
+            ("TEST_ANTHROPIC_KEY", BOTH_FORMATS_UPSTREAM_KEY),
+        ],
+    )
+    .await;
+    (oa, an, p)
 }
