@@ -88,8 +88,14 @@ fn check(kind: EncoderKind, key: &str, dim: usize) {
     let base = enc.embed(long).unwrap();
     let c_mid = cos(&base, &enc.embed(&mid).unwrap());
     let c_end = cos(&base, &enc.embed(&end).unwrap());
-    assert!(c_mid > 0.99999, "{key}: middle of a long prompt changed the embedding ({c_mid})");
-    assert!(c_end < 0.9999, "{key}: end of a long prompt was dropped (cosine {c_end})");
+    assert!(
+        c_mid > 0.99999,
+        "{key}: middle of a long prompt changed the embedding ({c_mid})"
+    );
+    assert!(
+        c_end < 0.9999,
+        "{key}: end of a long prompt was dropped (cosine {c_end})"
+    );
 }
 
 #[test]
