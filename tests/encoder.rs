@@ -74,15 +74,27 @@ fn check(kind: EncoderKind, key: &str, dim: usize) {
         );
         assert!(c_one >= 0.999, "{key} sentence {i} single: cosine {c_one}");
     }
-    // the long prompt keeps its end: changing only its last words changes the embedding
+    // the long prompt keeps its end: changing only its last words changes the embedding, while changing words in
+    // its middle (cut by the head+tail truncation) does not
     let long = sentences[sentences.len() - 1];
-    let other = long.replace("carbon dioxide", "nitrogen gas");
-    let a = enc.embed(long).unwrap();
-    let b = enc.embed(&other).unwrap();
-    let same: f32 = a.iter().zip(b.iter()).map(|(x, y)| x * y).sum();
+    let rep = "Answer the following multiple choice question. ";
+    let mid = format!(
+        "{}Totally unrelated filler words. {}Which gas do plants absorb? A) oxygen B) carbon dioxide",
+        rep.repeat(20),
+        rep.repeat(40)
+    );
+    let end = long.replace("carbon dioxide", "nitrogen gas");
+    let cos = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(x, y)| x * y).sum::<f32>();
+    let base = enc.embed(long).unwrap();
+    let c_mid = cos(&base, &enc.embed(&mid).unwrap());
+    let c_end = cos(&base, &enc.embed(&end).unwrap());
     assert!(
-        same < 0.999,
-        "{key}: end of a long prompt was dropped (cosine {same})"
+        c_mid > 0.99999,
+        "{key}: middle of a long prompt changed the embedding ({c_mid})"
+    );
+    assert!(
+        c_end < 0.9999,
+        "{key}: end of a long prompt was dropped (cosine {c_end})"
     );
 }
 

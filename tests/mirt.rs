@@ -9,7 +9,9 @@ use dualrouter::mirt::{
 };
 
 /// Prompts in two clusters; model 0 weak everywhere, model 1 good on cluster A only, model 2 strong everywhere.
-fn synthetic(n: usize, seed: u64) -> (Vec<Vec<f32>>, Vec<Vec<Option<f32>>>, Vec<bool>) {
+type Synthetic = (Vec<Vec<f32>>, Vec<Vec<Option<f32>>>, Vec<bool>);
+
+fn synthetic(n: usize, seed: u64) -> Synthetic {
     let mut rng = Rng::new(seed);
     let d = 12;
     let (mut xs, mut ys, mut cluster) = (Vec::new(), Vec::new(), Vec::new());
@@ -18,11 +20,11 @@ fn synthetic(n: usize, seed: u64) -> (Vec<Vec<f32>>, Vec<Vec<Option<f32>>>, Vec<
         let mut x: Vec<f32> = (0..d).map(|_| (rng.normal() * 0.3) as f32).collect();
         x[0] += if a { 1.0 } else { -1.0 };
         x.push(1.0); // bias
-        let logits = [-1.5, if a { 1.5 } else { -1.0 }, 1.0];
+        let logits: [f64; 3] = [-1.5, if a { 1.5 } else { -1.0 }, 1.0];
         let y = logits
             .iter()
             .map(|l| {
-                let p = 1.0 / (1.0 + (-l as f64).exp());
+                let p = 1.0 / (1.0 + (-l).exp());
                 Some(if rng.uniform() < p { 1.0 } else { 0.0 })
             })
             .collect();

@@ -74,6 +74,8 @@ impl MiniLm {
         };
         let session = Session::builder(&env)
             .map_err(|e| EncoderError::Runtime(e.to_string()))?
+            .with_optimization_level(ort::session::builder::GraphOptimizationLevel::All)
+            .map_err(|e| EncoderError::Runtime(e.to_string()))?
             .with_intra_threads(cfg.threads)
             .map_err(|e| EncoderError::Runtime(e.to_string()))?
             .commit_from_file(&model)

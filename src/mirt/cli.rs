@@ -44,7 +44,7 @@ pub struct FitArgs {
     #[arg(long, default_value_t = 1e-4)]
     pub weight_decay: f32,
     /// Ensemble members (each trained with its own seed; P is their mean).
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, default_value_t = 1)]
     pub ensemble: usize,
     /// Features joined to the embedding (comma list of: bias, log_chars, code).
     #[arg(long, default_value = "bias,log_chars,code")]

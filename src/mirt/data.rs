@@ -356,17 +356,20 @@ impl Dataset {
     }
 }
 
+/// A long-format prompt being assembled: (row, prompt, split, model → (score, cost)).
+type LongRow = (
+    u64,
+    String,
+    Option<String>,
+    HashMap<usize, (f32, Option<f64>)>,
+);
+
 #[derive(Default)]
 struct LongBuilder {
     models: Vec<String>,
     model_idx: HashMap<String, usize>,
     keys: HashMap<(String, Option<String>), usize>,
-    rows: Vec<(
-        u64,
-        String,
-        Option<String>,
-        HashMap<usize, (f32, Option<f64>)>,
-    )>,
+    rows: Vec<LongRow>,
     any_cost: bool,
 }
 
