@@ -266,8 +266,9 @@ pub fn validate(raw: RawConfig, env: EnvLookup<'_>) -> Result<Config, ConfigErro
 
     let classifier = classifier(&raw.classifier, env, &mut p);
     let mirt = raw.mirt.clone().unwrap_or_default();
-    if let Err(e) = mirt.encoder.validate() {
-        p.push("mirt.encoder", e);
+    if let Err(e) = mirt.validate() {
+        // The message starts with its field path (`mirt.…: …`).
+        p.0.push(e);
     }
     if !(raw.database.starts_with("sqlite:")
         || raw.database.starts_with("postgres://")
