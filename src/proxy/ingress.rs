@@ -149,21 +149,26 @@ pub struct ChatRequest {
     pub body: serde_json::Map<String, Value>,
 }
 
+/// The request body as a JSON object, or a 400 saying what it is instead.
+fn json_object(body: &[u8]) -> Result<serde_json::Map<String, Value>, ApiError> {
+    if body.is_empty() {
+        return Err(ApiError::BadRequest(
+            "the request body is empty; expected a JSON object".into(),
+        ));
+    }
+    let v: Value = serde_json::from_slice(body)
+        .map_err(|e| ApiError::BadRequest(format!("the request body is not valid JSON: {e}")))?;
+    match v {
+        Value::Object(map) => Ok(map),
+        _ => Err(ApiError::BadRequest(
+            "the request body must be a JSON object".into(),
+        )),
+    }
+}
+
 impl ChatRequest {
     pub fn parse(body: &[u8]) -> Result<Self, ApiError> {
-        if body.is_empty() {
-            return Err(ApiError::BadRequest(
-                "the request body is empty; expected a JSON object".into(),
-            ));
-        }
-        let v: Value = serde_json::from_slice(body).map_err(|e| {
-            ApiError::BadRequest(format!("the request body is not valid JSON: {e}"))
-        })?;
-        let Value::Object(body) = v else {
-            return Err(ApiError::BadRequest(
-                "the request body must be a JSON object".into(),
-            ));
-        };
+        let body = json_object(body)?;
         let model = match body.get("model") {
             Some(Value::String(m)) if !m.trim().is_empty() => m.clone(),
             Some(_) => {
@@ -219,19 +224,7 @@ impl ChatRequest {
 
     /// Parses and checks an Anthropic Messages request (errors read like Anthropic's own).
     pub fn parse_anthropic(body: &[u8]) -> Result<Self, ApiError> {
-        if body.is_empty() {
-            return Err(ApiError::BadRequest(
-                "the request body is empty; expected a JSON object".into(),
-            ));
-        }
-        let v: Value = serde_json::from_slice(body).map_err(|e| {
-            ApiError::BadRequest(format!("the request body is not valid JSON: {e}"))
-        })?;
-        let Value::Object(body) = v else {
-            return Err(ApiError::BadRequest(
-                "the request body must be a JSON object".into(),
-            ));
-        };
+        let body = json_object(body)?;
         let model = match body.get("model") {
             Some(Value::String(m)) if !m.trim().is_empty() => m.clone(),
             Some(_) => {
@@ -368,8 +361,7 @@ impl ChatRequest {
 /// The body of `POST /v1/route`: `{"messages": [...]}` (OpenAI shape) or `{"prompt": "..."}`.
 pub fn route_request(body: &[u8]) -> Result<crate::router::conversation::Conversation, ApiError> {
     use crate::router::conversation::Conversation;
-    let v: Value = serde_json::from_slice(body)
-        .map_err(|e| ApiError::BadRequest(format!("the request body is not valid JSON: {e}")))?;
+    let v = json_object(body)?;
     if let Some(Value::String(p)) = v.get("prompt") {
         if p.trim().is_empty() {
             return Err(ApiError::BadRequest("'prompt' must not be empty".into()));
