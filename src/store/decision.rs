@@ -42,7 +42,7 @@ pub struct DecisionRecord {
     pub requested_model: Option<String>,
     pub domain: Option<String>,
     pub action: Option<String>,
-    /// Who chose the route: `arch_router`, `embedded`, `default`, `explicit`.
+    /// Who chose the route: `arch-router`, `embedded`, `default`, or `explicit` (a concrete model id).
     pub route_source: Option<String>,
     pub route_confidence: Option<f64>,
     /// Every model considered, with its MIRT estimate, best first.
