@@ -18,7 +18,7 @@ lint:
 	cargo clippy --all-targets -- -D warnings
 
 test: setup lint
-	cargo test
+	cargo test --lib --bins --tests
 
 bench: setup
 	cargo build --release
