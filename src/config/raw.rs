@@ -43,7 +43,7 @@ pub struct RawConfig {
     /// Routing policies that seed the store at start (upsert by domain/action); afterwards the
     /// store is the source of truth and the admin API edits it.
     #[serde(default)]
-    pub policies: Vec<RawPolicy>,
+    pub policies: Vec<crate::store::PolicySpec>,
 }
 
 fn default_database() -> String {
@@ -101,28 +101,6 @@ fn default_spool_dir() -> PathBuf {
 }
 fn default_spool_max_bytes() -> u64 {
     256 * 1024 * 1024
-}
-
-/// A routing policy: which models (in rank order) serve the route `domain/action`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawPolicy {
-    pub domain: String,
-    pub action: String,
-    /// What the route is for; the classifier reads it.
-    #[serde(default)]
-    pub description: String,
-    /// Example utterances (optional).
-    #[serde(default)]
-    pub examples: Vec<String>,
-    /// Model ids in rank order; each must be served by a provider.
-    pub models: Vec<String>,
-    /// Higher first.
-    #[serde(default)]
-    pub priority: i32,
-    /// Optional spend cap (USD) for this route.
-    #[serde(default)]
-    pub budget_usd: Option<f64>,
 }
 
 fn default_listen() -> String {

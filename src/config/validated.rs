@@ -394,22 +394,14 @@ fn decision_log(d: &super::raw::RawDecisionLog, p: &mut Problems) -> DecisionLog
 }
 
 fn policies(
-    raw: &[super::raw::RawPolicy],
+    raw: &[crate::store::PolicySpec],
     models: &HashMap<String, Arc<Model>>,
     p: &mut Problems,
 ) -> Vec<crate::store::PolicySpec> {
     let mut seen: HashMap<(String, String), usize> = HashMap::new();
     let mut out = Vec::with_capacity(raw.len());
     for (i, rp) in raw.iter().enumerate() {
-        let spec = crate::store::PolicySpec {
-            domain: rp.domain.clone(),
-            action: rp.action.clone(),
-            description: rp.description.clone(),
-            examples: rp.examples.clone(),
-            models: rp.models.clone(),
-            priority: rp.priority,
-            budget_usd: rp.budget_usd,
-        };
+        let spec = rp.clone();
         for problem in spec.problems(&|m| models.contains_key(m)) {
             p.push(
                 format!("policies[{i}].{}", problem.field()),

@@ -48,24 +48,18 @@ fn read_safetensors_matrix(path: &Path) -> Result<(Vec<f32>, usize, usize)> {
     if t.get("dtype").and_then(|d| d.as_str()) != Some("F32") {
         return Err(corrupt("tensor is not F32".into()));
     }
-    let shape: Vec<usize> = t
-        .get("shape")
-        .and_then(|s| s.as_array())
-        .map(|a| {
-            a.iter()
-                .filter_map(|x| x.as_u64().map(|x| x as usize))
-                .collect()
-        })
-        .unwrap_or_default();
-    let offs: Vec<usize> = t
-        .get("data_offsets")
-        .and_then(|s| s.as_array())
-        .map(|a| {
-            a.iter()
-                .filter_map(|x| x.as_u64().map(|x| x as usize))
-                .collect()
-        })
-        .unwrap_or_default();
+    let usizes = |key: &str| -> Vec<usize> {
+        t.get(key)
+            .and_then(|s| s.as_array())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|x| x.as_u64().map(|x| x as usize))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let shape = usizes("shape");
+    let offs = usizes("data_offsets");
     if shape.len() != 2 || offs.len() != 2 {
         return Err(corrupt("expected a 2-D tensor with data offsets".into()));
     }

@@ -81,6 +81,7 @@ pub fn load_csv(path: &Path) -> Result<Vec<Labelled>, EvalError> {
         ));
     }
     let mut rows = Vec::new();
+    let mut folds: Vec<String> = Vec::new();
     let mut splits_usable = split.is_some();
     for (i, rec) in rdr.records().enumerate() {
         let row = i + 2;
@@ -100,6 +101,7 @@ pub fn load_csv(path: &Path) -> Result<Vec<Labelled>, EvalError> {
                 });
             }
         }
+        folds.push(fold.map(get).unwrap_or_default());
         let group = match split.map(get).as_deref() {
             Some("train") => Group::Train,
             Some("test") => Group::Test,
@@ -128,13 +130,9 @@ pub fn load_csv(path: &Path) -> Result<Vec<Labelled>, EvalError> {
         return Err(data_err("no data rows".into()));
     }
     // A file whose split column is partly unusable falls back to folds for every row.
-    if !splits_usable {
-        if let Some(f) = fold {
-            let mut rdr = csv::Reader::from_path(path).map_err(|e| data_err(e.to_string()))?;
-            for (r, rec) in rows.iter_mut().zip(rdr.records()) {
-                let rec = rec.map_err(|e| data_err(e.to_string()))?;
-                r.group = Group::Fold(rec.get(f).unwrap_or("").trim().to_string());
-            }
+    if !splits_usable && fold.is_some() {
+        for (r, f) in rows.iter_mut().zip(folds) {
+            r.group = Group::Fold(f);
         }
     }
     Ok(rows)

@@ -69,7 +69,6 @@ pub struct Route {
 /// Classifies conversations: Arch-Router when configured and answering, else the embedded
 /// classifier; no confident route → the default route.
 pub struct Classifier {
-    routes: Vec<RouteSpec>,
     arch: Option<arch_router::ArchRouterClient>,
     embedded: embedded::EmbeddedClassifier,
     metrics: std::sync::Arc<crate::metrics::Metrics>,
@@ -82,7 +81,6 @@ impl Classifier {
         metrics: std::sync::Arc<crate::metrics::Metrics>,
     ) -> Self {
         Self {
-            routes: embedded.routes().to_vec(),
             arch,
             embedded,
             metrics,
@@ -90,7 +88,7 @@ impl Classifier {
     }
 
     pub fn routes(&self) -> &[RouteSpec] {
-        &self.routes
+        self.embedded.routes()
     }
 
     /// The route of `conversation`, whose (latest user turn's) embedding is `embedding`.
@@ -100,7 +98,7 @@ impl Classifier {
         embedding: &[f32],
     ) -> Route {
         if let Some(arch) = &self.arch {
-            match arch.classify(&self.routes, conversation).await {
+            match arch.classify(self.embedded.routes(), conversation).await {
                 Ok(Some(name)) => {
                     let (domain, action) = name.split_once('/').unwrap_or((name.as_str(), ""));
                     return self.counted(Route {
