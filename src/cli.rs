@@ -75,6 +75,9 @@ pub struct RouteArgs {
     /// Print JSON instead of text.
     #[arg(long)]
     pub json: bool,
+    /// Price cap, USD per million tokens (as the `x-dualrouter-max-cost` header).
+    #[arg(long)]
+    pub max_cost: Option<f64>,
     /// The prompt to route.
     pub prompt: String,
 }

@@ -64,6 +64,15 @@ pub enum ApiError {
     },
     #[error("routing failed: {0}")]
     Routing(String),
+    /// Every candidate is cooling down, over budget or over the request's price cap.
+    #[error("{0}")]
+    NoCandidate(crate::router::NoCandidate),
+    /// `POST /v1/feedback` for a decision this proxy never logged.
+    #[error("decision '{0}' not found")]
+    UnknownDecision(String),
+    /// The store cannot take the request now (e.g. the database is down).
+    #[error("{0} is unavailable; retry later")]
+    Unavailable(&'static str),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -74,7 +83,10 @@ impl ApiError {
         match self {
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
-            Self::NotFound { .. } | Self::UnknownModel(_) => StatusCode::NOT_FOUND,
+            Self::NotFound { .. } | Self::UnknownModel(_) | Self::UnknownDecision(_) => {
+                StatusCode::NOT_FOUND
+            }
+            Self::NoCandidate(_) | Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::ClientTimeout => StatusCode::REQUEST_TIMEOUT,
@@ -100,6 +112,9 @@ impl ApiError {
             Self::UpstreamBroken { .. } => "upstream_broken",
             Self::UpstreamTimeout { .. } => "upstream_timeout",
             Self::Routing(_) => "routing",
+            Self::NoCandidate(_) => "no_candidate",
+            Self::UnknownDecision(_) => "unknown_decision",
+            Self::Unavailable(_) => "unavailable",
             Self::Internal(_) => "internal",
         }
     }
@@ -122,6 +137,7 @@ impl ApiError {
             413 => "request_too_large",
             400 | 405 | 408 => "invalid_request_error",
             504 => "timeout_error",
+            503 => "overloaded_error",
             _ => "api_error",
         }
     }
@@ -131,6 +147,7 @@ impl ApiError {
         match self {
             Self::Unauthorized => Some("invalid_api_key"),
             Self::UnknownModel(_) => Some("model_not_found"),
+            Self::NoCandidate(_) => Some("no_model_available"),
             Self::PayloadTooLarge { .. } => Some("request_too_large"),
             Self::UpstreamTimeout { .. } => Some("upstream_timeout"),
             Self::UpstreamUnreachable { .. } | Self::UpstreamBroken { .. } => {
@@ -158,6 +175,17 @@ impl ApiError {
             }),
         };
         Bytes::from(v.to_string())
+    }
+
+    /// Seconds the client should wait before retrying, when known (`Retry-After`).
+    pub fn retry_after_s(&self) -> Option<u64> {
+        match self {
+            Self::NoCandidate(n) => n
+                .retry_after
+                .map(|d| d.as_secs() + u64::from(d.subsec_nanos() > 0)),
+            Self::Unavailable(_) => Some(1),
+            _ => None,
+        }
     }
 
     /// Whether a fallback to another upstream may answer instead (nothing reached the client).

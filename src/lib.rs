@@ -19,6 +19,7 @@ pub mod eval;
 pub mod metrics;
 pub mod mirt;
 pub mod proxy;
+pub mod registry;
 pub mod router;
 pub mod server;
 pub mod store;

@@ -19,7 +19,8 @@ use crate::cli::ServeArgs;
 use crate::config;
 use crate::metrics::Metrics;
 use crate::proxy::{forward::Upstream, Proxy, ProxyState};
-use crate::router::{routes_from_policies, DualRouter};
+use crate::registry::Registry;
+use crate::router::DualRouter;
 use crate::store::{self, DecisionLog};
 
 /// How long the decision log may take to drain at shutdown before the rest stays in its spool.
@@ -71,9 +72,10 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let policies = control
         .block_on(store.list_policies())
         .context("reading routing policies")?;
+    let registry = Arc::new(Registry::from_config(&config));
     let router = Arc::new(
-        DualRouter::build(&config, routes_from_policies(&policies), metrics.clone())
-            .context("building the router (encoder, classifiers)")?,
+        DualRouter::build(&config, &policies, registry, metrics.clone())
+            .context("building the router (encoder, classifiers, MIRT checkpoint)")?,
     );
     tracing::info!(
         routes = router.routes().len(),
@@ -87,6 +89,8 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
         metrics: metrics.clone(),
         decision_log: decision_log.clone(),
         router,
+        store: store.clone(),
+        control: control.handle().clone(),
     });
 
     let opt = Opt {
@@ -196,23 +200,59 @@ pub fn route_command(args: &crate::cli::RouteArgs) -> anyhow::Result<()> {
         let store = store::open_and_seed(&config).await?;
         let policies = store.list_policies().await?;
         store.close().await;
-        let router = DualRouter::build(&config, routes_from_policies(&policies), metrics)?;
+        let registry = Arc::new(Registry::from_config(&config));
+        let router = DualRouter::build(&config, &policies, registry, metrics)?;
         let conversation = crate::router::conversation::Conversation::from_prompt(&args.prompt);
-        anyhow::Ok(router.route(&conversation).await?)
+        let opts = crate::router::RouteOptions {
+            max_cost_per_mtok: args.max_cost,
+            ..Default::default()
+        };
+        anyhow::Ok(router.route(&conversation, &opts).await?)
     })?;
-    let r = &decision.route;
+    let id = uuid::Uuid::now_v7().to_string();
+    let decision = match decision {
+        Ok(d) => d,
+        Err(none) => anyhow::bail!("{none}"),
+    };
     if args.json {
-        println!(
-            "{}",
-            serde_json::json!({
-                "route": { "domain": r.domain, "action": r.action, "source": r.source, "confidence": r.confidence },
-                "latencies_ms": decision.latencies_ms,
-            })
-        );
-    } else {
-        println!("route       {}", r.name());
-        println!("source      {}", r.source.as_str());
-        println!("confidence  {:.2}", r.confidence);
+        println!("{}", crate::proxy::decision_json(&id, &decision));
+        return Ok(());
     }
+    let r = &decision.route;
+    println!("{}", decision.reasoning);
+    println!();
+    println!("decision    {id}");
+    println!("route       {} ({}, confidence {:.2})", r.name(), r.source.as_str(), r.confidence);
+    println!("policy      {}", decision.policy);
+    println!("selected    {}", decision.selected_model);
+    println!("fallbacks   [{}]", decision.fallbacks.join(", "));
+    println!(
+        "checkpoint  {}",
+        decision
+            .checkpoint_version
+            .map_or_else(|| config.mirt.checkpoint.display().to_string(), |v| format!("v{v}"))
+    );
+    println!();
+    println!("  {:<28} {:>7} {:>12} {:>8}", "candidate", "P", "$/Mtok", "score");
+    for c in &decision.candidates {
+        println!(
+            "  {:<28} {:>7.3} {:>12.4} {:>8.3}{}",
+            c.model,
+            c.p_success,
+            c.cost_per_mtok,
+            c.score,
+            if c.cold { "  (prior)" } else { "" }
+        );
+    }
+    for e in &decision.excluded {
+        println!("  {:<28} left out: {}", e.model, e.reason.replace('_', " "));
+    }
+    let steps: Vec<String> = decision
+        .latencies_ms
+        .iter()
+        .map(|(k, v)| format!("{k} {v:.2} ms"))
+        .collect();
+    println!();
+    println!("latency     {}", steps.join(", "));
     Ok(())
 }

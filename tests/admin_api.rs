@@ -352,6 +352,7 @@ async fn decisions(api: &Api, store: &Store) {
             model: "small".into(),
             p_success: 0.8,
             cost: 0.0001,
+            cost_per_mtok: 0.25,
             score: 0.7,
         }];
         r.input_tokens = Some(100 + i as u64);

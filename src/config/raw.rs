@@ -34,6 +34,9 @@ pub struct RawConfig {
     /// Route classification (Arch-Router client, embedded classifier).
     #[serde(default)]
     pub classifier: RawClassifier,
+    /// `model: "auto"`: aliases, fallback chain, circuit breaker, session affinity.
+    #[serde(default)]
+    pub routing: crate::router::settings::RoutingSettings,
     /// The store: `sqlite://FILE` (embedded, WAL, created if missing) or
     /// `postgres://USER[:PASSWORD]@HOST[:PORT]/DB` (shared by several instances).
     #[serde(default = "default_database")]
@@ -298,8 +301,13 @@ pub struct RawModel {
     pub cost_per_mtok: RawCost,
     #[serde(default)]
     pub context_tokens: Option<u64>,
+    /// `economy`, `standard` or `premium`: the prior of a model MIRT has no outcomes for.
     #[serde(default)]
     pub tier: Option<String>,
+    /// Score this model with the ability of this checkpoint model (e.g. `gpt-4-1106-preview`)
+    /// until it has outcomes of its own.
+    #[serde(default)]
+    pub mirt_model: Option<String>,
 }
 
 /// USD per million tokens.

@@ -26,6 +26,7 @@ pub struct Config {
     /// Public ids in config order (for `GET /v1/models`).
     pub model_order: Vec<String>,
     pub classifier: ClassifierSettings,
+    pub routing: crate::router::settings::RoutingSettings,
     /// MIRT and the prompt encoder it shares with the embedded classifier.
     pub mirt: crate::mirt::MirtSettings,
     /// The store's URL (`sqlite://…` or `postgres://…`); may hold a password: log it through
@@ -134,6 +135,8 @@ pub struct Model {
     pub cost: Cost,
     pub context_tokens: Option<u64>,
     pub tier: Option<String>,
+    /// The checkpoint model whose ability this one borrows while it has no outcomes.
+    pub mirt_model: Option<String>,
 }
 
 /// USD per million tokens.
@@ -248,6 +251,7 @@ pub fn validate(raw: RawConfig, env: EnvLookup<'_>) -> Result<Config, ConfigErro
                 },
                 context_tokens: rm.context_tokens,
                 tier: rm.tier.clone(),
+                mirt_model: rm.mirt_model.clone(),
             });
             if let Some(prev) = models.insert(rm.id.clone(), model) {
                 p.push(
@@ -282,6 +286,7 @@ pub fn validate(raw: RawConfig, env: EnvLookup<'_>) -> Result<Config, ConfigErro
             ),
         );
     }
+    p.0.extend(raw.routing.problems(&|m| models.contains_key(m)));
     let decision_log = decision_log(&raw.decision_log, &mut p);
     let policies = policies(&raw.policies, &models, &mut p);
 
@@ -313,6 +318,7 @@ pub fn validate(raw: RawConfig, env: EnvLookup<'_>) -> Result<Config, ConfigErro
         models,
         model_order,
         classifier,
+        routing: raw.routing.clone(),
         mirt,
         database: raw.database.clone(),
         decision_log,

@@ -63,9 +63,24 @@ pub struct MirtSettings {
     /// If set, the objective is instead "the cheapest candidate with P ≥ target".
     #[serde(default)]
     pub target: Option<f64>,
-    /// How often the trainer refits on logged feedback (e.g. `24h`), handled by the trainer.
+    /// How often to refit on logged outcomes (e.g. `30m`, `24h`); off when unset. A refit
+    /// is activated only if it is no worse than the active checkpoint on the held-out slice.
     #[serde(default)]
     pub retrain_every: Option<String>,
+    /// Outcome data (a file `dualrouter train` reads) that refits start from, beside the
+    /// logged outcomes. Its `test` split joins the held-out slice.
+    #[serde(default)]
+    pub base_data: Option<PathBuf>,
+    /// Where refits write their checkpoints (`v{version}.json`).
+    #[serde(default = "default_checkpoints_dir")]
+    pub checkpoints_dir: PathBuf,
+    /// Share of logged decisions (by the hash of their id, so always the same ones) kept out of
+    /// training to judge checkpoints on.
+    #[serde(default = "default_holdout_percent")]
+    pub holdout_percent: u32,
+    /// Fewest logged outcomes a refit needs (without them it would only repeat the base data).
+    #[serde(default = "default_min_outcomes")]
+    pub min_outcomes: usize,
     /// The prompt encoder (must match the checkpoint's encoder id).
     #[serde(default)]
     pub encoder: crate::encoder::EncoderConfig,
@@ -77,6 +92,38 @@ fn default_checkpoint() -> PathBuf {
 fn default_cost_weight() -> f64 {
     0.2
 }
+fn default_checkpoints_dir() -> PathBuf {
+    PathBuf::from("checkpoints/trained")
+}
+fn default_holdout_percent() -> u32 {
+    10
+}
+fn default_min_outcomes() -> usize {
+    20
+}
+
+/// A duration written as a number and a unit: `90s`, `30m`, `24h`, `7d`.
+pub fn parse_interval(s: &str) -> std::result::Result<std::time::Duration, String> {
+    let s = s.trim();
+    let split = s
+        .find(|c: char| !c.is_ascii_digit())
+        .ok_or_else(|| format!("'{s}' has no unit (s, m, h or d)"))?;
+    let (n, unit) = s.split_at(split);
+    let n: u64 = n
+        .parse()
+        .map_err(|_| format!("'{s}' does not start with a whole number"))?;
+    let secs = match unit {
+        "s" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        "d" => n * 86_400,
+        _ => return Err(format!("'{s}': unknown unit '{unit}' (s, m, h or d)")),
+    };
+    if secs == 0 {
+        return Err(format!("'{s}' must be longer than zero"));
+    }
+    Ok(std::time::Duration::from_secs(secs))
+}
 
 impl Default for MirtSettings {
     fn default() -> Self {
@@ -85,6 +132,10 @@ impl Default for MirtSettings {
             cost_weight: default_cost_weight(),
             target: None,
             retrain_every: None,
+            base_data: None,
+            checkpoints_dir: default_checkpoints_dir(),
+            holdout_percent: default_holdout_percent(),
+            min_outcomes: default_min_outcomes(),
             encoder: crate::encoder::EncoderConfig::default(),
         }
     }
@@ -103,6 +154,15 @@ impl MirtSettings {
             if !(0.0..=1.0).contains(&t) {
                 return Err(format!("mirt.target: must be in [0, 1], got {t}"));
             }
+        }
+        if let Some(every) = &self.retrain_every {
+            parse_interval(every).map_err(|e| format!("mirt.retrain_every: {e}"))?;
+        }
+        if self.holdout_percent > 50 {
+            return Err(format!(
+                "mirt.holdout_percent: must be in 0..=50, got {}",
+                self.holdout_percent
+            ));
         }
         self.encoder
             .validate()
@@ -309,6 +369,28 @@ impl Mirt {
                 .collect(),
             None => Vec::new(),
         };
+        // Trained models rarely carry a tier: then `economy`, `standard` and `premium` stand
+        // for the cheapest, middle and dearest third of them by price.
+        let same_tier = if same_tier.is_empty() {
+            let third = match tier {
+                Some("economy") => Some(0),
+                Some("standard") => Some(1),
+                Some("premium") => Some(2),
+                _ => None,
+            };
+            match third {
+                Some(t) => {
+                    let mut by_price = warm.clone();
+                    by_price.sort_by(|&a, &b| self.models[a].price.total_cmp(&self.models[b].price));
+                    let n = by_price.len();
+                    let (lo, hi) = (t * n / 3, ((t + 1) * n / 3).max(t * n / 3 + 1).min(n));
+                    by_price[lo..hi].to_vec()
+                }
+                None => Vec::new(),
+            }
+        } else {
+            same_tier
+        };
         let donors = if same_tier.is_empty() {
             let lp = price.max(1e-12).ln();
             let mut by_price = warm.clone();
@@ -335,6 +417,31 @@ impl Mirt {
             price,
             cold: true,
             tier: tier.map(str::to_string),
+            outcomes: 0,
+        });
+        Ok(self.models.len() - 1)
+    }
+
+    /// Add `name` scored with the ability of the checkpoint's `of` (a copy, marked cold: `name`
+    /// has no outcomes of its own yet).
+    pub fn add_alias(&mut self, name: &str, of: &str, price: f64) -> Result<usize> {
+        if self.model_index(name).is_some() {
+            return Err(MirtError::Invalid(format!(
+                "model `{name}` is already in the checkpoint"
+            )));
+        }
+        let src = self.model_index(of).ok_or_else(|| {
+            MirtError::Invalid(format!("model `{of}` is not in the checkpoint"))
+        })?;
+        for w in std::iter::once(&mut self.weights).chain(self.ensemble.iter_mut()) {
+            let theta = w.theta[src].clone();
+            w.theta.push(theta);
+        }
+        self.models.push(ModelInfo {
+            name: name.to_string(),
+            price,
+            cold: true,
+            tier: self.models[src].tier.clone(),
             outcomes: 0,
         });
         Ok(self.models.len() - 1)

@@ -15,6 +15,8 @@ pub enum Endpoint {
     ChatCompletions,
     /// Dry run: the routing decision as JSON, nothing sent upstream.
     Route,
+    /// An outcome score for a logged decision.
+    Feedback,
     /// Anthropic's Messages API.
     Messages,
     Models,
@@ -26,7 +28,9 @@ impl Endpoint {
     pub fn format(self) -> ApiFormat {
         match self {
             Self::Messages => ApiFormat::Anthropic,
-            Self::ChatCompletions | Self::Route | Self::Models | Self::Health => ApiFormat::OpenAi,
+            Self::ChatCompletions | Self::Route | Self::Feedback | Self::Models | Self::Health => {
+                ApiFormat::OpenAi
+            }
         }
     }
 }
@@ -41,6 +45,7 @@ pub fn endpoint(method: &http::Method, path: &str) -> Result<Endpoint, ApiError>
         "/v1/messages" | "/messages" => (Endpoint::Messages, http::Method::POST),
         "/v1/models" | "/models" => (Endpoint::Models, http::Method::GET),
         "/v1/route" => (Endpoint::Route, http::Method::POST),
+        "/v1/feedback" => (Endpoint::Feedback, http::Method::POST),
         "/healthz" => (Endpoint::Health, http::Method::GET),
         _ => {
             return Err(ApiError::NotFound {
@@ -302,11 +307,20 @@ impl ChatRequest {
 
     /// The messages, whatever the format (for the decision log and the router).
     pub fn messages(&self) -> &[Value] {
+        // (Anthropic's `system` is outside `messages`; routing reads the user's turns.)
         self.body
             .get("messages")
             .and_then(Value::as_array)
             .map(Vec::as_slice)
             .unwrap_or_default()
+    }
+
+    /// `max_tokens` (or OpenAI's `max_completion_tokens`), if the request sets one.
+    pub fn max_output_tokens(&self) -> Option<u64> {
+        self.body
+            .get("max_completion_tokens")
+            .or_else(|| self.body.get("max_tokens"))
+            .and_then(Value::as_u64)
     }
 
     /// The body for an upstream of format `upstream`: the client's body with the model id the
@@ -356,6 +370,55 @@ impl ChatRequest {
         // Serializing a Map of Values cannot fail.
         Bytes::from(serde_json::to_vec(&body).unwrap_or_default())
     }
+}
+
+/// The body of `POST /v1/feedback`: `{"decision_id": "…", "score": 0.0..=1.0, "comment"?: "…"}`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Feedback {
+    pub decision_id: String,
+    pub score: f64,
+    pub comment: Option<String>,
+}
+
+/// Longest feedback comment kept.
+pub const MAX_COMMENT_CHARS: usize = 2000;
+
+pub fn feedback_request(body: &[u8]) -> Result<Feedback, ApiError> {
+    let v = json_object(body)?;
+    let decision_id = match v.get("decision_id") {
+        Some(Value::String(id)) => uuid::Uuid::parse_str(id)
+            .map_err(|_| ApiError::BadRequest("'decision_id' must be a decision id (a UUID)".into()))?
+            .to_string(),
+        _ => {
+            return Err(ApiError::BadRequest(
+                "missing required parameter: 'decision_id' (a string)".into(),
+            ))
+        }
+    };
+    let score = match v.get("score").and_then(Value::as_f64) {
+        Some(s) if (0.0..=1.0).contains(&s) => s,
+        Some(_) => return Err(ApiError::BadRequest("'score' must be between 0 and 1".into())),
+        None => {
+            return Err(ApiError::BadRequest(
+                "missing required parameter: 'score' (a number from 0 to 1)".into(),
+            ))
+        }
+    };
+    let comment = match v.get("comment") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(c)) if c.chars().count() <= MAX_COMMENT_CHARS => Some(c.clone()),
+        Some(Value::String(_)) => {
+            return Err(ApiError::BadRequest(format!(
+                "'comment' is longer than {MAX_COMMENT_CHARS} characters"
+            )))
+        }
+        Some(_) => return Err(ApiError::BadRequest("'comment' must be a string".into())),
+    };
+    Ok(Feedback {
+        decision_id,
+        score,
+        comment,
+    })
 }
 
 /// The body of `POST /v1/route`: `{"messages": [...]}` (OpenAI shape) or `{"prompt": "..."}`.

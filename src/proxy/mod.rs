@@ -23,12 +23,16 @@ use pingora::prelude::*;
 use pingora::proxy::{ProxyHttp, Session};
 use serde_json::json;
 
-use crate::config::Config;
+use crate::config::{Config, Model};
 use crate::error::{ApiError, ApiFormat};
 use crate::metrics::Metrics;
+use crate::registry::Verdict;
 use crate::router::conversation::Conversation;
-use crate::router::DualRouter;
-use crate::store::{prompt_hash, DecisionLog, DecisionRecord};
+use crate::router::{DualRouter, RouteOptions, RoutingDecision};
+use crate::store::{
+    prompt_hash, Attempt, CandidateScore, DecisionDetails, DecisionLog, DecisionRecord,
+    ExcludedModel, Store, StoredFeatures,
+};
 use ingress::{ChatRequest, Endpoint};
 
 /// What every request needs, built once at start.
@@ -39,6 +43,9 @@ pub struct ProxyState {
     /// Every forwarded request leaves one record here (never waits on the store).
     pub decision_log: DecisionLog,
     pub router: Arc<DualRouter>,
+    pub store: Store,
+    /// The control runtime, where store calls run (the store's pool lives there).
+    pub control: tokio::runtime::Handle,
 }
 
 pub struct Proxy {
@@ -52,8 +59,12 @@ pub struct RequestCtx {
     pub format: ApiFormat,
     /// The configured model id, once known (metric label).
     pub model: Option<String>,
+    /// `domain/action` of a routed request (`x-dualrouter-route`).
+    pub route: Option<String>,
     /// The decision record, once the request is bound for an upstream.
     pub record: Option<DecisionRecord>,
+    /// The conversation's session-affinity key (routed requests).
+    pub affinity_key: Option<[u8; 16]>,
     /// The kind of the error answered, if any.
     pub error_kind: Option<&'static str>,
 }
@@ -68,7 +79,9 @@ impl ProxyHttp for Proxy {
             decision_id: uuid::Uuid::now_v7(),
             format: ApiFormat::OpenAi,
             model: None,
+            route: None,
             record: None,
+            affinity_key: None,
             error_kind: None,
         }
     }
@@ -81,7 +94,10 @@ impl ProxyHttp for Proxy {
     ) -> pingora::Result<bool> {
         let status = match handle(&self.state, session, ctx).await {
             Ok(status) => status,
-            Err(e) => respond::error(&self.state, session, ctx, &e).await,
+            Err(e) => {
+                ctx.error_kind = Some(e.kind());
+                respond::error(&self.state, session, ctx, &e).await
+            }
         };
         let model = ctx.model.as_deref().unwrap_or("none");
         self.state
@@ -148,19 +164,117 @@ async fn handle(
         }
         Endpoint::Route => {
             ingress::authorize(state.config.auth.as_ref(), &session.req_header().headers)?;
+            let opts = route_options(session.req_header(), 0, None)?;
             let body = ingress::read_body(session, &state.config.limits).await?;
             let conversation = ingress::route_request(&body)?;
             let decision = state
                 .router
-                .route(&conversation)
+                .route(&conversation, &opts)
                 .await
-                .map_err(|e| ApiError::Routing(e.to_string()))?;
-            let mut v =
-                serde_json::to_value(&decision).map_err(|e| ApiError::Internal(e.to_string()))?;
-            v["decision_id"] = json!(ctx.decision_id.to_string());
+                .map_err(|e| ApiError::Routing(e.to_string()))?
+                .map_err(ApiError::NoCandidate)?;
+            let v = decision_json(&ctx.decision_id.to_string(), &decision);
             respond::json(session, http::StatusCode::OK, &v, &[]).await
         }
+        Endpoint::Feedback => {
+            ingress::authorize(state.config.auth.as_ref(), &session.req_header().headers)?;
+            let body = ingress::read_body(session, &state.config.limits).await?;
+            let fb = ingress::feedback_request(&body)?;
+            record_feedback(state, &fb).await?;
+            respond::json(
+                session,
+                http::StatusCode::OK,
+                &json!({"decision_id": fb.decision_id, "score": fb.score, "recorded": true}),
+                &[],
+            )
+            .await
+        }
     }
+}
+
+/// The decision as `POST /v1/route` and `dualrouter route --json` print it.
+pub fn decision_json(decision_id: &str, d: &RoutingDecision) -> serde_json::Value {
+    let mut v = serde_json::to_value(d).unwrap_or_default();
+    if let Some(o) = v.as_object_mut() {
+        o.insert("decision_id".into(), json!(decision_id));
+    }
+    v
+}
+
+/// What the request's headers add to routing: `x-dualrouter-max-cost` (USD per million
+/// tokens) and `x-session-id`.
+fn route_options(
+    header: &pingora::http::RequestHeader,
+    input_tokens: u64,
+    max_output_tokens: Option<u64>,
+) -> Result<RouteOptions, ApiError> {
+    let text = |name: &str| -> Result<Option<String>, ApiError> {
+        match header.headers.get(name) {
+            None => Ok(None),
+            Some(v) => v
+                .to_str()
+                .map(|s| Some(s.trim().to_string()))
+                .map_err(|_| ApiError::BadRequest(format!("header '{name}' is not valid text"))),
+        }
+    };
+    let max_cost_per_mtok = match text(MAX_COST_HEADER)? {
+        None => None,
+        Some(s) => match s.parse::<f64>() {
+            Ok(v) if v.is_finite() && v >= 0.0 => Some(v),
+            _ => {
+                return Err(ApiError::BadRequest(format!(
+                    "header '{MAX_COST_HEADER}' must be a number >= 0 (USD per million tokens), got '{s}'"
+                )))
+            }
+        },
+    };
+    let session_id = text(SESSION_HEADER)?.filter(|s| !s.is_empty());
+    if session_id.as_ref().is_some_and(|s| s.len() > 256) {
+        return Err(ApiError::BadRequest(format!(
+            "header '{SESSION_HEADER}' is longer than 256 bytes"
+        )));
+    }
+    Ok(RouteOptions {
+        max_cost_per_mtok,
+        input_tokens,
+        max_output_tokens,
+        session_id,
+    })
+}
+
+/// `x-dualrouter-max-cost`: the most a routed request may cost, USD per million tokens.
+pub const MAX_COST_HEADER: &str = "x-dualrouter-max-cost";
+/// `x-session-id`: keeps a conversation on one model (session affinity).
+pub const SESSION_HEADER: &str = "x-session-id";
+
+/// Records feedback in the store. The decision may still sit in the log's queue, so a miss
+/// flushes the log once before answering 404.
+async fn record_feedback(state: &ProxyState, fb: &ingress::Feedback) -> Result<(), ApiError> {
+    let store = state.store.clone();
+    let log = state.decision_log.clone();
+    let fb = fb.clone();
+    let task = state.control.spawn(async move {
+        let unavailable = |e: crate::store::StoreError| {
+            tracing::warn!("feedback not recorded: {e}");
+            ApiError::Unavailable("the decision store")
+        };
+        let mut known = store.get_decision(&fb.decision_id).await.map_err(unavailable)?;
+        if known.is_none() {
+            log.flush()
+                .await
+                .map_err(|_| ApiError::Unavailable("the decision store"))?;
+            known = store.get_decision(&fb.decision_id).await.map_err(unavailable)?;
+        }
+        if known.is_none() {
+            return Err(ApiError::UnknownDecision(fb.decision_id.clone()));
+        }
+        store
+            .record_feedback(&fb.decision_id, fb.score, fb.comment.as_deref())
+            .await
+            .map_err(unavailable)
+    });
+    task.await
+        .map_err(|e| ApiError::Internal(format!("feedback task: {e}")))?
 }
 
 async fn chat(
@@ -177,69 +291,189 @@ async fn chat(
         ApiFormat::OpenAi => ChatRequest::parse(&body)?,
         ApiFormat::Anthropic => ChatRequest::parse_anthropic(&body)?,
     };
-    // Seam for routing (`model: "auto"`): choose the model here, from `request`.
-    let model = state
-        .config
-        .models
-        .get(&request.model)
-        .cloned()
-        .ok_or_else(|| ApiError::UnknownModel(request.model.clone()))?;
-    ctx.model = Some(model.id.clone());
-    ctx.record = Some(new_record(state, ctx, &request, &model));
-    let upstream_format = forward::format_of(model.provider.kind);
-    let upstream_body = request.upstream_body_for(upstream_format, &model.upstream_id)?;
-    drop(body);
-    let header = forward::upstream_request(&model.provider, upstream_body.len(), request.stream)?;
-    let before_upstream = prepared.elapsed();
-
-    let deadline = Instant::now() + limits.total;
-    let exchange = tokio::select! {
-        ex = state.upstream.open(&model.provider, &limits, &header, &upstream_body, deadline) => ex?,
-        _ = relay::client_gone(session) => {
-            state.metrics.client_disconnects.inc();
-            if let Some(rec) = ctx.record.as_mut() {
-                rec.status = "cancelled".into();
+    let conversation = Conversation::from_openai_messages(request.messages());
+    let mut record = new_record(state, ctx, &request, &conversation);
+    let registry = state.router.registry().clone();
+    let chain: Vec<Arc<Model>> = if state.router.settings().is_alias(&request.model) {
+        let opts = route_options(
+            session.req_header(),
+            (body.len() as u64).div_ceil(4),
+            request.max_output_tokens(),
+        )?;
+        let decided = state
+            .router
+            .route(&conversation, &opts)
+            .await
+            .map_err(|e| ApiError::Routing(e.to_string()))?;
+        let decision = match decided {
+            Ok(d) => d,
+            Err(none) => {
+                ctx.record = Some(record);
+                return Err(ApiError::NoCandidate(none));
             }
-            return Ok(http::StatusCode::from_u16(499).unwrap_or(http::StatusCode::BAD_REQUEST));
-        }
+        };
+        ctx.route = Some(decision.route.name());
+        fill_record(&mut record, &decision);
+        let chain = std::iter::once(&decision.selected_model)
+            .chain(&decision.fallbacks)
+            .filter_map(|id| registry.get(id).cloned())
+            .collect();
+        ctx.record = Some(record);
+        ctx.affinity_key = decision.affinity_key;
+        chain
+    } else {
+        ctx.record = Some(record);
+        let model = registry
+            .get(&request.model)
+            .cloned()
+            .ok_or_else(|| ApiError::UnknownModel(request.model.clone()))?;
+        vec![model]
     };
-    if let Some(rec) = ctx.record.as_mut() {
-        rec.latencies_ms.insert(
-            "first_byte".into(),
-            exchange.upstream_latency.as_secs_f64() * 1e3,
-        );
+    drop(body);
+    let deadline = Instant::now() + limits.total;
+    let mut last_err: Option<ApiError> = None;
+    for (i, model) in chain.iter().enumerate() {
+        if Instant::now() >= deadline {
+            break;
+        }
+        if !registry.admit(&model.id) {
+            push_attempt(ctx, model, "skipped", None, Instant::now());
+            continue;
+        }
+        let tried = Instant::now();
+        ctx.model = Some(model.id.clone());
+        let upstream_format = forward::format_of(model.provider.kind);
+        let upstream_body = match request.upstream_body_for(upstream_format, &model.upstream_id) {
+            Ok(b) => b,
+            Err(e) => {
+                // This candidate's format cannot carry the request; another may.
+                registry.release_probe(&model.id);
+                push_attempt(ctx, model, "translate", None, tried);
+                last_err = Some(e);
+                continue;
+            }
+        };
+        let header =
+            forward::upstream_request(&model.provider, upstream_body.len(), request.stream)?;
+        let before_upstream = prepared.elapsed();
+        let opened = tokio::select! {
+            ex = state.upstream.open(&model.provider, &limits, &header, &upstream_body, deadline) => ex,
+            _ = relay::client_gone(session) => {
+                registry.release_probe(&model.id);
+                state.metrics.client_disconnects.inc();
+                if let Some(rec) = ctx.record.as_mut() {
+                    rec.status = "cancelled".into();
+                }
+                return Ok(http::StatusCode::from_u16(499).unwrap_or(http::StatusCode::BAD_REQUEST));
+            }
+        };
+        let exchange = match opened {
+            Ok(ex) => ex,
+            Err(e) => {
+                registry.report(&model.id, Verdict::Failure { retry_after: None }, Some(e.kind()));
+                let outcome = match &e {
+                    ApiError::UpstreamTimeout { .. } => "timeout",
+                    ApiError::UpstreamUnreachable { .. } => "connect",
+                    _ => "broken",
+                };
+                push_attempt(ctx, model, outcome, None, tried);
+                tracing::info!(decision_id = %ctx.decision_id, model = %model.id, "attempt failed: {e}");
+                last_err = Some(e);
+                continue;
+            }
+        };
+        let status = exchange
+            .response_header()
+            .map(|h| h.status)
+            .unwrap_or(http::StatusCode::BAD_GATEWAY);
+        if status == http::StatusCode::TOO_MANY_REQUESTS || status.is_server_error() {
+            let retry_after = exchange
+                .response_header()
+                .and_then(|h| h.headers.get(http::header::RETRY_AFTER))
+                .and_then(|v| v.to_str().ok())
+                .and_then(crate::registry::parse_retry_after);
+            let label = if status.as_u16() == 429 { "429" } else { "5xx" };
+            registry.report(&model.id, Verdict::Failure { retry_after }, Some(label));
+            push_attempt(ctx, model, label, Some(status.as_u16()), tried);
+            let another = chain[i + 1..].iter().any(|m| !registry.is_cooling(&m.id));
+            if another && Instant::now() < deadline {
+                tracing::info!(decision_id = %ctx.decision_id, model = %model.id, status = status.as_u16(), "falling back");
+                // Dropping the exchange closes its connection; the next candidate answers.
+                continue;
+            }
+            // The last candidate: its own answer (status, Retry-After, error body) goes back.
+        } else {
+            registry.report(&model.id, Verdict::Success, None);
+            push_attempt(ctx, model, "ok", Some(status.as_u16()), tried);
+            if status.is_success() {
+                state.router.remember(ctx.affinity_key, &model.id);
+            }
+        }
+        if let Some(rec) = ctx.record.as_mut() {
+            rec.served_by(model, None, None);
+            rec.latencies_ms.insert(
+                "first_byte".into(),
+                exchange.upstream_latency.as_secs_f64() * 1e3,
+            );
+        }
+        state
+            .metrics
+            .upstream_latency
+            .with_label_values(&[&model.provider.name])
+            .observe(exchange.upstream_latency.as_secs_f64());
+        return relay::relay(
+            state,
+            session,
+            ctx,
+            relay::Relay {
+                model,
+                exchange,
+                stream: request.stream,
+                include_usage: request.include_usage,
+                client_format: ctx.format,
+                deadline,
+                overhead_so_far: before_upstream,
+            },
+        )
+        .await;
     }
-    state
-        .metrics
-        .upstream_latency
-        .with_label_values(&[&model.provider.name])
-        .observe(exchange.upstream_latency.as_secs_f64());
-    relay::relay(
-        state,
-        session,
-        ctx,
-        relay::Relay {
-            model: &model,
-            exchange,
-            stream: request.stream,
-            include_usage: request.include_usage,
-            client_format: ctx.format,
-            deadline,
-            overhead_so_far: before_upstream,
-        },
-    )
-    .await
+    Err(match last_err {
+        Some(e) => e,
+        None => ApiError::NoCandidate(crate::router::NoCandidate {
+            route: ctx.route.clone().unwrap_or_else(|| request.model.clone()),
+            why: "every candidate is cooling down".into(),
+            retry_after: registry
+                .soonest_retry(&chain.iter().map(|m| m.id.clone()).collect::<Vec<_>>()),
+        }),
+    })
 }
 
-/// The record a forwarded request leaves: what was asked, and who serves it.
+fn push_attempt(
+    ctx: &mut RequestCtx,
+    model: &Model,
+    outcome: &str,
+    status: Option<u16>,
+    since: Instant,
+) {
+    if let Some(rec) = ctx.record.as_mut() {
+        rec.details.attempts.push(Attempt {
+            model: model.id.clone(),
+            provider: model.provider.name.clone(),
+            outcome: outcome.to_string(),
+            status,
+            ms: since.elapsed().as_secs_f64() * 1e3,
+        });
+    }
+}
+
+/// The record a request leaves: what was asked; routing and serving fill in the rest.
 fn new_record(
     state: &ProxyState,
     ctx: &RequestCtx,
     request: &ChatRequest,
-    model: &crate::config::Model,
+    conversation: &Conversation,
 ) -> DecisionRecord {
-    let messages = request.messages();
-    let prompt: String = Conversation::from_openai_messages(messages)
+    let prompt: String = conversation
         .turns
         .iter()
         .map(|t| t.text.as_str())
@@ -251,8 +485,48 @@ fn new_record(
     rec.prompt_preview = state.decision_log.preview(&prompt);
     rec.requested_model = Some(request.model.clone());
     rec.route_source = Some("explicit".into());
-    rec.served_by(model, None, None);
     rec
+}
+
+/// Copies a routing decision into the record: route, every candidate, the chain, x.
+fn fill_record(rec: &mut DecisionRecord, d: &RoutingDecision) {
+    rec.domain = Some(d.route.domain.clone());
+    rec.action = Some(d.route.action.clone());
+    rec.route_source = Some(d.route.source.as_str().to_string());
+    rec.route_confidence = Some(f64::from(d.route.confidence));
+    rec.candidates = d
+        .candidates
+        .iter()
+        .map(|c| CandidateScore {
+            model: c.model.clone(),
+            p_success: c.p_success,
+            cost: c.est_cost_usd,
+            cost_per_mtok: c.cost_per_mtok,
+            score: c.score,
+        })
+        .collect();
+    rec.selected_score = d.candidates.first().map(|c| c.score);
+    rec.latencies_ms.extend(d.latencies_ms.clone());
+    rec.details = DecisionDetails {
+        policy: Some(d.policy.clone()),
+        reasoning: Some(d.reasoning.clone()),
+        fallbacks: d.fallbacks.clone(),
+        excluded: d
+            .excluded
+            .iter()
+            .map(|e| ExcludedModel {
+                model: e.model.clone(),
+                reason: e.reason.to_string(),
+            })
+            .collect(),
+        attempts: Vec::new(),
+        checkpoint_version: d.checkpoint_version,
+        affinity: d.affinity,
+    };
+    rec.features = d
+        .features
+        .as_ref()
+        .map(|f| StoredFeatures::new(&f.encoder, &f.embedding, f.extra.clone()));
 }
 
 fn models_list(config: &Config) -> serde_json::Value {

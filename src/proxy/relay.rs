@@ -12,7 +12,7 @@ use pingora::proxy::Session;
 
 use super::forward::format_of;
 use super::forward::Exchange;
-use super::respond::{DECISION_HEADER, MODEL_HEADER};
+use super::respond::{DECISION_HEADER, MODEL_HEADER, ROUTE_HEADER};
 use super::sse::{SseFilter, Usage};
 use super::{ProxyState, RequestCtx};
 use crate::config::Model;
@@ -34,6 +34,7 @@ const NOT_FORWARDED: &[&str] = &[
     "upgrade",
     DECISION_HEADER,
     MODEL_HEADER,
+    ROUTE_HEADER,
 ];
 
 pub struct Relay<'a> {
@@ -145,6 +146,9 @@ pub async fn relay(
     }
     set(&mut resp, DECISION_HEADER, ctx.decision_id.to_string())?;
     set(&mut resp, MODEL_HEADER, model.id.clone())?;
+    if let Some(route) = &ctx.route {
+        set(&mut resp, ROUTE_HEADER, route.clone())?;
+    }
 
     if session
         .write_response_header(Box::new(resp), false)

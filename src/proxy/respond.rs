@@ -9,6 +9,7 @@ use crate::error::ApiError;
 
 pub const DECISION_HEADER: &str = "x-dualrouter-decision-id";
 pub const MODEL_HEADER: &str = "x-dualrouter-model";
+pub const ROUTE_HEADER: &str = "x-dualrouter-route";
 
 /// Writes a whole JSON response.
 pub async fn json(
@@ -73,6 +74,12 @@ pub async fn error(
     let mut extra = vec![(DECISION_HEADER, ctx.decision_id.to_string())];
     if let Some(m) = &ctx.model {
         extra.push((MODEL_HEADER, m.clone()));
+    }
+    if let Some(r) = &ctx.route {
+        extra.push((ROUTE_HEADER, r.clone()));
+    }
+    if let Some(s) = err.retry_after_s() {
+        extra.push(("retry-after", s.to_string()));
     }
     if let Err(e) = write_whole(session, status, err.body(ctx.format), &extra).await {
         tracing::debug!("could not write the error response: {}", e.etype().as_str());

@@ -1,20 +1,42 @@
-//! Routing: [`DualRouter`] classifies a conversation into a route (`domain/action`) with one
-//! encoder pass whose embedding the later stages (candidates, MIRT scoring) share.
+//! Routing: [`DualRouter::route`] turns a conversation into a [`RoutingDecision`]:
+//!
+//! 1. classify into a route (`domain/action`), with one encoder pass whose embedding the later
+//!    steps share;
+//! 2. candidates: the route's policy models that the registry serves and that are not cooling
+//!    down, minus those over the policy's budget or the request's price cap (none left → the
+//!    default route's models);
+//! 3. score each with MIRT (P of success) and weigh it against its price ([`crate::mirt::rank`]);
+//! 4. the best, then the rest as an ordered fallback chain (session affinity may put the
+//!    conversation's earlier model first).
 
+pub mod affinity;
 pub mod classify;
 pub mod conversation;
+pub mod scorer;
+pub mod settings;
 
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
+use std::time::Instant;
+
+use arc_swap::ArcSwap;
+use serde::Serialize;
 
 use classify::arch_router::ArchRouterClient;
 use classify::embedded::{EmbeddedClassifier, HeadTraining};
-use classify::{Classifier, Route, RouteSpec};
+use classify::{Classifier, Route, RouteSource, RouteSpec};
 use conversation::Conversation;
+use scorer::Scorer;
 
-use crate::config::Config;
+use crate::config::{Config, Model};
 use crate::encoder::{Encoder, EncoderError};
 use crate::metrics::Metrics;
+use crate::mirt::{MirtError, Objective};
+use crate::registry::Registry;
 use crate::store::Policy;
+
+/// The domain of the default route's policy (`default/<anything>`).
+pub const DEFAULT_DOMAIN: &str = "default";
 
 /// The router layer's error type.
 #[derive(Debug, thiserror::Error)]
@@ -23,29 +45,139 @@ pub enum RouterError {
     Encoder(#[from] EncoderError),
     #[error("arch-router client: {0}")]
     ArchRouter(#[from] classify::arch_router::ArchRouterError),
+    #[error("MIRT: {0}")]
+    Mirt(#[from] MirtError),
     #[error("the conversation has no text to route on")]
     Empty,
     #[error("routing task failed: {0}")]
     Task(String),
 }
 
-/// What routing decided for a conversation (so far: its route).
-#[derive(Debug, Clone, serde::Serialize)]
+/// What a request adds to routing: its price cap, its size, its session.
+#[derive(Debug, Clone, Default)]
+pub struct RouteOptions {
+    /// `x-dualrouter-max-cost`: USD per million tokens (blended over input and output).
+    pub max_cost_per_mtok: Option<f64>,
+    /// Estimated input tokens (for the cost estimate); 0 → estimated from the text.
+    pub input_tokens: u64,
+    /// `max_tokens` of the request, if set.
+    pub max_output_tokens: Option<u64>,
+    /// `x-session-id`, if sent.
+    pub session_id: Option<String>,
+}
+
+/// One scored candidate.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Candidate {
+    pub model: String,
+    /// MIRT's P(success | prompt, model).
+    pub p_success: f64,
+    /// Blended price of this request on this model, USD per million tokens.
+    pub cost_per_mtok: f64,
+    /// Estimated cost of this request, USD.
+    pub est_cost_usd: f64,
+    /// The objective's value; candidates are ordered by it.
+    pub score: f64,
+    /// Scored from a prior (no outcomes of its own yet).
+    pub cold: bool,
+}
+
+/// A model of the route's policy that was left out, and why.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Excluded {
+    pub model: String,
+    /// `unknown`, `cooling_down`, `over_budget` or `over_max_cost`.
+    pub reason: &'static str,
+}
+
+/// What routing decided for a conversation.
+#[derive(Debug, Clone, Serialize)]
 pub struct RoutingDecision {
     pub route: Route,
+    /// The policy whose models were the candidates (`domain/action`, or `default`).
+    pub policy: String,
+    /// Scored candidates, best first (the chain's order).
+    pub candidates: Vec<Candidate>,
+    pub excluded: Vec<Excluded>,
+    /// The model to try first.
+    pub selected_model: String,
+    /// The rest of the chain, in order.
+    pub fallbacks: Vec<String>,
+    /// The selected model was kept from earlier requests of this conversation.
+    pub affinity: bool,
+    /// One line a person can read.
+    pub reasoning: String,
+    /// The checkpoint that scored (`mirt_checkpoints` version; `None`: the config's file).
+    pub checkpoint_version: Option<i64>,
     /// Milliseconds per step.
-    pub latencies_ms: std::collections::BTreeMap<String, f64>,
+    pub latencies_ms: BTreeMap<String, f64>,
+    /// The prompt's embedding and MIRT features (for learning from the outcome).
+    #[serde(skip)]
+    pub features: Option<PromptFeatures>,
+    #[serde(skip)]
+    pub affinity_key: Option<[u8; 16]>,
+}
+
+/// What a logged outcome needs to be trained on later: x without the prompt text.
+#[derive(Debug, Clone)]
+pub struct PromptFeatures {
+    pub encoder: String,
+    pub embedding: Arc<[f32]>,
+    /// Built-in feature values by name.
+    pub extra: BTreeMap<String, f32>,
+}
+
+/// Routing found no model to send the request to.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("no model is available for route '{route}': {why}")]
+pub struct NoCandidate {
+    pub route: String,
+    pub why: String,
+    /// When the first cooling-down model is offered again.
+    pub retry_after: Option<std::time::Duration>,
+}
+
+/// The policies as routing reads them.
+#[derive(Debug, Default)]
+pub struct PolicyTable {
+    by_route: HashMap<String, Policy>,
+    /// The `default/…` policy of highest priority, if any.
+    default: Option<Policy>,
+}
+
+impl PolicyTable {
+    pub fn new(policies: &[Policy]) -> Self {
+        let mut t = Self::default();
+        for p in policies {
+            if p.domain == DEFAULT_DOMAIN {
+                if t.default.as_ref().is_none_or(|d| p.priority > d.priority) {
+                    t.default = Some(p.clone());
+                }
+            } else {
+                t.by_route.insert(p.route(), p.clone());
+            }
+        }
+        t
+    }
 }
 
 pub struct DualRouter {
     encoder: Arc<Encoder>,
     classifier: Classifier,
+    registry: Arc<Registry>,
+    policies: ArcSwap<PolicyTable>,
+    scorer: ArcSwap<Scorer>,
+    objective: Objective,
+    settings: settings::RoutingSettings,
+    affinity: affinity::Affinity,
 }
 
-/// Routes from policies: `domain/action`, description, examples.
+/// Routes from policies: `domain/action`, description, examples (the default route is what
+/// applies when none fits, so it is not one to classify into).
 pub fn routes_from_policies(policies: &[Policy]) -> Vec<RouteSpec> {
     policies
         .iter()
+        .filter(|p| p.domain != DEFAULT_DOMAIN)
         .map(|p| RouteSpec {
             name: p.route(),
             description: p.description.clone(),
@@ -55,25 +187,35 @@ pub fn routes_from_policies(policies: &[Policy]) -> Vec<RouteSpec> {
 }
 
 impl DualRouter {
-    /// Loads the encoder, trains the embedded classifier on the routes, and connects the
-    /// Arch-Router client when configured.
+    /// Loads the encoder and the config's MIRT checkpoint, trains the embedded classifier on
+    /// the policies' routes, and connects the Arch-Router client when configured.
     pub fn build(
         config: &Config,
-        routes: Vec<RouteSpec>,
+        policies: &[Policy],
+        registry: Arc<Registry>,
         metrics: Arc<Metrics>,
     ) -> Result<Self, RouterError> {
         let encoder = Arc::new(Encoder::load(&config.mirt.encoder)?);
-        Self::with_encoder(config, encoder, routes, metrics)
+        let mirt = crate::mirt::Mirt::load(&config.mirt.checkpoint, Some(encoder.id()))?;
+        let scorer = Scorer::new(
+            mirt,
+            None,
+            config.mirt.checkpoint.clone(),
+            registry.models(),
+        )?;
+        Self::with_parts(config, encoder, scorer, policies, registry, metrics)
     }
 
-    pub fn with_encoder(
+    pub fn with_parts(
         config: &Config,
         encoder: Arc<Encoder>,
-        routes: Vec<RouteSpec>,
+        scorer: Scorer,
+        policies: &[Policy],
+        registry: Arc<Registry>,
         metrics: Arc<Metrics>,
     ) -> Result<Self, RouterError> {
         let embedded = EmbeddedClassifier::train(
-            routes,
+            routes_from_policies(policies),
             |texts| encoder.embed_batch(texts),
             config.classifier.min_confidence,
             HeadTraining::default(),
@@ -85,6 +227,12 @@ impl DualRouter {
         Ok(Self {
             encoder,
             classifier: Classifier::new(arch, embedded, metrics),
+            registry,
+            policies: ArcSwap::from_pointee(PolicyTable::new(policies)),
+            scorer: ArcSwap::from_pointee(scorer),
+            objective: config.mirt.objective(),
+            settings: config.routing.clone(),
+            affinity: affinity::Affinity::new(config.routing.affinity),
         })
     }
 
@@ -96,30 +244,317 @@ impl DualRouter {
         self.classifier.routes()
     }
 
-    /// Classifies a conversation. The encoder pass runs on a blocking thread so it never stalls
-    /// the proxy's event loop.
-    pub async fn route(&self, conversation: &Conversation) -> Result<RoutingDecision, RouterError> {
+    pub fn registry(&self) -> &Arc<Registry> {
+        &self.registry
+    }
+
+    pub fn settings(&self) -> &settings::RoutingSettings {
+        &self.settings
+    }
+
+    /// The active scorer (checkpoint).
+    pub fn scorer(&self) -> Arc<Scorer> {
+        self.scorer.load_full()
+    }
+
+    /// Swaps in another checkpoint; requests being scored finish on the old one. Conversations
+    /// forget their model: the new checkpoint decides afresh.
+    pub fn activate(&self, scorer: Scorer) {
+        tracing::info!(
+            version = ?scorer.version,
+            path = %scorer.path.display(),
+            "MIRT checkpoint activated"
+        );
+        self.scorer.store(Arc::new(scorer));
+        self.affinity.clear();
+    }
+
+    /// Swaps in a new policy table (model lists, budgets) at once.
+    pub fn set_policies(&self, policies: &[Policy]) {
+        self.policies.store(Arc::new(PolicyTable::new(policies)));
+    }
+
+    /// Remembers the model that served a conversation (session affinity).
+    pub fn remember(&self, key: Option<[u8; 16]>, model: &str) {
+        if let Some(k) = key {
+            self.affinity.remember(k, model);
+        }
+    }
+
+    /// Classifies the conversation and chooses the model chain. The encoder pass runs on a
+    /// blocking thread so it never stalls the proxy's event loop.
+    pub async fn route(
+        &self,
+        conversation: &Conversation,
+        opts: &RouteOptions,
+    ) -> Result<Result<RoutingDecision, NoCandidate>, RouterError> {
         let text = conversation
             .latest_user()
             .ok_or(RouterError::Empty)?
             .to_string();
-        let started = std::time::Instant::now();
+        let mut latencies_ms = BTreeMap::new();
+        let started = Instant::now();
         let encoder = self.encoder.clone();
-        let embedding = tokio::task::spawn_blocking(move || encoder.embed(&text))
-            .await
-            .map_err(|e| RouterError::Task(e.to_string()))??;
-        let embed_ms = started.elapsed().as_secs_f64() * 1e3;
-        let started = std::time::Instant::now();
+        let (embedding, text) = tokio::task::spawn_blocking(move || {
+            let e = encoder.embed(&text);
+            (e, text)
+        })
+        .await
+        .map_err(|e| RouterError::Task(e.to_string()))?;
+        let embedding = embedding?;
+        latencies_ms.insert("embed".to_string(), ms(started));
+
+        let started = Instant::now();
         let route = self.classifier.classify(conversation, &embedding).await;
-        let mut latencies_ms = std::collections::BTreeMap::new();
-        latencies_ms.insert("embed".to_string(), embed_ms);
-        latencies_ms.insert(
-            "classify".to_string(),
-            started.elapsed().as_secs_f64() * 1e3,
-        );
+        latencies_ms.insert("classify".to_string(), ms(started));
+
+        let started = Instant::now();
+        let affinity_key = self
+            .affinity
+            .key(opts.session_id.as_deref(), conversation);
+        let decided = self.choose(route, &embedding, &text, opts, affinity_key);
+        latencies_ms.insert("score".to_string(), ms(started));
+        Ok(decided.map(|mut d| {
+            d.latencies_ms.extend(latencies_ms);
+            d
+        }))
+    }
+
+    /// Steps 2–4 for a classified conversation.
+    fn choose(
+        &self,
+        route: Route,
+        embedding: &Arc<[f32]>,
+        text: &str,
+        opts: &RouteOptions,
+        affinity_key: Option<[u8; 16]>,
+    ) -> Result<RoutingDecision, NoCandidate> {
+        let policies = self.policies.load();
+        let input_tokens = if opts.input_tokens > 0 {
+            opts.input_tokens
+        } else {
+            estimate_tokens(text)
+        };
+        let output_tokens = opts
+            .max_output_tokens
+            .unwrap_or(self.settings.expected_output_tokens)
+            .min(self.settings.expected_output_tokens.max(1) * 8);
+
+        let mut excluded = Vec::new();
+        let policy = policies.by_route.get(&route.name());
+        let mut policy_name = policy.map_or(DEFAULT_DOMAIN.to_string(), |p| p.route());
+        let mut models = match policy {
+            Some(p) => self.eligible(
+                &p.models,
+                p.budget_usd,
+                opts,
+                input_tokens,
+                output_tokens,
+                &mut excluded,
+            ),
+            None => Vec::new(),
+        };
+        if models.is_empty() {
+            let (name, list, budget) = match &policies.default {
+                Some(p) => (p.route(), p.models.clone(), p.budget_usd),
+                None if !self.settings.default_models.is_empty() => (
+                    DEFAULT_DOMAIN.to_string(),
+                    self.settings.default_models.clone(),
+                    None,
+                ),
+                None => (
+                    DEFAULT_DOMAIN.to_string(),
+                    self.registry.models().map(|m| m.id.clone()).collect(),
+                    None,
+                ),
+            };
+            let mut excluded_default = Vec::new();
+            models = self.eligible(
+                &list,
+                budget,
+                opts,
+                input_tokens,
+                output_tokens,
+                &mut excluded_default,
+            );
+            if models.is_empty() {
+                excluded.extend(excluded_default);
+                let cooling: Vec<String> = excluded
+                    .iter()
+                    .filter(|e| e.reason == "cooling_down")
+                    .map(|e| e.model.clone())
+                    .collect();
+                return Err(NoCandidate {
+                    route: route.name(),
+                    why: describe_exclusions(&excluded),
+                    retry_after: self.registry.soonest_retry(&cooling),
+                });
+            }
+            policy_name = name;
+            excluded.extend(excluded_default);
+        }
+
+        let scorer = self.scorer.load();
+        let x = scorer.features(embedding, text);
+        let ids: Vec<&str> = models.iter().map(|m| m.id.as_str()).collect();
+        let p = scorer.p_success(&x, &ids);
+        let cost: Vec<f64> = models
+            .iter()
+            .map(|m| m.cost.usd(input_tokens, output_tokens))
+            .collect();
+        // The objective weighs price against the dearest model there is, so a route whose
+        // candidates are all cheap does not make small price gaps look large.
+        let cost_ref = self
+            .registry
+            .models()
+            .map(|m| m.cost.usd(input_tokens, output_tokens))
+            .fold(0.0, f64::max);
+        let order = crate::mirt::rank(&p, &cost, cost_ref, self.objective);
+        let tokens = (input_tokens + output_tokens).max(1) as f64;
+        let mut candidates: Vec<Candidate> = order
+            .iter()
+            .map(|&i| Candidate {
+                model: models[i].id.clone(),
+                p_success: f64::from(p[i]),
+                cost_per_mtok: cost[i] / tokens * 1e6,
+                est_cost_usd: cost[i],
+                score: objective_value(self.objective, f64::from(p[i]), cost[i], cost_ref),
+                cold: scorer.is_cold(&models[i].id),
+            })
+            .collect();
+
+        let mut affinity = false;
+        if let Some(remembered) = affinity_key.and_then(|k| self.affinity.get(&k)) {
+            if let Some(pos) = candidates.iter().position(|c| c.model == remembered) {
+                let c = candidates.remove(pos);
+                candidates.insert(0, c);
+                affinity = true;
+            }
+        }
+        let selected_model = candidates[0].model.clone();
+        let fallbacks = candidates[1..]
+            .iter()
+            .take(self.settings.max_attempts.saturating_sub(1))
+            .map(|c| c.model.clone())
+            .collect();
+        let mut extra = BTreeMap::new();
+        for (name, v) in scorer.mirt.features.iter().zip(&x[embedding.len()..]) {
+            extra.insert(name.clone(), *v);
+        }
+        let reasoning = reasoning(&route, &candidates, affinity);
         Ok(RoutingDecision {
             route,
-            latencies_ms,
+            policy: policy_name,
+            candidates,
+            excluded,
+            selected_model,
+            fallbacks,
+            affinity,
+            reasoning,
+            checkpoint_version: scorer.version,
+            latencies_ms: BTreeMap::new(),
+            features: Some(PromptFeatures {
+                encoder: self.encoder.id().to_string(),
+                embedding: embedding.clone(),
+                extra,
+            }),
+            affinity_key,
         })
     }
+
+    /// The models of `list` a request may use now, in list order.
+    fn eligible(
+        &self,
+        list: &[String],
+        budget_usd: Option<f64>,
+        opts: &RouteOptions,
+        input_tokens: u64,
+        output_tokens: u64,
+        excluded: &mut Vec<Excluded>,
+    ) -> Vec<Arc<Model>> {
+        let tokens = (input_tokens + output_tokens).max(1) as f64;
+        let mut out = Vec::new();
+        for id in list {
+            let mut out_because = |reason| {
+                excluded.push(Excluded {
+                    model: id.clone(),
+                    reason,
+                })
+            };
+            let Some(m) = self.registry.get(id) else {
+                out_because("unknown");
+                continue;
+            };
+            if self.registry.is_cooling(id) {
+                out_because("cooling_down");
+                continue;
+            }
+            let cost = m.cost.usd(input_tokens, output_tokens);
+            if budget_usd.is_some_and(|b| cost > b) {
+                out_because("over_budget");
+                continue;
+            }
+            if opts
+                .max_cost_per_mtok
+                .is_some_and(|max| cost / tokens * 1e6 > max)
+            {
+                out_because("over_max_cost");
+                continue;
+            }
+            out.push(m.clone());
+        }
+        out
+    }
+}
+
+fn ms(since: Instant) -> f64 {
+    since.elapsed().as_secs_f64() * 1e3
+}
+
+/// Input tokens of a text, roughly (4 bytes a token, as providers' rules of thumb say).
+pub fn estimate_tokens(text: &str) -> u64 {
+    (text.len() as u64).div_ceil(4).max(1)
+}
+
+/// The value the objective ranks by (higher is better).
+fn objective_value(obj: Objective, p: f64, cost: f64, cost_ref: f64) -> f64 {
+    let rel = if cost_ref > 0.0 { cost / cost_ref } else { 0.0 };
+    match obj {
+        Objective::CostWeight(w) => p - w * rel,
+        // Meeting the target counts first, then the cheaper; below it, the likelier.
+        Objective::CheapestAbove(t) if p >= t => 1.0 + (1.0 - rel),
+        Objective::CheapestAbove(_) => p,
+    }
+}
+
+fn describe_exclusions(excluded: &[Excluded]) -> String {
+    if excluded.is_empty() {
+        return "the policy lists no model".into();
+    }
+    excluded
+        .iter()
+        .map(|e| format!("{} ({})", e.model, e.reason.replace('_', " ")))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// `Arch: programming/bug-fix (embedded, 0.91) → Candidates: [a, b] → MIRT: b (P=0.86, $0.40/Mtok)`
+fn reasoning(route: &Route, candidates: &[Candidate], affinity: bool) -> String {
+    let names: Vec<&str> = candidates.iter().map(|c| c.model.as_str()).collect();
+    let best = &candidates[0];
+    let how = if affinity { "affinity" } else { "MIRT" };
+    let source = match route.source {
+        RouteSource::ArchRouter => "arch-router",
+        RouteSource::Embedded => "embedded",
+        RouteSource::Default => "default",
+    };
+    format!(
+        "Arch: {} ({source}, {:.2}) → Candidates: [{}] → {how}: {} (P={:.2}, ${:.2}/Mtok)",
+        route.name(),
+        route.confidence,
+        names.join(", "),
+        best.model,
+        best.p_success,
+        best.cost_per_mtok
+    )
 }

@@ -19,6 +19,9 @@ pub struct CandidateScore {
     pub p_success: f64,
     /// Estimated cost of this request on this model, USD.
     pub cost: f64,
+    /// Blended price of this request on this model, USD per million tokens.
+    #[serde(default)]
+    pub cost_per_mtok: f64,
     /// The objective's value (P traded against cost); the highest is selected.
     pub score: f64,
 }
@@ -66,6 +69,94 @@ pub struct DecisionRecord {
     pub total_latency_ms: Option<f64>,
     /// Outcome score in [0, 1] from `POST /v1/feedback`, when given.
     pub feedback_score: Option<f64>,
+    /// How routing went: policy, reasoning, exclusions, every attempt of the fallback chain.
+    pub details: DecisionDetails,
+    /// The prompt's MIRT features, so the outcome can be trained on (routed requests only).
+    pub features: Option<StoredFeatures>,
+}
+
+/// The routing details of a decision (the `details` JSON column).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct DecisionDetails {
+    /// The policy whose models were the candidates (`domain/action`, or `default`).
+    pub policy: Option<String>,
+    pub reasoning: Option<String>,
+    /// The chain after the selected model, in order.
+    pub fallbacks: Vec<String>,
+    /// Policy models left out, with the reason.
+    pub excluded: Vec<ExcludedModel>,
+    /// Every upstream attempt, in order.
+    pub attempts: Vec<Attempt>,
+    /// The `mirt_checkpoints` version that scored (none: the config's checkpoint file).
+    pub checkpoint_version: Option<i64>,
+    /// The selected model came from session affinity.
+    pub affinity: bool,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ExcludedModel {
+    pub model: String,
+    pub reason: String,
+}
+
+/// One try of the fallback chain.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Attempt {
+    pub model: String,
+    pub provider: String,
+    /// `ok`, or why the next candidate was tried: `connect`, `timeout`, `broken`, `429`,
+    /// `5xx`, `skipped` (cooling down by then), or `error` for a final failure.
+    pub outcome: String,
+    /// The upstream's HTTP status, when one arrived.
+    pub status: Option<u16>,
+    pub ms: f64,
+}
+
+impl Attempt {
+    /// Whether this attempt counts as the model failing the request (score 0 for learning).
+    pub fn failed(&self) -> bool {
+        !matches!(self.outcome.as_str(), "ok" | "skipped")
+    }
+}
+
+/// x of a prompt without its text: the encoder's embedding and the built-in features.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct StoredFeatures {
+    /// The encoder id (embeddings of another encoder are not comparable).
+    pub encoder: String,
+    /// f32 little-endian, base64.
+    pub embedding: String,
+    pub extra: BTreeMap<String, f32>,
+}
+
+impl StoredFeatures {
+    pub fn new(encoder: &str, embedding: &[f32], extra: BTreeMap<String, f32>) -> Self {
+        let mut bytes = Vec::with_capacity(embedding.len() * 4);
+        for v in embedding {
+            bytes.extend_from_slice(&v.to_le_bytes());
+        }
+        Self {
+            encoder: encoder.to_string(),
+            embedding: crate::mirt::model::b64_encode(&bytes),
+            extra,
+        }
+    }
+
+    /// The embedding back, or `None` if the stored text is damaged.
+    pub fn embedding(&self) -> Option<Vec<f32>> {
+        let bytes = crate::mirt::model::b64_decode(&self.embedding).ok()?;
+        if bytes.len() % 4 != 0 {
+            return None;
+        }
+        Some(
+            bytes
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect(),
+        )
+    }
 }
 
 impl DecisionRecord {
@@ -157,7 +248,17 @@ mod tests {
             p_success: 0.7,
             cost: 0.001,
             score: 0.6,
+            cost_per_mtok: 1.5,
         });
+        r.details.attempts.push(Attempt {
+            model: "m".into(),
+            provider: "p".into(),
+            outcome: "429".into(),
+            status: Some(429),
+            ms: 3.0,
+        });
+        r.features = Some(StoredFeatures::new("enc", &[0.5, -1.25], BTreeMap::new()));
+        assert_eq!(r.features.as_ref().unwrap().embedding().unwrap(), vec![0.5, -1.25]);
         r.latencies_ms.insert("classify".into(), 1.5);
         let line = serde_json::to_string(&r).unwrap();
         assert!(!line.contains('\n'));

@@ -24,7 +24,10 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePo
 use sqlx::types::Json;
 use sqlx::QueryBuilder;
 
-pub use decision::{prompt_hash, prompt_preview, CandidateScore, DecisionQuery, DecisionRecord};
+pub use decision::{
+    prompt_hash, prompt_preview, Attempt, CandidateScore, DecisionDetails, DecisionQuery,
+    DecisionRecord, ExcludedModel, StoredFeatures,
+};
 pub use log::{DecisionLog, DecisionLogError, DecisionLogMetrics, FlushError};
 pub use policy::{Policy, PolicyProblem, PolicySpec};
 
@@ -136,7 +139,7 @@ impl From<PolicyRow> for Policy {
 const DECISION_COLUMNS: &str = "decision_id, created_at, prompt_hash, prompt_preview, \
     requested_model, domain, action, route_source, route_confidence, candidates, selected_model, \
     selected_score, provider, status, http_status, error_kind, input_tokens, output_tokens, \
-    cost_usd, latencies_ms, total_latency_ms, feedback_score";
+    cost_usd, latencies_ms, total_latency_ms, feedback_score, details, features";
 
 /// The columns read back, with the latest feedback (which may arrive before or after the
 /// decision row) taking precedence over the logged score.
@@ -146,7 +149,7 @@ const DECISION_SELECT: &str = "SELECT d.decision_id, d.created_at, d.prompt_hash
     d.error_kind, d.input_tokens, d.output_tokens, d.cost_usd, d.latencies_ms, \
     d.total_latency_ms, COALESCE((SELECT f.score FROM feedback f \
       WHERE f.decision_id = d.decision_id ORDER BY f.created_at DESC, f.id DESC LIMIT 1), \
-      d.feedback_score) AS feedback_score \
+      d.feedback_score) AS feedback_score, d.details, d.features \
     FROM routing_decisions d";
 
 #[derive(sqlx::FromRow)]
@@ -173,6 +176,8 @@ struct DecisionRow {
     latencies_ms: Json<std::collections::BTreeMap<String, f64>>,
     total_latency_ms: Option<f64>,
     feedback_score: Option<f64>,
+    details: Json<DecisionDetails>,
+    features: Option<Json<StoredFeatures>>,
 }
 
 impl From<DecisionRow> for DecisionRecord {
@@ -200,6 +205,8 @@ impl From<DecisionRow> for DecisionRecord {
             latencies_ms: r.latencies_ms.0,
             total_latency_ms: r.total_latency_ms,
             feedback_score: r.feedback_score,
+            details: r.details.0,
+            features: r.features.map(|f| f.0),
         }
     }
 }
@@ -493,7 +500,9 @@ impl Store {
                         .push_bind(r.cost_usd)
                         .push_bind(Json(&r.latencies_ms))
                         .push_bind(r.total_latency_ms)
-                        .push_bind(r.feedback_score);
+                        .push_bind(r.feedback_score)
+                        .push_bind(Json(&r.details))
+                        .push_bind(r.features.as_ref().map(Json));
                 });
                 qb.push(" ON CONFLICT (decision_id) DO NOTHING");
                 inserted += qb.build().execute(&mut *tx).await?.rows_affected();

@@ -1,0 +1,99 @@
+//! Step 4 of routing: MIRT's P(success) for the candidates, from the active checkpoint.
+//!
+//! A [`Scorer`] joins a checkpoint to the registry's models: a model the checkpoint knows by
+//! its id is scored with its own ability; one configured with `mirt_model` borrows that
+//! checkpoint model's ability; any other gets a prior from its tier and price (marked cold).
+//! The router holds the active scorer behind an atomic swap, so activating a new checkpoint
+//! never disturbs a request being scored.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use crate::config::Model;
+use crate::mirt::{Mirt, MirtError};
+
+/// Tokens of a "typical" request, to put configured per-token prices on the checkpoint's
+/// per-query price scale when choosing a cold model's prior.
+const TYPICAL_INPUT_TOKENS: u64 = 400;
+const TYPICAL_OUTPUT_TOKENS: u64 = 200;
+
+pub struct Scorer {
+    pub mirt: Mirt,
+    /// The `mirt_checkpoints` version, or `None` for the config's checkpoint file.
+    pub version: Option<i64>,
+    pub path: PathBuf,
+    /// Registry model id → index into `mirt.models`.
+    index: HashMap<String, usize>,
+}
+
+impl std::fmt::Debug for Scorer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Scorer")
+            .field("version", &self.version)
+            .field("path", &self.path)
+            .field("models", &self.index.len())
+            .finish()
+    }
+}
+
+impl Scorer {
+    pub fn new<'a>(
+        mut mirt: Mirt,
+        version: Option<i64>,
+        path: PathBuf,
+        models: impl Iterator<Item = &'a std::sync::Arc<Model>>,
+    ) -> Result<Self, MirtError> {
+        let mut index = HashMap::new();
+        for m in models {
+            let price = m.cost.usd(TYPICAL_INPUT_TOKENS, TYPICAL_OUTPUT_TOKENS);
+            let i = match (mirt.model_index(&m.id), &m.mirt_model) {
+                (Some(i), _) => i,
+                (None, Some(of)) => mirt.add_alias(&m.id, of, price).map_err(|e| {
+                    MirtError::Invalid(format!("model '{}': mirt_model: {e}", m.id))
+                })?,
+                (None, None) => mirt.add_cold_model(&m.id, price, m.tier.as_deref())?,
+            };
+            index.insert(m.id.clone(), i);
+        }
+        Ok(Self {
+            mirt,
+            version,
+            path,
+            index,
+        })
+    }
+
+    pub fn index_of(&self, model: &str) -> Option<usize> {
+        self.index.get(model).copied()
+    }
+
+    /// True when the model is scored from a prior, not from outcomes of its own.
+    pub fn is_cold(&self, model: &str) -> bool {
+        self.index_of(model)
+            .is_none_or(|i| self.mirt.models[i].cold)
+    }
+
+    /// The features x of a prompt (embedding + the checkpoint's features).
+    pub fn features(&self, embedding: &[f32], text: &str) -> Vec<f32> {
+        let mut x = Vec::with_capacity(self.mirt.dim_x());
+        self.mirt
+            .features_into(embedding, text, &HashMap::new(), &mut x);
+        x
+    }
+
+    /// P(success) of each of `models` (registry ids the scorer was built with) for x.
+    pub fn p_success(&self, x: &[f32], models: &[&str]) -> Vec<f32> {
+        let which: Vec<usize> = models
+            .iter()
+            .map(|m| self.index_of(m).unwrap_or(usize::MAX))
+            .collect();
+        let known: Vec<usize> = which.iter().copied().filter(|&i| i != usize::MAX).collect();
+        let mut p = Vec::new();
+        self.mirt.predict_subset(x, &known, &mut p);
+        let mut it = p.into_iter();
+        which
+            .iter()
+            .map(|&i| if i == usize::MAX { 0.5 } else { it.next().unwrap_or(0.5) })
+            .collect()
+    }
+}
