@@ -51,7 +51,9 @@ pub struct Registry {
 pub enum Verdict {
     Success,
     /// Failed before the first byte; `retry_after` when the upstream said how long to wait.
-    Failure { retry_after: Option<Duration> },
+    Failure {
+        retry_after: Option<Duration>,
+    },
 }
 
 impl Registry {
@@ -124,7 +126,10 @@ impl Registry {
         match verdict {
             Verdict::Success => {
                 if b.open_until.is_some() {
-                    tracing::info!(model = id, "probe succeeded; model is back in the candidates");
+                    tracing::info!(
+                        model = id,
+                        "probe succeeded; model is back in the candidates"
+                    );
                 }
                 b.consecutive_failures = 0;
                 b.open_until = None;
@@ -191,6 +196,33 @@ impl Registry {
                 last_check: b.last_check,
             },
         }
+    }
+}
+
+impl crate::admin::api::Catalog for Registry {
+    fn executors(&self) -> Vec<crate::admin::api::ExecutorInfo> {
+        self.models()
+            .map(|m| {
+                let h = self.health(&m.id);
+                crate::admin::api::ExecutorInfo {
+                    id: m.id.clone(),
+                    provider: m.provider.name.clone(),
+                    source: "config".into(),
+                    cost_per_mtok: crate::admin::api::Price {
+                        input: m.cost.input,
+                        output: m.cost.output,
+                    },
+                    context_tokens: m.context_tokens,
+                    tier: m.tier.clone(),
+                    health: h.state.to_string(),
+                    last_check: h.last_check,
+                }
+            })
+            .collect()
+    }
+
+    fn has_model(&self, id: &str) -> bool {
+        self.models.contains_key(id)
     }
 }
 

@@ -51,14 +51,6 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
     )
     .context("starting the decision log")?;
 
-    let admin_listener = bind(config.admin.listen).context("binding the admin listener")?;
-    let admin_addr = admin_listener.local_addr()?;
-    let admin_app = admin::router(
-        AdminState::from_config(store.clone(), &config),
-        metrics.clone(),
-    );
-    spawn_http(&control, "admin", admin_listener, admin_app)?;
-
     let mut demo_addr = None;
     if let Some(d) = &config.demo {
         let listener = bind(d.listen).context("binding the demo upstream (demo.listen)")?;
@@ -74,9 +66,24 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .context("reading routing policies")?;
     let registry = Arc::new(Registry::from_config(&config));
     let router = Arc::new(
-        DualRouter::build(&config, &policies, registry, metrics.clone())
+        DualRouter::build(&config, &policies, registry.clone(), metrics.clone())
             .context("building the router (encoder, classifiers, MIRT checkpoint)")?,
     );
+
+    let admin_listener = bind(config.admin.listen).context("binding the admin listener")?;
+    let admin_addr = admin_listener.local_addr()?;
+    let admin_state = AdminState {
+        store: store.clone(),
+        token: config.admin.token.clone(),
+        catalog: registry,
+        router: Some(router.clone()),
+    };
+    spawn_http(
+        &control,
+        "admin",
+        admin_listener,
+        admin::router(admin_state, metrics.clone()),
+    )?;
     tracing::info!(
         routes = router.routes().len(),
         encoder = router.encoder().id(),
@@ -222,18 +229,27 @@ pub fn route_command(args: &crate::cli::RouteArgs) -> anyhow::Result<()> {
     println!("{}", decision.reasoning);
     println!();
     println!("decision    {id}");
-    println!("route       {} ({}, confidence {:.2})", r.name(), r.source.as_str(), r.confidence);
+    println!(
+        "route       {} ({}, confidence {:.2})",
+        r.name(),
+        r.source.as_str(),
+        r.confidence
+    );
     println!("policy      {}", decision.policy);
     println!("selected    {}", decision.selected_model);
     println!("fallbacks   [{}]", decision.fallbacks.join(", "));
     println!(
         "checkpoint  {}",
-        decision
-            .checkpoint_version
-            .map_or_else(|| config.mirt.checkpoint.display().to_string(), |v| format!("v{v}"))
+        decision.checkpoint_version.map_or_else(
+            || config.mirt.checkpoint.display().to_string(),
+            |v| format!("v{v}")
+        )
     );
     println!();
-    println!("  {:<28} {:>7} {:>12} {:>8}", "candidate", "P", "$/Mtok", "score");
+    println!(
+        "  {:<28} {:>7} {:>12} {:>8}",
+        "candidate", "P", "$/Mtok", "score"
+    );
     for c in &decision.candidates {
         println!(
             "  {:<28} {:>7.3} {:>12.4} {:>8.3}{}",

@@ -54,7 +54,8 @@ pub struct ExecutorInfo {
     pub cost_per_mtok: Price,
     pub context_tokens: Option<u64>,
     pub tier: Option<String>,
-    /// `unknown` until health checks exist.
+    /// `healthy`, `cooling_down` (the circuit breaker keeps it out of the candidates) or
+    /// `probing` (one request is finding out whether it is back).
     pub health: String,
     pub last_check: Option<DateTime<Utc>>,
 }
@@ -129,6 +130,9 @@ pub struct AdminState {
     /// The bearer token (`admin.token_env`); `None`: no check (loopback-only listener).
     pub token: Option<Secret>,
     pub catalog: Arc<dyn Catalog>,
+    /// The proxy's router: policy edits reach it at once. `None` when the admin API runs
+    /// without a proxy (tests of the API alone).
+    pub router: Option<Arc<crate::router::DualRouter>>,
 }
 
 impl AdminState {
@@ -138,6 +142,17 @@ impl AdminState {
             store,
             token: cfg.admin.token.clone(),
             catalog: Arc::new(ConfigCatalog::new(cfg)),
+            router: None,
+        }
+    }
+
+    /// Hands the store's policies to the router after an edit.
+    async fn policies_changed(&self) {
+        if let Some(router) = &self.router {
+            match self.store.list_policies().await {
+                Ok(p) => router.set_policies(&p),
+                Err(e) => tracing::warn!("policy edit saved but not applied yet: {e}"),
+            }
         }
     }
 }
@@ -259,6 +274,7 @@ async fn create_policy(
     check_policy(&state, &spec)?;
     let policy = state.store.create_policy(&spec).await?;
     tracing::info!(id = policy.id, route = %policy.route(), "policy created");
+    state.policies_changed().await;
     Ok((StatusCode::CREATED, Json(policy)).into_response())
 }
 
@@ -279,6 +295,7 @@ async fn update_policy(
     check_policy(&state, &spec)?;
     let policy = state.store.update_policy(id, &spec).await?;
     tracing::info!(id = policy.id, route = %policy.route(), "policy updated");
+    state.policies_changed().await;
     Ok(Json(policy).into_response())
 }
 
@@ -289,6 +306,7 @@ async fn delete_policy(
     let id = policy_id(&id)?;
     state.store.delete_policy(id).await?;
     tracing::info!(id, "policy deleted");
+    state.policies_changed().await;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 

@@ -381,7 +381,8 @@ impl Mirt {
             match third {
                 Some(t) => {
                     let mut by_price = warm.clone();
-                    by_price.sort_by(|&a, &b| self.models[a].price.total_cmp(&self.models[b].price));
+                    by_price
+                        .sort_by(|&a, &b| self.models[a].price.total_cmp(&self.models[b].price));
                     let n = by_price.len();
                     let (lo, hi) = (t * n / 3, ((t + 1) * n / 3).max(t * n / 3 + 1).min(n));
                     by_price[lo..hi].to_vec()
@@ -430,9 +431,9 @@ impl Mirt {
                 "model `{name}` is already in the checkpoint"
             )));
         }
-        let src = self.model_index(of).ok_or_else(|| {
-            MirtError::Invalid(format!("model `{of}` is not in the checkpoint"))
-        })?;
+        let src = self
+            .model_index(of)
+            .ok_or_else(|| MirtError::Invalid(format!("model `{of}` is not in the checkpoint")))?;
         for w in std::iter::once(&mut self.weights).chain(self.ensemble.iter_mut()) {
             let theta = w.theta[src].clone();
             w.theta.push(theta);

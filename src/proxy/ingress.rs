@@ -387,7 +387,9 @@ pub fn feedback_request(body: &[u8]) -> Result<Feedback, ApiError> {
     let v = json_object(body)?;
     let decision_id = match v.get("decision_id") {
         Some(Value::String(id)) => uuid::Uuid::parse_str(id)
-            .map_err(|_| ApiError::BadRequest("'decision_id' must be a decision id (a UUID)".into()))?
+            .map_err(|_| {
+                ApiError::BadRequest("'decision_id' must be a decision id (a UUID)".into())
+            })?
             .to_string(),
         _ => {
             return Err(ApiError::BadRequest(
@@ -397,7 +399,11 @@ pub fn feedback_request(body: &[u8]) -> Result<Feedback, ApiError> {
     };
     let score = match v.get("score").and_then(Value::as_f64) {
         Some(s) if (0.0..=1.0).contains(&s) => s,
-        Some(_) => return Err(ApiError::BadRequest("'score' must be between 0 and 1".into())),
+        Some(_) => {
+            return Err(ApiError::BadRequest(
+                "'score' must be between 0 and 1".into(),
+            ))
+        }
         None => {
             return Err(ApiError::BadRequest(
                 "missing required parameter: 'score' (a number from 0 to 1)".into(),

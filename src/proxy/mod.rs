@@ -258,12 +258,18 @@ async fn record_feedback(state: &ProxyState, fb: &ingress::Feedback) -> Result<(
             tracing::warn!("feedback not recorded: {e}");
             ApiError::Unavailable("the decision store")
         };
-        let mut known = store.get_decision(&fb.decision_id).await.map_err(unavailable)?;
+        let mut known = store
+            .get_decision(&fb.decision_id)
+            .await
+            .map_err(unavailable)?;
         if known.is_none() {
             log.flush()
                 .await
                 .map_err(|_| ApiError::Unavailable("the decision store"))?;
-            known = store.get_decision(&fb.decision_id).await.map_err(unavailable)?;
+            known = store
+                .get_decision(&fb.decision_id)
+                .await
+                .map_err(unavailable)?;
         }
         if known.is_none() {
             return Err(ApiError::UnknownDecision(fb.decision_id.clone()));
@@ -370,7 +376,11 @@ async fn chat(
         let exchange = match opened {
             Ok(ex) => ex,
             Err(e) => {
-                registry.report(&model.id, Verdict::Failure { retry_after: None }, Some(e.kind()));
+                registry.report(
+                    &model.id,
+                    Verdict::Failure { retry_after: None },
+                    Some(e.kind()),
+                );
                 let outcome = match &e {
                     ApiError::UpstreamTimeout { .. } => "timeout",
                     ApiError::UpstreamUnreachable { .. } => "connect",

@@ -170,6 +170,30 @@ pub struct DualRouter {
     objective: Objective,
     settings: settings::RoutingSettings,
     affinity: affinity::Affinity,
+    /// Bytes of a long prompt's start and end the encoder gets (see [`clip`]).
+    clip: (usize, usize),
+}
+
+/// Bytes per token kept when clipping: far more than any tokenizer's average (about 4 for
+/// English), so the tokens the encoder keeps are the same as without clipping.
+const CLIP_BYTES_PER_TOKEN: usize = 32;
+
+/// The start and end of a long text (`head` and `tail` bytes, cut on character boundaries), so
+/// that a multi-MiB prompt is not tokenized whole only for the encoder to keep its first and
+/// last tokens. Texts up to `head + tail` bytes are returned as they are.
+fn clip(text: &str, head: usize, tail: usize) -> std::borrow::Cow<'_, str> {
+    if text.len() <= head + tail {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut h = head;
+    while !text.is_char_boundary(h) {
+        h -= 1;
+    }
+    let mut t = text.len() - tail;
+    while !text.is_char_boundary(t) {
+        t += 1;
+    }
+    std::borrow::Cow::Owned(format!("{} {}", &text[..h], &text[t..]))
 }
 
 /// Routes from policies: `domain/action`, description, examples (the default route is what
@@ -233,6 +257,12 @@ impl DualRouter {
             objective: config.mirt.objective(),
             settings: config.routing.clone(),
             affinity: affinity::Affinity::new(config.routing.affinity),
+            clip: {
+                let e = &config.mirt.encoder;
+                let head = e.head_tokens.max(1) * CLIP_BYTES_PER_TOKEN;
+                let tail = e.max_tokens.saturating_sub(e.head_tokens).max(1) * CLIP_BYTES_PER_TOKEN;
+                (head, tail)
+            },
         })
     }
 
@@ -295,8 +325,9 @@ impl DualRouter {
         let mut latencies_ms = BTreeMap::new();
         let started = Instant::now();
         let encoder = self.encoder.clone();
+        let (head, tail) = (self.clip.0, self.clip.1);
         let (embedding, text) = tokio::task::spawn_blocking(move || {
-            let e = encoder.embed(&text);
+            let e = encoder.embed(&clip(&text, head, tail));
             (e, text)
         })
         .await
@@ -309,9 +340,7 @@ impl DualRouter {
         latencies_ms.insert("classify".to_string(), ms(started));
 
         let started = Instant::now();
-        let affinity_key = self
-            .affinity
-            .key(opts.session_id.as_deref(), conversation);
+        let affinity_key = self.affinity.key(opts.session_id.as_deref(), conversation);
         let decided = self.choose(route, &embedding, &text, opts, affinity_key);
         latencies_ms.insert("score".to_string(), ms(started));
         Ok(decided.map(|mut d| {
@@ -557,4 +586,19 @@ fn reasoning(route: &Route, candidates: &[Candidate], affinity: bool) -> String 
         best.p_success,
         best.cost_per_mtok
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clip_keeps_both_ends_on_char_boundaries() {
+        assert_eq!(clip("short", 4, 4), "short");
+        let long = format!("début {} fin", "é".repeat(1000));
+        let c = clip(&long, 8, 6);
+        assert!(c.starts_with("début"), "{c}");
+        assert!(c.ends_with(" fin"), "{c}");
+        assert!(c.len() <= 8 + 6 + 1);
+    }
 }

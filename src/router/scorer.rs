@@ -93,7 +93,13 @@ impl Scorer {
         let mut it = p.into_iter();
         which
             .iter()
-            .map(|&i| if i == usize::MAX { 0.5 } else { it.next().unwrap_or(0.5) })
+            .map(|&i| {
+                if i == usize::MAX {
+                    0.5
+                } else {
+                    it.next().unwrap_or(0.5)
+                }
+            })
             .collect()
     }
 }

@@ -258,7 +258,10 @@ mod tests {
             ms: 3.0,
         });
         r.features = Some(StoredFeatures::new("enc", &[0.5, -1.25], BTreeMap::new()));
-        assert_eq!(r.features.as_ref().unwrap().embedding().unwrap(), vec![0.5, -1.25]);
+        assert_eq!(
+            r.features.as_ref().unwrap().embedding().unwrap(),
+            vec![0.5, -1.25]
+        );
         r.latencies_ms.insert("classify".into(), 1.5);
         let line = serde_json::to_string(&r).unwrap();
         assert!(!line.contains('\n'));

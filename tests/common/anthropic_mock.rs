@@ -84,7 +84,8 @@ async fn messages(
             "max_tokens: Field required",
         );
     }
-    let model = req["model"].as_str().unwrap_or("").to_string();
+    let forced = state.forced.lock().unwrap().clone();
+    let model = forced.unwrap_or_else(|| req["model"].as_str().unwrap_or("").to_string());
     let stream = req["stream"] == json!(true);
     let parts: Vec<&str> = model.split(':').collect();
     let start = || {

@@ -8,13 +8,15 @@
 //! | `slow:MS`         | waits MS ms before answering like `echo` |
 //! | `stall:N`         | N stream chunks, then silence forever |
 //! | `forever:MS`      | a stream chunk every MS ms, forever |
-//! | `error:CODE`      | status CODE with an OpenAI error body |
+//! | `error:CODE[:S]`  | status CODE with an OpenAI error body (and `Retry-After: S` when S is given) |
 //! | `tools`           | text "Let me check." and a `get_weather` tool call for Paris (streamed in pieces when `stream` is set) |
 //!
 //! [`Mock::start_anthropic`] starts the same kind of mock speaking Anthropic's Messages API
 //! (`anthropic_mock.rs`).
 //!
-//! Every request is recorded (headers, body) so tests can check what reached the upstream.
+//! [`Mock::force`] makes every request behave as one of these whatever its model id (a provider
+//! that goes bad, then recovers). Every request is recorded (headers, body) so tests can check
+//! what reached the upstream.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -42,6 +44,8 @@ pub struct MockState {
     pub count: AtomicUsize,
     /// Streams whose body was dropped before it finished (the proxy closed the connection).
     pub streams_dropped: AtomicUsize,
+    /// A behaviour every request gets, whatever its model id.
+    pub forced: Mutex<Option<String>>,
 }
 
 pub struct Mock {
@@ -141,6 +145,11 @@ impl Mock {
             .last()
             .cloned()
             .expect("no request reached the mock")
+    }
+
+    /// Every request behaves as `behaviour` (a model id of the table above); `None` undoes it.
+    pub fn force(&self, behaviour: Option<&str>) {
+        *self.state.forced.lock().unwrap() = behaviour.map(str::to_string);
     }
 
     pub fn streams_dropped(&self) -> usize {
@@ -254,7 +263,8 @@ async fn chat(State(state): State<Arc<MockState>>, headers: HeaderMap, body: Byt
     let Ok(req) = serde_json::from_slice::<Value>(&body) else {
         return (StatusCode::BAD_REQUEST, "mock: not JSON").into_response();
     };
-    let model = req["model"].as_str().unwrap_or("").to_string();
+    let forced = state.forced.lock().unwrap().clone();
+    let model = forced.unwrap_or_else(|| req["model"].as_str().unwrap_or("").to_string());
     let include_usage = req
         .pointer("/stream_options/include_usage")
         .and_then(Value::as_bool)
@@ -329,7 +339,12 @@ async fn chat(State(state): State<Arc<MockState>>, headers: HeaderMap, body: Byt
             let code =
                 StatusCode::from_u16(num(1) as u16).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
             let err = json!({"error": {"message": "mock upstream error", "type": "server_error", "param": null, "code": null}});
-            (code, axum::Json(err)).into_response()
+            let mut resp = (code, axum::Json(err)).into_response();
+            if parts.len() > 2 {
+                resp.headers_mut()
+                    .insert("retry-after", num(2).to_string().parse().unwrap());
+            }
+            resp
         }
         "stream" => {
             let gap = Duration::from_millis(num(2));

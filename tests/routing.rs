@@ -1,0 +1,613 @@
+//! `model: "auto"` end to end through the real proxy: MIRT picks the model (a checkpoint
+//! trained here on a small synthetic set), the fallback chain takes over on every failure kind
+//! before the first byte and never after it, the price cap, the breaker's cool-down and
+//! recovery, and a multi-MiB prompt routed and fallen back. Upstreams are mocks speaking
+//! OpenAI's and Anthropic's wire formats.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::path::PathBuf;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use common::mock::Mock;
+use common::{repo_root, run_cli, Proxy};
+use serde_json::{json, Value};
+
+/// Prompts a cheap model answers as well as a strong one.
+fn easy(i: usize) -> String {
+    let names = [
+        "Ada", "Linus", "Grace", "Ken", "Barbara", "Dennis", "Edsger", "Frances",
+    ];
+    let fruits = [
+        "banana", "cherry", "lime", "plum", "grape", "lemon", "apple", "kiwi",
+    ];
+    let n = names[i % names.len()];
+    let f = fruits[(i / 3) % fruits.len()];
+    match i % 4 {
+        0 => format!("say hello to {n}"),
+        1 => format!("what colour is a {f}?"),
+        2 => format!("what is {} plus {}?", i % 10, (i * 7) % 10),
+        _ => format!("give me a synonym for happy, {n}"),
+    }
+}
+
+/// Prompts only the strong model gets right.
+fn hard(i: usize) -> String {
+    let k = 3 + i % 17;
+    match i % 4 {
+        0 => format!(
+            "prove that there are infinitely many primes of the form {k}n+1 using cyclotomic polynomials, and give every step of the number-theoretic argument rigorously"
+        ),
+        1 => format!(
+            "derive the asymptotic expansion of the integral of exp(-{k} x^2) cos(t x) over the real line with explicit error bounds, then prove uniform convergence"
+        ),
+        2 => format!(
+            "implement a lock-free concurrent skip list in Rust with epoch-based memory reclamation for {k} threads, prove linearizability of insert and delete"
+        ),
+        _ => format!(
+            "design a Byzantine fault tolerant consensus protocol for {k} replicas, prove its safety and liveness under partial synchrony, and analyse message complexity"
+        ),
+    }
+}
+
+/// Trains (once per test binary) a checkpoint on the synthetic set with the static encoder.
+fn checkpoint() -> &'static PathBuf {
+    static CKPT: OnceLock<PathBuf> = OnceLock::new();
+    CKPT.get_or_init(|| {
+        let dir = std::env::temp_dir().join(format!("dualrouter-routing-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let data = dir.join("synthetic.csv");
+        let mut csv =
+            String::from("prompt,cheap,strong,cheap|total_cost,strong|total_cost,split\n");
+        for i in 0..120 {
+            let split = if i % 5 == 0 { "test" } else { "train" };
+            csv.push_str(&format!("\"{}\",1,1,0.0001,0.005,{split}\n", easy(i)));
+            csv.push_str(&format!("\"{}\",0,1,0.0001,0.005,{split}\n", hard(i)));
+        }
+        std::fs::write(&data, csv).unwrap();
+        let out = dir.join("synthetic.json");
+        let models = repo_root().join("models");
+        let (ok, log) = run_cli(&[
+            "train",
+            "--data",
+            data.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--encoder",
+            "static",
+            "--models-dir",
+            models.to_str().unwrap(),
+            "--quiet",
+        ]);
+        assert!(ok, "training the synthetic checkpoint failed:\n{log}");
+        out
+    })
+}
+
+/// A proxy whose `cheap` model lives on `cheap_mock` (OpenAI) and `strong` on `strong_mock`
+/// (Anthropic), both in one policy, scored by the synthetic checkpoint.
+fn config(cheap: &Mock, strong: &Mock, extra: &str) -> String {
+    format!(
+        r#"listen: 127.0.0.1:0
+admin: {{ listen: 127.0.0.1:0 }}
+limits: {{ first_byte_ms: 800, idle_ms: 600 }}
+mirt:
+  checkpoint: {ckpt}
+  cost_weight: 0.3
+  encoder: {{ kind: static, models_dir: {models} }}
+providers:
+  - name: cheapco
+    kind: openai
+    base_url: {cheap_url}
+    models:
+      - {{ id: cheap, upstream_id: echo, cost_per_mtok: {{ input: 0.1, output: 0.4 }} }}
+  - name: strongco
+    kind: anthropic
+    base_url: {strong_url}
+    models:
+      - {{ id: strong, upstream_id: echo, cost_per_mtok: {{ input: 5, output: 15 }} }}
+policies:
+  - domain: general
+    action: question
+    description: "questions and small tasks of any kind"
+    examples: ["say hello to Ada", "what colour is a plum?"]
+    models: [strong, cheap]
+  - domain: general
+    action: research
+    description: "proofs, derivations, algorithms and system design"
+    examples: ["prove that there are infinitely many primes", "design a consensus protocol"]
+    models: [strong, cheap]
+{extra}"#,
+        ckpt = checkpoint().display(),
+        models = repo_root().join("models").display(),
+        cheap_url = cheap.base_url(),
+        strong_url = strong.base_url(),
+    )
+}
+
+struct Answer {
+    status: u16,
+    model: Option<String>,
+    route: Option<String>,
+    decision: Option<String>,
+    retry_after: Option<String>,
+    body: String,
+}
+
+async fn ask(p: &Proxy, path: &str, body: &Value, headers: &[(&str, &str)]) -> Answer {
+    let mut req = reqwest::Client::new().post(p.url(path)).json(body);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let r = req.send().await.unwrap();
+    let h = |n: &str| r.headers().get(n).map(|v| v.to_str().unwrap().to_string());
+    let (model, route, decision, retry_after) = (
+        h("x-dualrouter-model"),
+        h("x-dualrouter-route"),
+        h("x-dualrouter-decision-id"),
+        h("retry-after"),
+    );
+    let status = r.status().as_u16();
+    Answer {
+        status,
+        model,
+        route,
+        decision,
+        retry_after,
+        body: r.text().await.unwrap(),
+    }
+}
+
+fn chat(prompt: &str, stream: bool) -> Value {
+    json!({"model": "auto", "stream": stream, "messages": [{"role": "user", "content": prompt}]})
+}
+
+fn messages(prompt: &str) -> Value {
+    json!({"model": "auto", "max_tokens": 64, "messages": [{"role": "user", "content": prompt}]})
+}
+
+/// The logged decision, once the log has written it.
+async fn decision(p: &Proxy, id: &str) -> Value {
+    let url = format!("{}/api/decisions/{id}", p.admin);
+    for _ in 0..100 {
+        let r = reqwest::get(&url).await.unwrap();
+        if r.status() == 200 {
+            return r.json().await.unwrap();
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("decision {id} never logged");
+}
+
+fn attempts(d: &Value) -> Vec<(String, String)> {
+    d["details"]["attempts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| {
+            (
+                a["model"].as_str().unwrap().to_string(),
+                a["outcome"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn easy_prompts_go_cheap_and_hard_ones_strong() {
+    let cheap = Mock::start().await;
+    let strong = Mock::start_anthropic().await;
+    let p = Proxy::start(&config(&cheap, &strong, "")).await;
+    // Prompts from the templates with fillers the training set did not use.
+    for i in 200..206 {
+        let a = ask(&p, "/v1/chat/completions", &chat(&easy(i), false), &[]).await;
+        assert_eq!(a.status, 200, "{}", a.body);
+        assert_eq!(
+            a.model.as_deref(),
+            Some("cheap"),
+            "easy prompt {:?}",
+            easy(i)
+        );
+        let a = ask(&p, "/v1/chat/completions", &chat(&hard(i), false), &[]).await;
+        assert_eq!(a.status, 200, "{}", a.body);
+        assert_eq!(
+            a.model.as_deref(),
+            Some("strong"),
+            "hard prompt {:?}",
+            hard(i)
+        );
+        assert!(a.route.as_deref().unwrap().starts_with("general/"));
+    }
+    // A concrete model id passes through unrouted.
+    let a = ask(
+        &p,
+        "/v1/chat/completions",
+        &json!({"model": "strong", "messages": [{"role": "user", "content": easy(1)}]}),
+        &[],
+    )
+    .await;
+    assert_eq!(
+        (a.status, a.model.as_deref(), a.route.as_deref()),
+        (200, Some("strong"), None)
+    );
+
+    // The decision is logged whole.
+    let a = ask(&p, "/v1/chat/completions", &chat(&hard(300), false), &[]).await;
+    let d = decision(&p, a.decision.as_deref().unwrap()).await;
+    assert_eq!(d["requested_model"], "auto");
+    assert_eq!(d["selected_model"], "strong");
+    assert_eq!(d["domain"], "general");
+    assert_eq!(d["route_source"], "embedded");
+    let cands = d["candidates"].as_array().unwrap();
+    assert_eq!(cands.len(), 2);
+    assert_eq!(cands[0]["model"], "strong");
+    assert!(cands[0]["p_success"].as_f64().unwrap() > cands[1]["p_success"].as_f64().unwrap());
+    assert!(cands[1]["cost_per_mtok"].as_f64().unwrap() < 1.0);
+    assert!(d["details"]["reasoning"]
+        .as_str()
+        .unwrap()
+        .contains("→ MIRT: strong"));
+    assert_eq!(d["details"]["fallbacks"], json!(["cheap"]));
+    assert_eq!(attempts(&d), vec![("strong".into(), "ok".into())]);
+    for step in ["embed", "classify", "score", "first_byte"] {
+        assert!(d["latencies_ms"][step].as_f64().is_some(), "{step}: {d}");
+    }
+    assert!(d["features"]["embedding"].as_str().unwrap().len() > 100);
+
+    // The dry run says the same, in the documented shape.
+    let a = ask(&p, "/v1/route", &json!({"prompt": hard(301)}), &[]).await;
+    let v: Value = serde_json::from_str(&a.body).unwrap();
+    assert_eq!(v["selected_model"], "strong", "{v}");
+    assert_eq!(v["fallbacks"], json!(["cheap"]));
+    for k in ["domain", "action", "source", "confidence"] {
+        assert!(!v["route"][k].is_null(), "route.{k}: {v}");
+    }
+    for k in ["model", "p_success", "cost_per_mtok", "score"] {
+        assert!(!v["candidates"][0][k].is_null(), "candidates[0].{k}: {v}");
+    }
+    assert!(v["decision_id"].as_str().unwrap().len() == 36);
+    let reasoning = v["reasoning"].as_str().unwrap();
+    assert!(
+        reasoning.starts_with("Arch: general/")
+            && reasoning.contains("Candidates: [strong, cheap]"),
+        "{reasoning}"
+    );
+}
+
+#[tokio::test]
+async fn route_command_prints_the_decision() {
+    let cheap = Mock::start().await;
+    let strong = Mock::start_anthropic().await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("c.yaml");
+    let yaml = config(
+        &cheap,
+        &strong,
+        &format!("database: sqlite://{}/r.db\n", dir.path().display()),
+    );
+    std::fs::write(&cfg, yaml).unwrap();
+    let (ok, out) = run_cli(&[
+        "route",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--json",
+        &easy(7),
+    ]);
+    assert!(ok, "{out}");
+    let line = out.lines().find(|l| l.starts_with('{')).unwrap();
+    let v: Value = serde_json::from_str(line).unwrap();
+    assert_eq!(v["selected_model"], "cheap", "{v}");
+    let (ok, out) = run_cli(&["route", "--config", cfg.to_str().unwrap(), &hard(7)]);
+    assert!(ok, "{out}");
+    assert!(out.contains("→ MIRT: strong"), "{out}");
+    assert!(out.contains("selected    strong"), "{out}");
+    // Nothing was sent upstream.
+    assert_eq!(cheap.count() + strong.count(), 0);
+}
+
+/// A port nothing listens on.
+fn closed_port_url() -> String {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    drop(l);
+    format!("http://127.0.0.1:{port}/v1")
+}
+
+#[tokio::test]
+async fn falls_back_on_every_failure_before_the_first_byte() {
+    let cheap = Mock::start().await;
+    let strong = Mock::start_anthropic().await;
+    // A breaker that does not trip here: each failure kind is seen once.
+    let p = Proxy::start(&config(
+        &cheap,
+        &strong,
+        "routing: { breaker: { failures: 100 } }\n",
+    ))
+    .await;
+    // (Each request is a new conversation: session affinity would keep a conversation on the
+    // model that answered it.)
+    for (i, (behaviour, outcome)) in [
+        ("error:503", "5xx"),
+        ("error:500", "5xx"),
+        ("slow:3000", "timeout"),
+        ("error:429", "429"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        cheap.force(Some(behaviour));
+        let before = strong.count();
+        let sid = format!("openai-{i}");
+        let a = ask(
+            &p,
+            "/v1/chat/completions",
+            &chat(&easy(10 + i), false),
+            &[("x-session-id", sid.as_str())],
+        )
+        .await;
+        assert_eq!(a.status, 200, "{behaviour}: {}", a.body);
+        assert_eq!(a.model.as_deref(), Some("strong"), "{behaviour}");
+        assert_eq!(strong.count(), before + 1);
+        // The OpenAI client got an OpenAI answer from the Anthropic upstream.
+        let v: Value = serde_json::from_str(&a.body).unwrap();
+        assert_eq!(v["object"], "chat.completion", "{v}");
+        let d = decision(&p, a.decision.as_deref().unwrap()).await;
+        assert_eq!(
+            attempts(&d),
+            vec![
+                ("cheap".into(), outcome.into()),
+                ("strong".into(), "ok".into())
+            ],
+            "{behaviour}"
+        );
+        // And an Anthropic client, crossing formats the other way round.
+        let sid = format!("anthropic-{i}");
+        let a = ask(
+            &p,
+            "/v1/messages",
+            &messages(&easy(20 + i)),
+            &[("x-session-id", sid.as_str())],
+        )
+        .await;
+        assert_eq!(
+            (a.status, a.model.as_deref()),
+            (200, Some("strong")),
+            "{}",
+            a.body
+        );
+        let v: Value = serde_json::from_str(&a.body).unwrap();
+        assert_eq!(v["type"], "message", "{v}");
+    }
+    cheap.force(None);
+
+    // Connect failure: a provider at a closed port.
+    let strong2 = Mock::start().await;
+    let yaml = format!(
+        r#"listen: 127.0.0.1:0
+admin: {{ listen: 127.0.0.1:0 }}
+mirt: {{ checkpoint: {ckpt}, encoder: {{ kind: static, models_dir: {models} }} }}
+providers:
+  - {{ name: gone, kind: openai, base_url: "{gone}", models: [ {{ id: cheap, upstream_id: echo, cost_per_mtok: {{ input: 0.1, output: 0.4 }} }} ] }}
+  - {{ name: up, kind: openai, base_url: "{up}", models: [ {{ id: strong, upstream_id: echo, cost_per_mtok: {{ input: 5, output: 15 }} }} ] }}
+policies:
+  - {{ domain: a, action: b, description: anything, models: [cheap, strong] }}
+  - {{ domain: c, action: d, description: something else, models: [cheap, strong] }}
+"#,
+        ckpt = checkpoint().display(),
+        models = repo_root().join("models").display(),
+        gone = closed_port_url(),
+        up = strong2.base_url(),
+    );
+    let p2 = Proxy::start(&yaml).await;
+    let a = ask(&p2, "/v1/chat/completions", &chat(&easy(3), true), &[]).await;
+    assert_eq!(
+        (a.status, a.model.as_deref()),
+        (200, Some("strong")),
+        "{}",
+        a.body
+    );
+    assert!(a.body.contains("data: [DONE]"));
+    let d = decision(&p2, a.decision.as_deref().unwrap()).await;
+    assert_eq!(
+        attempts(&d),
+        vec![
+            ("cheap".into(), "connect".into()),
+            ("strong".into(), "ok".into())
+        ]
+    );
+}
+
+#[tokio::test]
+async fn no_retry_after_the_first_byte() {
+    let cheap = Mock::start().await;
+    let strong = Mock::start_anthropic().await;
+    let p = Proxy::start(&config(&cheap, &strong, "")).await;
+    // Two chunks, then silence: the idle timeout ends the stream with an error event.
+    cheap.force(Some("stall:2"));
+    let a = ask(&p, "/v1/chat/completions", &chat(&easy(1), true), &[]).await;
+    assert_eq!((a.status, a.model.as_deref()), (200, Some("cheap")));
+    assert_eq!(
+        a.body.matches("chat.completion.chunk").count(),
+        2,
+        "{}",
+        a.body
+    );
+    assert!(a.body.contains("\"error\""), "{}", a.body);
+    assert!(!a.body.contains("[DONE]"));
+    assert_eq!(strong.count(), 0, "nothing is retried after the first byte");
+}
+
+#[tokio::test]
+async fn price_cap_header_and_no_candidate() {
+    let cheap = Mock::start().await;
+    let strong = Mock::start_anthropic().await;
+    let p = Proxy::start(&config(&cheap, &strong, "")).await;
+    // strong would win this prompt; a cap of $1/Mtok leaves only cheap.
+    let a = ask(
+        &p,
+        "/v1/chat/completions",
+        &chat(&hard(5), false),
+        &[("x-dualrouter-max-cost", "1.0")],
+    )
+    .await;
+    assert_eq!(
+        (a.status, a.model.as_deref()),
+        (200, Some("cheap")),
+        "{}",
+        a.body
+    );
+    let d = decision(&p, a.decision.as_deref().unwrap()).await;
+    assert_eq!(
+        d["details"]["excluded"],
+        json!([{"model": "strong", "reason": "over_max_cost"}])
+    );
+    // Nothing under the cap, even on the default route: 503 in the client's format.
+    let a = ask(
+        &p,
+        "/v1/chat/completions",
+        &chat(&hard(5), false),
+        &[("x-dualrouter-max-cost", "0.001")],
+    )
+    .await;
+    assert_eq!(a.status, 503, "{}", a.body);
+    let v: Value = serde_json::from_str(&a.body).unwrap();
+    assert_eq!(v["error"]["code"], "no_model_available", "{v}");
+    assert!(v["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("over max cost"));
+    let a = ask(
+        &p,
+        "/v1/messages",
+        &messages("hi"),
+        &[("x-dualrouter-max-cost", "0")],
+    )
+    .await;
+    assert_eq!(a.status, 503);
+    let v: Value = serde_json::from_str(&a.body).unwrap();
+    assert_eq!(v["type"], "error", "{v}");
+    // A malformed cap is the client's error.
+    let a = ask(
+        &p,
+        "/v1/chat/completions",
+        &chat("hi", false),
+        &[("x-dualrouter-max-cost", "cheap please")],
+    )
+    .await;
+    assert_eq!(a.status, 400, "{}", a.body);
+    assert_eq!(cheap.count() + strong.count(), 1);
+}
+
+#[tokio::test]
+async fn a_failing_model_cools_down_and_comes_back() {
+    let cheap = Mock::start().await;
+    let strong = Mock::start_anthropic().await;
+    let p = Proxy::start(&config(
+        &cheap,
+        &strong,
+        "routing: { breaker: { failures: 2, cooldown_ms: 1500 } }\n",
+    ))
+    .await;
+    cheap.force(Some("error:503"));
+    for i in 0..2 {
+        let a = ask(&p, "/v1/chat/completions", &chat(&easy(i), false), &[]).await;
+        assert_eq!(a.model.as_deref(), Some("strong"));
+    }
+    assert_eq!(cheap.count(), 2);
+    // Open: cheap is out of the candidates, not even tried.
+    let a = ask(&p, "/v1/chat/completions", &chat(&easy(2), false), &[]).await;
+    assert_eq!(a.model.as_deref(), Some("strong"));
+    assert_eq!(cheap.count(), 2);
+    let d = decision(&p, a.decision.as_deref().unwrap()).await;
+    assert_eq!(
+        d["details"]["excluded"],
+        json!([{"model": "cheap", "reason": "cooling_down"}])
+    );
+    let ex: Value = reqwest::get(format!("{}/api/executors", p.admin))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let cheap_row = ex
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["id"] == "cheap")
+        .unwrap()
+        .clone();
+    assert_eq!(cheap_row["health"], "cooling_down", "{ex}");
+
+    // Healthy again; after the cool-down one probe brings it back.
+    cheap.force(None);
+    tokio::time::sleep(Duration::from_millis(1600)).await;
+    let a = ask(&p, "/v1/chat/completions", &chat(&easy(3), false), &[]).await;
+    assert_eq!(a.model.as_deref(), Some("cheap"), "{}", a.body);
+    let a = ask(&p, "/v1/chat/completions", &chat(&easy(4), false), &[]).await;
+    assert_eq!(a.model.as_deref(), Some("cheap"));
+}
+
+#[tokio::test]
+async fn retry_after_cools_a_model_down_for_that_long() {
+    let cheap = Mock::start().await;
+    let strong = Mock::start_anthropic().await;
+    let p = Proxy::start(&config(&cheap, &strong, "")).await;
+    cheap.force(Some("error:429:60"));
+    let a = ask(&p, "/v1/chat/completions", &chat(&easy(0), false), &[]).await;
+    assert_eq!(a.model.as_deref(), Some("strong"));
+    cheap.force(None);
+    // One 429 with Retry-After: 60 keeps it out (the default breaker needs 3 failures).
+    for i in 1..4 {
+        let a = ask(&p, "/v1/chat/completions", &chat(&easy(i), false), &[]).await;
+        assert_eq!(a.model.as_deref(), Some("strong"));
+    }
+    assert_eq!(cheap.count(), 1);
+    // With only cheap allowed and cheap cooling down: 503 with Retry-After.
+    let a = ask(
+        &p,
+        "/v1/chat/completions",
+        &chat(&easy(1), false),
+        &[("x-dualrouter-max-cost", "1")],
+    )
+    .await;
+    assert_eq!(a.status, 503, "{}", a.body);
+    let ra: u64 = a.retry_after.unwrap().parse().unwrap();
+    assert!((55..=60).contains(&ra), "{ra}");
+}
+
+#[tokio::test]
+async fn a_multi_mib_prompt_is_routed_and_falls_back() {
+    let cheap = Mock::start().await;
+    let strong = Mock::start().await;
+    let yaml = config(&cheap, &strong, "").replace("kind: anthropic", "kind: openai");
+    let p = Proxy::start(&yaml).await;
+    let big = format!("say hello to Ada. {}", "lorem ipsum ".repeat(300_000));
+    let body = chat(&big, false);
+    let sent = serde_json::to_vec(&body).unwrap().len();
+    assert!(sent > 3 << 20);
+    // Whichever model routing puts first fails.
+    let plan = ask(&p, "/v1/route", &json!({"prompt": big}), &[]).await;
+    let plan: Value = serde_json::from_str(&plan.body).unwrap();
+    let (first, second) = match plan["selected_model"].as_str().unwrap() {
+        "cheap" => (&cheap, "strong"),
+        _ => (&strong, "cheap"),
+    };
+    first.force(Some("error:502"));
+    let a = ask(&p, "/v1/chat/completions", &body, &[]).await;
+    assert_eq!(
+        (a.status, a.model.as_deref()),
+        (200, Some(second)),
+        "{}",
+        a.body
+    );
+    // Both upstreams got the whole prompt.
+    for m in [&cheap, &strong] {
+        let seen: Value = serde_json::from_slice(&m.last().body).unwrap();
+        assert_eq!(
+            seen["messages"][0]["content"].as_str().unwrap().len(),
+            big.len()
+        );
+    }
+}
