@@ -22,6 +22,7 @@ use crate::proxy::{forward::Upstream, Proxy, ProxyState};
 use crate::registry::Registry;
 use crate::router::DualRouter;
 use crate::store::{self, DecisionLog};
+use crate::trainer::Trainer;
 
 /// How long the decision log may take to drain at shutdown before the rest stays in its spool.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -70,6 +71,17 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
             .context("building the router (encoder, classifiers, MIRT checkpoint)")?,
     );
 
+    let trainer = Arc::new(Trainer::new(store.clone(), router.clone(), config.clone()));
+    control.block_on(trainer.startup());
+    if let Some(every) = &config.mirt.retrain_every {
+        // Validated with the config.
+        if let Ok(every) = crate::mirt::parse_interval(every) {
+            let _guard = control.enter();
+            trainer.clone().schedule(every);
+            tracing::info!(every = %every.as_secs(), "scheduled MIRT refits (seconds)");
+        }
+    }
+
     let admin_listener = bind(config.admin.listen).context("binding the admin listener")?;
     let admin_addr = admin_listener.local_addr()?;
     let admin_state = AdminState {
@@ -77,6 +89,7 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
         token: config.admin.token.clone(),
         catalog: registry,
         router: Some(router.clone()),
+        trainer: Some(trainer),
     };
     spawn_http(
         &control,

@@ -15,6 +15,10 @@
 //! | `GET /api/executors` | every model: id, provider, source, price, health, last check |
 //! | `GET /api/decisions?limit=&domain=&model=` | newest first; `limit` 1..=1000 (default 50) |
 //! | `GET /api/decisions/{id}` | one decision; 404 |
+//! | `GET /api/mirt/checkpoints` | every registered checkpoint, newest first, with its metrics and `active` |
+//! | `POST /api/mirt/checkpoints/{version}/activate[?force=true]` | swaps it in live; 409 if worse than the active one on the held-out slice; 404 |
+//! | `POST /api/mirt/train` `{"activate"?: bool}` | 202 + the job: refits on logged outcomes in the background; 409 while one runs |
+//! | `GET /api/mirt/train` | the running or last job (epoch, validation BCE, the version it registered); 404 before any |
 //!
 //! Errors are JSON ([`AdminError`]). Secrets (the admin token, API keys) are never returned.
 
@@ -133,6 +137,8 @@ pub struct AdminState {
     /// The proxy's router: policy edits reach it at once. `None` when the admin API runs
     /// without a proxy (tests of the API alone).
     pub router: Option<Arc<crate::router::DualRouter>>,
+    /// MIRT training and checkpoint activation (`/api/mirt/*`); `None` without a proxy.
+    pub trainer: Option<Arc<crate::trainer::Trainer>>,
 }
 
 impl AdminState {
@@ -143,6 +149,7 @@ impl AdminState {
             token: cfg.admin.token.clone(),
             catalog: Arc::new(ConfigCatalog::new(cfg)),
             router: None,
+            trainer: None,
         }
     }
 
@@ -180,6 +187,12 @@ pub fn api_router(state: AdminState) -> Router {
         .route("/api/executors", get(list_executors))
         .route("/api/decisions", get(list_decisions))
         .route("/api/decisions/{id}", get(get_decision))
+        .route("/api/mirt/checkpoints", get(list_checkpoints))
+        .route(
+            "/api/mirt/checkpoints/{version}/activate",
+            axum::routing::post(activate_checkpoint),
+        )
+        .route("/api/mirt/train", get(train_status).post(start_training))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token))
         .with_state(state)
 }
@@ -348,5 +361,84 @@ async fn get_decision(
     match state.store.get_decision(&id).await? {
         Some(d) => Ok(Json(d).into_response()),
         None => Err(AdminError::NotFound(format!("decision {id} not found"))),
+    }
+}
+
+fn trainer(state: &AdminState) -> Result<&Arc<crate::trainer::Trainer>, AdminError> {
+    state
+        .trainer
+        .as_ref()
+        .ok_or_else(|| AdminError::NotFound("MIRT training is not available here".into()))
+}
+
+impl From<crate::trainer::TrainerError> for AdminError {
+    fn from(e: crate::trainer::TrainerError) -> Self {
+        use crate::trainer::TrainerError as T;
+        match e {
+            T::Busy(_) | T::Worse { .. } => Self::Conflict(e.to_string()),
+            T::NotFound(_) => Self::NotFound(e.to_string()),
+            T::NotEnough(_) => Self::Invalid {
+                field: "data".into(),
+                message: e.to_string(),
+            },
+            T::Store(s) => s.into(),
+            T::Mirt(_) | T::Other(_) => {
+                tracing::error!(error = %e, "admin API: MIRT");
+                Self::Internal
+            }
+        }
+    }
+}
+
+async fn list_checkpoints(State(state): State<AdminState>) -> Result<Response, AdminError> {
+    Ok(Json(state.store.list_checkpoints().await?).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ActivateParams {
+    #[serde(default)]
+    force: bool,
+}
+
+async fn activate_checkpoint(
+    State(state): State<AdminState>,
+    Path(version): Path<String>,
+    query: Result<axum::extract::Query<ActivateParams>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, AdminError> {
+    let axum::extract::Query(params) = query?;
+    let version: i64 = version
+        .parse()
+        .map_err(|_| AdminError::BadRequest(format!("'{version}' is not a checkpoint version")))?;
+    let a = trainer(&state)?.activate(version, params.force).await?;
+    Ok(Json(a).into_response())
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TrainRequest {
+    /// Activate the result if it passes the held-out check.
+    #[serde(default)]
+    activate: bool,
+}
+
+async fn start_training(
+    State(state): State<AdminState>,
+    body: axum::body::Bytes,
+) -> Result<Response, AdminError> {
+    let req: TrainRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        TrainRequest::default()
+    } else {
+        serde_json::from_slice(&body)
+            .map_err(|e| AdminError::BadRequest(format!("invalid JSON body: {e}")))?
+    };
+    let job = trainer(&state)?.start(req.activate)?;
+    Ok((StatusCode::ACCEPTED, Json(job)).into_response())
+}
+
+async fn train_status(State(state): State<AdminState>) -> Result<Response, AdminError> {
+    match trainer(&state)?.status() {
+        Some(j) => Ok(Json(j).into_response()),
+        None => Err(AdminError::NotFound("no training job has run yet".into())),
     }
 }

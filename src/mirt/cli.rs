@@ -67,9 +67,21 @@ fn parse_kind(s: &str) -> Result<EncoderKind, String> {
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct TrainArgs {
-    /// Outcome data: wide CSV, long CSV (prompt,model,score[,cost][,split]) or JSONL.
+    /// Outcome data: wide CSV, long CSV (prompt,model,score[,cost][,split]) or JSONL. With
+    /// `--from-db`, the base data joined to the logged outcomes (default: `mirt.base_data`).
+    #[arg(long, required_unless_present = "from_db")]
+    pub data: Option<PathBuf>,
+    /// Fit on the outcomes logged in the config's store (failed attempts score 0, feedback
+    /// scores the model that served), register the checkpoint there (not active).
     #[arg(long)]
-    pub data: PathBuf,
+    pub from_db: bool,
+    /// The config file whose store, encoder and models `--from-db` uses.
+    #[arg(
+        long,
+        default_value = "config/dualrouter.yaml",
+        env = "DUALROUTER_CONFIG"
+    )]
+    pub config: PathBuf,
     /// Checkpoint to write.
     #[arg(long, default_value = "checkpoints/mirt.json")]
     pub out: PathBuf,
@@ -103,7 +115,26 @@ pub struct EvalArgs {
     pub fit: FitArgs,
 }
 
+/// `FitArgs` with the command line's defaults (what `dualrouter train` uses without flags).
+#[derive(Debug, clap::Parser)]
+struct DefaultFit {
+    #[command(flatten)]
+    fit: FitArgs,
+}
+
 impl FitArgs {
+    /// The defaults of `dualrouter train`, for the given encoder.
+    pub fn defaults(encoder: &EncoderConfig) -> Self {
+        use clap::Parser;
+        let mut fit = DefaultFit::parse_from(["dualrouter"]).fit;
+        fit.encoder = encoder.kind;
+        fit.models_dir = encoder.models_dir.clone();
+        fit.max_tokens = encoder.max_tokens;
+        fit.head_tokens = encoder.head_tokens;
+        fit.quiet = true;
+        fit
+    }
+
     pub fn encoder_config(&self) -> EncoderConfig {
         EncoderConfig {
             kind: self.encoder,
@@ -241,11 +272,86 @@ fn fit(
     command: String,
 ) -> anyhow::Result<Mirt> {
     let features = args.feature_names()?;
+    let none = HashMap::new();
+    let xs: Vec<Vec<f32>> = emb
+        .iter()
+        .zip(rows)
+        .map(|(e, r)| {
+            let mut x = Vec::new();
+            features_into(&features, e, &r.prompt, &none, &mut x);
+            x
+        })
+        .collect();
+    let input = FitInput {
+        models: ds.models.clone(),
+        prices: ds.mean_prices(rows),
+        xs,
+        ys: rows.iter().map(|r| r.scores.clone()).collect(),
+        features,
+        data: ds.source.display().to_string(),
+        split: split.map(str::to_string),
+        command,
+    };
+    fit_xy(input, enc.id(), enc.dim(), args, &mut |_, _, _| {})
+}
+
+/// What a fit needs once the prompts are features: one row of `xs` and `ys` per prompt, one
+/// column of `ys` per model.
+pub struct FitInput {
+    pub models: Vec<String>,
+    /// Mean cost per query of each model (the objective's price scale).
+    pub prices: Vec<f64>,
+    pub xs: Vec<Vec<f32>>,
+    pub ys: Vec<Vec<Option<f32>>>,
+    /// Feature names after the embedding in each x.
+    pub features: Vec<String>,
+    /// Where the data came from (for the checkpoint's summary).
+    pub data: String,
+    pub split: Option<String>,
+    pub command: String,
+}
+
+/// x of a prompt for a feature list: the embedding, then each feature (built-in from the text,
+/// else from `extra`, else 0).
+pub fn features_into(
+    features: &[String],
+    emb: &[f32],
+    text: &str,
+    extra: &HashMap<String, f32>,
+    x: &mut Vec<f32>,
+) {
+    x.clear();
+    x.extend_from_slice(emb);
+    for f in features {
+        let v = super::builtin_feature(f, text)
+            .or_else(|| extra.get(f).copied())
+            .unwrap_or(0.0);
+        x.push(v);
+    }
+}
+
+/// Fits a checkpoint on prepared features. `progress(member, epoch, val_bce)` is called after
+/// every epoch (for a progress bar or a job's status).
+pub fn fit_xy(
+    input: FitInput,
+    encoder_id: &str,
+    embed_dim: usize,
+    args: &FitArgs,
+    progress: &mut dyn FnMut(usize, usize, f64),
+) -> anyhow::Result<Mirt> {
     let cfg = args.train_config();
-    let prices = ds.mean_prices(rows);
+    let FitInput {
+        models: names,
+        prices,
+        xs,
+        ys,
+        features,
+        data,
+        split,
+        command,
+    } = input;
     let cost_ref = prices.iter().copied().fold(0.0, f64::max);
-    let models = ds
-        .models
+    let models = names
         .iter()
         .enumerate()
         .map(|(j, name)| ModelInfo {
@@ -253,14 +359,14 @@ fn fit(
             price: prices[j],
             cold: false,
             tier: None,
-            outcomes: rows.iter().filter(|r| r.scores[j].is_some()).count(),
+            outcomes: ys.iter().filter(|y| y[j].is_some()).count(),
         })
         .collect::<Vec<_>>();
     let mut m = Mirt {
         format: CHECKPOINT_FORMAT.into(),
         version: CHECKPOINT_VERSION,
-        encoder: enc.id().to_string(),
-        embed_dim: enc.dim(),
+        encoder: encoder_id.to_string(),
+        embed_dim,
         features,
         cost_ref,
         models,
@@ -275,8 +381,6 @@ fn fit(
         training: TrainingSummary::default(),
         eval: serde_json::Value::Null,
     };
-    let xs = features_of(&m, emb, rows);
-    let ys: Vec<Vec<Option<f32>>> = rows.iter().map(|r| r.scores.clone()).collect();
     let skipped = ys.iter().filter(|y| y.iter().all(Option::is_none)).count();
     let members = args.ensemble.max(1);
     let pb = bar((cfg.max_epochs * members) as u64, "training", args.quiet);
@@ -287,9 +391,10 @@ fn fit(
             ..cfg.clone()
         };
         let mut last = 0;
-        let (w, r) = model::train(&xs, &ys, ds.models.len(), &c, |ep, vb| {
+        let (w, r) = model::train(&xs, &ys, names.len(), &c, |ep, vb| {
             pb.set_prefix(format!("member {}/{members} val BCE {vb:.4}", e + 1));
             pb.inc(1);
+            progress(e, ep, vb);
             last = ep;
         });
         pb.inc((cfg.max_epochs - last) as u64);
@@ -305,9 +410,9 @@ fn fit(
         bail!("no ensemble member trained");
     };
     m.training = TrainingSummary {
-        data: ds.source.display().to_string(),
-        split: split.map(str::to_string),
-        rows: rows.len(),
+        data,
+        split,
+        rows: xs.len(),
         rows_skipped: skipped,
         command,
         train: Some(report),
@@ -326,10 +431,20 @@ fn split_rows<'a>(ds: &'a Dataset, split: &str) -> Vec<&'a Row> {
 }
 
 pub fn run_train(args: &TrainArgs) -> anyhow::Result<()> {
-    let ds = Dataset::load(&args.data)?;
+    if args.from_db {
+        return crate::trainer::train_from_db_command(
+            &args.config,
+            args.data.as_deref(),
+            &args.out,
+        );
+    }
+    let Some(data) = &args.data else {
+        bail!("--data FILE is required (or --from-db)");
+    };
+    let ds = Dataset::load(data)?;
     let rows = split_rows(&ds, &args.split);
     if rows.is_empty() {
-        bail!("{}: no rows in split `{}`", args.data.display(), args.split);
+        bail!("{}: no rows in split `{}`", data.display(), args.split);
     }
     let enc = Encoder::load(&args.fit.encoder_config())?;
     let cache = args

@@ -301,14 +301,7 @@ impl Mirt {
         extra: &HashMap<String, f32>,
         x: &mut Vec<f32>,
     ) {
-        x.clear();
-        x.extend_from_slice(emb);
-        for f in &self.features {
-            let v = builtin_feature(f, text)
-                .or_else(|| extra.get(f).copied())
-                .unwrap_or(0.0);
-            x.push(v);
-        }
+        cli::features_into(&self.features, emb, text, extra, x);
     }
 
     /// P(success) of every model of the checkpoint for features x.

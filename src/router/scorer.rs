@@ -73,6 +73,21 @@ impl Scorer {
             .is_none_or(|i| self.mirt.models[i].cold)
     }
 
+    /// Whether P can be given for `model`: a registry id, or a model of the checkpoint.
+    pub fn knows(&self, model: &str) -> bool {
+        self.index_of(model).is_some() || self.mirt.model_index(model).is_some()
+    }
+
+    /// P(success) of one model (registry id or checkpoint name) for x.
+    pub fn p_named(&self, x: &[f32], model: &str) -> Option<f32> {
+        let i = self
+            .index_of(model)
+            .or_else(|| self.mirt.model_index(model))?;
+        let mut out = Vec::new();
+        self.mirt.predict_subset(x, &[i], &mut out);
+        out.first().copied()
+    }
+
     /// The features x of a prompt (embedding + the checkpoint's features).
     pub fn features(&self, embedding: &[f32], text: &str) -> Vec<f32> {
         let mut x = Vec::with_capacity(self.mirt.dim_x());

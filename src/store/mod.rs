@@ -585,6 +585,147 @@ impl Store {
     }
 }
 
+/// A registered MIRT checkpoint (a `mirt_checkpoints` row).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize, sqlx::FromRow)]
+pub struct CheckpointRow {
+    pub version: i64,
+    pub path: String,
+    pub sha256: Option<String>,
+    pub dim: i32,
+    #[sqlx(json)]
+    pub models: Vec<String>,
+    #[sqlx(json)]
+    pub metrics: serde_json::Value,
+    pub train_rows: i64,
+    pub active: bool,
+    pub created_at: DateTime<Utc>,
+}
+
+/// A logged outcome to train on: the prompt's features and the scores its attempts earned.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Outcome {
+    pub decision_id: String,
+    pub features: StoredFeatures,
+    /// (model, score): 0 for each attempt that failed, the feedback for the model that served.
+    pub scores: Vec<(String, f32)>,
+}
+
+#[derive(sqlx::FromRow)]
+struct OutcomeRow {
+    decision_id: String,
+    selected_model: Option<String>,
+    details: Json<DecisionDetails>,
+    features: Option<Json<StoredFeatures>>,
+    feedback_score: Option<f64>,
+}
+
+const CHECKPOINT_COLUMNS: &str =
+    "version, path, sha256, dim, models, metrics, train_rows, active, created_at";
+
+impl Store {
+    // ---- MIRT checkpoints and outcomes ----
+
+    /// Registers a checkpoint file (not active); returns its row with the next version.
+    pub async fn register_checkpoint(
+        &self,
+        path: &str,
+        sha256: &str,
+        dim: i32,
+        models: &[String],
+        metrics: &serde_json::Value,
+        train_rows: i64,
+    ) -> Result<CheckpointRow, StoreError> {
+        let now = Utc::now();
+        let sql = format!(
+            "INSERT INTO mirt_checkpoints ({CHECKPOINT_COLUMNS}) \
+             SELECT COALESCE(MAX(version), 0) + 1, $1, $2, $3, $4, $5, $6, FALSE, $7 FROM mirt_checkpoints \
+             RETURNING {CHECKPOINT_COLUMNS}"
+        );
+        let row: CheckpointRow = on_pool!(self, pool, Db => {
+            sqlx::query_as::<Db, CheckpointRow>(&sql)
+                .bind(path)
+                .bind(sha256)
+                .bind(dim)
+                .bind(Json(models))
+                .bind(Json(metrics))
+                .bind(train_rows)
+                .bind(now)
+                .fetch_one(pool)
+                .await?
+        });
+        Ok(row)
+    }
+
+    /// Every checkpoint, newest first.
+    pub async fn list_checkpoints(&self) -> Result<Vec<CheckpointRow>, StoreError> {
+        let sql =
+            format!("SELECT {CHECKPOINT_COLUMNS} FROM mirt_checkpoints ORDER BY version DESC");
+        let rows = on_pool!(self, pool, Db => {
+            sqlx::query_as::<Db, CheckpointRow>(&sql).fetch_all(pool).await?
+        });
+        Ok(rows)
+    }
+
+    pub async fn get_checkpoint(&self, version: i64) -> Result<Option<CheckpointRow>, StoreError> {
+        let sql = format!("SELECT {CHECKPOINT_COLUMNS} FROM mirt_checkpoints WHERE version = $1");
+        let row = on_pool!(self, pool, Db => {
+            sqlx::query_as::<Db, CheckpointRow>(&sql).bind(version).fetch_optional(pool).await?
+        });
+        Ok(row)
+    }
+
+    /// Marks `version` the active checkpoint (and no other).
+    pub async fn set_active_checkpoint(&self, version: i64) -> Result<(), StoreError> {
+        on_pool!(self, pool, Db => {
+            let mut tx = pool.begin().await?;
+            sqlx::query::<Db>("UPDATE mirt_checkpoints SET active = (version = $1)")
+                .bind(version)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+        });
+        Ok(())
+    }
+
+    /// Outcomes of routed decisions logged with features from encoder `encoder`, oldest first.
+    pub async fn outcomes(&self, encoder: &str) -> Result<Vec<Outcome>, StoreError> {
+        let sql = "SELECT d.decision_id, d.selected_model, d.details, d.features, \
+            (SELECT f.score FROM feedback f WHERE f.decision_id = d.decision_id \
+              ORDER BY f.created_at DESC, f.id DESC LIMIT 1) AS feedback_score \
+            FROM routing_decisions d WHERE d.features IS NOT NULL \
+            ORDER BY d.created_at, d.decision_id";
+        let rows: Vec<OutcomeRow> = on_pool!(self, pool, Db => {
+            sqlx::query_as::<Db, OutcomeRow>(sql).fetch_all(pool).await?
+        });
+        Ok(rows
+            .into_iter()
+            .filter_map(|r| {
+                let features = r.features?.0;
+                if features.encoder != encoder {
+                    return None;
+                }
+                let mut scores: Vec<(String, f32)> = r
+                    .details
+                    .0
+                    .attempts
+                    .iter()
+                    .filter(|a| a.failed())
+                    .map(|a| (a.model.clone(), 0.0))
+                    .collect();
+                if let (Some(m), Some(s)) = (r.selected_model, r.feedback_score) {
+                    scores.retain(|(x, _)| *x != m);
+                    scores.push((m, s as f32));
+                }
+                (!scores.is_empty()).then_some(Outcome {
+                    decision_id: r.decision_id,
+                    features,
+                    scores,
+                })
+            })
+            .collect())
+    }
+}
+
 /// What `serve` does at start: connect to `cfg.database`, migrate, and seed the config's
 /// policies (upsert by domain/action; the store stays the source of truth for the rest).
 pub async fn open_and_seed(cfg: &crate::config::Config) -> Result<Store, StoreError> {

@@ -5,6 +5,7 @@
 pub mod anthropic_mock;
 pub mod db;
 pub mod mock;
+pub mod synthetic;
 
 #[allow(unused_imports)]
 pub use db::*;

@@ -1,0 +1,188 @@
+//! Learning from outcomes through the real proxy: feedback on routed decisions → a refit in
+//! the background (`POST /api/mirt/train`) → activation, checked on the held-out slice → routing
+//! changes live. A worse checkpoint is refused, and says why; `dualrouter train --from-db`
+//! fits the same data from the command line.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::time::Duration;
+
+use common::mock::Mock;
+use common::synthetic::{ask, chat, config, hard};
+use common::{run_cli, Proxy};
+use serde_json::{json, Value};
+
+async fn feedback(p: &Proxy, body: Value) -> (u16, Value) {
+    let r = reqwest::Client::new()
+        .post(p.url("/v1/feedback"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.json().await.unwrap())
+}
+
+async fn admin(p: &Proxy, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+    let c = reqwest::Client::new();
+    let url = format!("{}{path}", p.admin);
+    let req = match method {
+        "POST" => c.post(&url).json(&body.unwrap_or(json!({}))),
+        _ => c.get(&url),
+    };
+    let r = req.send().await.unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+async fn routed_model(p: &Proxy, prompt: &str) -> String {
+    let a = ask(p, "/v1/route", &json!({ "prompt": prompt }), &[]).await;
+    let v: Value = serde_json::from_str(&a.body).unwrap();
+    v["selected_model"].as_str().unwrap().to_string()
+}
+
+#[tokio::test]
+async fn feedback_retrain_activate_changes_routing() {
+    let cheap = Mock::start().await;
+    let strong = Mock::start_anthropic().await;
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = config(&cheap, &strong, "").replace(
+        "  cost_weight: 0.3\n",
+        &format!(
+            "  cost_weight: 0.3\n  checkpoints_dir: {}\n  min_outcomes: 10\n  holdout_percent: 20\n",
+            dir.path().display()
+        ),
+    );
+    assert!(yaml.contains("holdout_percent"));
+    let p = Proxy::start(&yaml).await;
+
+    // Feedback is checked: unknown decision, bad score, bad id.
+    let (s, v) = feedback(
+        &p,
+        json!({"decision_id": "01a20f90-2119-7436-b91a-a2d5647ce189", "score": 1}),
+    )
+    .await;
+    assert_eq!(s, 404, "{v}");
+    assert_eq!(v["error"]["type"], "invalid_request_error", "{v}");
+    let (s, v) = feedback(&p, json!({"decision_id": "x", "score": 1})).await;
+    assert_eq!(s, 400, "{v}");
+
+    // In practice the strong model fails these hard prompts and the cheap one does well.
+    assert_eq!(routed_model(&p, &hard(1000)).await, "strong");
+    let mut first = None;
+    for i in 0..60 {
+        let a = ask(
+            &p,
+            "/v1/chat/completions",
+            &chat(&format!("{} (case {i})", hard(400 + i)), false),
+            &[("x-dualrouter-max-cost", "1")],
+        )
+        .await;
+        assert_eq!(a.model.as_deref(), Some("cheap"));
+        let id = a.decision.unwrap();
+        let (s, v) = feedback(&p, json!({"decision_id": id, "score": 1.0})).await;
+        assert_eq!(s, 200, "{v}");
+        first.get_or_insert(id);
+        let prompt = format!("{} (case {})", hard(500 + i), 100 + i);
+        let a = ask(&p, "/v1/chat/completions", &chat(&prompt, false), &[]).await;
+        assert_eq!(a.model.as_deref(), Some("strong"));
+        let (s, v) = feedback(
+            &p,
+            json!({"decision_id": a.decision.unwrap(), "score": 0.0, "comment": "wrong proof"}),
+        )
+        .await;
+        assert_eq!(s, 200, "{v}");
+    }
+    let (s, v) = feedback(&p, json!({"decision_id": first.unwrap(), "score": 1.5})).await;
+    assert_eq!(s, 400, "{v}");
+
+    // The shipped checkpoint is registered and active.
+    let (_, list) = admin(&p, "GET", "/api/mirt/checkpoints", None).await;
+    let list = list.as_array().unwrap().clone();
+    assert_eq!(list.len(), 1, "{list:?}");
+    assert_eq!(list[0]["active"], true);
+    let v1 = list[0]["version"].as_i64().unwrap();
+
+    // Refit in the background, with progress.
+    let (s, job) = admin(&p, "POST", "/api/mirt/train", Some(json!({}))).await;
+    assert_eq!(s, 202, "{job}");
+    assert_eq!(job["state"], "running");
+    let mut done = Value::Null;
+    for _ in 0..600 {
+        let (_, j) = admin(&p, "GET", "/api/mirt/train", None).await;
+        if j["state"] != "running" {
+            done = j;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(done["state"], "done", "{done}");
+    assert!(done["epoch"].as_u64().unwrap() > 0, "{done}");
+    let v2 = done["version"].as_i64().unwrap();
+    assert_ne!(v2, v1);
+    // Registering does not activate.
+    assert_eq!(routed_model(&p, &hard(1000)).await, "strong");
+
+    let (s, a) = admin(
+        &p,
+        "POST",
+        &format!("/api/mirt/checkpoints/{v2}/activate"),
+        None,
+    )
+    .await;
+    assert_eq!(s, 200, "{a}");
+    assert!(a["holdout_n"].as_u64().unwrap() > 5, "{a}");
+    assert!(a["new_bce"].as_f64().unwrap() < a["active_bce"].as_f64().unwrap());
+    // Routing changed, live.
+    assert_eq!(routed_model(&p, &hard(1000)).await, "cheap");
+    let r = ask(&p, "/v1/chat/completions", &chat(&hard(1001), false), &[]).await;
+    assert_eq!(r.model.as_deref(), Some("cheap"));
+
+    // Going back to the shipped checkpoint is worse on the held-out slice: refused.
+    let (s, e) = admin(
+        &p,
+        "POST",
+        &format!("/api/mirt/checkpoints/{v1}/activate"),
+        None,
+    )
+    .await;
+    assert_eq!(s, 409, "{e}");
+    let msg = e["error"]["message"].as_str().unwrap();
+    assert!(msg.contains("worse") && msg.contains("held-out"), "{msg}");
+    assert_eq!(routed_model(&p, &hard(1000)).await, "cheap");
+    let (_, list) = admin(&p, "GET", "/api/mirt/checkpoints", None).await;
+    let active: Vec<i64> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["active"] == true)
+        .map(|c| c["version"].as_i64().unwrap())
+        .collect();
+    assert_eq!(active, vec![v2]);
+    // Unless forced.
+    let (s, a) = admin(
+        &p,
+        "POST",
+        &format!("/api/mirt/checkpoints/{v1}/activate?force=true"),
+        None,
+    )
+    .await;
+    assert_eq!(s, 200, "{a}");
+    assert_eq!(routed_model(&p, &hard(1000)).await, "strong");
+    let (s, _) = admin(&p, "POST", "/api/mirt/checkpoints/999/activate", None).await;
+    assert_eq!(s, 404);
+
+    // The same refit from the command line, on the same store.
+    let out = dir.path().join("cli.json");
+    let (ok, log) = run_cli(&[
+        "train",
+        "--from-db",
+        "--config",
+        p.dir.path().join("config.yaml").to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(ok, "{log}");
+    assert!(log.contains("registered it as checkpoint v3"), "{log}");
+    assert!(out.is_file());
+}
