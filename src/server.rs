@@ -219,9 +219,13 @@ pub fn route_command(args: &crate::cli::RouteArgs) -> anyhow::Result<()> {
         // The store is the source of truth for policies; the config's seed them.
         let store = store::open_and_seed(&config).await?;
         let policies = store.list_policies().await?;
-        store.close().await;
         let registry = Arc::new(Registry::from_config(&config));
-        let router = DualRouter::build(&config, &policies, registry, metrics)?;
+        let router = Arc::new(DualRouter::build(&config, &policies, registry, metrics)?);
+        // The checkpoint `serve` would use: the store's active one.
+        Trainer::new(store.clone(), router.clone(), Arc::new(config.clone()))
+            .startup()
+            .await;
+        store.close().await;
         let conversation = crate::router::conversation::Conversation::from_prompt(&args.prompt);
         let opts = crate::router::RouteOptions {
             max_cost_per_mtok: args.max_cost,

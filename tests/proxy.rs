@@ -526,7 +526,7 @@ async fn models_health_and_metrics() {
         .iter()
         .map(|m| m["id"].as_str().unwrap())
         .collect();
-    assert_eq!(ids[0], "public-echo");
+    assert_eq!(ids[..2], ["auto", "public-echo"]);
     assert!(ids.contains(&"stream-3-50"));
     assert_eq!(
         client.get(p.url("/healthz")).send().await.unwrap().status(),

@@ -201,6 +201,34 @@ async fn falls_back_on_every_failure_before_the_first_byte() {
     }
     cheap.force(None);
 
+    // The other way round: the Anthropic upstream (first for a hard prompt) is overloaded, and
+    // an Anthropic client gets its answer from the OpenAI-compatible one, in its own format.
+    strong.force(Some("error:529"));
+    let a = ask(
+        &p,
+        "/v1/messages",
+        &messages(&hard(3)),
+        &[("x-session-id", "anthropic-hard")],
+    )
+    .await;
+    assert_eq!(
+        (a.status, a.model.as_deref()),
+        (200, Some("cheap")),
+        "{}",
+        a.body
+    );
+    let v: Value = serde_json::from_str(&a.body).unwrap();
+    assert_eq!(v["type"], "message", "{v}");
+    let d = decision(&p, a.decision.as_deref().unwrap()).await;
+    assert_eq!(
+        attempts(&d),
+        vec![
+            ("strong".into(), "5xx".into()),
+            ("cheap".into(), "ok".into())
+        ]
+    );
+    strong.force(None);
+
     // Connect failure: a provider at a closed port.
     let strong2 = Mock::start().await;
     let yaml = format!(

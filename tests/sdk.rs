@@ -227,3 +227,89 @@ async fn openai_python_sdk_against_both_upstream_kinds() {
         "toolu_mock"
     );
 }
+
+/// Both SDKs with `model: "auto"`: routed, with the first choice failing (503) so the fallback
+/// chain crosses formats: OpenAI upstream down → Anthropic upstream answers, and the reverse.
+#[tokio::test]
+async fn both_sdks_with_auto_fall_back_across_formats() {
+    let oa = Mock::start().await;
+    let an = Mock::start_anthropic().await;
+    for down in ["oa", "an"] {
+        // The cheaper model is tried first (equal priors: same tier) and is the one that fails.
+        let (oa_id, an_id) = if down == "oa" {
+            ("error:503", "echo")
+        } else {
+            ("echo", "error:503")
+        };
+        let (oa_price, an_price) = if down == "oa" { (0.1, 1.0) } else { (1.0, 0.1) };
+        let yaml = format!(
+            r#"listen: 127.0.0.1:0
+admin: {{ listen: 127.0.0.1:0 }}
+providers:
+  - name: oa
+    kind: openai
+    base_url: {}
+    models:
+      - {{ id: oa-model, upstream_id: "{oa_id}", tier: premium, cost_per_mtok: {{ input: {oa_price}, output: {oa_price} }} }}
+  - name: an
+    kind: anthropic
+    base_url: {}
+    models:
+      - {{ id: an-model, upstream_id: "{an_id}", tier: premium, cost_per_mtok: {{ input: {an_price}, output: {an_price} }} }}
+policies:
+  - {{ domain: programming, action: code-generation, description: "writing new code", models: [oa-model, an-model] }}
+  - {{ domain: chat, action: small-talk, description: "greetings and casual conversation", models: [oa-model, an-model] }}
+"#,
+            oa.base_url(),
+            an.base_url()
+        );
+        let p = Proxy::start(&yaml).await;
+        let base = p.proxy.clone();
+        let out = tokio::task::spawn_blocking(move || {
+            std::process::Command::new(python())
+                .arg(common::repo_root().join("tests/sdk/auto_sdk.py"))
+                .arg(base)
+                .output()
+                .unwrap()
+        })
+        .await
+        .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{down} down:\n{stderr}\n{}", p.log());
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let served = if down == "oa" { "an-model" } else { "oa-model" };
+        for sdk in ["openai", "anthropic"] {
+            assert_eq!(v[sdk]["model"], served, "{down} down, {sdk}: {v}");
+            assert_eq!(v[sdk]["route"], "programming/code-generation", "{v}");
+            assert!(
+                v[sdk]["text"].as_str().unwrap().starts_with("received "),
+                "{down} down, {sdk}: {v}"
+            );
+            assert_eq!(
+                v[sdk]["streamed"], "tok0 tok1 tok2 ",
+                "{down} down, {sdk}: {v}"
+            );
+        }
+        // The first request of each SDK tried the failing model first.
+        let id = v["openai"]["decision"].as_str().unwrap();
+        let mut d = serde_json::Value::Null;
+        for _ in 0..100 {
+            let r = reqwest::get(format!("{}/api/decisions/{id}", p.admin))
+                .await
+                .unwrap();
+            if r.status() == 200 {
+                d = r.json().await.unwrap();
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        let tried: Vec<&str> = d["details"]["attempts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a["model"].as_str().unwrap())
+            .collect();
+        let failing = if down == "oa" { "oa-model" } else { "an-model" };
+        assert_eq!(tried, [failing, served], "{d}");
+    }
+}

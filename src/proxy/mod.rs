@@ -539,8 +539,14 @@ fn fill_record(rec: &mut DecisionRecord, d: &RoutingDecision) {
         .map(|f| StoredFeatures::new(&f.encoder, &f.embedding, f.extra.clone()));
 }
 
+/// `GET /v1/models`: the routing aliases (`auto`), then every model in config order.
 fn models_list(config: &Config) -> serde_json::Value {
-    let data: Vec<_> = config
+    let aliases = config
+        .routing
+        .aliases
+        .iter()
+        .map(|a| json!({ "id": a, "object": "model", "created": 0, "owned_by": "dualrouter" }));
+    let models = config
         .model_order
         .iter()
         .filter_map(|id| config.models.get(id))
@@ -551,7 +557,7 @@ fn models_list(config: &Config) -> serde_json::Value {
                 "created": 0,
                 "owned_by": m.provider.name,
             })
-        })
-        .collect();
+        });
+    let data: Vec<_> = aliases.chain(models).collect();
     json!({ "object": "list", "data": data })
 }
