@@ -41,19 +41,90 @@ async fn routed_model(p: &Proxy, prompt: &str) -> String {
     v["selected_model"].as_str().unwrap().to_string()
 }
 
+/// Logs outcomes saying the cheap model does well on hard prompts and the strong one fails
+/// them: 60 routed requests each (the cheap ones under a price cap), all with feedback. Returns
+/// the first decision id. With `strict`, each request must have gone where routing sends it
+/// before any refit; without, the score follows the model that served (a refit activated
+/// meanwhile may already send hard prompts to the cheap model).
+async fn teach(p: &Proxy, strict: bool) -> String {
+    let mut first = None;
+    for i in 0..60 {
+        let a = ask(
+            p,
+            "/v1/chat/completions",
+            &chat(&format!("{} (case {i})", hard(400 + i)), false),
+            &[("x-dualrouter-max-cost", "1")],
+        )
+        .await;
+        assert_eq!(a.model.as_deref(), Some("cheap"));
+        let id = a.decision.unwrap();
+        let (s, v) = feedback(p, json!({"decision_id": id, "score": 1.0})).await;
+        assert_eq!(s, 200, "{v}");
+        first.get_or_insert(id);
+        let prompt = format!("{} (case {})", hard(500 + i), 100 + i);
+        let a = ask(p, "/v1/chat/completions", &chat(&prompt, false), &[]).await;
+        if strict {
+            assert_eq!(a.model.as_deref(), Some("strong"));
+        }
+        let score = if a.model.as_deref() == Some("cheap") {
+            1.0
+        } else {
+            0.0
+        };
+        let (s, v) = feedback(
+            p,
+            json!({"decision_id": a.decision.unwrap(), "score": score, "comment": "graded"}),
+        )
+        .await;
+        assert_eq!(s, 200, "{v}");
+    }
+    first.unwrap()
+}
+
+/// The synthetic world's config, learning settings added.
+fn learning_config(cheap: &Mock, strong: &Mock, dir: &std::path::Path, extra: &str) -> String {
+    config(cheap, strong, "").replace(
+        "  cost_weight: 0.3\n",
+        &format!(
+            "  cost_weight: 0.3\n  checkpoints_dir: {}\n  min_outcomes: 10\n  holdout_percent: 20\n{extra}",
+            dir.display()
+        ),
+    )
+}
+
+#[tokio::test]
+async fn scheduled_refits_activate_what_passes() {
+    let cheap = Mock::start().await;
+    let strong = Mock::start_anthropic().await;
+    let dir = tempfile::tempdir().unwrap();
+    let p = Proxy::start(&learning_config(
+        &cheap,
+        &strong,
+        dir.path(),
+        "  retrain_every: 2s\n",
+    ))
+    .await;
+    teach(&p, false).await;
+    // Within a few periods a refit on these outcomes is registered and activated.
+    for _ in 0..300 {
+        if routed_model(&p, &hard(1000)).await == "cheap" {
+            let (_, list) = admin(&p, "GET", "/api/mirt/checkpoints", None).await;
+            let list = list.as_array().unwrap();
+            assert!(list.len() >= 2, "{list:?}");
+            assert_eq!(list[0]["active"], true, "the newest is active: {list:?}");
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    panic!("no scheduled refit was activated:\n{}", p.log());
+}
+
 #[tokio::test]
 async fn feedback_retrain_activate_changes_routing() {
     let cheap = Mock::start().await;
     let strong = Mock::start_anthropic().await;
     let dir = tempfile::tempdir().unwrap();
-    let yaml = config(&cheap, &strong, "").replace(
-        "  cost_weight: 0.3\n",
-        &format!(
-            "  cost_weight: 0.3\n  checkpoints_dir: {}\n  min_outcomes: 10\n  holdout_percent: 20\n",
-            dir.path().display()
-        ),
-    );
-    assert!(yaml.contains("holdout_percent"));
+    let yaml = learning_config(&cheap, &strong, dir.path(), "");
     let p = Proxy::start(&yaml).await;
 
     // Feedback is checked: unknown decision, bad score, bad id.
@@ -69,31 +140,8 @@ async fn feedback_retrain_activate_changes_routing() {
 
     // In practice the strong model fails these hard prompts and the cheap one does well.
     assert_eq!(routed_model(&p, &hard(1000)).await, "strong");
-    let mut first = None;
-    for i in 0..60 {
-        let a = ask(
-            &p,
-            "/v1/chat/completions",
-            &chat(&format!("{} (case {i})", hard(400 + i)), false),
-            &[("x-dualrouter-max-cost", "1")],
-        )
-        .await;
-        assert_eq!(a.model.as_deref(), Some("cheap"));
-        let id = a.decision.unwrap();
-        let (s, v) = feedback(&p, json!({"decision_id": id, "score": 1.0})).await;
-        assert_eq!(s, 200, "{v}");
-        first.get_or_insert(id);
-        let prompt = format!("{} (case {})", hard(500 + i), 100 + i);
-        let a = ask(&p, "/v1/chat/completions", &chat(&prompt, false), &[]).await;
-        assert_eq!(a.model.as_deref(), Some("strong"));
-        let (s, v) = feedback(
-            &p,
-            json!({"decision_id": a.decision.unwrap(), "score": 0.0, "comment": "wrong proof"}),
-        )
-        .await;
-        assert_eq!(s, 200, "{v}");
-    }
-    let (s, v) = feedback(&p, json!({"decision_id": first.unwrap(), "score": 1.5})).await;
+    let first = teach(&p, true).await;
+    let (s, v) = feedback(&p, json!({"decision_id": first, "score": 1.5})).await;
     assert_eq!(s, 400, "{v}");
 
     // The shipped checkpoint is registered and active.

@@ -458,3 +458,54 @@ async fn a_multi_mib_prompt_is_routed_and_falls_back() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_conversation_stays_on_its_model_while_it_is_healthy() {
+    let cheap = Mock::start().await;
+    let strong = Mock::start_anthropic().await;
+    let p = Proxy::start(&config(
+        &cheap,
+        &strong,
+        "routing: { breaker: { failures: 1, cooldown_ms: 60000 } }\n",
+    ))
+    .await;
+    let session = [("x-session-id", "conv-1")];
+    let a = ask(&p, "/v1/chat/completions", &chat(&easy(1), false), &session).await;
+    assert_eq!(a.model.as_deref(), Some("cheap"));
+    // A hard follow-up in the same conversation stays on cheap (its prompt cache is warm)…
+    let a = ask(&p, "/v1/chat/completions", &chat(&hard(1), false), &session).await;
+    assert_eq!(a.model.as_deref(), Some("cheap"));
+    let d = decision(&p, a.decision.as_deref().unwrap()).await;
+    assert_eq!(d["details"]["affinity"], true);
+    assert!(d["details"]["reasoning"]
+        .as_str()
+        .unwrap()
+        .contains("→ affinity: cheap"));
+    // …while the same prompt in another conversation goes where MIRT says.
+    let a = ask(
+        &p,
+        "/v1/chat/completions",
+        &chat(&hard(1), false),
+        &[("x-session-id", "conv-2")],
+    )
+    .await;
+    assert_eq!(a.model.as_deref(), Some("strong"));
+    // Without a session header, a conversation is its first user message: the next turn of
+    // the easy conversation stays on cheap.
+    let turns = json!({"model": "auto", "messages": [
+        {"role": "user", "content": easy(5)},
+        {"role": "assistant", "content": "sure"},
+        {"role": "user", "content": hard(9)},
+    ]});
+    let first = ask(&p, "/v1/chat/completions", &chat(&easy(5), false), &[]).await;
+    assert_eq!(first.model.as_deref(), Some("cheap"));
+    let a = ask(&p, "/v1/chat/completions", &turns, &[]).await;
+    assert_eq!(a.model.as_deref(), Some("cheap"));
+    // When its model fails, the conversation moves on.
+    cheap.force(Some("error:503"));
+    let a = ask(&p, "/v1/chat/completions", &chat(&easy(2), false), &session).await;
+    assert_eq!(a.model.as_deref(), Some("strong"));
+    cheap.force(None);
+    let a = ask(&p, "/v1/chat/completions", &chat(&easy(3), false), &session).await;
+    assert_eq!(a.model.as_deref(), Some("strong"), "cheap is cooling down");
+}
