@@ -76,7 +76,7 @@ admin: {{ listen: 127.0.0.1:0 }}
 database: sqlite://{db}
 decision_log: {{ spool_dir: {spool} }}
 mirt:
-  checkpoint: {root}/checkpoints/default.json
+  checkpoint: {root}/checkpoints/{checkpoint}
   encoder: {{ kind: {encoder}, models_dir: {root}/models }}
 providers:
   - name: demo
@@ -92,6 +92,7 @@ policies:
   - {{ domain: writing, action: summary, description: "summarising a text", examples: ["summarise this article"], models: [mid, small, large] }}
 "#,
             db = dir.path().join("b.db").display(),
+            checkpoint = if encoder == "static" { "static.json" } else { "default.json" },
             spool = dir.path().join("spool").display(),
         ),
     )

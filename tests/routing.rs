@@ -344,6 +344,12 @@ async fn price_cap_header_and_no_candidate() {
     )
     .await;
     assert_eq!(a.status, 400, "{}", a.body);
+    // Nothing to route on (no user text) is the client's error too.
+    let only_system =
+        json!({"model": "auto", "messages": [{"role": "system", "content": "be brief"}]});
+    let a = ask(&p, "/v1/chat/completions", &only_system, &[]).await;
+    assert_eq!(a.status, 400, "{}", a.body);
+    assert!(a.body.contains("nothing to route on"), "{}", a.body);
     assert_eq!(cheap.count() + strong.count(), 1);
 }
 

@@ -171,7 +171,7 @@ async fn handle(
                 .router
                 .route(&conversation, &opts)
                 .await
-                .map_err(|e| ApiError::Routing(e.to_string()))?
+                .map_err(routing_error)?
                 .map_err(ApiError::NoCandidate)?;
             let v = decision_json(&ctx.decision_id.to_string(), &decision);
             respond::json(session, http::StatusCode::OK, &v, &[]).await
@@ -189,6 +189,16 @@ async fn handle(
             )
             .await
         }
+    }
+}
+
+/// A routing failure as the client sees it: nothing to route on is the request's fault.
+fn routing_error(e: crate::router::RouterError) -> ApiError {
+    match e {
+        crate::router::RouterError::Empty => ApiError::BadRequest(
+            "nothing to route on: the conversation has no user message with text".into(),
+        ),
+        e => ApiError::Routing(e.to_string()),
     }
 }
 
@@ -310,7 +320,7 @@ async fn chat(
             .router
             .route(&conversation, &opts)
             .await
-            .map_err(|e| ApiError::Routing(e.to_string()))?;
+            .map_err(routing_error)?;
         let decision = match decided {
             Ok(d) => d,
             Err(none) => {
