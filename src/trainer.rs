@@ -442,12 +442,22 @@ impl Trainer {
         &self,
         progress: Arc<dyn Fn(usize, usize, f64) + Send + Sync>,
     ) -> Result<CheckpointRow, TrainerError> {
+        self.train_on(progress, None).await
+    }
+
+    /// [`Trainer::train`] with `base` (an uploaded file, say) as the base data instead of
+    /// `mirt.base_data` when given.
+    pub async fn train_on(
+        &self,
+        progress: Arc<dyn Fn(usize, usize, f64) + Send + Sync>,
+        base: Option<&Path>,
+    ) -> Result<CheckpointRow, TrainerError> {
         let encoder = self.router.encoder().clone();
         let prepared = prepare(
             &self.store,
             &encoder,
             &self.config,
-            self.config.mirt.base_data.as_deref(),
+            base.or(self.config.mirt.base_data.as_deref()),
         )
         .await?;
         let args = FitArgs::defaults(&self.config.mirt.encoder);
@@ -571,8 +581,22 @@ impl Trainer {
         })
     }
 
+    /// Where uploaded training data is kept: `mirt.checkpoints_dir/uploads`.
+    pub fn uploads_dir(&self) -> PathBuf {
+        self.config.mirt.checkpoints_dir.join("uploads")
+    }
+
     /// Starts a background training job (one at a time), optionally activating the result.
     pub fn start(self: &Arc<Self>, activate: bool) -> Result<JobStatus, TrainerError> {
+        self.start_on(activate, None)
+    }
+
+    /// [`Trainer::start`] with `base` as the refit's base data instead of `mirt.base_data`.
+    pub fn start_on(
+        self: &Arc<Self>,
+        activate: bool,
+        base: Option<PathBuf>,
+    ) -> Result<JobStatus, TrainerError> {
         let id = self
             .next_job
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -609,7 +633,7 @@ impl Trainer {
                         j.val_bce = Some(vb);
                     }
                 });
-            let result = match me.train(progress).await {
+            let result = match me.train_on(progress, base.as_deref()).await {
                 Ok(row) if activate => match me.activate(row.version, false).await {
                     Ok(a) => Ok((row.version, Some(true), a.message)),
                     Err(e) => Ok((row.version, Some(false), e.to_string())),

@@ -17,7 +17,7 @@
 //! | `GET /api/decisions/{id}` | one decision; 404 |
 //! | `GET /api/mirt/checkpoints` | every registered checkpoint, newest first, with its metrics and `active` |
 //! | `POST /api/mirt/checkpoints/{version}/activate[?force=true]` | swaps it in live; 409 if worse than the active one on the held-out slice; 404 |
-//! | `POST /api/mirt/train` `{"activate"?: bool}` | 202 + the job: refits on logged outcomes in the background; 409 while one runs |
+//! | `POST /api/mirt/train` `{"activate"?: bool, "data"?: NAME}` | 202 + the job: refits on logged outcomes (+ the upload NAME as base data) in the background; 409 while one runs |
 //! | `GET /api/mirt/train` | the running or last job (epoch, validation BCE, the version it registered); 404 before any |
 //!
 //! Errors are JSON ([`AdminError`]). Secrets (the admin token, API keys) are never returned.
@@ -420,6 +420,10 @@ struct TrainRequest {
     /// Activate the result if it passes the held-out check.
     #[serde(default)]
     activate: bool,
+    /// An upload (`POST /api/training-data`) to use as the base data instead of
+    /// `mirt.base_data`.
+    #[serde(default)]
+    data: Option<String>,
 }
 
 async fn start_training(
@@ -432,7 +436,11 @@ async fn start_training(
         serde_json::from_slice(&body)
             .map_err(|e| AdminError::BadRequest(format!("invalid JSON body: {e}")))?
     };
-    let job = trainer(&state)?.start(req.activate)?;
+    let base = match req.data.as_deref().filter(|d| !d.is_empty()) {
+        Some(name) => Some(super::stats::upload_path(&state, name)?),
+        None => None,
+    };
+    let job = trainer(&state)?.start_on(req.activate, base)?;
     Ok((StatusCode::ACCEPTED, Json(job)).into_response())
 }
 

@@ -102,6 +102,10 @@ macro_rules! on_pool {
     };
 }
 
+// After the macro: it uses `on_pool!`.
+mod stats;
+pub use stats::{ModelStats, Stats};
+
 const POLICY_COLUMNS: &str =
     "id, domain, action, description, examples, models, priority, budget_usd, created_at, updated_at";
 

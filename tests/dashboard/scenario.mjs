@@ -1,0 +1,229 @@
+// One dashboard scenario in Debian's headless Chromium, driven by playwright-core.
+// Run by tests/dashboard.rs:  node tests/dashboard/scenario.mjs NAME
+// Environment: DASH_ADMIN (admin base URL), DASH_PROXY (proxy base URL), DASH_TOKEN (admin
+// token; unset: none configured), DASH_SCREENSHOT (PNG path), DASH_CHROMIUM (default
+// /usr/bin/chromium), DASH_PROMPT (an easy prompt for the synthetic world).
+// Exits 0 when every check passed; otherwise prints what failed and exits 1.
+import { chromium } from 'playwright-core';
+
+const env = process.env;
+const ADMIN = env.DASH_ADMIN;
+const PROXY = env.DASH_PROXY;
+const TOKEN = env.DASH_TOKEN || '';
+const SHOT = env.DASH_SCREENSHOT;
+const PROMPT = env.DASH_PROMPT || 'say hello to Ada';
+const name = process.argv[2];
+
+const hardStop = setTimeout(() => { console.error(`scenario ${name}: gave up after 150 s`); process.exit(2); }, 150_000);
+
+function check(cond, msg) {
+  if (!cond) throw new Error(`check failed: ${msg}`);
+  console.log(`ok - ${msg}`);
+}
+
+async function signIn(page) {
+  await page.goto(`${ADMIN}/`);
+  if (TOKEN) {
+    await page.locator('#signin-view').waitFor({ state: 'visible' });
+    await page.fill('#token', TOKEN);
+    await page.click('#signin button[type=submit]');
+  }
+  await page.locator('#nav').waitFor({ state: 'visible' });
+}
+
+async function route(prompt) {
+  const r = await fetch(`${PROXY}/v1/chat/completions`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ model: 'auto', messages: [{ role: 'user', content: prompt }] }),
+  });
+  const body = await r.text();
+  check(r.status === 200, `routed request answered 200 (got ${r.status}: ${body.slice(0, 200)})`);
+  return { id: r.headers.get('x-dualrouter-decision-id'), model: r.headers.get('x-dualrouter-model') };
+}
+
+async function adminGet(path) {
+  const headers = TOKEN ? { authorization: `Bearer ${TOKEN}` } : {};
+  const r = await fetch(`${ADMIN}${path}`, { headers });
+  return { status: r.status, body: await r.json() };
+}
+
+const scenarios = {
+  // Sign in with the admin token: refused token, accepted token, kept across a reload, never
+  // in the URL or the page; then executors load.
+  async signin(page) {
+    await page.goto(`${ADMIN}/`);
+    await page.locator('#signin-view').waitFor({ state: 'visible' });
+    check(await page.locator('#nav').isHidden(), 'the sections stay hidden before sign-in');
+    await page.fill('#token', 'not-the-token');
+    await page.click('#signin button[type=submit]');
+    await page.locator('#signin-error', { hasText: 'not accepted' }).waitFor();
+    check(true, 'a wrong token is refused with a message');
+    await page.fill('#token', TOKEN);
+    await page.click('#signin button[type=submit]');
+    await page.locator('#nav').waitFor({ state: 'visible' });
+    check(await page.locator('#signin-view').isHidden(), 'the sign-in form is gone');
+    check((await page.textContent('#mode')).includes('signed in'), 'the header says signed in');
+    check(!page.url().includes(TOKEN), 'the token is not in the URL');
+    check(!(await page.content()).includes(TOKEN), 'the token is not in the page');
+    check(await page.evaluate((t) => sessionStorage.getItem('dualrouter.adminToken') === t, TOKEN),
+      'the token is in session storage');
+    check(await page.evaluate(() => localStorage.length === 0), 'nothing in local storage');
+    await page.reload();
+    await page.locator('#nav').waitFor({ state: 'visible' });
+    check(await page.locator('#signin-view').isHidden(), 'a reload keeps the session');
+    await page.click('#nav a[data-view=executors]');
+    await page.locator('#executors-table tr[data-model=cheap]').waitFor();
+    check(!page.url().includes(TOKEN), 'still not in the URL after navigating');
+    await page.click('#nav a[data-view=overview]');
+    await page.locator('#tile-requests').waitFor();
+    check(true, 'the overview loads its figures');
+    await page.screenshot({ path: SHOT, fullPage: true });
+  },
+
+  // Create a policy (field errors next to their fields first), see it listed, edit it.
+  async policy(page) {
+    await signIn(page);
+    await page.click('#nav a[data-view=policies]');
+    await page.locator('#policies-table tr[data-route="general/question"]').waitFor();
+    await page.click('#policy-new');
+    await page.fill('#pf-domain', 'billing');
+    await page.fill('#pf-action', 'refund');
+    await page.fill('#pf-description', 'refunds, invoices and charges');
+    await page.fill('#pf-examples', 'I want my money back\nwhy was I charged twice?');
+    await page.click('#policy-save');
+    await page.locator('.field-error[data-field=models]', { hasText: 'at least one model' }).waitFor();
+    check(true, 'saving without models shows the API message next to the models');
+    await page.selectOption('#pf-model-pick', 'strong');
+    await page.click('#pf-model-add');
+    await page.selectOption('#pf-model-pick', 'cheap');
+    await page.click('#pf-model-add');
+    await page.click('#pf-models li[data-model=cheap] button[title="Move up"]');
+    const order = await page.$$eval('#pf-models li', (lis) => lis.map((li) => li.dataset.model));
+    check(order.join(',') === 'cheap,strong', `models ranked by the arrows (${order})`);
+    // A model no provider serves (say, removed since): the API names models[2].
+    await page.evaluate(() => { pf.models.push('ghost-model'); renderModelPicker(); });
+    await page.click('#policy-save');
+    const ghostErr = page.locator('#pf-models li[data-model=ghost-model] .field-error');
+    await ghostErr.filter({ hasText: 'ghost-model' }).waitFor();
+    check((await ghostErr.textContent()).includes('models[2]'), 'the 422 for models[2] sits next to that model');
+    await page.click('#pf-models li[data-model=ghost-model] button.danger');
+    await page.fill('#pf-domain', 'billing/x');
+    await page.click('#policy-save');
+    await page.locator('.field-error[data-field=domain]', { hasText: "'/'" }).waitFor();
+    check(true, 'a bad domain is reported next to the domain field');
+    await page.fill('#pf-domain', 'billing');
+    await page.click('#policy-save');
+    const row = page.locator('#policies-table tr[data-route="billing/refund"]');
+    await row.waitFor();
+    check(await page.locator('#policy-form').isHidden(), 'the form closes after saving');
+    const chips = await row.locator('.chip').allTextContents();
+    check(chips.join(',') === 'cheap,strong', `the new policy is listed with its models (${chips})`);
+    const api = await adminGet('/api/routing/policies');
+    const stored = api.body.find((p) => p.domain === 'billing' && p.action === 'refund');
+    check(stored && stored.examples.length === 2 && stored.models.join() === 'cheap,strong',
+      'the API has the policy as entered');
+    await row.locator('button', { hasText: 'Edit' }).click();
+    check((await page.inputValue('#pf-description')) === 'refunds, invoices and charges', 'edit opens with the policy');
+    await page.fill('#pf-description', 'refunds and invoices');
+    await page.click('#policy-save');
+    await row.locator('td', { hasText: 'refunds and invoices' }).waitFor();
+    check(true, 'an edit is listed');
+    await page.screenshot({ path: SHOT, fullPage: true });
+    await row.locator('button', { hasText: 'Delete' }).click();
+    await row.locator('button', { hasText: 'Really delete?' }).click();
+    await row.waitFor({ state: 'detached' });
+    check(true, 'a deleted policy leaves the list');
+  },
+
+  // Route a request while the decisions list is open: it appears by itself; its detail shows
+  // the reasoning, every candidate and the attempts. No admin token configured here.
+  async decision(page) {
+    await signIn(page);
+    check((await page.textContent('#mode')).includes('no admin token'), 'open mode is shown without a token');
+    await page.click('#nav a[data-view=decisions]');
+    await page.locator('#decisions-empty').waitFor({ state: 'visible' });
+    const { id, model } = await route(PROMPT);
+    check(!!id && !!model, `the proxy routed it to ${model}`);
+    const row = page.locator(`#decisions-table tr[data-id="${id}"]`);
+    await row.waitFor({ timeout: 20_000 });
+    check(true, 'the decision appears in the live list without a reload');
+    check((await row.textContent()).includes(model), 'its row names the chosen model');
+    const chips = await row.locator('.chip').count();
+    check(chips === 2, `its row shows both candidates (${chips})`);
+    await row.click();
+    const reasoning = page.locator('#decision-reasoning');
+    await reasoning.waitFor();
+    check((await reasoning.textContent()).includes(model), 'the detail shows the reasoning line');
+    const cands = await page.$$eval('#decision-detail h3 + .table-wrap tbody tr td:first-child', (tds) => tds.map((t) => t.textContent));
+    check(cands.includes('cheap') && cands.includes('strong'), `the detail lists every candidate (${cands})`);
+    check((await page.locator('#decision-detail td.status-ok').count()) >= 1, 'the detail lists the attempt');
+    await page.screenshot({ path: SHOT, fullPage: true });
+    const other = model === 'cheap' ? 'strong' : 'cheap';
+    await page.selectOption('#filter-model', other);
+    await row.waitFor({ state: 'detached' });
+    check(true, `filtering by model ${other} hides it`);
+    await page.selectOption('#filter-model', model);
+    await row.waitFor();
+    check(true, `filtering by model ${model} shows it`);
+  },
+
+  // The `cheap` upstream answers 503 (forced by the test); one routed request opens its
+  // breaker, and the executors page turns it red by itself.
+  async breaker(page) {
+    await signIn(page);
+    await page.click('#nav a[data-view=executors]');
+    const cheap = page.locator('#executors-table tr[data-model=cheap]');
+    await cheap.waitFor();
+    check((await cheap.getAttribute('data-health')) === 'healthy', 'cheap starts healthy');
+    const dot = async (loc) => loc.locator('.health').evaluate((el) => getComputedStyle(el).color);
+    const green = await dot(cheap);
+    const { model } = await route(PROMPT);
+    check(model === 'strong', `the request fell back to strong (${model})`);
+    await page.locator('#executors-table tr[data-model=cheap][data-health=cooling_down]').waitFor({ timeout: 15_000 });
+    check(true, 'cheap turns cooling_down without a reload');
+    const red = await dot(cheap);
+    const rgb = red.match(/\d+/g).map(Number);
+    check(red !== green && rgb[0] > 150 && rgb[1] < 100, `its health is drawn red (${red}, was ${green})`);
+    const strong = page.locator('#executors-table tr[data-model=strong]');
+    check((await strong.getAttribute('data-health')) === 'healthy', 'strong stays healthy');
+    check((await cheap.locator('td').last().textContent()).includes('ago'), 'its last check is shown');
+    await page.screenshot({ path: SHOT, fullPage: true });
+    // The same page on a phone: nothing wider than the screen.
+    await page.setViewportSize({ width: 390, height: 844 });
+    await page.waitForTimeout(300);
+    const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+    check(overflow <= 0, `no sideways scrolling on a phone (${overflow}px)`);
+    await page.screenshot({ path: SHOT.replace(/\.png$/, '-phone.png'), fullPage: true });
+  },
+};
+
+async function main() {
+  const run = scenarios[name];
+  if (!run) throw new Error(`unknown scenario '${name}' (${Object.keys(scenarios).join(', ')})`);
+  const browser = await chromium.launch({
+    executablePath: env.DASH_CHROMIUM || '/usr/bin/chromium',
+    headless: true,
+    args: ['--no-sandbox', '--disable-gpu', '--disable-dev-shm-usage'],
+    timeout: 60_000,
+  });
+  const context = await browser.newContext({ viewport: { width: 1280, height: 860 } });
+  const page = await context.newPage();
+  page.setDefaultTimeout(15_000);
+  const problems = [];
+  page.on('pageerror', (e) => problems.push(`page error: ${e.message}`));
+  page.on('console', (m) => { if (m.type() === 'error' && !/status of 4\d\d/.test(m.text())) problems.push(`console: ${m.text()}`); });
+  page.on('request', (r) => { if (!r.url().startsWith(ADMIN)) problems.push(`request outside the admin listener: ${r.url()}`); });
+  try {
+    await run(page);
+    check(problems.length === 0, `no script errors or outside requests${problems.length ? `: ${problems.join('; ')}` : ''}`);
+  } catch (e) {
+    try { await page.screenshot({ path: SHOT.replace(/\.png$/, '-failed.png'), fullPage: true }); } catch { /* ignore */ }
+    throw e;
+  } finally {
+    await browser.close();
+  }
+  clearTimeout(hardStop);
+}
+
+main().then(() => process.exit(0), (e) => { console.error(e && e.stack ? e.stack : e); process.exit(1); });
