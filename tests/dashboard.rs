@@ -31,21 +31,46 @@ fn screenshot_dir() -> PathBuf {
 }
 
 /// The synthetic two-model world, optionally with an admin token (env `DASH_ADMIN_TOKEN`).
-async fn world(token: Option<&str>, extra: &str) -> (Mock, Mock, Proxy) {
+/// Checkpoints and uploads go to the proxy's own temp dir.
+async fn world(token: Option<&str>, extra: &str) -> World {
     let cheap = Mock::start().await;
     let strong = Mock::start_anthropic().await;
-    let mut yaml = synthetic::config(&cheap, &strong, extra);
+    let dir = tempfile::tempdir().unwrap();
+    let mut yaml = synthetic::config(&cheap, &strong, extra).replacen(
+        "mirt:\n",
+        &format!("mirt:\n  checkpoints_dir: {}\n", dir.path().display()),
+        1,
+    );
+    assert!(
+        yaml.contains("checkpoints_dir"),
+        "the synthetic config changed shape"
+    );
     let mut env = Vec::new();
     if let Some(t) = token {
         yaml = yaml.replace(
             "admin: { listen: 127.0.0.1:0 }",
             "admin: { listen: 127.0.0.1:0, token_env: DASH_ADMIN_TOKEN }",
         );
-        assert!(yaml.contains("token_env"), "the synthetic config changed shape");
+        assert!(
+            yaml.contains("token_env"),
+            "the synthetic config changed shape"
+        );
         env.push(("DASH_ADMIN_TOKEN", t));
     }
     let p = Proxy::start_with_env(&yaml, &env).await;
-    (cheap, strong, p)
+    World {
+        cheap,
+        _strong: strong,
+        p,
+        _dir: dir,
+    }
+}
+
+struct World {
+    cheap: Mock,
+    _strong: Mock,
+    p: Proxy,
+    _dir: tempfile::TempDir,
 }
 
 /// Runs `tests/dashboard/scenario.mjs NAME` against the proxy and checks its screenshot.
@@ -104,41 +129,42 @@ async fn scenario(name: &str, p: &Proxy, token: Option<&str>) {
 #[tokio::test]
 async fn signs_in_with_the_admin_token() {
     let token = "dash-token-7f3a9c";
-    let (_c, _s, p) = world(Some(token), "").await;
-    scenario("signin", &p, Some(token)).await;
+    let w = world(Some(token), "").await;
+    scenario("signin", &w.p, Some(token)).await;
 }
 
 #[tokio::test]
 async fn creates_a_policy_and_lists_it() {
     let token = "dash-token-policy-51e0";
-    let (_c, _s, p) = world(Some(token), "").await;
-    scenario("policy", &p, Some(token)).await;
+    let w = world(Some(token), "").await;
+    scenario("policy", &w.p, Some(token)).await;
 }
 
 #[tokio::test]
 async fn a_routed_request_appears_in_the_live_decisions() {
     // No admin token configured: the page works on the open (loopback-only) API.
-    let (_c, _s, p) = world(None, "").await;
-    scenario("decision", &p, None).await;
+    let w = world(None, "").await;
+    scenario("decision", &w.p, None).await;
 }
 
 #[tokio::test]
 async fn a_failing_upstream_turns_its_model_red() {
     let token = "dash-token-breaker-22d1";
-    let (cheap, _s, p) = world(
+    let w = world(
         Some(token),
         "routing: { breaker: { failures: 1, cooldown_ms: 60000 } }\n",
     )
     .await;
-    cheap.force(Some("error:503"));
-    scenario("breaker", &p, Some(token)).await;
-    assert!(cheap.count() >= 1, "the cheap upstream was never tried");
+    w.cheap.force(Some("error:503"));
+    scenario("breaker", &w.p, Some(token)).await;
+    assert!(w.cheap.count() >= 1, "the cheap upstream was never tried");
 }
 
 #[tokio::test]
 async fn the_page_is_ours_and_needs_no_token_but_its_data_does() {
     let token = "dash-token-page-9b2";
-    let (_c, _s, p) = world(Some(token), "").await;
+    let w = world(Some(token), "").await;
+    let p = &w.p;
     let http = reqwest::Client::new();
     let r = http.get(format!("{}/", p.admin)).send().await.unwrap();
     assert_eq!(r.status(), 200);
@@ -203,16 +229,17 @@ async fn admin(
 
 #[tokio::test]
 async fn stats_uploads_and_a_refit_on_an_upload() {
-    let (_c, _s, p) = world(None, "").await;
+    let w = world(None, "").await;
+    let p = &w.p;
     // Three easy prompts (cheap) and two hard ones (strong); feedback on one.
     let mut ids = Vec::new();
     for prompt in [easy(1), easy(2), easy(3), hard(1), hard(2)] {
-        let a = ask(&p, "/v1/chat/completions", &chat(&prompt, false), &[]).await;
+        let a = ask(p, "/v1/chat/completions", &chat(&prompt, false), &[]).await;
         assert_eq!(a.status, 200, "{}", a.body);
         ids.push(a.decision.unwrap());
     }
     for id in &ids {
-        synthetic::decision(&p, id).await;
+        synthetic::decision(p, id).await;
     }
     let fb = reqwest::Client::new()
         .post(p.url("/v1/feedback"))
@@ -222,7 +249,7 @@ async fn stats_uploads_and_a_refit_on_an_upload() {
         .unwrap();
     assert!(fb.status().is_success());
 
-    let (status, st) = admin(&p, reqwest::Method::GET, "/api/stats?window=1h", None).await;
+    let (status, st) = admin(p, reqwest::Method::GET, "/api/stats?window=1h", None).await;
     assert_eq!(status, 200, "{st}");
     assert_eq!(st["buckets"].as_array().unwrap().len(), 24);
     let models = st["models"].as_array().unwrap();
@@ -241,14 +268,20 @@ async fn stats_uploads_and_a_refit_on_an_upload() {
     assert_eq!(cheap["feedback_mean"], 0.75);
     // Routing to cheap saved money against strong (the dearest); strong saved nothing.
     assert!(cheap["savings_usd"].as_f64().unwrap() > 0.0, "{cheap}");
-    assert!(strong["savings_usd"].as_f64().unwrap().abs() < 1e-12, "{strong}");
-    let (status, bad) = admin(&p, reqwest::Method::GET, "/api/stats?window=1y", None).await;
-    assert_eq!((status, bad["error"]["field"].as_str()), (422, Some("window")));
+    assert!(
+        strong["savings_usd"].as_f64().unwrap().abs() < 1e-12,
+        "{strong}"
+    );
+    let (status, bad) = admin(p, reqwest::Method::GET, "/api/stats?window=1y", None).await;
+    assert_eq!(
+        (status, bad["error"]["field"].as_str()),
+        (422, Some("window"))
+    );
 
     // Uploads: a bad row is named; a good file is kept and listed.
     let bad_csv = "prompt,cheap,strong\n\"hi\",1,0\n\"yo\",2,1\n".to_string();
     let (status, e) = admin(
-        &p,
+        p,
         reqwest::Method::POST,
         "/api/training-data?name=bad",
         Some(("text/csv", bad_csv)),
@@ -257,10 +290,13 @@ async fn stats_uploads_and_a_refit_on_an_upload() {
     assert_eq!(status, 422, "{e}");
     assert_eq!(e["error"]["field"], "body");
     let msg = e["error"]["message"].as_str().unwrap();
-    assert!(msg.starts_with("row 2:") && msg.contains("cheap"), "{msg}");
+    assert!(msg.contains("row 2:") && msg.contains("`cheap`"), "{msg}");
     assert!(!msg.contains('/'), "the server's path leaks: {msg}");
     let mut jsonl = String::new();
+    let mut prompts = std::collections::HashSet::new();
     for i in 0..40 {
+        prompts.insert(easy(i));
+        prompts.insert(hard(i));
         for (m, s) in [("cheap", 1), ("strong", 1)] {
             jsonl.push_str(&format!(
                 "{}\n",
@@ -275,16 +311,22 @@ async fn stats_uploads_and_a_refit_on_an_upload() {
         }
     }
     let (status, u) = admin(
-        &p,
+        p,
         reqwest::Method::POST,
         "/api/training-data?name=june",
         Some(("application/x-ndjson", jsonl.clone())),
     )
     .await;
     assert_eq!(status, 201, "{u}");
-    assert_eq!((u["rows"].as_u64(), u["format"].as_str()), (Some(80), Some("jsonl")));
+    // A row is a prompt with its scores, one per model.
+    let rows = prompts.len() as u64;
+    assert_eq!(
+        (u["rows"].as_u64(), u["format"].as_str()),
+        (Some(rows), Some("jsonl"))
+    );
+    assert_eq!(u["models"], json!(["cheap", "strong"]));
     let (status, _) = admin(
-        &p,
+        p,
         reqwest::Method::POST,
         "/api/training-data?name=june",
         Some(("application/x-ndjson", jsonl)),
@@ -292,14 +334,14 @@ async fn stats_uploads_and_a_refit_on_an_upload() {
     .await;
     assert_eq!(status, 409, "a name is not overwritten");
     let (status, e) = admin(
-        &p,
+        p,
         reqwest::Method::POST,
         "/api/training-data?name=../x",
         Some(("text/csv", "prompt,a\nx,1\n".into())),
     )
     .await;
     assert_eq!((status, e["error"]["field"].as_str()), (422, Some("name")));
-    let (_, list) = admin(&p, reqwest::Method::GET, "/api/training-data", None).await;
+    let (_, list) = admin(p, reqwest::Method::GET, "/api/training-data", None).await;
     let names: Vec<&str> = list
         .as_array()
         .unwrap()
@@ -310,7 +352,7 @@ async fn stats_uploads_and_a_refit_on_an_upload() {
 
     // A refit on an unknown upload is refused; on `june` it trains with its rows.
     let (status, e) = admin(
-        &p,
+        p,
         reqwest::Method::POST,
         "/api/mirt/train",
         Some(("application/json", json!({"data": "nope"}).to_string())),
@@ -318,7 +360,7 @@ async fn stats_uploads_and_a_refit_on_an_upload() {
     .await;
     assert_eq!((status, e["error"]["field"].as_str()), (422, Some("data")));
     let (status, job) = admin(
-        &p,
+        p,
         reqwest::Method::POST,
         "/api/mirt/train",
         Some(("application/json", json!({"data": "june"}).to_string())),
@@ -327,7 +369,7 @@ async fn stats_uploads_and_a_refit_on_an_upload() {
     assert_eq!(status, 202, "{job}");
     let deadline = std::time::Instant::now() + Duration::from_secs(240);
     let job = loop {
-        let (_, j) = admin(&p, reqwest::Method::GET, "/api/mirt/train", None).await;
+        let (_, j) = admin(p, reqwest::Method::GET, "/api/mirt/train", None).await;
         if j["state"] != "running" {
             break j;
         }
@@ -336,7 +378,7 @@ async fn stats_uploads_and_a_refit_on_an_upload() {
     };
     assert_eq!(job["state"], "done", "{job}");
     let version = job["version"].as_i64().unwrap();
-    let (_, cps) = admin(&p, reqwest::Method::GET, "/api/mirt/checkpoints", None).await;
+    let (_, cps) = admin(p, reqwest::Method::GET, "/api/mirt/checkpoints", None).await;
     let cp = cps
         .as_array()
         .unwrap()
@@ -344,12 +386,18 @@ async fn stats_uploads_and_a_refit_on_an_upload() {
         .find(|c| c["version"] == version)
         .unwrap();
     // The upload's rows (all `train`: no split column) were the base data.
-    assert_eq!(cp["metrics"]["base_rows"], 80, "{cp}");
+    assert_eq!(cp["metrics"]["base_rows"].as_u64(), Some(rows), "{cp}");
 }
 
 // ---- the aggregates on both stores --------------------------------------------------------
 
-fn record(model: &str, ago_s: i64, cost: f64, cands: &[(&str, f64)], status: &str) -> DecisionRecord {
+fn record(
+    model: &str,
+    ago_s: i64,
+    cost: f64,
+    cands: &[(&str, f64)],
+    status: &str,
+) -> DecisionRecord {
     let mut r = DecisionRecord::new(status);
     r.created_at = Utc::now() - chrono::Duration::seconds(ago_s);
     r.prompt_hash = "h".into();

@@ -300,7 +300,10 @@ mod tests {
         let mut h = HeaderMap::new();
         assert_eq!(format_of(&h, b"  {\"prompt\":1}"), "jsonl");
         assert_eq!(format_of(&h, b"prompt,a\n"), "csv");
-        h.insert(header::CONTENT_TYPE, "application/x-ndjson".parse().unwrap());
+        h.insert(
+            header::CONTENT_TYPE,
+            "application/x-ndjson".parse().unwrap(),
+        );
         assert_eq!(format_of(&h, b"prompt,a\n"), "jsonl");
     }
 }

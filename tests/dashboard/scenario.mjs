@@ -216,6 +216,8 @@ async function main() {
   page.on('request', (r) => { if (!r.url().startsWith(ADMIN)) problems.push(`request outside the admin listener: ${r.url()}`); });
   try {
     await run(page);
+    const junk = await page.evaluate(() => (document.body.innerText.match(/\[object \w+\]|\bundefined\b|\bNaN\b|\bnull\b/) || [''])[0]);
+    check(junk === '', `no placeholder text on the page${junk ? ` (found '${junk}')` : ''}`);
     check(problems.length === 0, `no script errors or outside requests${problems.length ? `: ${problems.join('; ')}` : ''}`);
   } catch (e) {
     try { await page.screenshot({ path: SHOT.replace(/\.png$/, '-failed.png'), fullPage: true }); } catch { /* ignore */ }

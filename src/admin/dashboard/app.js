@@ -34,6 +34,11 @@ function setAttrs(el, attrs) {
   }
 }
 
+/** Replaces an element's children, skipping null/false and flattening arrays. */
+function fill(el, ...xs) {
+  el.replaceChildren(...xs.flat(Infinity).filter((x) => x !== null && x !== undefined && x !== false));
+}
+
 const SVGNS = 'http://www.w3.org/2000/svg';
 function s(tag, attrs = {}, ...children) {
   const el = document.createElementNS(SVGNS, tag);
@@ -615,7 +620,7 @@ async function openDecision(id) {
     h('tbody', {}, rows)));
   const dl = (pairs) => h('dl', {}, pairs.filter(([, v]) => v !== null && v !== undefined && v !== '').flatMap(([k, v]) => [h('dt', {}, k), h('dd', {}, v)]));
   const lat = Object.entries(d.latencies_ms || {}).map(([k, v]) => `${k} ${fmtMs(v)}`).join(' · ');
-  pane.replaceChildren(
+  fill(pane,
     h('div', { class: 'toolbar' }, h('h2', {}, 'Decision'), h('button', { type: 'button', class: 'link', onclick: () => { pane.hidden = true; dec.selected = null; } }, 'Close')),
     dl([
       ['id', h('span', { class: 'mono' }, d.decision_id)],
@@ -729,7 +734,7 @@ function renderJob(j) {
   if (j.val_bce !== null && j.val_bce !== undefined) parts.push(`validation BCE ${j.val_bce.toFixed(4)}`);
   if (j.version) parts.push(`checkpoint v${j.version}${j.activated === true ? ' (activated)' : j.activated === false ? ' (not activated)' : ''}`);
   const text = $('#train-text');
-  text.replaceChildren(parts.join(' · '), j.message ? h('div', { class: j.state === 'failed' ? 'msg-bad' : '' }, j.message) : null);
+  fill(text, parts.join(' · '), j.message ? h('div', { class: j.state === 'failed' ? 'msg-bad' : '' }, j.message) : null);
   $('#train-start').disabled = j.state === 'running';
 }
 
