@@ -161,6 +161,13 @@ async fn a_failing_upstream_turns_its_model_red() {
 }
 
 #[tokio::test]
+async fn charts_uploads_training_and_activation_from_the_page() {
+    let token = "dash-token-mirt-64c7";
+    let w = world(Some(token), "").await;
+    scenario("mirt", &w.p, Some(token)).await;
+}
+
+#[tokio::test]
 async fn the_page_is_ours_and_needs_no_token_but_its_data_does() {
     let token = "dash-token-page-9b2";
     let w = world(Some(token), "").await;

@@ -105,8 +105,9 @@ const scenarios = {
     await page.evaluate(() => { pf.models.push('ghost-model'); renderModelPicker(); });
     await page.click('#policy-save');
     const ghostErr = page.locator('#pf-models li[data-model=ghost-model] .field-error');
-    await ghostErr.filter({ hasText: 'ghost-model' }).waitFor();
-    check((await ghostErr.textContent()).includes('models[2]'), 'the 422 for models[2] sits next to that model');
+    await ghostErr.filter({ hasText: "model 'ghost-model' is not served" }).waitFor();
+    check(true, 'the 422 for models[2] sits next to that model');
+    check(await page.locator('#pf-models li[data-model=cheap] .field-error').textContent() === '', 'and not next to the others');
     await page.click('#pf-models li[data-model=ghost-model] button.danger');
     await page.fill('#pf-domain', 'billing/x');
     await page.click('#policy-save');
@@ -195,6 +196,81 @@ const scenarios = {
     const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
     check(overflow <= 0, `no sideways scrolling on a phone (${overflow}px)`);
     await page.screenshot({ path: SHOT.replace(/\.png$/, '-phone.png'), fullPage: true });
+  },
+
+  // Charts from routed traffic and feedback; then MIRT: a bad upload named by its row, a good
+  // one, a refit on it with progress, and activation (a 409 refusal shown with its force button).
+  async mirt(page) {
+    await signIn(page);
+    const ids = [];
+    for (const p of [PROMPT, 'what colour is a plum?', 'say hello to Grace',
+      'prove that there are infinitely many primes of the form 5n+1 using cyclotomic polynomials, and give every step of the number-theoretic argument rigorously']) {
+      ids.push((await route(p)).id);
+    }
+    const fb = await fetch(`${PROXY}/v1/feedback`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ decision_id: ids[0], score: 0.8 }),
+    });
+    check(fb.ok, `feedback accepted (${fb.status})`);
+    await page.click('#nav a[data-view=decisions]');
+    await page.locator(`#decisions-table tr[data-id="${ids[3]}"]`).waitFor({ timeout: 20_000 });
+    await page.click('#nav a[data-view=overview]');
+    await page.locator('#tile-requests .v', { hasText: /^4$/ }).waitFor();
+    check(true, 'the overview counts the four requests');
+    check(await page.locator('#chart-requests svg polyline').count() >= 1, 'requests per model are drawn');
+    check(await page.locator('#chart-cost svg polyline').count() >= 1, 'cost per model is drawn');
+    check(await page.locator('#chart-savings svg rect').count() >= 2, 'savings against the dearest are drawn');
+    check(await page.locator('#chart-feedback svg rect').count() === 1, 'the mean feedback of the scored model is drawn');
+    const saved = await page.textContent('#tile-savings .v');
+    check(saved !== '$0', `routing to cheap saved something (${saved})`);
+    await page.screenshot({ path: SHOT.replace(/\.png$/, '-overview.png'), fullPage: true });
+
+    await page.click('#nav a[data-view=mirt]');
+    await page.locator('#checkpoints-table tr[data-version="1"] .badge', { hasText: 'active' }).waitFor();
+    check(true, 'the active checkpoint is marked');
+    await page.setInputFiles('#upload-file', { name: 'bad.csv', mimeType: 'text/csv', buffer: Buffer.from('prompt,cheap,strong\nhi,1,0\nyo,2,1\n') });
+    await page.click('#upload-send');
+    const err = page.locator('#upload-form .field-error[data-field=body]');
+    await err.filter({ hasText: 'row 2' }).waitFor();
+    check((await err.textContent()).startsWith('row 2: column `cheap`'), `a bad file is refused naming its row (${await err.textContent()})`);
+    const lines = [];
+    for (let i = 0; i < 30; i++) {
+      lines.push({ prompt: `say hello to friend number ${i}`, model: 'cheap', score: 1 });
+      lines.push({ prompt: `say hello to friend number ${i}`, model: 'strong', score: 1 });
+      lines.push({ prompt: `prove theorem ${i} about primes of the form ${i}n+1 rigorously, every step`, model: 'cheap', score: 0 });
+      lines.push({ prompt: `prove theorem ${i} about primes of the form ${i}n+1 rigorously, every step`, model: 'strong', score: 1 });
+    }
+    await page.setInputFiles('#upload-file', { name: 'evals.jsonl', mimeType: 'application/x-ndjson', buffer: Buffer.from(lines.map((l) => JSON.stringify(l)).join('\n')) });
+    await page.fill('#upload-name', 'evals-1');
+    await page.click('#upload-send');
+    await page.locator('#upload-result', { hasText: '60 rows' }).waitFor();
+    check(true, 'a good file is uploaded');
+    check((await page.inputValue('#train-data')) === 'evals-1', 'and chosen as the base data');
+    await page.click('#train-start');
+    await page.locator('#train-status').waitFor();
+    await page.locator('#train-text', { hasText: 'running' }).waitFor();
+    check(true, 'the job is shown running');
+    await page.locator('#train-text', { hasText: /: done/ }).waitFor({ timeout: 120_000 });
+    check(await page.$eval('#train-progress', (el) => el.value) === 1, 'the progress bar is full when done');
+    const row = page.locator('#checkpoints-table tr[data-version="2"]');
+    await row.waitFor();
+    check((await row.textContent()).includes('base_rows 60'), 'the new checkpoint was fitted on the upload');
+    // The held-out check refuses it (the answer the API gives when it is worse)...
+    const refusal = 'checkpoint v2 is worse than the active checkpoint on the held-out slice (mean BCE 0.7000 vs 0.3000 over 12 outcomes); not activated (activate with force to override)';
+    await page.route('**/api/mirt/checkpoints/2/activate', (r) => r.fulfill({
+      status: 409, contentType: 'application/json', body: JSON.stringify({ error: { type: 'conflict', message: refusal } }),
+    }));
+    await row.locator('button.activate').click();
+    await row.locator('.cp-msg', { hasText: 'worse than the active' }).waitFor();
+    check(true, 'a 409 refusal is shown on the checkpoint');
+    // ...and force goes to the real API.
+    await row.locator('button.force').click();
+    await page.locator('#checkpoints-table tr[data-version="2"] .badge', { hasText: 'active' }).waitFor();
+    check((await page.textContent('#banner')).includes('activated'), 'forced activation succeeds');
+    const cps = await adminGet('/api/mirt/checkpoints');
+    check(cps.body.find((c) => c.version === 2).active === true, 'the API has v2 active');
+    await page.screenshot({ path: SHOT, fullPage: true });
   },
 };
 

@@ -327,7 +327,7 @@ async function loadStats() {
     return;
   }
   $('#chart-requests').replaceChildren(...lineChart(st.buckets,
-    ms.map((m) => ({ name: m.model, values: m.series_requests })), (v) => String(Math.round(v))));
+    ms.map((m) => ({ name: m.model, values: m.series_requests })), (v) => (Number.isInteger(v) ? String(v) : v.toFixed(1))));
   $('#chart-cost').replaceChildren(...lineChart(st.buckets,
     ms.map((m) => ({ name: m.model, values: m.series_cost_usd })), fmtUsd));
   const routed = ms.filter((m) => m.routed > 0);
@@ -414,7 +414,9 @@ function showFieldError(form, err, fallback) {
   if (m && m[2] !== undefined) slot = form.querySelector(`.field-error[data-field="${m[1]}[${m[2]}]"]`);
   if (!slot && m) slot = form.querySelector(`.field-error[data-field="${m[1]}"]`);
   if (slot) {
-    slot.textContent = err.message;
+    // Next to its field, the message need not name the field again.
+    const prefix = `${field}: `;
+    slot.textContent = field && err.message.startsWith(prefix) ? err.message.slice(prefix.length) : err.message;
     const input = slot.parentElement && slot.parentElement.querySelector('input, textarea, select');
     if (input) input.classList.add('invalid');
     const row = slot.closest('li');
