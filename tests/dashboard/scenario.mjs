@@ -167,6 +167,13 @@ const scenarios = {
     await page.selectOption('#filter-model', model);
     await row.waitFor();
     check(true, `filtering by model ${model} shows it`);
+    await row.click();
+    await page.locator('#decision-reasoning').waitFor();
+    await page.setViewportSize({ width: 390, height: 844 });
+    await page.waitForTimeout(300);
+    const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+    check(overflow <= 0, `the list and the detail fit a phone (${overflow}px too wide)`);
+    await page.screenshot({ path: SHOT.replace(/\.png$/, '-phone.png'), fullPage: true });
   },
 
   // The `cheap` upstream answers 503 (forced by the test); one routed request opens its
