@@ -29,6 +29,13 @@ pub struct Metrics {
     pub routes: IntCounterVec,
     /// Arch-Router calls that fell back to the embedded classifier, by reason.
     pub classifier_fallbacks: IntCounterVec,
+    /// Upstream attempts by model and outcome (`ok`, `connect`, `timeout`, `broken`, `429`,
+    /// `5xx`, `skipped`, `translate`).
+    pub attempts: IntCounterVec,
+    /// Live-state rebuilds by trigger (`config`, `policies`) and result (`ok`, `failed`).
+    pub reloads: IntCounterVec,
+    /// The live state's generation (1 at start, +1 per successful reload).
+    pub generation: prometheus::IntGauge,
 }
 
 impl Metrics {
@@ -94,6 +101,28 @@ impl Metrics {
             ),
             &["reason"],
         )?;
+        let attempts = IntCounterVec::new(
+            Opts::new(
+                "dualrouter_upstream_attempts_total",
+                "Upstream attempts of the fallback chain, by model and outcome",
+            ),
+            &["model", "outcome"],
+        )?;
+        let reloads = IntCounterVec::new(
+            Opts::new(
+                "dualrouter_reloads_total",
+                "Live-state rebuilds, by trigger and result",
+            ),
+            &["trigger", "result"],
+        )?;
+        let generation = prometheus::IntGauge::new(
+            "dualrouter_config_generation",
+            "The live state's generation (1 at start, +1 per successful reload)",
+        )?;
+        generation.set(1);
+        registry.register(Box::new(attempts.clone()))?;
+        registry.register(Box::new(reloads.clone()))?;
+        registry.register(Box::new(generation.clone()))?;
         registry.register(Box::new(routes.clone()))?;
         registry.register(Box::new(classifier_fallbacks.clone()))?;
         registry.register(Box::new(requests.clone()))?;
@@ -114,6 +143,9 @@ impl Metrics {
             client_disconnects,
             routes,
             classifier_fallbacks,
+            attempts,
+            reloads,
+            generation,
         })
     }
 

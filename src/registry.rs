@@ -58,10 +58,24 @@ pub enum Verdict {
 
 impl Registry {
     pub fn from_config(config: &Config) -> Self {
+        Self::from_config_after(config, None)
+    }
+
+    /// A registry for a reloaded config: models that stay keep their health.
+    pub fn from_config_after(config: &Config, prev: Option<&Registry>) -> Self {
+        let breakers = prev
+            .map(|p| {
+                p.lock()
+                    .iter()
+                    .filter(|(id, _)| config.models.contains_key(*id))
+                    .map(|(id, b)| (id.clone(), b.clone()))
+                    .collect()
+            })
+            .unwrap_or_default();
         Self {
             models: config.models.clone(),
             order: config.model_order.clone(),
-            breakers: Mutex::new(HashMap::new()),
+            breakers: Mutex::new(breakers),
             settings: config.routing.breaker,
         }
     }

@@ -17,8 +17,9 @@ use pingora::server::{RunArgs, Server};
 use crate::admin::{self, AdminState};
 use crate::cli::ServeArgs;
 use crate::config;
+use crate::live::{Live, Shared};
 use crate::metrics::Metrics;
-use crate::proxy::{forward::Upstream, Proxy, ProxyState};
+use crate::proxy::Proxy;
 use crate::registry::Registry;
 use crate::router::DualRouter;
 use crate::store::{self, DecisionLog};
@@ -62,17 +63,32 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
         spawn_http(&control, "demo upstream", listener, app)?;
     }
 
-    let policies = control
-        .block_on(store.list_policies())
-        .context("reading routing policies")?;
-    let registry = Arc::new(Registry::from_config(&config));
-    let router = Arc::new(
-        DualRouter::build(&config, &policies, registry.clone(), metrics.clone())
-            .context("building the router (encoder, classifiers, MIRT checkpoint)")?,
+    let live = control
+        .block_on(Live::start(
+            (*config).clone(),
+            &args.config,
+            Shared {
+                metrics: metrics.clone(),
+                decision_log: decision_log.clone(),
+                store: store.clone(),
+                control: control.handle().clone(),
+            },
+        ))
+        .map_err(|e| anyhow::anyhow!("{}", e.reasons().join("; ")))
+        .context("building the router (encoder, classifiers, MIRT checkpoint)")?;
+    {
+        let _guard = control.enter();
+        live.watch();
+    }
+    let router = live.current().router.clone();
+    tracing::info!(
+        routes = router.routes().len(),
+        encoder = router.encoder().id(),
+        checkpoint = ?router.scorer().version,
+        "router ready"
     );
 
-    let trainer = Arc::new(Trainer::new(store.clone(), router.clone(), config.clone()));
-    control.block_on(trainer.startup());
+    let trainer = Arc::new(Trainer::new(live.clone()));
     if let Some(every) = &config.mirt.retrain_every {
         // Validated with the config.
         if let Ok(every) = crate::mirt::parse_interval(every) {
@@ -87,8 +103,8 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let admin_state = AdminState {
         store: store.clone(),
         token: config.admin.token.clone(),
-        catalog: registry,
-        router: Some(router.clone()),
+        catalog: router.registry().clone(),
+        live: Some(live.clone()),
         trainer: Some(trainer),
     };
     spawn_http(
@@ -97,21 +113,6 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
         admin_listener,
         admin::router(admin_state, metrics.clone()),
     )?;
-    tracing::info!(
-        routes = router.routes().len(),
-        encoder = router.encoder().id(),
-        "router ready"
-    );
-
-    let state = Arc::new(ProxyState {
-        config: config.clone(),
-        upstream: Upstream::new(&config)?,
-        metrics: metrics.clone(),
-        decision_log: decision_log.clone(),
-        router,
-        store: store.clone(),
-        control: control.handle().clone(),
-    });
 
     let opt = Opt {
         upgrade: args.upgrade,
@@ -137,7 +138,7 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
     server.bootstrap();
     let mut proxy = pingora::proxy::http_proxy_service_with_name(
         &server.configuration,
-        Proxy { state },
+        Proxy { live },
         "dualrouter proxy",
     );
     proxy.add_tcp(&config.listen.to_string());
@@ -220,12 +221,13 @@ pub fn route_command(args: &crate::cli::RouteArgs) -> anyhow::Result<()> {
         let store = store::open_and_seed(&config).await?;
         let policies = store.list_policies().await?;
         let registry = Arc::new(Registry::from_config(&config));
-        let router = Arc::new(DualRouter::build(&config, &policies, registry, metrics)?);
-        // The checkpoint `serve` would use: the store's active one.
-        Trainer::new(store.clone(), router.clone(), Arc::new(config.clone()))
-            .startup()
-            .await;
+        let encoder = Arc::new(crate::encoder::Encoder::load(&config.mirt.encoder)?);
+        // The checkpoint `serve` would use: the store's active one, or the config's.
+        let (scorer, _) =
+            crate::live::active_scorer(&store, &config, None, &encoder, &registry).await?;
         store.close().await;
+        let router =
+            DualRouter::with_parts(&config, encoder, scorer, &policies, registry, metrics, None)?;
         let conversation = crate::router::conversation::Conversation::from_prompt(&args.prompt);
         let opts = crate::router::RouteOptions {
             max_cost_per_mtok: args.max_cost,

@@ -346,21 +346,27 @@ pub struct Activation {
 
 pub struct Trainer {
     store: Store,
-    router: Arc<DualRouter>,
-    config: Arc<Config>,
+    live: Arc<crate::live::Live>,
     job: Mutex<Option<JobStatus>>,
     next_job: std::sync::atomic::AtomicU64,
 }
 
 impl Trainer {
-    pub fn new(store: Store, router: Arc<DualRouter>, config: Arc<Config>) -> Self {
+    pub fn new(live: Arc<crate::live::Live>) -> Self {
         Self {
-            store,
-            router,
-            config,
+            store: live.store().clone(),
+            live,
             job: Mutex::new(None),
             next_job: std::sync::atomic::AtomicU64::new(1),
         }
+    }
+
+    fn router(&self) -> Arc<DualRouter> {
+        self.live.current().router.clone()
+    }
+
+    fn config(&self) -> Arc<Config> {
+        self.live.current().config.clone()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Option<JobStatus>> {
@@ -372,68 +378,14 @@ impl Trainer {
         self.lock().clone()
     }
 
-    /// At start: registers the config's checkpoint if the store does not know it, and swaps in
-    /// the store's active checkpoint when it is another one. Problems are logged, not fatal:
-    /// the config's checkpoint keeps serving.
-    pub async fn startup(&self) {
-        if let Err(e) = self.startup_inner().await {
-            tracing::warn!("MIRT checkpoints in the store not used: {e}");
-        }
-    }
-
-    async fn startup_inner(&self) -> Result<(), TrainerError> {
-        let path = &self.config.mirt.checkpoint;
-        let sha = file_sha256(path)?;
-        let rows = self.store.list_checkpoints().await?;
-        let own = match rows
-            .iter()
-            .find(|r| r.sha256.as_deref() == Some(sha.as_str()))
-        {
-            Some(r) => r.clone(),
-            None => {
-                let scorer = self.router.scorer();
-                let m = &scorer.mirt;
-                let metrics = serde_json::json!({ "eval": m.eval, "source": "config" });
-                self.store
-                    .register_checkpoint(
-                        &path.display().to_string(),
-                        &sha,
-                        m.dim_x() as i32,
-                        &m.models.iter().map(|x| x.name.clone()).collect::<Vec<_>>(),
-                        &metrics,
-                        m.training.rows as i64,
-                    )
-                    .await?
-            }
-        };
-        match rows.iter().find(|r| r.active) {
-            None => {
-                self.store.set_active_checkpoint(own.version).await?;
-                self.router.activate(self.scorer_for(&own)?);
-            }
-            Some(active) if active.version == own.version => {
-                self.router.activate(self.scorer_for(&own)?);
-            }
-            Some(active) => {
-                tracing::info!(
-                    version = active.version,
-                    path = %active.path,
-                    "using the store's active MIRT checkpoint"
-                );
-                self.router.activate(self.scorer_for(active)?);
-            }
-        }
-        Ok(())
-    }
-
-    fn scorer_for(&self, row: &CheckpointRow) -> Result<Scorer, TrainerError> {
+    fn scorer_for(&self, router: &DualRouter, row: &CheckpointRow) -> Result<Scorer, TrainerError> {
         let path = PathBuf::from(&row.path);
-        let mirt = Mirt::load(&path, Some(self.router.encoder().id()))?;
+        let mirt = Mirt::load(&path, Some(router.encoder().id()))?;
         Ok(Scorer::new(
             mirt,
             Some(row.version),
             path,
-            self.router.registry().models(),
+            router.registry().models(),
         )?)
     }
 
@@ -452,20 +404,21 @@ impl Trainer {
         progress: Arc<dyn Fn(usize, usize, f64) + Send + Sync>,
         base: Option<&Path>,
     ) -> Result<CheckpointRow, TrainerError> {
-        let encoder = self.router.encoder().clone();
+        let (router, config) = (self.router(), self.config());
+        let encoder = router.encoder().clone();
         let prepared = prepare(
             &self.store,
             &encoder,
-            &self.config,
-            base.or(self.config.mirt.base_data.as_deref()),
+            &config,
+            base.or(config.mirt.base_data.as_deref()),
         )
         .await?;
-        let args = FitArgs::defaults(&self.config.mirt.encoder);
+        let args = FitArgs::defaults(&config.mirt.encoder);
         let rows = prepared.input.xs.len();
         let holdout = prepared.holdout;
         let (logged, base) = (prepared.logged_rows, prepared.base_rows);
         let enc = encoder.clone();
-        let dir = self.config.mirt.checkpoints_dir.clone();
+        let dir = config.mirt.checkpoints_dir.clone();
         let input = prepared.input;
         let (mirt, path) = tokio::task::spawn_blocking(move || {
             let mut m = fit_xy(input, enc.id(), enc.dim(), &args, &mut |member, ep, vb| {
@@ -481,12 +434,7 @@ impl Trainer {
         })
         .await
         .map_err(|e| TrainerError::Other(format!("training task: {e}")))??;
-        let scorer = Scorer::new(
-            mirt.clone(),
-            None,
-            path.clone(),
-            self.router.registry().models(),
-        )?;
+        let scorer = Scorer::new(mirt.clone(), None, path.clone(), router.registry().models())?;
         let (bce, n) = bce_on(&scorer, &holdout, &|_| true);
         let metrics = serde_json::json!({
             "source": "logged outcomes",
@@ -528,13 +476,14 @@ impl Trainer {
             .get_checkpoint(version)
             .await?
             .ok_or(TrainerError::NotFound(version))?;
-        let candidate = self.scorer_for(&row)?;
-        let active = self.router.scorer();
+        let (router, config) = (self.router(), self.config());
+        let candidate = self.scorer_for(&router, &row)?;
+        let active = router.scorer();
         let holdout = match prepare(
             &self.store,
-            self.router.encoder(),
-            &self.config,
-            self.config.mirt.base_data.as_deref(),
+            router.encoder(),
+            &config,
+            config.mirt.base_data.as_deref(),
         )
         .await
         {
@@ -556,7 +505,8 @@ impl Trainer {
             });
         }
         self.store.set_active_checkpoint(version).await?;
-        self.router.activate(candidate);
+        // The live state now; the store's active mark for every state built later.
+        router.activate(candidate);
         let message = if n == 0 {
             format!("checkpoint v{version} activated (no held-out outcomes to compare on)")
         } else if new_bce > active_bce + BCE_TOLERANCE {
@@ -583,7 +533,7 @@ impl Trainer {
 
     /// Where uploaded training data is kept: `mirt.checkpoints_dir/uploads`.
     pub fn uploads_dir(&self) -> PathBuf {
-        self.config.mirt.checkpoints_dir.join("uploads")
+        self.config().mirt.checkpoints_dir.join("uploads")
     }
 
     /// Starts a background training job (one at a time), optionally activating the result.
@@ -600,7 +550,7 @@ impl Trainer {
         let id = self
             .next_job
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let args = FitArgs::defaults(&self.config.mirt.encoder);
+        let args = FitArgs::defaults(&self.config().mirt.encoder);
         let status = JobStatus {
             id,
             state: "running",
@@ -683,9 +633,7 @@ impl Trainer {
 }
 
 fn file_sha256(path: &Path) -> Result<String, TrainerError> {
-    let bytes = std::fs::read(path)
-        .map_err(|e| TrainerError::Other(format!("reading {}: {e}", path.display())))?;
-    Ok(hex::encode(Sha256::digest(&bytes)))
+    crate::live::file_sha256(path).map_err(|e| TrainerError::Other(e.to_string()))
 }
 
 /// `dualrouter train --from-db`: refit on the config's store (+ `--data` or `mirt.base_data`),

@@ -18,6 +18,7 @@
 //! | `GET /api/mirt/checkpoints` | every registered checkpoint, newest first, with its metrics and `active` |
 //! | `POST /api/mirt/checkpoints/{version}/activate[?force=true]` | swaps it in live; 409 if worse than the active one on the held-out slice; 404 |
 //! | `POST /api/mirt/train` `{"activate"?: bool, "data"?: NAME}` | 202 + the job: refits on logged outcomes (+ the upload NAME as base data) in the background; 409 while one runs |
+//! | `POST /api/reload` | re-reads the config file and swaps the live state; 422 with every reason when it does not build (the old state keeps serving) |
 //! | `GET /api/mirt/train` | the running or last job (epoch, validation BCE, the version it registered); 404 before any |
 //!
 //! Errors are JSON ([`AdminError`]). Secrets (the admin token, API keys) are never returned.
@@ -134,9 +135,10 @@ pub struct AdminState {
     /// The bearer token (`admin.token_env`); `None`: no check (loopback-only listener).
     pub token: Option<Secret>,
     pub catalog: Arc<dyn Catalog>,
-    /// The proxy's router: policy edits reach it at once. `None` when the admin API runs
-    /// without a proxy (tests of the API alone).
-    pub router: Option<Arc<crate::router::DualRouter>>,
+    /// The proxy's live state: policy edits rebuild it at once, `/api/reload` re-reads the
+    /// config, and the models come from its registry. `None` when the admin API runs without a
+    /// proxy (tests of the API alone; `catalog` then answers).
+    pub live: Option<Arc<crate::live::Live>>,
     /// MIRT training and checkpoint activation (`/api/mirt/*`); `None` without a proxy.
     pub trainer: Option<Arc<crate::trainer::Trainer>>,
 }
@@ -148,18 +150,25 @@ impl AdminState {
             store,
             token: cfg.admin.token.clone(),
             catalog: Arc::new(ConfigCatalog::new(cfg)),
-            router: None,
+            live: None,
             trainer: None,
         }
     }
 
-    /// Hands the store's policies to the router after an edit.
+    /// Rebuilds the live state with the store's policies after an edit, before answering.
     async fn policies_changed(&self) {
-        if let Some(router) = &self.router {
-            match self.store.list_policies().await {
-                Ok(p) => router.set_policies(&p),
-                Err(e) => tracing::warn!("policy edit saved but not applied yet: {e}"),
+        if let Some(live) = &self.live {
+            if let Err(e) = live.reload_policies().await {
+                tracing::warn!("policy edit saved but not applied yet: {e}");
             }
+        }
+    }
+
+    /// The models policies may name: the live registry's, else the fixed catalog.
+    fn models(&self) -> Arc<dyn Catalog> {
+        match &self.live {
+            Some(live) => live.current().router.registry().clone(),
+            None => self.catalog.clone(),
         }
     }
 }
@@ -193,6 +202,7 @@ pub fn api_router(state: AdminState) -> Router {
             axum::routing::post(activate_checkpoint),
         )
         .route("/api/mirt/train", get(train_status).post(start_training))
+        .route("/api/reload", axum::routing::post(reload))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token))
         .with_state(state)
 }
@@ -256,7 +266,7 @@ fn policy_id(raw: &str) -> Result<i64, AdminError> {
 
 /// The first problem with a policy body, as the error the client sees (422).
 fn check_policy(state: &AdminState, spec: &PolicySpec) -> Result<(), AdminError> {
-    let catalog = state.catalog.clone();
+    let catalog = state.models();
     let problems = spec.problems(&|m| catalog.has_model(m));
     // An unknown model is the most useful thing to report, so it goes first.
     let first = problems
@@ -324,7 +334,7 @@ async fn delete_policy(
 }
 
 async fn list_executors(State(state): State<AdminState>) -> Response {
-    Json(state.catalog.executors()).into_response()
+    Json(state.models().executors()).into_response()
 }
 
 #[derive(Debug, Deserialize)]
@@ -448,5 +458,16 @@ async fn train_status(State(state): State<AdminState>) -> Result<Response, Admin
     match trainer(&state)?.status() {
         Some(j) => Ok(Json(j).into_response()),
         None => Err(AdminError::NotFound("no training job has run yet".into())),
+    }
+}
+
+async fn reload(State(state): State<AdminState>) -> Result<Response, AdminError> {
+    let live = state
+        .live
+        .as_ref()
+        .ok_or_else(|| AdminError::NotFound("reloading is not available here".into()))?;
+    match live.reload_config().await {
+        Ok(report) => Ok(Json(report).into_response()),
+        Err(e) => Err(AdminError::ReloadRefused(e.reasons())),
     }
 }

@@ -27,6 +27,9 @@ pub enum AdminError {
     /// A well-formed body with an invalid value.
     #[error("{field}: {message}")]
     Invalid { field: String, message: String },
+    /// A reload that does not build; the old state keeps serving. Every reason.
+    #[error("reload refused, the old configuration keeps serving: {}", .0.join("; "))]
+    ReloadRefused(Vec<String>),
     /// The store is not answering.
     #[error("the store is unavailable; try again")]
     Unavailable,
@@ -43,7 +46,9 @@ impl AdminError {
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::Conflict(_) => StatusCode::CONFLICT,
-            Self::UnknownModel { .. } | Self::Invalid { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::UnknownModel { .. } | Self::Invalid { .. } | Self::ReloadRefused(_) => {
+                StatusCode::UNPROCESSABLE_ENTITY
+            }
             Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -58,6 +63,7 @@ impl AdminError {
             Self::Conflict(_) => "conflict",
             Self::UnknownModel { .. } => "unknown_model",
             Self::Invalid { .. } => "invalid",
+            Self::ReloadRefused(_) => "reload_refused",
             Self::Unavailable => "unavailable",
             Self::Internal => "internal",
         }
@@ -70,6 +76,7 @@ impl AdminError {
             | Self::BadRequest(_)
             | Self::NotFound(_)
             | Self::Conflict(_)
+            | Self::ReloadRefused(_)
             | Self::Unavailable
             | Self::Internal => None,
         }
@@ -115,6 +122,9 @@ impl IntoResponse for AdminError {
         let mut error = json!({ "type": self.kind(), "message": self.to_string() });
         if let (Some(field), Some(obj)) = (self.field(), error.as_object_mut()) {
             obj.insert("field".into(), field.into());
+        }
+        if let (Self::ReloadRefused(reasons), Some(obj)) = (&self, error.as_object_mut()) {
+            obj.insert("reasons".into(), reasons.clone().into());
         }
         let mut resp = (self.status(), axum::Json(json!({ "error": error }))).into_response();
         if matches!(self, Self::Unauthorized) {

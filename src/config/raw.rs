@@ -37,6 +37,9 @@ pub struct RawConfig {
     /// `model: "auto"`: aliases, fallback chain, circuit breaker, session affinity.
     #[serde(default)]
     pub routing: crate::router::settings::RoutingSettings,
+    /// Watching the config file and resyncing policies (see `crate::live`).
+    #[serde(default)]
+    pub reload: crate::live::ReloadSettings,
     /// The store: `sqlite://FILE` (embedded, WAL, created if missing) or
     /// `postgres://USER[:PASSWORD]@HOST[:PORT]/DB` (shared by several instances).
     #[serde(default = "default_database")]

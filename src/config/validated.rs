@@ -27,6 +27,7 @@ pub struct Config {
     pub model_order: Vec<String>,
     pub classifier: ClassifierSettings,
     pub routing: crate::router::settings::RoutingSettings,
+    pub reload: crate::live::ReloadSettings,
     /// MIRT and the prompt encoder it shares with the embedded classifier.
     pub mirt: crate::mirt::MirtSettings,
     /// The store's URL (`sqlite://…` or `postgres://…`); may hold a password: log it through
@@ -287,6 +288,7 @@ pub fn validate(raw: RawConfig, env: EnvLookup<'_>) -> Result<Config, ConfigErro
         );
     }
     p.0.extend(raw.routing.problems(&|m| models.contains_key(m)));
+    p.0.extend(raw.reload.problems());
     let decision_log = decision_log(&raw.decision_log, &mut p);
     let policies = policies(&raw.policies, &models, &mut p);
 
@@ -319,6 +321,7 @@ pub fn validate(raw: RawConfig, env: EnvLookup<'_>) -> Result<Config, ConfigErro
         model_order,
         classifier,
         routing: raw.routing.clone(),
+        reload: raw.reload,
         mirt,
         database: raw.database.clone(),
         decision_log,

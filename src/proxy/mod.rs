@@ -35,7 +35,8 @@ use crate::store::{
 };
 use ingress::{ChatRequest, Endpoint};
 
-/// What every request needs, built once at start.
+/// What a request needs: one generation of the live state ([`crate::live`]), rebuilt and
+/// swapped whole on a reload.
 pub struct ProxyState {
     pub config: Arc<Config>,
     pub upstream: forward::Upstream,
@@ -46,10 +47,14 @@ pub struct ProxyState {
     pub store: Store,
     /// The control runtime, where store calls run (the store's pool lives there).
     pub control: tokio::runtime::Handle,
+    /// sha256 of the config's checkpoint file when this state was built (a reload that changes
+    /// it makes the config's checkpoint active).
+    pub checkpoint_sha: String,
 }
 
 pub struct Proxy {
-    pub state: Arc<ProxyState>,
+    /// The live state; each request takes the current one once and finishes on it.
+    pub live: Arc<crate::live::Live>,
 }
 
 /// Per-request state.
@@ -92,15 +97,16 @@ impl ProxyHttp for Proxy {
         session: &mut Session,
         ctx: &mut RequestCtx,
     ) -> pingora::Result<bool> {
-        let status = match handle(&self.state, session, ctx).await {
+        let state = self.live.current();
+        let status = match handle(&state, session, ctx).await {
             Ok(status) => status,
             Err(e) => {
                 ctx.error_kind = Some(e.kind());
-                respond::error(&self.state, session, ctx, &e).await
+                respond::error(&state, session, ctx, &e).await
             }
         };
         let model = ctx.model.as_deref().unwrap_or("none");
-        self.state
+        state
             .metrics
             .requests
             .with_label_values(&[model, status.as_str()])
@@ -112,7 +118,7 @@ impl ProxyHttp for Proxy {
             }
             rec.error_kind = ctx.error_kind.map(str::to_string).or(rec.error_kind);
             rec.total_latency_ms = Some(ctx.started.elapsed().as_secs_f64() * 1e3);
-            self.state.decision_log.record(rec);
+            state.decision_log.record(rec);
         }
         Ok(true)
     }
@@ -353,7 +359,7 @@ async fn chat(
             break;
         }
         if !registry.admit(&model.id) {
-            push_attempt(ctx, model, "skipped", None, Instant::now());
+            push_attempt(state, ctx, model, "skipped", None, Instant::now());
             continue;
         }
         let tried = Instant::now();
@@ -364,7 +370,7 @@ async fn chat(
             Err(e) => {
                 // This candidate's format cannot carry the request; another may.
                 registry.release_probe(&model.id);
-                push_attempt(ctx, model, "translate", None, tried);
+                push_attempt(state, ctx, model, "translate", None, tried);
                 last_err = Some(e);
                 continue;
             }
@@ -396,7 +402,7 @@ async fn chat(
                     ApiError::UpstreamUnreachable { .. } => "connect",
                     _ => "broken",
                 };
-                push_attempt(ctx, model, outcome, None, tried);
+                push_attempt(state, ctx, model, outcome, None, tried);
                 tracing::info!(decision_id = %ctx.decision_id, model = %model.id, "attempt failed: {e}");
                 last_err = Some(e);
                 continue;
@@ -414,7 +420,7 @@ async fn chat(
                 .and_then(crate::registry::parse_retry_after);
             let label = if status.as_u16() == 429 { "429" } else { "5xx" };
             registry.report(&model.id, Verdict::Failure { retry_after }, Some(label));
-            push_attempt(ctx, model, label, Some(status.as_u16()), tried);
+            push_attempt(state, ctx, model, label, Some(status.as_u16()), tried);
             let another = chain[i + 1..].iter().any(|m| !registry.is_cooling(&m.id));
             if another && Instant::now() < deadline {
                 tracing::info!(decision_id = %ctx.decision_id, model = %model.id, status = status.as_u16(), "falling back");
@@ -424,7 +430,7 @@ async fn chat(
             // The last candidate: its own answer (status, Retry-After, error body) goes back.
         } else {
             registry.report(&model.id, Verdict::Success, None);
-            push_attempt(ctx, model, "ok", Some(status.as_u16()), tried);
+            push_attempt(state, ctx, model, "ok", Some(status.as_u16()), tried);
             if status.is_success() {
                 state.router.remember(ctx.affinity_key, &model.id);
             }
@@ -469,12 +475,18 @@ async fn chat(
 }
 
 fn push_attempt(
+    state: &ProxyState,
     ctx: &mut RequestCtx,
     model: &Model,
     outcome: &str,
     status: Option<u16>,
     since: Instant,
 ) {
+    state
+        .metrics
+        .attempts
+        .with_label_values(&[&model.id, outcome])
+        .inc();
     if let Some(rec) = ctx.record.as_mut() {
         rec.details.attempts.push(Attempt {
             model: model.id.clone(),

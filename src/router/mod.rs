@@ -140,6 +140,8 @@ pub struct NoCandidate {
 /// The policies as routing reads them.
 #[derive(Debug, Default)]
 pub struct PolicyTable {
+    /// As read from the store.
+    all: Vec<Policy>,
     by_route: HashMap<String, Policy>,
     /// The `default/…` policy of highest priority, if any.
     default: Option<Policy>,
@@ -147,7 +149,10 @@ pub struct PolicyTable {
 
 impl PolicyTable {
     pub fn new(policies: &[Policy]) -> Self {
-        let mut t = Self::default();
+        let mut t = Self {
+            all: policies.to_vec(),
+            ..Self::default()
+        };
         for p in policies {
             if p.domain == DEFAULT_DOMAIN {
                 if t.default.as_ref().is_none_or(|d| p.priority > d.priority) {
@@ -165,11 +170,11 @@ pub struct DualRouter {
     encoder: Arc<Encoder>,
     classifier: Classifier,
     registry: Arc<Registry>,
-    policies: ArcSwap<PolicyTable>,
+    policies: PolicyTable,
     scorer: ArcSwap<Scorer>,
     objective: Objective,
     settings: settings::RoutingSettings,
-    affinity: affinity::Affinity,
+    affinity: Arc<affinity::Affinity>,
     /// Bytes of a long prompt's start and end the encoder gets (see [`clip`]).
     clip: (usize, usize),
 }
@@ -227,9 +232,11 @@ impl DualRouter {
             config.mirt.checkpoint.clone(),
             registry.models(),
         )?;
-        Self::with_parts(config, encoder, scorer, policies, registry, metrics)
+        Self::with_parts(config, encoder, scorer, policies, registry, metrics, None)
     }
 
+    /// A router from its parts; `affinity` carries conversations over from the router this one
+    /// replaces (a reload with the same checkpoint).
     pub fn with_parts(
         config: &Config,
         encoder: Arc<Encoder>,
@@ -237,6 +244,7 @@ impl DualRouter {
         policies: &[Policy],
         registry: Arc<Registry>,
         metrics: Arc<Metrics>,
+        affinity: Option<Arc<affinity::Affinity>>,
     ) -> Result<Self, RouterError> {
         let embedded = EmbeddedClassifier::train(
             routes_from_policies(policies),
@@ -252,11 +260,12 @@ impl DualRouter {
             encoder,
             classifier: Classifier::new(arch, embedded, metrics),
             registry,
-            policies: ArcSwap::from_pointee(PolicyTable::new(policies)),
+            policies: PolicyTable::new(policies),
             scorer: ArcSwap::from_pointee(scorer),
             objective: config.mirt.objective(),
             settings: config.routing.clone(),
-            affinity: affinity::Affinity::new(config.routing.affinity),
+            affinity: affinity
+                .unwrap_or_else(|| Arc::new(affinity::Affinity::new(config.routing.affinity))),
             clip: {
                 let e = &config.mirt.encoder;
                 let head = e.head_tokens.max(1) * CLIP_BYTES_PER_TOKEN;
@@ -299,9 +308,14 @@ impl DualRouter {
         self.affinity.clear();
     }
 
-    /// Swaps in a new policy table (model lists, budgets) at once.
-    pub fn set_policies(&self, policies: &[Policy]) {
-        self.policies.store(Arc::new(PolicyTable::new(policies)));
+    /// The policies this router was built with.
+    pub fn policies(&self) -> &[Policy] {
+        &self.policies.all
+    }
+
+    /// The conversations' models (carried over to the router that replaces this one).
+    pub fn affinity(&self) -> Arc<affinity::Affinity> {
+        self.affinity.clone()
     }
 
     /// Remembers the model that served a conversation (session affinity).
@@ -358,7 +372,7 @@ impl DualRouter {
         opts: &RouteOptions,
         affinity_key: Option<[u8; 16]>,
     ) -> Result<RoutingDecision, NoCandidate> {
-        let policies = self.policies.load();
+        let policies = &self.policies;
         let input_tokens = if opts.input_tokens > 0 {
             opts.input_tokens
         } else {

@@ -43,6 +43,9 @@ pub const MAX_DECISIONS_PAGE: u32 = 1000;
 /// Rows per multi-row INSERT (25 columns each: well under both backends' parameter limits).
 const INSERT_CHUNK_ROWS: usize = 500;
 
+/// The PostgreSQL channel that carries "the policies changed" between instances.
+pub const POLICY_CHANNEL: &str = "dualrouter_policies";
+
 /// The store layer's one error type.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -353,7 +356,11 @@ impl Store {
         let row: Option<PolicyRow> = on_pool!(self, pool, Db => {
             sqlx::query_as::<Db, PolicyRow>(&sql).bind(id).fetch_optional(pool).await?
         });
-        row.map(Policy::from).ok_or(StoreError::PolicyNotFound(id))
+        let policy = row
+            .map(Policy::from)
+            .ok_or(StoreError::PolicyNotFound(id))?;
+        self.notify_policies_changed().await;
+        Ok(policy)
     }
 
     /// The policy for a route, if any.
@@ -398,6 +405,7 @@ impl Store {
                 .await
                 .map_err(|e| policy_conflict(e, spec))?
         });
+        self.notify_policies_changed().await;
         Ok(row.into())
     }
 
@@ -435,7 +443,35 @@ impl Store {
         if affected == 0 {
             return Err(StoreError::PolicyNotFound(id));
         }
+        self.notify_policies_changed().await;
         Ok(())
+    }
+
+    /// Tells every instance sharing this PostgreSQL database that the policies changed
+    /// (`NOTIFY dualrouter_policies`); nothing to do on SQLite (one instance). A failed notify
+    /// is logged: the instances' periodic resync catches up.
+    pub async fn notify_policies_changed(&self) {
+        if let Store::Postgres(pool) = self {
+            if let Err(e) = sqlx::query("SELECT pg_notify($1, '')")
+                .bind(POLICY_CHANNEL)
+                .execute(pool)
+                .await
+            {
+                tracing::warn!("could not notify other instances of a policy change: {e}");
+            }
+        }
+    }
+
+    /// A listener for policy changes made by any instance (PostgreSQL only).
+    pub async fn listen_policies(&self) -> Result<Option<sqlx::postgres::PgListener>, StoreError> {
+        match self {
+            Store::Sqlite(_) => Ok(None),
+            Store::Postgres(pool) => {
+                let mut l = sqlx::postgres::PgListener::connect_with(pool).await?;
+                l.listen(POLICY_CHANNEL).await?;
+                Ok(Some(l))
+            }
+        }
     }
 
     /// Upserts the config file's policies by (domain, action) in one transaction; policies
@@ -465,6 +501,7 @@ impl Store {
             }
             tx.commit().await?;
         });
+        self.notify_policies_changed().await;
         Ok(specs.len())
     }
 

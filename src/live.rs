@@ -1,0 +1,515 @@
+//! The live state: everything a request reads (config, policies, registry, classifier routes,
+//! MIRT checkpoint, upstream connector) built as one [`ProxyState`] and swapped in atomically.
+//! A request takes the current state once, at its start, and finishes on it: it sees all-old
+//! or all-new, never a mix.
+//!
+//! What rebuilds it:
+//! - the config file changing (polled every `reload.poll_ms`, applied once it has been stable
+//!   for `reload.debounce_ms`), `POST /api/reload`, or SIGHUP;
+//! - a policy edited through the admin API (at once, before the API answers), or by another
+//!   instance sharing the PostgreSQL database (`LISTEN dualrouter_policies`, and every
+//!   `reload.resync_ms` a comparison with the store in case a notification was missed).
+//!
+//! A config, policy set or checkpoint that does not build keeps the old state; the reload
+//! answers with every reason and `dualrouter_reloads_total{result="failed"}` counts it.
+//! Listen addresses, server threads, the database, the decision log, the demo upstream and the
+//! admin token are read once at start: a change to them is reported as needing a restart.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::config::{Config, ConfigError};
+use crate::encoder::Encoder;
+use crate::metrics::Metrics;
+use crate::mirt::{Mirt, MirtError};
+use crate::proxy::forward::Upstream;
+use crate::proxy::ProxyState;
+use crate::registry::Registry;
+use crate::router::scorer::Scorer;
+use crate::router::{DualRouter, RouterError};
+use crate::store::{DecisionLog, Store, StoreError};
+
+/// The `reload:` section of the config file.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ReloadSettings {
+    /// Watch the config file and apply its changes.
+    #[serde(default = "default_true")]
+    pub watch: bool,
+    /// How often the file is checked.
+    #[serde(default = "default_poll_ms")]
+    pub poll_ms: u64,
+    /// How long a changed file must stay unchanged before it is applied (editors write twice).
+    #[serde(default = "default_debounce_ms")]
+    pub debounce_ms: u64,
+    /// How often the policies are compared with the store, in case a notification was missed.
+    #[serde(default = "default_resync_ms")]
+    pub resync_ms: u64,
+}
+
+fn default_true() -> bool {
+    true
+}
+fn default_poll_ms() -> u64 {
+    500
+}
+fn default_debounce_ms() -> u64 {
+    300
+}
+fn default_resync_ms() -> u64 {
+    30_000
+}
+
+impl Default for ReloadSettings {
+    fn default() -> Self {
+        Self {
+            watch: true,
+            poll_ms: default_poll_ms(),
+            debounce_ms: default_debounce_ms(),
+            resync_ms: default_resync_ms(),
+        }
+    }
+}
+
+impl ReloadSettings {
+    pub fn problems(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for (name, v) in [("poll_ms", self.poll_ms), ("resync_ms", self.resync_ms)] {
+            if v == 0 {
+                out.push(format!("reload.{name}: must be at least 1"));
+            }
+        }
+        out
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+    #[error("router: {0}")]
+    Router(#[from] RouterError),
+    #[error("MIRT checkpoint: {0}")]
+    Mirt(#[from] MirtError),
+    #[error("{0}")]
+    Other(String),
+}
+
+impl ReloadError {
+    /// Every reason, one per problem (an invalid config lists each field).
+    pub fn reasons(&self) -> Vec<String> {
+        match self {
+            Self::Config(ConfigError::Invalid(list)) => list.clone(),
+            e => vec![e.to_string()],
+        }
+    }
+}
+
+/// What a successful reload did.
+#[derive(Debug, Clone, Serialize)]
+pub struct ReloadReport {
+    pub generation: u64,
+    pub policies: usize,
+    pub models: usize,
+    /// The MIRT checkpoint now scoring (registered version), if registered.
+    pub checkpoint_version: Option<i64>,
+    /// Changed settings that only a restart applies.
+    pub restart_needed: Vec<String>,
+}
+
+/// What every generation shares: built once at start.
+#[derive(Clone)]
+pub struct Shared {
+    pub metrics: Arc<Metrics>,
+    pub decision_log: DecisionLog,
+    pub store: Store,
+    pub control: tokio::runtime::Handle,
+}
+
+pub struct Live {
+    current: ArcSwap<ProxyState>,
+    config_path: PathBuf,
+    shared: Shared,
+    /// One rebuild at a time.
+    lock: tokio::sync::Mutex<()>,
+    generation: std::sync::atomic::AtomicU64,
+}
+
+impl Live {
+    /// Builds the first state. `config` is the validated file (with `listen` resolved).
+    pub async fn start(
+        config: Config,
+        config_path: &Path,
+        shared: Shared,
+    ) -> Result<Arc<Self>, ReloadError> {
+        let state = build(config, &shared, None).await?;
+        Ok(Arc::new(Self {
+            current: ArcSwap::from_pointee(state),
+            config_path: config_path.to_path_buf(),
+            shared,
+            lock: tokio::sync::Mutex::new(()),
+            generation: std::sync::atomic::AtomicU64::new(1),
+        }))
+    }
+
+    /// The state a request should use, whole.
+    pub fn current(&self) -> Arc<ProxyState> {
+        self.current.load_full()
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.shared.store
+    }
+
+    /// Re-reads the config file and swaps in a state built from it (and the store's
+    /// policies). On any error the old state stays.
+    pub async fn reload_config(&self) -> Result<ReloadReport, ReloadError> {
+        let _guard = self.lock.lock().await;
+        let result = async {
+            let path = self.config_path.clone();
+            let mut config = tokio::task::spawn_blocking(move || crate::config::load(&path))
+                .await
+                .map_err(|e| ReloadError::Other(format!("reading the config: {e}")))??;
+            let old = self.current();
+            let restart_needed = restart_only_changes(&old.config, &mut config);
+            // The config's policies seed the store on a reload as at start.
+            self.shared.store.seed_policies(&config.policies).await?;
+            let state = build(config, &self.shared, Some(&old)).await?;
+            Ok::<_, ReloadError>((state, restart_needed))
+        }
+        .await;
+        self.finish(result, "config")
+    }
+
+    /// Rebuilds with the same config and the store's current policies (after a policy edit,
+    /// here or on another instance). Nothing happens if the policies did not change.
+    pub async fn reload_policies(&self) -> Result<Option<ReloadReport>, ReloadError> {
+        let _guard = self.lock.lock().await;
+        let old = self.current();
+        let policies = self.shared.store.list_policies().await?;
+        if policies == old.router.policies() {
+            return Ok(None);
+        }
+        let result = build((*old.config).clone(), &self.shared, Some(&old))
+            .await
+            .map(|s| (s, Vec::new()));
+        self.finish(result, "policies").map(Some)
+    }
+
+    fn finish(
+        &self,
+        result: Result<(ProxyState, Vec<String>), ReloadError>,
+        what: &'static str,
+    ) -> Result<ReloadReport, ReloadError> {
+        match result {
+            Ok((state, restart_needed)) => {
+                let generation = self
+                    .generation
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+                    + 1;
+                let report = ReloadReport {
+                    generation,
+                    policies: state.router.policies().len(),
+                    models: state.config.models.len(),
+                    checkpoint_version: state.router.scorer().version,
+                    restart_needed,
+                };
+                self.current.store(Arc::new(state));
+                self.shared
+                    .metrics
+                    .reloads
+                    .with_label_values(&[what, "ok"])
+                    .inc();
+                self.shared.metrics.generation.set(generation as i64);
+                if report.restart_needed.is_empty() {
+                    tracing::info!(what, generation, "reloaded");
+                } else {
+                    tracing::warn!(
+                        what,
+                        generation,
+                        "reloaded; these changes need a restart: {}",
+                        report.restart_needed.join(", ")
+                    );
+                }
+                Ok(report)
+            }
+            Err(e) => {
+                self.shared
+                    .metrics
+                    .reloads
+                    .with_label_values(&[what, "failed"])
+                    .inc();
+                tracing::warn!(
+                    what,
+                    "reload refused, the old state keeps serving: {}",
+                    e.reasons().join("; ")
+                );
+                Err(e)
+            }
+        }
+    }
+
+    /// Starts the watchers: the config file, SIGHUP, PostgreSQL notifications and the
+    /// periodic resync. Runs on the current (control) runtime.
+    pub fn watch(self: &Arc<Self>) {
+        let settings = self.current().config.reload;
+        if settings.watch {
+            let me = self.clone();
+            tokio::spawn(async move { me.watch_file(settings).await });
+        }
+        let me = self.clone();
+        tokio::spawn(async move {
+            let Ok(mut hup) =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+            else {
+                return;
+            };
+            while hup.recv().await.is_some() {
+                tracing::info!("SIGHUP: reloading the config");
+                let _ = me.reload_config().await;
+            }
+        });
+        let me = self.clone();
+        tokio::spawn(async move { me.listen_policies().await });
+        let me = self.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(settings.resync_ms));
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                if let Err(e) = me.reload_policies().await {
+                    tracing::debug!("policy resync: {e}");
+                }
+            }
+        });
+    }
+
+    async fn watch_file(&self, settings: ReloadSettings) {
+        let fingerprint = |p: &Path| std::fs::read(p).ok().map(|b| Sha256::digest(&b));
+        let mut seen = fingerprint(&self.config_path);
+        let mut tick = tokio::time::interval(Duration::from_millis(settings.poll_ms));
+        loop {
+            tick.tick().await;
+            let now = fingerprint(&self.config_path);
+            if now == seen || now.is_none() {
+                continue;
+            }
+            // Wait until the file stops changing.
+            tokio::time::sleep(Duration::from_millis(settings.debounce_ms)).await;
+            let settled = fingerprint(&self.config_path);
+            if settled != now {
+                continue;
+            }
+            seen = settled;
+            tracing::info!(path = %self.config_path.display(), "config file changed");
+            let _ = self.reload_config().await;
+        }
+    }
+
+    /// PostgreSQL: a policy change by any instance reaches this one within a notification.
+    async fn listen_policies(&self) {
+        let mut listener = match self.shared.store.listen_policies().await {
+            Ok(Some(l)) => l,
+            Ok(None) => return,
+            Err(e) => {
+                tracing::warn!(
+                    "cannot LISTEN for policy changes ({e}); relying on the periodic resync"
+                );
+                return;
+            }
+        };
+        loop {
+            match listener.recv().await {
+                Ok(_) => {
+                    // Several edits in a burst: one rebuild.
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    while let Ok(Some(_)) = listener.try_recv().await {}
+                    if let Err(e) = self.reload_policies().await {
+                        tracing::warn!("policy change not applied: {e}");
+                    }
+                }
+                Err(e) => {
+                    // sqlx reconnects on the next recv; changes missed meanwhile are caught by
+                    // the resync.
+                    tracing::warn!("policy listener: {e}");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+        }
+    }
+}
+
+/// Settings only a restart applies: kept from the running config, and named.
+fn restart_only_changes(old: &Config, new: &mut Config) -> Vec<String> {
+    let mut changed = Vec::new();
+    // Port 0 means "any free port": the running port stays.
+    if new.listen.port() == 0 {
+        new.listen = old.listen;
+    }
+    if new.listen != old.listen {
+        changed.push("listen");
+    }
+    if new.admin.listen.port() == 0 {
+        new.admin.listen = old.admin.listen;
+    }
+    if new.admin.listen != old.admin.listen {
+        changed.push("admin.listen");
+    }
+    if new.admin.token_env != old.admin.token_env {
+        changed.push("admin.token_env");
+    }
+    if format!("{:?}", new.server) != format!("{:?}", old.server) {
+        changed.push("server");
+    }
+    if new.database != old.database {
+        changed.push("database");
+    }
+    if format!("{:?}", new.decision_log) != format!("{:?}", old.decision_log) {
+        changed.push("decision_log");
+    }
+    if format!("{:?}", new.demo) != format!("{:?}", old.demo) {
+        changed.push("demo");
+    }
+    changed.into_iter().map(str::to_string).collect()
+}
+
+/// Builds one generation. `prev` lends what need not be rebuilt: the encoder (same settings),
+/// the models' health, the conversations' models (same checkpoint).
+async fn build(
+    config: Config,
+    shared: &Shared,
+    prev: Option<&ProxyState>,
+) -> Result<ProxyState, ReloadError> {
+    let store = &shared.store;
+    let policies = store.list_policies().await?;
+    let registry = Arc::new(Registry::from_config_after(
+        &config,
+        prev.map(|p| p.router.registry().as_ref()),
+    ));
+    let encoder = match prev {
+        Some(p) if p.config.mirt.encoder == config.mirt.encoder => p.router.encoder().clone(),
+        _ => {
+            let cfg = config.mirt.encoder.clone();
+            Arc::new(
+                tokio::task::spawn_blocking(move || Encoder::load(&cfg))
+                    .await
+                    .map_err(|e| ReloadError::Other(format!("loading the encoder: {e}")))?
+                    .map_err(RouterError::from)?,
+            )
+        }
+    };
+    let (scorer, checkpoint_sha) = active_scorer(
+        store,
+        &config,
+        prev.map(|p| p.checkpoint_sha.as_str()),
+        &encoder,
+        &registry,
+    )
+    .await?;
+    let affinity = prev
+        .filter(|p| {
+            let s = p.router.scorer();
+            s.version == scorer.version && s.path == scorer.path
+        })
+        .map(|p| p.router.affinity());
+    let upstream = Upstream::new(&config).map_err(|e| ReloadError::Other(e.to_string()))?;
+    let config = Arc::new(config);
+    let router = {
+        let (config, metrics) = (config.clone(), shared.metrics.clone());
+        tokio::task::spawn_blocking(move || {
+            DualRouter::with_parts(
+                &config, encoder, scorer, &policies, registry, metrics, affinity,
+            )
+        })
+        .await
+        .map_err(|e| ReloadError::Other(format!("building the router: {e}")))??
+    };
+    Ok(ProxyState {
+        config,
+        upstream,
+        metrics: shared.metrics.clone(),
+        decision_log: shared.decision_log.clone(),
+        router: Arc::new(router),
+        store: shared.store.clone(),
+        control: shared.control.clone(),
+        checkpoint_sha,
+    })
+}
+
+/// The checkpoint that scores: the config's when it is new (first start, or the config now
+/// names another file or the file changed), else the store's active one (a checkpoint activated
+/// through the admin API outlives restarts and reloads). The config's checkpoint is registered
+/// in the store the first time it is seen. Returns the scorer and the config file's sha256.
+pub async fn active_scorer(
+    store: &Store,
+    config: &Config,
+    prev_sha: Option<&str>,
+    encoder: &Arc<Encoder>,
+    registry: &Arc<Registry>,
+) -> Result<(Scorer, String), ReloadError> {
+    let path = config.mirt.checkpoint.clone();
+    let sha = file_sha256(&path)?;
+    let own_mirt = Mirt::load(&path, Some(encoder.id()))?;
+    let rows = store.list_checkpoints().await?;
+    let own = match rows
+        .iter()
+        .find(|r| r.sha256.as_deref() == Some(sha.as_str()))
+    {
+        Some(r) => r.clone(),
+        None => {
+            store
+                .register_checkpoint(
+                    &path.display().to_string(),
+                    &sha,
+                    own_mirt.dim_x() as i32,
+                    &own_mirt
+                        .models
+                        .iter()
+                        .map(|m| m.name.clone())
+                        .collect::<Vec<_>>(),
+                    &serde_json::json!({ "eval": own_mirt.eval, "source": "config" }),
+                    own_mirt.training.rows as i64,
+                )
+                .await?
+        }
+    };
+    let config_changed = prev_sha.is_some_and(|p| p != sha);
+    let active = rows.iter().find(|r| r.active);
+    let keep_active = active.filter(|a| a.version != own.version && !config_changed);
+    if let Some(a) = keep_active {
+        let active_path = PathBuf::from(&a.path);
+        match Mirt::load(&active_path, Some(encoder.id())) {
+            Ok(m) => {
+                tracing::info!(version = a.version, path = %a.path, "the store's active MIRT checkpoint scores");
+                let scorer = Scorer::new(m, Some(a.version), active_path, registry.models())?;
+                return Ok((scorer, sha));
+            }
+            Err(e) => tracing::warn!(
+                "the store's active checkpoint v{} cannot be used ({e}); the config's scores",
+                a.version
+            ),
+        }
+    }
+    if active.is_none_or(|a| a.version != own.version) {
+        store.set_active_checkpoint(own.version).await?;
+    }
+    let scorer = Scorer::new(own_mirt, Some(own.version), path, registry.models())?;
+    Ok((scorer, sha))
+}
+
+pub fn file_sha256(path: &Path) -> Result<String, ReloadError> {
+    let bytes = std::fs::read(path).map_err(|e| {
+        ReloadError::Mirt(MirtError::Io {
+            path: path.to_path_buf(),
+            source: e,
+        })
+    })?;
+    Ok(hex::encode(Sha256::digest(&bytes)))
+}
