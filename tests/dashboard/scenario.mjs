@@ -75,6 +75,9 @@ const scenarios = {
     await page.click('#nav a[data-view=executors]');
     await page.locator('#executors-table tr[data-model=cheap]').waitFor();
     check(!page.url().includes(TOKEN), 'still not in the URL after navigating');
+    await page.click('#reload');
+    await page.locator('#banner', { hasText: 'Config reloaded' }).waitFor();
+    check(true, 'the config can be reloaded from the page');
     await page.click('#nav a[data-view=overview]');
     await page.locator('#tile-requests').waitFor();
     check(true, 'the overview loads its figures');

@@ -541,6 +541,21 @@ async function loadExecutors() {
   $('#executors-updated').textContent = `updated ${new Date().toLocaleTimeString()} · refreshes every ${POLL_MS.executors / 1000}s`;
 }
 
+$('#reload').addEventListener('click', async () => {
+  const btn = $('#reload');
+  btn.disabled = true;
+  try {
+    const r = await api('POST', '/api/reload');
+    const restart = r.restart_needed && r.restart_needed.length ? `; a restart is needed for ${r.restart_needed.join(', ')}` : '';
+    banner(`Config reloaded (generation ${r.generation}: ${r.policies} policies, ${r.models} models${restart}).`, 'info');
+    await loadExecutors();
+  } catch (e) {
+    if (e.status !== 401) banner(e.message);
+  } finally {
+    btn.disabled = false;
+  }
+});
+
 // ---- decisions ---------------------------------------------------------------------------
 
 const dec = { seen: new Set(), selected: null, first: true };
