@@ -3,7 +3,7 @@
 'use strict';
 
 const TOKEN_KEY = 'dualrouter.adminToken';
-const POLL_MS = { executors: 2000, decisions: 2000, overview: 10000, train: 1000 };
+const POLL_MS = { executors: 2000, decisions: 2000, overview: 30000, train: 1000 };
 const PALETTE = ['#1f6feb', '#e8590c', '#2f9e44', '#ae3ec9', '#f08c00', '#0c8599', '#e03131', '#5c7cfa'];
 
 // ---- small DOM helpers ------------------------------------------------------------------
