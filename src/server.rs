@@ -134,7 +134,7 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
             .server
             .pid_file
             .clone()
-            .unwrap_or_else(|| "/tmp/dualrouter.pid".into()),
+            .unwrap_or_else(|| DEFAULT_PID_FILE.into()),
         upgrade_sock: config
             .server
             .upgrade_sock
@@ -167,6 +167,16 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if let Some(d) = demo_addr {
         tracing::info!("demo upstream listening on http://{d}/v1");
     }
+    // Pingora writes its pid file only when it daemonizes; the upgrade procedure needs it
+    // either way (`kill -QUIT "$(cat PID_FILE)"`).
+    let pid_file = config
+        .server
+        .pid_file
+        .clone()
+        .unwrap_or_else(|| DEFAULT_PID_FILE.into());
+    if let Err(e) = std::fs::write(&pid_file, format!("{}\n", std::process::id())) {
+        tracing::warn!("cannot write the pid file {pid_file}: {e}");
+    }
     if let Some(path) = &args.ready_file {
         let ready = serde_json::json!({
             "proxy": config.listen.to_string(),
@@ -193,6 +203,8 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
     cleanup.run();
     Ok(())
 }
+
+const DEFAULT_PID_FILE: &str = "/tmp/dualrouter.pid";
 
 /// Seconds Pingora gives its runtimes to stop once the drain is over.
 const RUNTIME_TEARDOWN_SECONDS: u64 = 5;

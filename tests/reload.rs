@@ -351,3 +351,119 @@ providers:
             .unwrap();
     assert!(status.success(), "{status:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_zero_downtime_upgrade_hands_the_listener_over() {
+    let mock = Mock::start().await;
+    let port = common::free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = format!(
+        r#"listen: 127.0.0.1:{port}
+admin: {{ listen: 127.0.0.1:0 }}
+server: {{ pid_file: {pid}, upgrade_sock: {sock}, grace_period_seconds: 0 }}
+providers:
+  - {{ name: m, kind: openai, base_url: "{}", models: [ {{ id: echo, upstream_id: echo }} ] }}
+"#,
+        mock.base_url(),
+        pid = dir.path().join("p.pid").display(),
+        sock = dir.path().join("u.sock").display(),
+    );
+    let mut old = Proxy::start(&yaml).await;
+    let old_pid = old.pid();
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("p.pid"))
+            .unwrap()
+            .trim(),
+        old_pid.to_string()
+    );
+    // Steady traffic on the port all along.
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (ok, bad) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let traffic = {
+        let (stop, ok, bad) = (stop.clone(), ok.clone(), bad.clone());
+        let url = format!("http://127.0.0.1:{port}/v1/chat/completions");
+        tokio::spawn(async move {
+            let client = reqwest::Client::new();
+            while !stop.load(Ordering::SeqCst) {
+                let r = client
+                    .post(&url)
+                    .json(
+                        &json!({"model": "echo", "messages": [{"role": "user", "content": "hi"}]}),
+                    )
+                    .send()
+                    .await;
+                match r {
+                    Ok(r) if r.status() == 200 => ok.fetch_add(1, Ordering::SeqCst),
+                    other => {
+                        eprintln!("failed during the upgrade: {other:?}");
+                        bad.fetch_add(1, Ordering::SeqCst)
+                    }
+                };
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    // The new binary asks for the sockets; the old one hands them over on SIGQUIT.
+    let new_log = dir.path().join("new.log");
+    let ready = dir.path().join("ready.json");
+    let mut new = std::process::Command::new(env!("CARGO_BIN_EXE_dualrouter"))
+        .arg("serve")
+        .arg("--upgrade")
+        .arg("--config")
+        .arg(old.dir.path().join("config.yaml"))
+        .arg("--ready-file")
+        .arg(&ready)
+        .env("DUALROUTER_LOG", "info")
+        .env("NO_COLOR", "1")
+        .stderr(std::fs::File::create(&new_log).unwrap())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !std::fs::read_to_string(&new_log)
+        .unwrap_or_default()
+        .contains("Bootstrap starting")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the new process never asked for the sockets"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    std::process::Command::new("kill")
+        .arg("-QUIT")
+        .arg(old_pid.to_string())
+        .status()
+        .unwrap();
+    while old.try_wait().is_none() || !ready.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "hand-over did not finish:\n{}\n{}",
+            old.log(),
+            std::fs::read_to_string(&new_log).unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let served_before = ok.load(Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    stop.store(true, Ordering::SeqCst);
+    traffic.await.unwrap();
+    let _ = new.kill();
+    let _ = new.wait();
+    assert_eq!(
+        bad.load(Ordering::SeqCst),
+        0,
+        "requests failed during the upgrade"
+    );
+    assert!(
+        ok.load(Ordering::SeqCst) > served_before,
+        "the new process served nothing"
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("p.pid"))
+            .unwrap()
+            .trim(),
+        new.id().to_string()
+    );
+}
