@@ -325,12 +325,14 @@ impl Live {
                 return;
             }
         };
+        tracing::info!("listening for policy changes of other instances");
         loop {
             match listener.recv().await {
                 Ok(_) => {
+                    tracing::debug!("policy change notified");
                     // Several edits in a burst: one rebuild.
                     tokio::time::sleep(Duration::from_millis(50)).await;
-                    while let Ok(Some(_)) = listener.try_recv().await {}
+                    while listener.next_buffered().is_some() {}
                     if let Err(e) = self.reload_policies().await {
                         tracing::warn!("policy change not applied: {e}");
                     }
@@ -346,36 +348,40 @@ impl Live {
     }
 }
 
-/// Settings only a restart applies: kept from the running config, and named.
+/// Settings only a restart applies: the running values stay in the new config (so it
+/// describes what runs), and each changed one is named, on every reload until a restart.
 fn restart_only_changes(old: &Config, new: &mut Config) -> Vec<String> {
     let mut changed = Vec::new();
-    // Port 0 means "any free port": the running port stays.
+    // Port 0 means "any free port": the running port stays without a word.
     if new.listen.port() == 0 {
         new.listen = old.listen;
-    }
-    if new.listen != old.listen {
-        changed.push("listen");
     }
     if new.admin.listen.port() == 0 {
         new.admin.listen = old.admin.listen;
     }
-    if new.admin.listen != old.admin.listen {
-        changed.push("admin.listen");
+    if new.listen != old.listen {
+        changed.push("listen");
+        new.listen = old.listen;
     }
-    if new.admin.token_env != old.admin.token_env {
-        changed.push("admin.token_env");
+    if new.admin.listen != old.admin.listen || new.admin.token_env != old.admin.token_env {
+        changed.push("admin");
+        new.admin = old.admin.clone();
     }
     if format!("{:?}", new.server) != format!("{:?}", old.server) {
         changed.push("server");
+        new.server = old.server.clone();
     }
     if new.database != old.database {
         changed.push("database");
+        new.database = old.database.clone();
     }
     if format!("{:?}", new.decision_log) != format!("{:?}", old.decision_log) {
         changed.push("decision_log");
+        new.decision_log = old.decision_log.clone();
     }
     if format!("{:?}", new.demo) != format!("{:?}", old.demo) {
         changed.push("demo");
+        new.demo = old.demo;
     }
     changed.into_iter().map(str::to_string).collect()
 }

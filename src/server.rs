@@ -118,15 +118,23 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
         upgrade: args.upgrade,
         ..Default::default()
     };
+    // Pingora keeps in-flight requests alive only during its grace period, then cancels them
+    // with the runtimes. So its grace period is the drain bound, and a watcher ends the
+    // process as soon as nothing is in flight (see `exit_when_drained`).
     let conf = ServerConf {
         threads: config.server.threads,
-        grace_period_seconds: Some(config.server.grace_period_seconds),
-        graceful_shutdown_timeout_seconds: Some(config.server.graceful_shutdown_timeout_seconds),
+        grace_period_seconds: Some(
+            config
+                .server
+                .graceful_shutdown_timeout_seconds
+                .max(config.server.grace_period_seconds),
+        ),
+        graceful_shutdown_timeout_seconds: Some(RUNTIME_TEARDOWN_SECONDS),
         pid_file: config
             .server
             .pid_file
             .clone()
-            .unwrap_or_else(|| "/tmp/dualrouter.pid".into()),
+            .unwrap_or_else(|| DEFAULT_PID_FILE.into()),
         upgrade_sock: config
             .server
             .upgrade_sock
@@ -136,9 +144,13 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
     };
     let mut server = Server::new_with_opt_and_conf(opt, conf);
     server.bootstrap();
+    let in_flight = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let mut proxy = pingora::proxy::http_proxy_service_with_name(
         &server.configuration,
-        Proxy { live },
+        Proxy {
+            live,
+            in_flight: in_flight.clone(),
+        },
         "dualrouter proxy",
     );
     proxy.add_tcp(&config.listen.to_string());
@@ -155,6 +167,16 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if let Some(d) = demo_addr {
         tracing::info!("demo upstream listening on http://{d}/v1");
     }
+    // Pingora writes its pid file only when it daemonizes; the upgrade procedure needs it
+    // either way (`kill -QUIT "$(cat PID_FILE)"`).
+    let pid_file = config
+        .server
+        .pid_file
+        .clone()
+        .unwrap_or_else(|| DEFAULT_PID_FILE.into());
+    if let Err(e) = std::fs::write(&pid_file, format!("{}\n", std::process::id())) {
+        tracing::warn!("cannot write the pid file {pid_file}: {e}");
+    }
     if let Some(path) = &args.ready_file {
         let ready = serde_json::json!({
             "proxy": config.listen.to_string(),
@@ -165,15 +187,93 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
             .with_context(|| format!("writing {}", path.display()))?;
     }
 
+    let cleanup = Arc::new(Cleanup {
+        control: control.handle().clone(),
+        decision_log: decision_log.clone(),
+        store: store.clone(),
+        done: std::sync::Once::new(),
+    });
+    exit_when_drained(
+        server.watch_execution_phase(),
+        in_flight,
+        Duration::from_secs(config.server.grace_period_seconds),
+        cleanup.clone(),
+    );
     server.run(RunArgs::default());
-    if let Err(e) = control.block_on(decision_log.shutdown(DRAIN_TIMEOUT)) {
-        tracing::warn!(
-            "decision log not fully drained at shutdown ({e}); the rest is in its spool"
-        );
-    }
-    control.block_on(store.close());
-    tracing::info!("dualrouter stopped");
+    cleanup.run();
     Ok(())
+}
+
+const DEFAULT_PID_FILE: &str = "/tmp/dualrouter.pid";
+
+/// Seconds Pingora gives its runtimes to stop once the drain is over.
+const RUNTIME_TEARDOWN_SECONDS: u64 = 5;
+
+/// What happens once at exit, whoever gets there first: the decision log drained (to the
+/// store, or to its spool), the store closed.
+struct Cleanup {
+    control: tokio::runtime::Handle,
+    decision_log: DecisionLog,
+    store: store::Store,
+    done: std::sync::Once,
+}
+
+impl Cleanup {
+    fn run(&self) {
+        self.done.call_once(|| {
+            if let Err(e) = self
+                .control
+                .block_on(self.decision_log.shutdown(DRAIN_TIMEOUT))
+            {
+                tracing::warn!(
+                    "decision log not fully drained at shutdown ({e}); the rest is in its spool"
+                );
+            }
+            self.control.block_on(self.store.close());
+            tracing::info!("dualrouter stopped");
+        });
+    }
+}
+
+/// After SIGTERM or SIGQUIT Pingora stops accepting and waits out its grace period (the drain
+/// bound) before cancelling what is in flight. This watcher ends the process as soon as no
+/// request is in flight (and at least `min_grace` has passed), so a quiet proxy stops at once
+/// and a busy one lets its streams finish.
+fn exit_when_drained(
+    mut phases: tokio::sync::broadcast::Receiver<pingora::server::ExecutionPhase>,
+    in_flight: Arc<std::sync::atomic::AtomicUsize>,
+    min_grace: Duration,
+    cleanup: Arc<Cleanup>,
+) {
+    use pingora::server::ExecutionPhase;
+    let spawned = std::thread::Builder::new()
+        .name("dualrouter-drain".into())
+        .spawn(move || loop {
+            match phases.blocking_recv() {
+                Ok(ExecutionPhase::ShutdownGracePeriod) => {
+                    let started = std::time::Instant::now();
+                    tracing::info!(
+                        in_flight = in_flight.load(std::sync::atomic::Ordering::SeqCst),
+                        "draining: waiting for requests in flight"
+                    );
+                    loop {
+                        let busy = in_flight.load(std::sync::atomic::Ordering::SeqCst);
+                        if busy == 0 && started.elapsed() >= min_grace {
+                            tracing::info!("drained");
+                            cleanup.run();
+                            std::process::exit(0);
+                        }
+                        std::thread::sleep(Duration::from_millis(20));
+                    }
+                }
+                Ok(_) => continue,
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::warn!("no drain watcher ({e}); shutdown waits out the whole grace period");
+    }
 }
 
 /// Serves an axum app on an already-bound listener, on the control runtime.

@@ -150,7 +150,7 @@ async fn falls_back_on_every_failure_before_the_first_byte() {
     for (i, (behaviour, outcome)) in [
         ("error:503", "5xx"),
         ("error:500", "5xx"),
-        ("slow:3000", "timeout"),
+        ("slow:4000", "timeout"),
         ("error:429", "429"),
     ]
     .into_iter()

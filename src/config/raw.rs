@@ -212,10 +212,12 @@ pub struct RawServer {
     /// Worker threads of the proxy service.
     #[serde(default = "default_threads")]
     pub threads: usize,
-    /// On SIGTERM: seconds to keep accepting while a new instance takes over.
+    /// On SIGTERM or SIGQUIT (upgrade): the least time the old process stays up after it stops
+    /// accepting, even with no request in flight.
     #[serde(default = "default_grace")]
     pub grace_period_seconds: u64,
-    /// On SIGTERM: seconds in-flight requests (long LLM streams) may take to finish.
+    /// On SIGTERM or SIGQUIT: the most time in-flight requests (long LLM streams) get to
+    /// finish; the process exits as soon as none is left.
     #[serde(default = "default_shutdown_timeout")]
     pub graceful_shutdown_timeout_seconds: u64,
     /// Pid file and upgrade socket, for Pingora's zero-downtime upgrade.
@@ -241,7 +243,7 @@ fn default_threads() -> usize {
     2
 }
 fn default_grace() -> u64 {
-    5
+    1
 }
 fn default_shutdown_timeout() -> u64 {
     300

@@ -55,6 +55,24 @@ pub struct ProxyState {
 pub struct Proxy {
     /// The live state; each request takes the current one once and finishes on it.
     pub live: Arc<crate::live::Live>,
+    /// Requests being served (a graceful shutdown waits for it to reach 0).
+    pub in_flight: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+/// Counts a request in flight for as long as it lives (cancelled ones included).
+struct InFlight(Arc<std::sync::atomic::AtomicUsize>);
+
+impl InFlight {
+    fn enter(counter: &Arc<std::sync::atomic::AtomicUsize>) -> Self {
+        counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Self(counter.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
 }
 
 /// Per-request state.
@@ -97,6 +115,7 @@ impl ProxyHttp for Proxy {
         session: &mut Session,
         ctx: &mut RequestCtx,
     ) -> pingora::Result<bool> {
+        let _in_flight = InFlight::enter(&self.in_flight);
         let state = self.live.current();
         let status = match handle(&state, session, ctx).await {
             Ok(status) => status,

@@ -216,25 +216,6 @@ pub fn routes_from_policies(policies: &[Policy]) -> Vec<RouteSpec> {
 }
 
 impl DualRouter {
-    /// Loads the encoder and the config's MIRT checkpoint, trains the embedded classifier on
-    /// the policies' routes, and connects the Arch-Router client when configured.
-    pub fn build(
-        config: &Config,
-        policies: &[Policy],
-        registry: Arc<Registry>,
-        metrics: Arc<Metrics>,
-    ) -> Result<Self, RouterError> {
-        let encoder = Arc::new(Encoder::load(&config.mirt.encoder)?);
-        let mirt = crate::mirt::Mirt::load(&config.mirt.checkpoint, Some(encoder.id()))?;
-        let scorer = Scorer::new(
-            mirt,
-            None,
-            config.mirt.checkpoint.clone(),
-            registry.models(),
-        )?;
-        Self::with_parts(config, encoder, scorer, policies, registry, metrics, None)
-    }
-
     /// A router from its parts; `affinity` carries conversations over from the router this one
     /// replaces (a reload with the same checkpoint).
     pub fn with_parts(
@@ -378,10 +359,11 @@ impl DualRouter {
         } else {
             estimate_tokens(text)
         };
+        // The request's own output cap when it sets one: the budget and the price cap then
+        // hold for the longest answer it allows.
         let output_tokens = opts
             .max_output_tokens
-            .unwrap_or(self.settings.expected_output_tokens)
-            .min(self.settings.expected_output_tokens.max(1) * 8);
+            .unwrap_or(self.settings.expected_output_tokens);
 
         let mut excluded = Vec::new();
         let policy = policies.by_route.get(&route.name());

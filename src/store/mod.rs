@@ -356,11 +356,7 @@ impl Store {
         let row: Option<PolicyRow> = on_pool!(self, pool, Db => {
             sqlx::query_as::<Db, PolicyRow>(&sql).bind(id).fetch_optional(pool).await?
         });
-        let policy = row
-            .map(Policy::from)
-            .ok_or(StoreError::PolicyNotFound(id))?;
-        self.notify_policies_changed().await;
-        Ok(policy)
+        row.map(Policy::from).ok_or(StoreError::PolicyNotFound(id))
     }
 
     /// The policy for a route, if any.
@@ -432,7 +428,11 @@ impl Store {
                 .await
                 .map_err(|e| policy_conflict(e, spec))?
         });
-        row.map(Policy::from).ok_or(StoreError::PolicyNotFound(id))
+        let policy = row
+            .map(Policy::from)
+            .ok_or(StoreError::PolicyNotFound(id))?;
+        self.notify_policies_changed().await;
+        Ok(policy)
     }
 
     pub async fn delete_policy(&self, id: i64) -> Result<(), StoreError> {

@@ -52,35 +52,45 @@ pub fn hard(i: usize) -> String {
 /// Trains (once per test binary) a checkpoint on the synthetic set with the static encoder.
 pub fn checkpoint() -> &'static PathBuf {
     static CKPT: OnceLock<PathBuf> = OnceLock::new();
-    CKPT.get_or_init(|| {
-        let dir = std::env::temp_dir().join(format!("dualrouter-routing-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let data = dir.join("synthetic.csv");
-        let mut csv =
-            String::from("prompt,cheap,strong,cheap|total_cost,strong|total_cost,split\n");
-        for i in 0..120 {
-            let split = if i % 5 == 0 { "test" } else { "train" };
-            csv.push_str(&format!("\"{}\",1,1,0.0001,0.005,{split}\n", easy(i)));
-            csv.push_str(&format!("\"{}\",0,1,0.0001,0.005,{split}\n", hard(i)));
-        }
-        std::fs::write(&data, csv).unwrap();
-        let out = dir.join("synthetic.json");
-        let models = repo_root().join("models");
-        let (ok, log) = run_cli(&[
-            "train",
-            "--data",
-            data.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-            "--encoder",
-            "static",
-            "--models-dir",
-            models.to_str().unwrap(),
-            "--quiet",
-        ]);
-        assert!(ok, "training the synthetic checkpoint failed:\n{log}");
-        out
-    })
+    CKPT.get_or_init(|| train("synthetic", 0))
+}
+
+/// A checkpoint of a world where the cheap model gets hard prompts right too.
+pub fn inverse_checkpoint() -> &'static PathBuf {
+    static CKPT: OnceLock<PathBuf> = OnceLock::new();
+    CKPT.get_or_init(|| train("inverse", 1))
+}
+
+fn train(name: &str, cheap_on_hard: u8) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("dualrouter-routing-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let data = dir.join(format!("{name}.csv"));
+    let mut csv = String::from("prompt,cheap,strong,cheap|total_cost,strong|total_cost,split\n");
+    for i in 0..120 {
+        let split = if i % 5 == 0 { "test" } else { "train" };
+        csv.push_str(&format!("\"{}\",1,1,0.0001,0.005,{split}\n", easy(i)));
+        csv.push_str(&format!(
+            "\"{}\",{cheap_on_hard},1,0.0001,0.005,{split}\n",
+            hard(i)
+        ));
+    }
+    std::fs::write(&data, csv).unwrap();
+    let out = dir.join(format!("{name}.json"));
+    let models = repo_root().join("models");
+    let (ok, log) = run_cli(&[
+        "train",
+        "--data",
+        data.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--encoder",
+        "static",
+        "--models-dir",
+        models.to_str().unwrap(),
+        "--quiet",
+    ]);
+    assert!(ok, "training the {name} checkpoint failed:\n{log}");
+    out
 }
 
 /// A proxy whose `cheap` model lives on `cheap_mock` (OpenAI) and `strong` on `strong_mock`
@@ -89,7 +99,7 @@ pub fn config(cheap: &Mock, strong: &Mock, extra: &str) -> String {
     format!(
         r#"listen: 127.0.0.1:0
 admin: {{ listen: 127.0.0.1:0 }}
-limits: {{ first_byte_ms: 800, idle_ms: 600 }}
+limits: {{ first_byte_ms: 1500, idle_ms: 1500 }}
 mirt:
   checkpoint: {ckpt}
   cost_weight: 0.3
