@@ -111,6 +111,7 @@ const scenarios = {
     await ghostErr.filter({ hasText: "model 'ghost-model' is not served" }).waitFor();
     check(true, 'the 422 for models[2] sits next to that model');
     check(await page.locator('#pf-models li[data-model=cheap] .field-error').textContent() === '', 'and not next to the others');
+    await page.screenshot({ path: SHOT.replace(/\.png$/, '-form.png'), fullPage: true });
     await page.click('#pf-models li[data-model=ghost-model] button.danger');
     await page.fill('#pf-domain', 'billing/x');
     await page.click('#policy-save');

@@ -467,6 +467,7 @@ function renderModelPicker() {
   const free = state.executors.filter((e) => !pf.models.includes(e.id));
   pick.replaceChildren(...free.map((e) => h('option', { value: e.id },
     `${e.id} (${e.provider}, $${e.cost_per_mtok.input}/$${e.cost_per_mtok.output} per Mtok)`)));
+  if (!free.length) pick.replaceChildren(h('option', { value: '' }, 'every model is listed'));
   pick.disabled = !free.length;
   $('#pf-model-add').disabled = !free.length;
 }
