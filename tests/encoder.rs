@@ -1,5 +1,5 @@
-//! The encoders against reference embeddings made by Python onnxruntime/tokenizers
-//! (`scripts/make-encoder-fixture.py`). Needs `scripts/fetch-models.sh` to have run.
+//! The encoders against reference embeddings made in Python (`scripts/make-encoder-fixture.py`: numpy for the
+//! fp32 MiniLM and the static model, onnxruntime for the int8 file). Needs `scripts/fetch-models.sh` to have run.
 
 use std::path::PathBuf;
 
@@ -100,7 +100,13 @@ fn check(kind: EncoderKind, key: &str, dim: usize) {
 
 #[test]
 fn minilm_matches_python_reference() {
+    // fp32 from model.safetensors against a numpy BERT forward pass (no ONNX on the Python side)
     check(EncoderKind::Minilm, "minilm", 384);
+}
+
+#[test]
+fn minilm_int8_matches_python_reference() {
+    check(EncoderKind::MinilmInt8, "minilm_int8", 384);
 }
 
 #[test]
@@ -111,7 +117,11 @@ fn static_matches_python_reference() {
 #[test]
 fn missing_model_says_how_to_fetch() {
     let dir = tempfile::tempdir().unwrap();
-    for kind in [EncoderKind::Minilm, EncoderKind::Static] {
+    for kind in [
+        EncoderKind::Minilm,
+        EncoderKind::MinilmInt8,
+        EncoderKind::Static,
+    ] {
         let cfg = EncoderConfig {
             kind,
             models_dir: dir.path().to_path_buf(),

