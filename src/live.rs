@@ -92,11 +92,11 @@ impl ReloadSettings {
 pub enum ReloadError {
     #[error(transparent)]
     Config(#[from] ConfigError),
-    #[error("store: {0}")]
+    #[error(transparent)]
     Store(#[from] StoreError),
-    #[error("router: {0}")]
+    #[error(transparent)]
     Router(#[from] RouterError),
-    #[error("MIRT checkpoint: {0}")]
+    #[error(transparent)]
     Mirt(#[from] MirtError),
     #[error("{0}")]
     Other(String),

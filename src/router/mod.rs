@@ -41,11 +41,11 @@ pub const DEFAULT_DOMAIN: &str = "default";
 /// The router layer's error type.
 #[derive(Debug, thiserror::Error)]
 pub enum RouterError {
-    #[error("encoder: {0}")]
+    #[error(transparent)]
     Encoder(#[from] EncoderError),
-    #[error("arch-router client: {0}")]
+    #[error(transparent)]
     ArchRouter(#[from] classify::arch_router::ArchRouterError),
-    #[error("MIRT: {0}")]
+    #[error(transparent)]
     Mirt(#[from] MirtError),
     #[error("the conversation has no text to route on")]
     Empty,
