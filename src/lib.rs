@@ -18,6 +18,7 @@ pub mod error;
 pub mod eval;
 pub mod metrics;
 pub mod mirt;
+pub mod plugins;
 pub mod proxy;
 pub mod router;
 pub mod server;
