@@ -89,7 +89,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         host.extract("code_features", &conv)?;
         samples.push(t.elapsed().as_secs_f64() * 1e6);
     }
-    report("first extract after load (instantiate + call)", "µs", samples);
+    report(
+        "first extract after load (instantiate + call)",
+        "µs",
+        samples,
+    );
 
     let mut samples = Vec::new();
     for _ in 0..3 {

@@ -1038,3 +1038,60 @@ fn inspect_prints_world_version_exports_and_models() {
         "{err}"
     );
 }
+
+// ---- serve -----------------------------------------------------------------------------------
+
+mod common;
+
+fn serve_yaml(plugin_lines: &str) -> String {
+    format!(
+        "listen: 127.0.0.1:0\nadmin: {{ listen: 127.0.0.1:0 }}\n\
+         providers:\n  - {{ name: a, kind: openai, base_url: http://127.0.0.1:1/v1, models: [ {{ id: m }} ] }}\n\
+         plugin_host: {{ cache_dir: {} }}\n{plugin_lines}",
+        cache_dir().display()
+    )
+}
+
+#[tokio::test]
+async fn serve_loads_plugins_at_start_and_exports_their_metrics() {
+    let yaml = serve_yaml(&format!(
+        "feature_extractors:\n  - {{ name: code-features, plugin: {} }}\n",
+        dist("code_features").display()
+    ));
+    let p = common::Proxy::start(&yaml).await;
+    let metrics = reqwest::get(format!("{}/metrics", p.admin))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains(r#"dualrouter_plugin_healthy{plugin="code-features"} 1"#),
+        "{metrics}"
+    );
+    assert!(p.log().contains("plugin loaded"), "{}", p.log());
+}
+
+#[test]
+fn serve_refuses_a_plugin_built_for_an_unknown_wit_version() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.yaml");
+    let yaml = serve_yaml(&format!(
+        "database: sqlite://{}/db.sqlite\nfeature_extractors:\n  - {{ name: old, plugin: {} }}\n",
+        dir.path().display(),
+        dist("test_wrong_version").display()
+    ));
+    std::fs::write(&path, yaml).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_dualrouter"))
+        .args(["serve", "--config"])
+        .arg(&path)
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("plugin 'old' is built for WIT dualrouter:plugin@9.0.0; this host speaks dualrouter:plugin@0.1.0"),
+        "{err}"
+    );
+}

@@ -34,3 +34,20 @@ pub use host::{
     PluginStatus, Usage,
 };
 pub use metrics::PluginMetrics;
+
+/// Loads the configured plugins at start and registers their metrics in `registry`; `None` when
+/// no plugin is configured (no engine, no ticker thread). A plugin that cannot be loaded fails
+/// the start, naming it.
+pub fn start(
+    config: &PluginsConfig,
+    registry: &prometheus::Registry,
+) -> Result<Option<std::sync::Arc<PluginHost>>, PluginError> {
+    if config.plugins.is_empty() {
+        return Ok(None);
+    }
+    let host = PluginHost::new(config)?;
+    host.metrics()
+        .register(registry)
+        .map_err(|e| PluginError::Engine(format!("registering plugin metrics: {e}")))?;
+    Ok(Some(std::sync::Arc::new(host)))
+}
