@@ -2,7 +2,7 @@
 //! `plugin_host:` section, as written (strict serde) and as validated (every limit resolved).
 //!
 //! ```yaml
-//! plugin_host: { cache_dir: plugin_cache, epoch_tick_ms: 5, unhealthy_cooldown_ms: 30000 }
+//! plugin_host: { cache_dir: plugin_cache, epoch_tick_ms: 5, unhealthy_cooldown_ms: 30000, health_interval_ms: 30000 }
 //! executors:
 //!   - { name: auggie, plugin: plugins/dist/auggie.wasm, allow_commands: [auggie], timeout_ms: 120000 }
 //! feature_extractors:
@@ -141,6 +141,9 @@ pub struct PluginHostSettings {
     /// tried again (default 30000 ms).
     #[serde(default = "default_unhealthy_cooldown_ms")]
     pub unhealthy_cooldown_ms: u64,
+    /// How often `serve` asks every executor's `health` (default 30000 ms; 0: never).
+    #[serde(default = "default_health_interval_ms")]
+    pub health_interval_ms: u64,
 }
 
 impl Default for PluginHostSettings {
@@ -149,6 +152,7 @@ impl Default for PluginHostSettings {
             cache_dir: default_cache_dir(),
             epoch_tick_ms: default_epoch_tick_ms(),
             unhealthy_cooldown_ms: default_unhealthy_cooldown_ms(),
+            health_interval_ms: default_health_interval_ms(),
         }
     }
 }
@@ -160,6 +164,9 @@ fn default_epoch_tick_ms() -> u64 {
     5
 }
 fn default_unhealthy_cooldown_ms() -> u64 {
+    30_000
+}
+fn default_health_interval_ms() -> u64 {
     30_000
 }
 
@@ -235,6 +242,8 @@ pub struct PluginsConfig {
     pub cache_dir: Option<PathBuf>,
     pub epoch_tick: Duration,
     pub unhealthy_cooldown: Duration,
+    /// `None`: no periodic health checks.
+    pub health_interval: Option<Duration>,
 }
 
 impl Default for PluginsConfig {
@@ -245,6 +254,7 @@ impl Default for PluginsConfig {
             cache_dir: s.cache_dir,
             epoch_tick: Duration::from_millis(s.epoch_tick_ms),
             unhealthy_cooldown: Duration::from_millis(s.unhealthy_cooldown_ms),
+            health_interval: Some(Duration::from_millis(s.health_interval_ms)),
         }
     }
 }
@@ -297,6 +307,8 @@ pub fn validate(
             cache_dir: raw.host.cache_dir.clone(),
             epoch_tick: Duration::from_millis(raw.host.epoch_tick_ms),
             unhealthy_cooldown: Duration::from_millis(raw.host.unhealthy_cooldown_ms),
+            health_interval: (raw.host.health_interval_ms > 0)
+                .then(|| Duration::from_millis(raw.host.health_interval_ms)),
         })
     } else {
         Err(problems)

@@ -41,9 +41,17 @@ impl EpochTicker {
         let thread = std::thread::Builder::new()
             .name("plugin-epoch".into())
             .spawn(move || {
+                // Ticks follow the wall clock: when the thread wakes late (a loaded machine),
+                // it catches up, so a deadline of N ticks never stretches past N ticks of time.
+                let start = std::time::Instant::now();
+                let mut done: u128 = 0;
                 while !flag.load(Ordering::Relaxed) {
                     std::thread::sleep(tick);
-                    engine.increment_epoch();
+                    let due = start.elapsed().as_nanos() / tick.as_nanos().max(1);
+                    while done < due {
+                        engine.increment_epoch();
+                        done += 1;
+                    }
                 }
             })
             .map_err(|e| PluginError::Engine(format!("cannot start the epoch ticker: {e}")))?;

@@ -752,6 +752,40 @@ impl PluginHost {
             })
     }
 
+    /// Runs [`Self::check_all_health`] every `every` on a thread of its own, until the host is
+    /// dropped (the thread holds only a weak reference).
+    pub fn start_health_checks(
+        host: &Arc<Self>,
+        every: Duration,
+    ) -> Result<std::thread::JoinHandle<()>, PluginError> {
+        let weak = Arc::downgrade(host);
+        std::thread::Builder::new()
+            .name("plugin-health".into())
+            .spawn(move || loop {
+                let mut waited = Duration::ZERO;
+                // Sleep in short steps so a dropped host ends the thread promptly.
+                while waited < every {
+                    let step = (every - waited).min(Duration::from_millis(200));
+                    std::thread::sleep(step);
+                    waited += step;
+                    if weak.strong_count() == 0 {
+                        return;
+                    }
+                }
+                let Some(host) = weak.upgrade() else { return };
+                for (plugin, report) in host.check_all_health() {
+                    match report {
+                        Ok(r) if r.status == HealthStatus::Unhealthy => {
+                            tracing::warn!(plugin, detail = %r.detail, "executor reports unhealthy")
+                        }
+                        Ok(_) => {}
+                        Err(e) => tracing::warn!(plugin, "health check failed: {e}"),
+                    }
+                }
+            })
+            .map_err(|e| PluginError::Engine(format!("cannot start the health checker: {e}")))
+    }
+
     // ---- status -----------------------------------------------------------------------------
 
     /// Every plugin's state.
@@ -826,6 +860,8 @@ impl PluginHost {
         let mut inst = self.acquire(p, deadline, timeout)?;
         inst.store.data_mut().deadline = deadline;
         inst.store.data_mut().limiter.hit = false;
+        // Only this call's stderr is quoted if it traps.
+        inst.store.data().stderr.take();
         inst.store
             .set_epoch_deadline(self.ticker.ticks_for(timeout));
         let outcome = run(&mut inst.store, &inst.bindings);

@@ -35,9 +35,9 @@ pub use host::{
 };
 pub use metrics::PluginMetrics;
 
-/// Loads the configured plugins at start and registers their metrics in `registry`; `None` when
-/// no plugin is configured (no engine, no ticker thread). A plugin that cannot be loaded fails
-/// the start, naming it.
+/// Loads the configured plugins at start, registers their metrics in `registry` and starts the
+/// periodic executor health checks (`plugin_host.health_interval_ms`); `None` when no plugin is
+/// configured (no engine, no threads). A plugin that cannot be loaded fails the start, naming it.
 pub fn start(
     config: &PluginsConfig,
     registry: &prometheus::Registry,
@@ -45,9 +45,14 @@ pub fn start(
     if config.plugins.is_empty() {
         return Ok(None);
     }
-    let host = PluginHost::new(config)?;
+    let host = std::sync::Arc::new(PluginHost::new(config)?);
     host.metrics()
         .register(registry)
         .map_err(|e| PluginError::Engine(format!("registering plugin metrics: {e}")))?;
-    Ok(Some(std::sync::Arc::new(host)))
+    if let Some(every) = config.health_interval {
+        if !host.plugin_names(PluginKind::Executor).is_empty() {
+            PluginHost::start_health_checks(&host, every)?;
+        }
+    }
+    Ok(Some(host))
 }
