@@ -2,7 +2,8 @@
 //! Prints p50/p90 of:
 //! - an extractor call on a reused instance (`code-features` on a short coding prompt, and the
 //!   trivial `test-extractor`), through `PluginHost::extract` (target: p50 ≤ 50 µs);
-//! - the same through `extract_features` (names prefixed, map built);
+//! - the same through `extract_features` (names prefixed, map built), from a plain thread and
+//!   from inside a tokio runtime (where each call hops to a scoped thread);
 //! - loading a plugin whose compiled form is in the disk cache: `PluginHost::new` with one
 //!   extractor, engine and ticker included (target: ≤ 5 ms);
 //! - loading it without a cache (compiling), for comparison.
@@ -68,6 +69,23 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             std::hint::black_box(f);
         }
         report(&format!("extract_features ({stem})"), "µs", samples);
+        // Called straight from async code: each call runs on a scoped thread (see host.rs).
+        let rt = tokio::runtime::Builder::new_current_thread().build()?;
+        let samples = rt.block_on(async {
+            let mut samples = Vec::with_capacity(2000);
+            for _ in 0..2000 {
+                let t = Instant::now();
+                let f = host.extract_features(&conv);
+                samples.push(t.elapsed().as_secs_f64() * 1e6);
+                std::hint::black_box(f);
+            }
+            samples
+        });
+        report(
+            &format!("extract_features ({stem}) from async code"),
+            "µs",
+            samples,
+        );
     }
 
     // Loading from the cache (filled by the hosts above).

@@ -1125,3 +1125,28 @@ fn serve_refuses_a_plugin_built_for_an_unknown_wit_version() {
         "{err}"
     );
 }
+
+/// Called straight from async code (a tokio worker thread): WASI's sync bindings would block on
+/// a runtime inside the runtime; the host must keep that off the caller's thread.
+#[tokio::test]
+async fn calls_from_inside_a_tokio_runtime_work() {
+    let h = host(
+        vec![
+            extractor("bad", "test_extractor"),
+            extractor("code-features", "code_features"),
+            test_executor("t"),
+        ],
+        Duration::ZERO,
+    );
+    // A trap writes its panic message to stderr (WASI streams) before it traps.
+    let err = h.extract("bad", &conv(&[("user", "trap")])).unwrap_err();
+    assert_eq!(err.kind(), "trap", "{err}");
+    assert!(err.to_string().contains("deliberate trap"), "{err}");
+    let f = h.extract_features(&conv(&[("user", "fn main() {}")]));
+    assert_eq!(f["code-features.has_code"], 1.0, "{f:?}");
+    let err = h
+        .invoke_blocking("t", &request("t-test-trap", "x"))
+        .unwrap_err();
+    assert_eq!(err.kind(), "trap", "{err}");
+    assert_eq!(h.check_health("t").unwrap().status, HealthStatus::Healthy);
+}

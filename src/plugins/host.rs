@@ -831,7 +831,18 @@ impl PluginHost {
 
     /// Runs one export under the plugin's limits; `check` validates the result (an `Err` from it
     /// is garbage). Failures drop the instance and mark the plugin unhealthy.
-    fn call<R, T>(
+    fn call<R, T: Send>(
+        &self,
+        p: &Plugin,
+        what: &'static str,
+        timeout: Duration,
+        run: impl FnOnce(&mut Store<HostState>, &Bindings) -> wasmtime::Result<R> + Send,
+        check: impl FnOnce(R) -> Result<T, String> + Send,
+    ) -> Result<T, PluginError> {
+        off_runtime(|| self.call_here(p, what, timeout, run, check))
+    }
+
+    fn call_here<R, T>(
         &self,
         p: &Plugin,
         what: &'static str,
@@ -1028,6 +1039,19 @@ impl PluginHost {
         );
         self.metrics.set_healthy(&p.cfg.name, false);
     }
+}
+
+/// Runs `f` on this thread, or, when this thread is driving a tokio runtime (async code called
+/// us directly), on a scoped thread of its own: WASI's synchronous host functions block on a
+/// runtime of their own, which tokio forbids inside a runtime.
+fn off_runtime<T: Send>(f: impl FnOnce() -> T + Send) -> T {
+    if tokio::runtime::Handle::try_current().is_err() {
+        return f();
+    }
+    std::thread::scope(|s| match s.spawn(f).join() {
+        Ok(v) => v,
+        Err(panic) => std::panic::resume_unwind(panic),
+    })
 }
 
 fn valid_feature_name(name: &str) -> bool {
