@@ -189,27 +189,34 @@ pub fn host_allowed(cfg: &PluginConfig, host: &str, port: u16) -> bool {
 
 /// The HTTP side of the host: one client (no redirects, so an allowed host cannot bounce a
 /// plugin to another) on a small runtime of its own, so guest calls block only their own thread.
+/// Both are made on first use: a host whose plugins never send HTTP starts no thread for it.
+#[derive(Default)]
 pub struct HttpCapability {
-    runtime: Option<tokio::runtime::Runtime>,
-    client: reqwest::Client,
+    inner: std::sync::OnceLock<Result<(tokio::runtime::Runtime, reqwest::Client), String>>,
 }
 
 impl HttpCapability {
-    pub fn new() -> Result<Self, String> {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .thread_name("plugin-http")
-            .enable_all()
-            .build()
-            .map_err(|e| format!("cannot start the plugin HTTP runtime: {e}"))?;
-        let client = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .map_err(|e| format!("cannot build the plugin HTTP client: {e}"))?;
-        Ok(Self {
-            runtime: Some(runtime),
-            client,
-        })
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn inner(&self) -> Result<&(tokio::runtime::Runtime, reqwest::Client), String> {
+        self.inner
+            .get_or_init(|| {
+                let runtime = tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(1)
+                    .thread_name("plugin-http")
+                    .enable_all()
+                    .build()
+                    .map_err(|e| format!("cannot start the plugin HTTP runtime: {e}"))?;
+                let client = reqwest::Client::builder()
+                    .redirect(reqwest::redirect::Policy::none())
+                    .build()
+                    .map_err(|e| format!("cannot build the plugin HTTP client: {e}"))?;
+                Ok((runtime, client))
+            })
+            .as_ref()
+            .map_err(Clone::clone)
     }
 
     /// Sends a granted request (see the WIT `http.send`).
@@ -238,7 +245,8 @@ impl HttpCapability {
         }
         let method = reqwest::Method::from_bytes(req.method.as_bytes())
             .map_err(|_| http::HttpError::InvalidRequest(format!("bad method '{}'", req.method)))?;
-        let mut builder = self.client.request(method, url);
+        let (rt, client) = self.inner().map_err(http::HttpError::Failed)?;
+        let mut builder = client.request(method, url);
         for (k, v) in &req.headers {
             let name = reqwest::header::HeaderName::from_bytes(k.as_bytes())
                 .map_err(|_| http::HttpError::InvalidRequest(format!("bad header name '{k}'")))?;
@@ -283,11 +291,6 @@ impl HttpCapability {
                 body,
             })
         };
-        let Some(rt) = self.runtime.as_ref() else {
-            return Err(http::HttpError::Failed(
-                "the HTTP runtime is shut down".into(),
-            ));
-        };
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
         let task = rt.spawn(async move {
             let r = match tokio::time::timeout(timeout, fut).await {
@@ -309,7 +312,7 @@ impl HttpCapability {
 impl Drop for HttpCapability {
     fn drop(&mut self) {
         // Never block (dropping a runtime inside another runtime's task would panic).
-        if let Some(rt) = self.runtime.take() {
+        if let Some(Ok((rt, _))) = self.inner.take() {
             rt.shutdown_background();
         }
     }

@@ -278,7 +278,7 @@ impl PluginHost {
     pub fn new(config: &PluginsConfig) -> Result<Self, PluginError> {
         let engine = new_engine()?;
         let ticker = EpochTicker::start(&engine, config.epoch_tick)?;
-        let http = Arc::new(HttpCapability::new().map_err(PluginError::Engine)?);
+        let http = Arc::new(HttpCapability::new());
         let linkers = Linkers::new(&engine)?;
         let mut host = Self {
             engine,
