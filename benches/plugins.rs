@@ -99,6 +99,20 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     report("load code_features from the disk cache", "ms", samples);
 
+    // The fixed part of that: engine, epoch ticker, linkers, with no plugin.
+    let mut samples = Vec::new();
+    for _ in 0..50 {
+        let t = Instant::now();
+        let host = PluginHost::new(&PluginsConfig::default())?;
+        samples.push(t.elapsed().as_secs_f64() * 1e3);
+        drop(host);
+    }
+    report(
+        "  of which: a host with no plugin (engine, ticker)",
+        "ms",
+        samples,
+    );
+
     // First call after a cached load: instantiate + call.
     let mut samples = Vec::new();
     for _ in 0..50 {
