@@ -3,7 +3,7 @@
 //! - an extractor call on a reused instance (`code-features` on a short coding prompt, and the
 //!   trivial `test-extractor`), through `PluginHost::extract` (target: p50 ≤ 50 µs);
 //! - the same through `extract_features` (names prefixed, map built), from a plain thread and
-//!   from inside a tokio runtime (where each call hops to a scoped thread);
+//!   from inside a tokio runtime (where each call moves to the extractor thread pool);
 //! - loading a plugin whose compiled form is in the disk cache: `PluginHost::new` with one
 //!   extractor, engine and ticker included (target: ≤ 5 ms);
 //! - loading it without a cache (compiling), for comparison.
@@ -69,7 +69,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             std::hint::black_box(f);
         }
         report(&format!("extract_features ({stem})"), "µs", samples);
-        // Called straight from async code: each call runs on a scoped thread (see host.rs).
+        // Called straight from async code: the call moves to the extractor pool (see host.rs).
         let rt = tokio::runtime::Builder::new_current_thread().build()?;
         let samples = rt.block_on(async {
             let mut samples = Vec::with_capacity(2000);

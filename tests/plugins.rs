@@ -43,6 +43,7 @@ fn try_host(plugins: Vec<PluginConfig>, cooldown: Duration) -> Result<PluginHost
         epoch_tick: Duration::from_millis(5),
         unhealthy_cooldown: cooldown,
         health_interval: None,
+        extract_threads: 2,
     })
 }
 

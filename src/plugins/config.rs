@@ -144,6 +144,9 @@ pub struct PluginHostSettings {
     /// How often `serve` asks every executor's `health` (default 30000 ms; 0: never).
     #[serde(default = "default_health_interval_ms")]
     pub health_interval_ms: u64,
+    /// Threads that run extractor calls made from async code (default 2).
+    #[serde(default = "default_extract_threads")]
+    pub extract_threads: usize,
 }
 
 impl Default for PluginHostSettings {
@@ -153,6 +156,7 @@ impl Default for PluginHostSettings {
             epoch_tick_ms: default_epoch_tick_ms(),
             unhealthy_cooldown_ms: default_unhealthy_cooldown_ms(),
             health_interval_ms: default_health_interval_ms(),
+            extract_threads: default_extract_threads(),
         }
     }
 }
@@ -168,6 +172,9 @@ fn default_unhealthy_cooldown_ms() -> u64 {
 }
 fn default_health_interval_ms() -> u64 {
     30_000
+}
+fn default_extract_threads() -> usize {
+    2
 }
 
 pub const DEFAULT_MEMORY_MB: u64 = 64;
@@ -244,6 +251,8 @@ pub struct PluginsConfig {
     pub unhealthy_cooldown: Duration,
     /// `None`: no periodic health checks.
     pub health_interval: Option<Duration>,
+    /// Threads for extractor calls made from async code.
+    pub extract_threads: usize,
 }
 
 impl Default for PluginsConfig {
@@ -255,6 +264,7 @@ impl Default for PluginsConfig {
             epoch_tick: Duration::from_millis(s.epoch_tick_ms),
             unhealthy_cooldown: Duration::from_millis(s.unhealthy_cooldown_ms),
             health_interval: Some(Duration::from_millis(s.health_interval_ms)),
+            extract_threads: s.extract_threads,
         }
     }
 }
@@ -298,6 +308,9 @@ pub fn validate(
             }
         }
     }
+    if raw.host.extract_threads == 0 || raw.host.extract_threads > 64 {
+        problems.push("plugin_host.extract_threads: must be between 1 and 64".into());
+    }
     if raw.host.epoch_tick_ms == 0 || raw.host.epoch_tick_ms > 1000 {
         problems.push("plugin_host.epoch_tick_ms: must be between 1 and 1000".into());
     }
@@ -309,6 +322,7 @@ pub fn validate(
             unhealthy_cooldown: Duration::from_millis(raw.host.unhealthy_cooldown_ms),
             health_interval: (raw.host.health_interval_ms > 0)
                 .then(|| Duration::from_millis(raw.host.health_interval_ms)),
+            extract_threads: raw.host.extract_threads,
         })
     } else {
         Err(problems)

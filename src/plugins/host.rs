@@ -166,6 +166,9 @@ pub struct PluginHost {
     by_model: HashMap<String, usize>,
     cooldown: Duration,
     metrics: PluginMetrics,
+    /// Threads extractor calls made from async code run on (made on first such call).
+    extract_pool: std::sync::OnceLock<Option<rayon::ThreadPool>>,
+    extract_threads: usize,
 }
 
 impl std::fmt::Debug for PluginHost {
@@ -289,6 +292,8 @@ impl PluginHost {
             by_model: HashMap::new(),
             cooldown: config.unhealthy_cooldown,
             metrics: PluginMetrics::new().map_err(|e| PluginError::Engine(e.to_string()))?,
+            extract_pool: std::sync::OnceLock::new(),
+            extract_threads: config.extract_threads.max(1),
         };
         for cfg in &config.plugins {
             let started = Instant::now();
@@ -839,7 +844,34 @@ impl PluginHost {
         run: impl FnOnce(&mut Store<HostState>, &Bindings) -> wasmtime::Result<R> + Send,
         check: impl FnOnce(R) -> Result<T, String> + Send,
     ) -> Result<T, PluginError> {
+        if tokio::runtime::Handle::try_current().is_err() {
+            return self.call_here(p, what, timeout, run, check);
+        }
+        // Called from async code: WASI's synchronous host functions block on a runtime of their
+        // own, which tokio forbids on a thread inside a runtime, so the call moves to a plain
+        // thread: a small pool for extractors (short deadlines, hot path), a scoped thread of
+        // its own for the rest (executor calls may take minutes).
+        if p.cfg.kind == PluginKind::FeatureExtractor {
+            if let Some(pool) = self.extract_pool() {
+                return pool.install(|| self.call_here(p, what, timeout, run, check));
+            }
+        }
         off_runtime(|| self.call_here(p, what, timeout, run, check))
+    }
+
+    fn extract_pool(&self) -> Option<&rayon::ThreadPool> {
+        self.extract_pool
+            .get_or_init(|| {
+                rayon::ThreadPoolBuilder::new()
+                    .num_threads(self.extract_threads)
+                    .thread_name(|i| format!("plugin-extract-{i}"))
+                    .build()
+                    .inspect_err(|e| {
+                        tracing::warn!("no extractor thread pool ({e}); using scoped threads")
+                    })
+                    .ok()
+            })
+            .as_ref()
     }
 
     fn call_here<R, T>(
@@ -1041,13 +1073,8 @@ impl PluginHost {
     }
 }
 
-/// Runs `f` on this thread, or, when this thread is driving a tokio runtime (async code called
-/// us directly), on a scoped thread of its own: WASI's synchronous host functions block on a
-/// runtime of their own, which tokio forbids inside a runtime.
+/// Runs `f` on a scoped thread of its own (see [`PluginHost::call`]).
 fn off_runtime<T: Send>(f: impl FnOnce() -> T + Send) -> T {
-    if tokio::runtime::Handle::try_current().is_err() {
-        return f();
-    }
     std::thread::scope(|s| match s.spawn(f).join() {
         Ok(v) => v,
         Err(panic) => std::panic::resume_unwind(panic),
