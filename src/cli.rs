@@ -32,6 +32,52 @@ pub enum Command {
     EvalClassifier(crate::router::classify::eval::EvalClassifierArgs),
     /// Apply the store's migrations (`serve` also does this at start).
     Migrate(MigrateArgs),
+    /// Work with WASM plugins.
+    #[command(subcommand)]
+    Plugin(PluginCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PluginCommand {
+    /// Print a plugin's world, WIT version, exports, imports and declared models.
+    Inspect(InspectArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct InspectArgs {
+    /// The component file (`.wasm`).
+    pub file: PathBuf,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn plugin_command(cmd: PluginCommand) -> anyhow::Result<()> {
+    match cmd {
+        PluginCommand::Inspect(args) => {
+            let report = crate::plugins::inspect::inspect(&args.file)?;
+            let text = if args.json {
+                serde_json::to_string_pretty(&report)?
+            } else {
+                crate::plugins::inspect::render(&report)
+            };
+            use std::io::Write;
+            let mut out = std::io::stdout().lock();
+            writeln!(out, "{}", text.trim_end())?;
+            if !report.supported {
+                anyhow::bail!(
+                    "{} is built for {}; this host speaks {}",
+                    args.file.display(),
+                    report
+                        .wit_version
+                        .as_deref()
+                        .unwrap_or("no dualrouter:plugin version"),
+                    report.host_versions.join(", ")
+                );
+            }
+            Ok(())
+        }
+    }
 }
 
 #[derive(Debug, clap::Args)]
@@ -110,6 +156,7 @@ pub fn main() -> ExitCode {
         }
         Command::Train(args) => crate::mirt::cli::run_train(&args),
         Command::Eval(args) => crate::mirt::cli::run_eval(&args),
+        Command::Plugin(cmd) => plugin_command(cmd),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -19,6 +19,7 @@ pub mod eval;
 pub mod live;
 pub mod metrics;
 pub mod mirt;
+pub mod plugins;
 pub mod proxy;
 pub mod registry;
 pub mod router;

@@ -42,6 +42,10 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .context("starting the control runtime")?;
 
     let metrics = Arc::new(Metrics::new()?);
+    // WASM plugins (src/plugins): loaded once here; one that cannot load stops the start. Kept
+    // alive for the life of the server (to be handed to the router and registry).
+    let _plugins =
+        crate::plugins::start(&config.plugins, &metrics.registry).context("loading plugins")?;
     let store = control
         .block_on(store::open_and_seed(&config))
         .with_context(|| format!("opening the store {}", store::redact_url(&config.database)))?;

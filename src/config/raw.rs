@@ -50,6 +50,18 @@ pub struct RawConfig {
     /// store is the source of truth and the admin API edits it.
     #[serde(default)]
     pub policies: Vec<crate::store::PolicySpec>,
+    /// WASM plugins with an explicit `kind` (see `crate::plugins::config`).
+    #[serde(default)]
+    pub plugins: Vec<crate::plugins::PluginSpec>,
+    /// Executor plugins (kind implied).
+    #[serde(default)]
+    pub executors: Vec<crate::plugins::PluginSpec>,
+    /// Feature-extractor plugins (kind implied).
+    #[serde(default)]
+    pub feature_extractors: Vec<crate::plugins::PluginSpec>,
+    /// Host-wide plugin settings: compiled-artifact cache, epoch tick, failure cooldown.
+    #[serde(default)]
+    pub plugin_host: crate::plugins::config::PluginHostSettings,
 }
 
 fn default_database() -> String {

@@ -36,6 +36,8 @@ pub struct Config {
     pub decision_log: DecisionLogConfig,
     /// Policies that seed the store at start.
     pub policies: Vec<crate::store::PolicySpec>,
+    /// WASM plugins to load at start (`crate::plugins::PluginHost::new`).
+    pub plugins: crate::plugins::PluginsConfig,
 }
 
 /// The decision-log writer's settings (see `raw::RawDecisionLog`).
@@ -291,6 +293,19 @@ pub fn validate(raw: RawConfig, env: EnvLookup<'_>) -> Result<Config, ConfigErro
     p.0.extend(raw.reload.problems());
     let decision_log = decision_log(&raw.decision_log, &mut p);
     let policies = policies(&raw.policies, &models, &mut p);
+    let plugins = crate::plugins::config::validate(
+        crate::plugins::config::RawPluginLists {
+            plugins: &raw.plugins,
+            executors: &raw.executors,
+            feature_extractors: &raw.feature_extractors,
+            host: &raw.plugin_host,
+        },
+        env,
+    )
+    .unwrap_or_else(|problems| {
+        p.0.extend(problems);
+        Default::default()
+    });
 
     if !p.0.is_empty() {
         return Err(ConfigError::Invalid(p.0));
@@ -326,6 +341,7 @@ pub fn validate(raw: RawConfig, env: EnvLookup<'_>) -> Result<Config, ConfigErro
         database: raw.database.clone(),
         decision_log,
         policies,
+        plugins,
     })
 }
 
