@@ -62,10 +62,10 @@ fn main() {
             },
         ),
         (
-            "fp32, no mem pattern".into(),
+            "fp32, mem pattern on".into(),
             fp32.clone(),
             SessionTuning {
-                memory_pattern: false,
+                memory_pattern: true,
                 ..SessionTuning::default()
             },
         ),
@@ -86,10 +86,10 @@ fn main() {
             },
         ),
         (
-            "model.onnx, no mem pattern".into(),
+            "model.onnx, mem pattern on".into(),
             base.clone(),
             SessionTuning {
-                memory_pattern: false,
+                memory_pattern: true,
                 ..SessionTuning::default()
             },
         ),
