@@ -115,9 +115,10 @@ pub struct Attempt {
 }
 
 impl Attempt {
-    /// Whether this attempt counts as the model failing the request (score 0 for learning).
+    /// Whether this attempt counts as the model failing the request (score 0 for learning):
+    /// not when it was skipped, succeeded, or could not be sent in its format at all.
     pub fn failed(&self) -> bool {
-        !matches!(self.outcome.as_str(), "ok" | "skipped")
+        !matches!(self.outcome.as_str(), "ok" | "skipped" | "translate")
     }
 }
 
