@@ -62,6 +62,9 @@ pub enum ApiError {
         provider: String,
         phase: TimeoutPhase,
     },
+    /// An executor plugin could not answer (it failed, broke its limits, or is out of service).
+    #[error("executor '{plugin}' could not answer: {detail}")]
+    ExecutorFailed { plugin: String, detail: String },
     #[error("routing failed: {0}")]
     Routing(String),
     /// Every candidate is cooling down, over budget or over the request's price cap.
@@ -90,9 +93,9 @@ impl ApiError {
             Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::ClientTimeout => StatusCode::REQUEST_TIMEOUT,
-            Self::UpstreamUnreachable { .. } | Self::UpstreamBroken { .. } => {
-                StatusCode::BAD_GATEWAY
-            }
+            Self::UpstreamUnreachable { .. }
+            | Self::UpstreamBroken { .. }
+            | Self::ExecutorFailed { .. } => StatusCode::BAD_GATEWAY,
             Self::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             Self::Routing(_) | Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -111,6 +114,7 @@ impl ApiError {
             Self::UpstreamUnreachable { .. } => "upstream_unreachable",
             Self::UpstreamBroken { .. } => "upstream_broken",
             Self::UpstreamTimeout { .. } => "upstream_timeout",
+            Self::ExecutorFailed { .. } => "executor_failed",
             Self::Routing(_) => "routing",
             Self::NoCandidate(_) => "no_candidate",
             Self::UnknownDecision(_) => "unknown_decision",
@@ -150,9 +154,9 @@ impl ApiError {
             Self::NoCandidate(_) => Some("no_model_available"),
             Self::PayloadTooLarge { .. } => Some("request_too_large"),
             Self::UpstreamTimeout { .. } => Some("upstream_timeout"),
-            Self::UpstreamUnreachable { .. } | Self::UpstreamBroken { .. } => {
-                Some("upstream_error")
-            }
+            Self::UpstreamUnreachable { .. }
+            | Self::UpstreamBroken { .. }
+            | Self::ExecutorFailed { .. } => Some("upstream_error"),
             _ => None,
         }
     }
@@ -195,6 +199,7 @@ impl ApiError {
             Self::UpstreamUnreachable { .. }
                 | Self::UpstreamBroken { .. }
                 | Self::UpstreamTimeout { .. }
+                | Self::ExecutorFailed { .. }
         )
     }
 }

@@ -128,6 +128,8 @@ pub struct ReloadReport {
 #[derive(Clone)]
 pub struct Shared {
     pub metrics: Arc<Metrics>,
+    /// The plugin instruments, registered once; every plugin host a reload loads counts here.
+    pub plugin_metrics: crate::plugins::PluginMetrics,
     pub decision_log: DecisionLog,
     pub store: Store,
     pub control: tokio::runtime::Handle,
@@ -149,7 +151,8 @@ impl Live {
         config_path: &Path,
         shared: Shared,
     ) -> Result<Arc<Self>, ReloadError> {
-        let state = build(config, &shared, None).await?;
+        let discovered = crate::registry::probe::discover(&config).await;
+        let state = build(config, &shared, None, discovered).await?;
         Ok(Arc::new(Self {
             current: ArcSwap::from_pointee(state),
             config_path: config_path.to_path_buf(),
@@ -181,7 +184,10 @@ impl Live {
             let restart_needed = restart_only_changes(&old.config, &mut config);
             // The config's policies seed the store on a reload as at start.
             self.shared.store.seed_policies(&config.policies).await?;
-            let state = build(config, &self.shared, Some(&old)).await?;
+            // Lists read now win; a provider that does not answer keeps its last one.
+            let mut discovered = old.router.registry().discovered().clone();
+            discovered.extend(crate::registry::probe::discover(&config).await);
+            let state = build(config, &self.shared, Some(&old), discovered).await?;
             Ok::<_, ReloadError>((state, restart_needed))
         }
         .await;
@@ -197,10 +203,66 @@ impl Live {
         if policies == old.router.policies() {
             return Ok(None);
         }
-        let result = build((*old.config).clone(), &self.shared, Some(&old))
+        let discovered = old.router.registry().discovered().clone();
+        let result = build((*old.config).clone(), &self.shared, Some(&old), discovered)
             .await
             .map(|s| (s, Vec::new()));
         self.finish(result, "policies").map(Some)
+    }
+
+    /// Rebuilds with the same config and new discovery lists (a provider's `GET /models`
+    /// answered differently at a health check).
+    async fn reload_discovered(
+        &self,
+        found: crate::registry::Discovered,
+    ) -> Result<Option<ReloadReport>, ReloadError> {
+        let _guard = self.lock.lock().await;
+        let old = self.current();
+        let mut discovered = old.router.registry().discovered().clone();
+        discovered.extend(found);
+        if &discovered == old.router.registry().discovered() {
+            return Ok(None);
+        }
+        let result = build((*old.config).clone(), &self.shared, Some(&old), discovered)
+            .await
+            .map(|s| (s, Vec::new()));
+        self.finish(result, "models").map(Some)
+    }
+
+    /// One round of health checks: every provider asked (`GET /models`), discovery lists
+    /// refreshed, and the store's `candidate_models` / `executor_services` tables brought up to
+    /// date with what the registry now holds.
+    pub async fn check_health(&self) {
+        let state = self.current();
+        let found =
+            crate::registry::probe::check_providers(&state.config, state.router.registry()).await;
+        match self.reload_discovered(found).await {
+            Ok(Some(r)) => tracing::info!(models = r.models, "discovered models changed"),
+            Ok(None) => {}
+            Err(e) => tracing::warn!("discovered models not applied: {e}"),
+        }
+        self.sync_catalog().await;
+    }
+
+    /// Writes the registry's models and the executor plugins to the store (what the dashboard
+    /// and other tools read). A store that is down is logged; the next round retries.
+    pub async fn sync_catalog(&self) {
+        let state = self.current();
+        let registry = state.router.registry();
+        let models = crate::admin::api::Catalog::executors(registry.as_ref());
+        let services: Vec<crate::store::ExecutorService> = registry
+            .plugins()
+            .map(|h| {
+                h.statuses()
+                    .into_iter()
+                    .filter(|s| s.kind == crate::plugins::PluginKind::Executor)
+                    .map(|s| crate::store::ExecutorService::from_status(&s, &h.executor_models()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        if let Err(e) = self.shared.store.sync_catalog(&models, &services).await {
+            tracing::warn!("the store's model catalog is not current: {e}");
+        }
     }
 
     fn finish(
@@ -217,7 +279,7 @@ impl Live {
                 let report = ReloadReport {
                     generation,
                     policies: state.router.policies().len(),
-                    models: state.config.models.len(),
+                    models: state.router.registry().models().count(),
                     checkpoint_version: state.router.scorer().version,
                     restart_needed,
                 };
@@ -278,6 +340,21 @@ impl Live {
         });
         let me = self.clone();
         tokio::spawn(async move { me.listen_policies().await });
+        let checks = self.current().config.routing.health_checks;
+        let me = self.clone();
+        tokio::spawn(async move {
+            me.sync_catalog().await;
+            if checks.interval_ms == 0 {
+                return;
+            }
+            let mut tick = tokio::time::interval(Duration::from_millis(checks.interval_ms));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                me.check_health().await;
+            }
+        });
         let me = self.clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_millis(settings.resync_ms));
@@ -392,13 +469,30 @@ async fn build(
     config: Config,
     shared: &Shared,
     prev: Option<&ProxyState>,
+    discovered: crate::registry::Discovered,
 ) -> Result<ProxyState, ReloadError> {
     let store = &shared.store;
     let policies = store.list_policies().await?;
-    let registry = Arc::new(Registry::from_config_after(
+    let plugins = load_plugins(&config, shared, prev).await?;
+    let registry = Arc::new(Registry::build(
         &config,
+        plugins,
+        &discovered,
         prev.map(|p| p.router.registry().as_ref()),
     ));
+    let unplaced = registry.unplaced(
+        policies
+            .iter()
+            .flat_map(|p| &p.models)
+            .chain(&config.routing.default_models),
+    );
+    if !unplaced.is_empty() {
+        // A plugin or a provider's list may lack them for now; they are no candidates meanwhile.
+        tracing::warn!(
+            "policies name models no provider or executor plugin serves now: {}",
+            unplaced.join(", ")
+        );
+    }
     let encoder = match prev {
         Some(p) if p.config.mirt.encoder == config.mirt.encoder => p.router.encoder().clone(),
         _ => {
@@ -447,6 +541,40 @@ async fn build(
         control: shared.control.clone(),
         checkpoint_sha,
     })
+}
+
+/// The plugin host for `config`: the previous generation's when the plugin settings and files
+/// are the same, else a new one (compiled components come from the disk cache).
+async fn load_plugins(
+    config: &Config,
+    shared: &Shared,
+    prev: Option<&ProxyState>,
+) -> Result<Option<Arc<crate::plugins::PluginHost>>, ReloadError> {
+    let key = plugins_key(&config.plugins);
+    if let Some(p) = prev {
+        if plugins_key(&p.config.plugins) == key {
+            return Ok(p.router.registry().plugins().cloned());
+        }
+    }
+    let (cfg, metrics) = (config.plugins.clone(), shared.plugin_metrics.clone());
+    tokio::task::spawn_blocking(move || crate::plugins::start(&cfg, &metrics))
+        .await
+        .map_err(|e| ReloadError::Other(format!("loading plugins: {e}")))?
+        .map_err(|e| ReloadError::Other(format!("loading plugins: {e}")))
+}
+
+/// What a plugin host depends on: the settings, and each component file's size and time.
+fn plugins_key(cfg: &crate::plugins::PluginsConfig) -> String {
+    let files: Vec<_> = cfg
+        .plugins
+        .iter()
+        .map(|p| {
+            std::fs::metadata(&p.path)
+                .ok()
+                .map(|m| (m.len(), m.modified().ok()))
+        })
+        .collect();
+    format!("{cfg:?} {files:?}")
 }
 
 /// The checkpoint that scores: the config's when it is new (first start, or the config now

@@ -42,10 +42,10 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .context("starting the control runtime")?;
 
     let metrics = Arc::new(Metrics::new()?);
-    // WASM plugins (src/plugins): loaded once here; one that cannot load stops the start. Kept
-    // alive for the life of the server (to be handed to the router and registry).
-    let _plugins =
-        crate::plugins::start(&config.plugins, &metrics.registry).context("loading plugins")?;
+    // WASM plugins (src/plugins) are loaded with each generation of the live state (`Live`);
+    // their instruments are registered once, here.
+    let plugin_metrics = crate::plugins::PluginMetrics::new()?;
+    plugin_metrics.register(&metrics.registry)?;
     let store = control
         .block_on(store::open_and_seed(&config))
         .with_context(|| format!("opening the store {}", store::redact_url(&config.database)))?;
@@ -73,6 +73,7 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
             &args.config,
             Shared {
                 metrics: metrics.clone(),
+                plugin_metrics,
                 decision_log: decision_log.clone(),
                 store: store.clone(),
                 control: control.handle().clone(),

@@ -181,10 +181,21 @@ pub async fn prepare(
         .enumerate()
         .map(|(i, m)| (m.as_str(), i))
         .collect();
-    let features: Vec<String> = crate::mirt::BUILTIN_FEATURES
+    // The built-in features, then every feature-extractor plugin's (`<plugin>.<feature>`) that
+    // logged decisions carry; rows without one (base data, older decisions) read 0.
+    let mut plugin_features: Vec<String> = train_rows
+        .iter()
+        .flat_map(|r| r.extra.keys())
+        .filter(|k| k.contains('.'))
+        .cloned()
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let mut features: Vec<String> = crate::mirt::BUILTIN_FEATURES
         .iter()
         .map(|s| s.to_string())
         .collect();
+    features.append(&mut plugin_features);
     let mut xs = Vec::new();
     let mut ys = Vec::new();
     for r in &train_rows {

@@ -98,7 +98,7 @@ impl ConfigCatalog {
             .filter_map(|id| cfg.models.get(id))
             .map(|m| ExecutorInfo {
                 id: m.id.clone(),
-                provider: m.provider.name.clone(),
+                provider: m.owner().to_string(),
                 source: "config".into(),
                 cost_per_mtok: Price {
                     input: m.cost.input,

@@ -122,8 +122,11 @@ providers:
         let cfg = validated::validate(raw, &env).unwrap();
         let m = &cfg.models["small"];
         assert_eq!(m.upstream_id, "vendor/small");
-        assert_eq!(m.provider.base_path, "/v1");
-        assert_eq!(m.provider.api_key.as_ref().unwrap().expose(), "sk-test");
+        assert_eq!(m.provider().unwrap().base_path, "/v1");
+        assert_eq!(
+            m.provider().unwrap().api_key.as_ref().unwrap().expose(),
+            "sk-test"
+        );
         assert_eq!(cfg.limits.max_body_bytes, 1024);
     }
 
@@ -132,7 +135,7 @@ providers:
         let text = GOOD.replace("kind: openai", "kind: anthropic");
         let cfg = validated::validate(parse(&text, "t.yaml").unwrap(), &env).unwrap();
         assert_eq!(
-            cfg.models["small"].provider.kind,
+            cfg.models["small"].provider().unwrap().kind,
             raw::ProviderKind::Anthropic
         );
         let text = GOOD.replace("kind: openai", "kind: gemini");

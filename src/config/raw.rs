@@ -297,8 +297,17 @@ pub struct RawProvider {
     /// Extra CA (PEM) trusted for this provider, beside the system's roots.
     #[serde(default)]
     pub ca_file: Option<PathBuf>,
+    /// Also route to the models this provider lists at `GET {base_url}/models` (e.g. a Bifrost
+    /// gateway), read at start, on reload and at every health check. Models listed under
+    /// `models:` keep their settings.
     #[serde(default)]
     pub discover_models: bool,
+    /// Price of the discovered models (USD per million tokens; default 0).
+    #[serde(default)]
+    pub discovered_cost_per_mtok: RawCost,
+    /// Tier of the discovered models (the MIRT prior while they have no outcomes).
+    #[serde(default)]
+    pub discovered_tier: Option<String>,
     /// Extra headers sent upstream on every request (values are not secret: use `api_key_env`).
     #[serde(default)]
     pub headers: BTreeMap<String, String>,

@@ -127,19 +127,72 @@ pub struct Provider {
     /// Extra trusted CAs (PEM file), added to the system's roots.
     pub ca_file: Option<PathBuf>,
     pub discover_models: bool,
+    /// Price and tier of the models discovery adds.
+    pub discovered_cost: Cost,
+    pub discovered_tier: Option<String>,
     pub headers: Vec<(http::HeaderName, http::HeaderValue)>,
+}
+
+/// What answers a model's requests.
+#[derive(Debug, Clone)]
+pub enum Backend {
+    /// An HTTP provider of the config (its own models, or ones read from its `GET /models`).
+    Provider(Arc<Provider>),
+    /// An executor plugin, by its configured name (`executors:` / `plugins:`).
+    Plugin(String),
+}
+
+/// Where the registry learned of a model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ModelSource {
+    /// Listed under a provider in the config.
+    Config,
+    /// Read from a provider's `GET /models` (`discover_models: true`).
+    Discovered,
+    /// Declared by an executor plugin's `describe`.
+    Plugin,
+}
+
+impl ModelSource {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Config => "config",
+            Self::Discovered => "discovered",
+            Self::Plugin => "plugin",
+        }
+    }
 }
 
 #[derive(Debug)]
 pub struct Model {
     pub id: String,
+    /// The id the backend knows the model by.
     pub upstream_id: String,
-    pub provider: Arc<Provider>,
+    pub backend: Backend,
+    pub source: ModelSource,
     pub cost: Cost,
     pub context_tokens: Option<u64>,
     pub tier: Option<String>,
     /// The checkpoint model whose ability this one borrows while it has no outcomes.
     pub mirt_model: Option<String>,
+}
+
+impl Model {
+    /// The provider's or the executor plugin's name.
+    pub fn owner(&self) -> &str {
+        match &self.backend {
+            Backend::Provider(p) => &p.name,
+            Backend::Plugin(name) => name,
+        }
+    }
+
+    /// The HTTP provider, unless an executor plugin serves the model.
+    pub fn provider(&self) -> Option<&Arc<Provider>> {
+        match &self.backend {
+            Backend::Provider(p) => Some(p),
+            Backend::Plugin(_) => None,
+        }
+    }
 }
 
 /// USD per million tokens.
@@ -247,7 +300,8 @@ pub fn validate(raw: RawConfig, env: EnvLookup<'_>) -> Result<Config, ConfigErro
             let model = Arc::new(Model {
                 id: rm.id.clone(),
                 upstream_id: rm.upstream_id.clone().unwrap_or_else(|| rm.id.clone()),
-                provider: provider.clone(),
+                backend: Backend::Provider(provider.clone()),
+                source: ModelSource::Config,
                 cost: Cost {
                     input: rm.cost_per_mtok.input,
                     output: rm.cost_per_mtok.output,
@@ -261,7 +315,8 @@ pub fn validate(raw: RawConfig, env: EnvLookup<'_>) -> Result<Config, ConfigErro
                     format!("{mpath}.id"),
                     format!(
                         "model '{}' is already served by provider '{}'",
-                        rm.id, prev.provider.name
+                        rm.id,
+                        prev.owner()
                     ),
                 );
             } else {
@@ -289,10 +344,8 @@ pub fn validate(raw: RawConfig, env: EnvLookup<'_>) -> Result<Config, ConfigErro
             ),
         );
     }
-    p.0.extend(raw.routing.problems(&|m| models.contains_key(m)));
     p.0.extend(raw.reload.problems());
     let decision_log = decision_log(&raw.decision_log, &mut p);
-    let policies = policies(&raw.policies, &models, &mut p);
     let plugins = crate::plugins::config::validate(
         crate::plugins::config::RawPluginLists {
             plugins: &raw.plugins,
@@ -306,6 +359,20 @@ pub fn validate(raw: RawConfig, env: EnvLookup<'_>) -> Result<Config, ConfigErro
         p.0.extend(problems);
         Default::default()
     });
+    // Models that executor plugins declare, or that providers list at `GET /models`, are known
+    // only once the plugins are loaded and the providers asked; the registry checks the names
+    // this config cannot place then (`Registry::unplaced`).
+    let dynamic = providers.iter().any(|p| p.discover_models)
+        || plugins
+            .plugins
+            .iter()
+            .any(|p| p.kind == crate::plugins::PluginKind::Executor);
+    let known = |m: &str| dynamic || models.contains_key(m);
+    p.0.extend(
+        raw.routing
+            .problems(&|m: &str| models.contains_key(m), dynamic),
+    );
+    let policies = policies(&raw.policies, &known, &mut p);
 
     if !p.0.is_empty() {
         return Err(ConfigError::Invalid(p.0));
@@ -420,14 +487,14 @@ fn decision_log(d: &super::raw::RawDecisionLog, p: &mut Problems) -> DecisionLog
 
 fn policies(
     raw: &[crate::store::PolicySpec],
-    models: &HashMap<String, Arc<Model>>,
+    known: &dyn Fn(&str) -> bool,
     p: &mut Problems,
 ) -> Vec<crate::store::PolicySpec> {
     let mut seen: HashMap<(String, String), usize> = HashMap::new();
     let mut out = Vec::with_capacity(raw.len());
     for (i, rp) in raw.iter().enumerate() {
         let spec = rp.clone();
-        for problem in spec.problems(&|m| models.contains_key(m)) {
+        for problem in spec.problems(known) {
             p.push(
                 format!("policies[{i}].{}", problem.field()),
                 match &problem {
@@ -591,6 +658,17 @@ fn provider(
         .api_key_env
         .as_deref()
         .and_then(|name| secret_from_env(name, &format!("{path}.api_key_env"), env, p));
+    for (field, v) in [
+        ("input", rp.discovered_cost_per_mtok.input),
+        ("output", rp.discovered_cost_per_mtok.output),
+    ] {
+        if !v.is_finite() || v < 0.0 {
+            p.push(
+                format!("{path}.discovered_cost_per_mtok.{field}"),
+                "must be a finite number >= 0",
+            );
+        }
+    }
     if let Some(ca) = &rp.ca_file {
         if !tls {
             p.push(
@@ -627,6 +705,11 @@ fn provider(
         api_key_env: rp.api_key_env.clone(),
         ca_file: rp.ca_file.clone(),
         discover_models: rp.discover_models,
+        discovered_cost: Cost {
+            input: rp.discovered_cost_per_mtok.input,
+            output: rp.discovered_cost_per_mtok.output,
+        },
+        discovered_tier: rp.discovered_tier.clone(),
         headers,
     })
 }

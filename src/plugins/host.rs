@@ -279,6 +279,15 @@ impl PluginHost {
     /// WIT version and world, pre-instantiates it, and asks executors to `describe` themselves.
     /// The first plugin that cannot be loaded fails the whole load, naming it.
     pub fn new(config: &PluginsConfig) -> Result<Self, PluginError> {
+        let metrics = PluginMetrics::new().map_err(|e| PluginError::Engine(e.to_string()))?;
+        Self::with_metrics(config, metrics)
+    }
+
+    /// [`Self::new`] counting into `metrics` (shared by the hosts a server loads on reloads).
+    pub fn with_metrics(
+        config: &PluginsConfig,
+        metrics: PluginMetrics,
+    ) -> Result<Self, PluginError> {
         let engine = new_engine()?;
         let ticker = EpochTicker::start(&engine, config.epoch_tick)?;
         let http = Arc::new(HttpCapability::new());
@@ -291,7 +300,7 @@ impl PluginHost {
             by_name: HashMap::new(),
             by_model: HashMap::new(),
             cooldown: config.unhealthy_cooldown,
-            metrics: PluginMetrics::new().map_err(|e| PluginError::Engine(e.to_string()))?,
+            metrics,
             extract_pool: std::sync::OnceLock::new(),
             extract_threads: config.extract_threads.max(1),
         };

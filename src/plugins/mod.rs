@@ -35,20 +35,19 @@ pub use host::{
 };
 pub use metrics::PluginMetrics;
 
-/// Loads the configured plugins at start, registers their metrics in `registry` and starts the
-/// periodic executor health checks (`plugin_host.health_interval_ms`); `None` when no plugin is
-/// configured (no engine, no threads). A plugin that cannot be loaded fails the start, naming it.
+/// Loads the configured plugins (at start and when a reload changes them), counting into
+/// `metrics` (registered once by the caller), and starts the periodic executor health checks
+/// (`plugin_host.health_interval_ms`; the thread ends when the host is dropped). `None` when no
+/// plugin is configured (no engine, no threads). A plugin that cannot be loaded fails the load,
+/// naming it.
 pub fn start(
     config: &PluginsConfig,
-    registry: &prometheus::Registry,
+    metrics: &PluginMetrics,
 ) -> Result<Option<std::sync::Arc<PluginHost>>, PluginError> {
     if config.plugins.is_empty() {
         return Ok(None);
     }
-    let host = std::sync::Arc::new(PluginHost::new(config)?);
-    host.metrics()
-        .register(registry)
-        .map_err(|e| PluginError::Engine(format!("registering plugin metrics: {e}")))?;
+    let host = std::sync::Arc::new(PluginHost::with_metrics(config, metrics.clone())?);
     if let Some(every) = config.health_interval {
         if !host.plugin_names(PluginKind::Executor).is_empty() {
             PluginHost::start_health_checks(&host, every)?;

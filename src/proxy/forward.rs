@@ -413,7 +413,7 @@ mod tests {
             (n == "K").then(|| "sk-secret".to_string())
         })
         .unwrap();
-        cfg.models["m"].provider.clone()
+        cfg.models["m"].provider().unwrap().clone()
     }
 
     #[test]

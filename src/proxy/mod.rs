@@ -9,6 +9,7 @@
 //! prompts would reach the upstream empty. Holding the body ourselves also lets one request be
 //! replayed on another upstream (fallback) and answered by non-HTTP executors later.
 
+pub mod executor;
 pub mod forward;
 pub mod ingress;
 pub mod relay;
@@ -23,6 +24,7 @@ use pingora::prelude::*;
 use pingora::proxy::{ProxyHttp, Session};
 use serde_json::json;
 
+use crate::config::validated::Backend;
 use crate::config::{Config, Model};
 use crate::error::{ApiError, ApiFormat};
 use crate::metrics::Metrics;
@@ -178,7 +180,7 @@ async fn handle(
             respond::json(
                 session,
                 http::StatusCode::OK,
-                &models_list(&state.config),
+                &models_list(&state.config, state.router.registry()),
                 &[],
             )
             .await
@@ -383,7 +385,56 @@ async fn chat(
         }
         let tried = Instant::now();
         ctx.model = Some(model.id.clone());
-        let upstream_format = forward::format_of(model.provider.kind);
+        let provider = match &model.backend {
+            Backend::Provider(p) => p.clone(),
+            Backend::Plugin(plugin) => {
+                let attempt =
+                    executor::attempt(state, session, ctx, model, plugin, &request, deadline).await;
+                match attempt {
+                    Ok(executor::Attempt::Answered(status)) => {
+                        registry.report(&model.id, Verdict::Success, None);
+                        push_attempt(state, ctx, model, "ok", Some(status.as_u16()), tried);
+                        state.router.remember(ctx.affinity_key, &model.id);
+                        return Ok(status);
+                    }
+                    Ok(executor::Attempt::ClientGone) => {
+                        registry.release_probe(&model.id);
+                        state.metrics.client_disconnects.inc();
+                        if let Some(rec) = ctx.record.as_mut() {
+                            rec.status = "cancelled".into();
+                        }
+                        return Ok(http::StatusCode::from_u16(499)
+                            .unwrap_or(http::StatusCode::BAD_REQUEST));
+                    }
+                    Ok(executor::Attempt::Failed(e)) => {
+                        registry.report(
+                            &model.id,
+                            Verdict::Failure { retry_after: None },
+                            Some(e.kind()),
+                        );
+                        push_attempt(
+                            state,
+                            ctx,
+                            model,
+                            executor::Attempt::outcome(&e),
+                            None,
+                            tried,
+                        );
+                        tracing::info!(decision_id = %ctx.decision_id, model = %model.id, "executor attempt failed: {e}");
+                        last_err = Some(e);
+                        continue;
+                    }
+                    Err(e) => {
+                        // The request cannot be put to an executor; another candidate may take it.
+                        registry.release_probe(&model.id);
+                        push_attempt(state, ctx, model, "translate", None, tried);
+                        last_err = Some(e);
+                        continue;
+                    }
+                }
+            }
+        };
+        let upstream_format = forward::format_of(provider.kind);
         let upstream_body = match request.upstream_body_for(upstream_format, &model.upstream_id) {
             Ok(b) => b,
             Err(e) => {
@@ -394,11 +445,10 @@ async fn chat(
                 continue;
             }
         };
-        let header =
-            forward::upstream_request(&model.provider, upstream_body.len(), request.stream)?;
+        let header = forward::upstream_request(&provider, upstream_body.len(), request.stream)?;
         let before_upstream = prepared.elapsed();
         let opened = tokio::select! {
-            ex = state.upstream.open(&model.provider, &limits, &header, &upstream_body, deadline) => ex,
+            ex = state.upstream.open(&provider, &limits, &header, &upstream_body, deadline) => ex,
             _ = relay::client_gone(session) => {
                 registry.release_probe(&model.id);
                 state.metrics.client_disconnects.inc();
@@ -464,7 +514,7 @@ async fn chat(
         state
             .metrics
             .upstream_latency
-            .with_label_values(&[&model.provider.name])
+            .with_label_values(&[&provider.name])
             .observe(exchange.upstream_latency.as_secs_f64());
         return relay::relay(
             state,
@@ -472,6 +522,7 @@ async fn chat(
             ctx,
             relay::Relay {
                 model,
+                provider: &provider,
                 exchange,
                 stream: request.stream,
                 include_usage: request.include_usage,
@@ -509,7 +560,7 @@ fn push_attempt(
     if let Some(rec) = ctx.record.as_mut() {
         rec.details.attempts.push(Attempt {
             model: model.id.clone(),
-            provider: model.provider.name.clone(),
+            provider: model.owner().to_string(),
             outcome: outcome.to_string(),
             status,
             ms: since.elapsed().as_secs_f64() * 1e3,
@@ -580,25 +631,22 @@ fn fill_record(rec: &mut DecisionRecord, d: &RoutingDecision) {
         .map(|f| StoredFeatures::new(&f.encoder, &f.embedding, f.extra.clone()));
 }
 
-/// `GET /v1/models`: the routing aliases (`auto`), then every model in config order.
-fn models_list(config: &Config) -> serde_json::Value {
+/// `GET /v1/models`: the routing aliases (`auto`), then every model of the registry (config
+/// order, then discovered models, then executor plugins' models).
+fn models_list(config: &Config, registry: &crate::registry::Registry) -> serde_json::Value {
     let aliases = config
         .routing
         .aliases
         .iter()
         .map(|a| json!({ "id": a, "object": "model", "created": 0, "owned_by": "dualrouter" }));
-    let models = config
-        .model_order
-        .iter()
-        .filter_map(|id| config.models.get(id))
-        .map(|m| {
-            json!({
-                "id": m.id,
-                "object": "model",
-                "created": 0,
-                "owned_by": m.provider.name,
-            })
-        });
+    let models = registry.models().map(|m| {
+        json!({
+            "id": m.id,
+            "object": "model",
+            "created": 0,
+            "owned_by": m.owner(),
+        })
+    });
     let data: Vec<_> = aliases.chain(models).collect();
     json!({ "object": "list", "data": data })
 }

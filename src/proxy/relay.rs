@@ -15,7 +15,7 @@ use super::forward::Exchange;
 use super::respond::{DECISION_HEADER, MODEL_HEADER, ROUTE_HEADER};
 use super::sse::{SseFilter, Usage};
 use super::{ProxyState, RequestCtx};
-use crate::config::Model;
+use crate::config::{Model, Provider};
 use crate::error::{ApiError, ApiFormat};
 
 /// How much of a non-streamed response is kept to read its usage from.
@@ -39,6 +39,8 @@ const NOT_FORWARDED: &[&str] = &[
 
 pub struct Relay<'a> {
     pub model: &'a Model,
+    /// The provider answering (the model's backend).
+    pub provider: &'a Provider,
     pub exchange: Exchange,
     pub stream: bool,
     pub include_usage: bool,
@@ -69,6 +71,7 @@ pub async fn relay(
     let started = Instant::now();
     let Relay {
         model,
+        provider,
         mut exchange,
         stream,
         include_usage,
@@ -76,7 +79,6 @@ pub async fn relay(
         deadline,
         overhead_so_far,
     } = r;
-    let provider = &model.provider;
     let upstream_format = format_of(provider.kind);
     let up = exchange
         .response_header()
@@ -96,7 +98,7 @@ pub async fn relay(
     let translate_whole = client_format != upstream_format && !filter_sse;
     let mut whole = None;
     if translate_whole {
-        match read_whole(state, session, &mut exchange, model, deadline).await? {
+        match read_whole(state, session, &mut exchange, provider, deadline).await? {
             Some(body) => {
                 whole = Some(translate_body(
                     upstream_format,
@@ -284,10 +286,9 @@ async fn read_whole(
     state: &ProxyState,
     session: &mut Session,
     exchange: &mut Exchange,
-    model: &Model,
+    provider: &Provider,
     deadline: Instant,
 ) -> Result<Option<bytes::Bytes>, ApiError> {
-    let provider = &model.provider;
     let cap = state.config.limits.max_body_bytes;
     let mut buf = BytesMut::new();
     loop {

@@ -321,9 +321,22 @@ impl DualRouter {
         let started = Instant::now();
         let encoder = self.encoder.clone();
         let (head, tail) = (self.clip.0, self.clip.1);
-        let (embedding, text) = tokio::task::spawn_blocking(move || {
+        // Feature-extractor plugins read the whole conversation, on the same blocking thread
+        // as the encoder (each under its own deadline; one that fails adds nothing).
+        let extractors = self
+            .registry
+            .plugins()
+            .filter(|h| {
+                !h.plugin_names(crate::plugins::PluginKind::FeatureExtractor)
+                    .is_empty()
+            })
+            .map(|h| (h.clone(), conversation.clone()));
+        let (embedding, text, extra) = tokio::task::spawn_blocking(move || {
             let e = encoder.embed(&clip(&text, head, tail));
-            (e, text)
+            let extra = extractors
+                .map(|(host, conv)| host.extract_features(&conv))
+                .unwrap_or_default();
+            (e, text, extra)
         })
         .await
         .map_err(|e| RouterError::Task(e.to_string()))?;
@@ -336,7 +349,7 @@ impl DualRouter {
 
         let started = Instant::now();
         let affinity_key = self.affinity.key(opts.session_id.as_deref(), conversation);
-        let decided = self.choose(route, &embedding, &text, opts, affinity_key);
+        let decided = self.choose(route, &embedding, &text, &extra, opts, affinity_key);
         latencies_ms.insert("score".to_string(), ms(started));
         Ok(decided.map(|mut d| {
             d.latencies_ms.extend(latencies_ms);
@@ -350,6 +363,7 @@ impl DualRouter {
         route: Route,
         embedding: &Arc<[f32]>,
         text: &str,
+        plugin_features: &HashMap<String, f32>,
         opts: &RouteOptions,
         affinity_key: Option<[u8; 16]>,
     ) -> Result<RoutingDecision, NoCandidate> {
@@ -420,7 +434,7 @@ impl DualRouter {
         }
 
         let scorer = self.scorer.load();
-        let x = scorer.features(embedding, text);
+        let x = scorer.features_with(embedding, text, plugin_features);
         let ids: Vec<&str> = models.iter().map(|m| m.id.as_str()).collect();
         let p = scorer.p_success(&x, &ids);
         let cost: Vec<f64> = models
@@ -462,7 +476,11 @@ impl DualRouter {
             .take(self.settings.max_attempts.saturating_sub(1))
             .map(|c| c.model.clone())
             .collect();
-        let mut extra = BTreeMap::new();
+        // Every plugin feature is logged (a later refit may use it), then the checkpoint's.
+        let mut extra: BTreeMap<String, f32> = plugin_features
+            .iter()
+            .map(|(k, v)| (k.clone(), *v))
+            .collect();
         for (name, v) in scorer.mirt.features.iter().zip(&x[embedding.len()..]) {
             extra.insert(name.clone(), *v);
         }
@@ -512,6 +530,10 @@ impl DualRouter {
             };
             if self.registry.is_cooling(id) {
                 out_because("cooling_down");
+                continue;
+            }
+            if !self.registry.is_healthy(id) {
+                out_because("unhealthy");
                 continue;
             }
             let cost = m.cost.usd(input_tokens, output_tokens);

@@ -90,9 +90,20 @@ impl Scorer {
 
     /// The features x of a prompt (embedding + the checkpoint's features).
     pub fn features(&self, embedding: &[f32], text: &str) -> Vec<f32> {
+        self.features_with(embedding, text, &HashMap::new())
+    }
+
+    /// x with features from plugins (`<plugin>.<feature>`) for the checkpoint's feature names
+    /// that are not built in.
+    pub fn features_with(
+        &self,
+        embedding: &[f32],
+        text: &str,
+        plugin_features: &HashMap<String, f32>,
+    ) -> Vec<f32> {
         let mut x = Vec::with_capacity(self.mirt.dim_x());
         self.mirt
-            .features_into(embedding, text, &HashMap::new(), &mut x);
+            .features_into(embedding, text, plugin_features, &mut x);
         x
     }
 

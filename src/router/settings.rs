@@ -23,6 +23,47 @@ pub struct RoutingSettings {
     pub breaker: BreakerSettings,
     #[serde(default)]
     pub affinity: AffinitySettings,
+    #[serde(default)]
+    pub health_checks: HealthCheckSettings,
+}
+
+/// Periodic checks of the providers: a cheap `GET {base_url}/models` (which also refreshes the
+/// models of providers with `discover_models`). A provider whose check fails has its models
+/// marked unhealthy and out of the candidates until a check succeeds. Executor plugins are
+/// checked by their own `health` export (`plugin_host.health_interval_ms`).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct HealthCheckSettings {
+    /// Time between two rounds of checks; 0 turns them off (discovery then runs only at start
+    /// and on reload).
+    #[serde(default = "default_health_interval_ms")]
+    pub interval_ms: u64,
+    /// How long one check may take before it counts as failed.
+    #[serde(default = "default_health_timeout_ms")]
+    pub timeout_ms: u64,
+    /// Consecutive failed checks that mark a provider unhealthy.
+    #[serde(default = "default_health_failures")]
+    pub failures: u32,
+}
+
+fn default_health_interval_ms() -> u64 {
+    30_000
+}
+fn default_health_timeout_ms() -> u64 {
+    2_000
+}
+fn default_health_failures() -> u32 {
+    2
+}
+
+impl Default for HealthCheckSettings {
+    fn default() -> Self {
+        Self {
+            interval_ms: default_health_interval_ms(),
+            timeout_ms: default_health_timeout_ms(),
+            failures: default_health_failures(),
+        }
+    }
 }
 
 /// A model that keeps failing leaves the candidates for a cool-down, then one probe request
@@ -101,6 +142,7 @@ impl Default for RoutingSettings {
             expected_output_tokens: default_expected_output_tokens(),
             breaker: BreakerSettings::default(),
             affinity: AffinitySettings::default(),
+            health_checks: HealthCheckSettings::default(),
         }
     }
 }
@@ -127,8 +169,10 @@ impl Default for AffinitySettings {
 }
 
 impl RoutingSettings {
-    /// Every problem, each starting with its field path under `routing`.
-    pub fn problems(&self, is_model: &dyn Fn(&str) -> bool) -> Vec<String> {
+    /// Every problem, each starting with its field path under `routing`. `is_model` knows the
+    /// configured models; `dynamic`: plugins or discovery may add others, so a name the config
+    /// cannot place is left to the registry.
+    pub fn problems(&self, is_model: &dyn Fn(&str) -> bool, dynamic: bool) -> Vec<String> {
         let mut out = Vec::new();
         if self.aliases.is_empty() {
             out.push("routing.aliases: must name at least one alias (e.g. auto)".into());
@@ -146,7 +190,7 @@ impl RoutingSettings {
             out.push("routing.max_attempts: must be in 1..=10".into());
         }
         for (i, m) in self.default_models.iter().enumerate() {
-            if !is_model(m) {
+            if !dynamic && !is_model(m) {
                 out.push(format!(
                     "routing.default_models[{i}]: model '{m}' is not served by any provider"
                 ));
@@ -163,6 +207,12 @@ impl RoutingSettings {
         }
         if self.affinity.prefix_messages == 0 {
             out.push("routing.affinity.prefix_messages: must be at least 1".into());
+        }
+        if self.health_checks.timeout_ms == 0 {
+            out.push("routing.health_checks.timeout_ms: must be at least 1".into());
+        }
+        if self.health_checks.failures == 0 {
+            out.push("routing.health_checks.failures: must be at least 1".into());
         }
         out
     }

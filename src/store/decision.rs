@@ -180,7 +180,7 @@ impl DecisionRecord {
         output_tokens: Option<u64>,
     ) -> &mut Self {
         self.selected_model = Some(model.id.clone());
-        self.provider = Some(model.provider.name.clone());
+        self.provider = Some(model.owner().to_string());
         self.input_tokens = input_tokens;
         self.output_tokens = output_tokens;
         self.cost_usd = (input_tokens.is_some() || output_tokens.is_some()).then(|| {

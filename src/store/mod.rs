@@ -106,7 +106,9 @@ macro_rules! on_pool {
 }
 
 // After the macro: it uses `on_pool!`.
+mod catalog;
 mod stats;
+pub use catalog::{CandidateModelRow, ExecutorService};
 pub use stats::{ModelStats, Stats};
 
 const POLICY_COLUMNS: &str =

@@ -10,6 +10,7 @@
 //! | `forever:MS`      | a stream chunk every MS ms, forever |
 //! | `error:CODE[:S]`  | status CODE with an OpenAI error body (and `Retry-After: S` when S is given) |
 //! | `tools`           | text "Let me check." and a `get_weather` tool call for Paris (streamed in pieces when `stream` is set) |
+//! | any id [`Mock::list`] set | like `echo`; `GET /v1/models` lists these ids (503 while forced to an `error:…`) |
 //!
 //! [`Mock::start_anthropic`] starts the same kind of mock speaking Anthropic's Messages API
 //! (`anthropic_mock.rs`).
@@ -46,6 +47,11 @@ pub struct MockState {
     pub streams_dropped: AtomicUsize,
     /// A behaviour every request gets, whatever its model id.
     pub forced: Mutex<Option<String>>,
+    /// What `GET /v1/models` lists (it answers 503 while a forced `error:…` behaviour holds).
+    pub listed: Mutex<Vec<String>>,
+    /// `GET /v1/models` requests received, and the headers of the last one.
+    pub list_count: AtomicUsize,
+    pub list_headers: Mutex<Option<HeaderMap>>,
 }
 
 pub struct Mock {
@@ -152,6 +158,11 @@ impl Mock {
         *self.state.forced.lock().unwrap() = behaviour.map(str::to_string);
     }
 
+    /// What `GET /v1/models` lists from now on.
+    pub fn list(&self, ids: &[&str]) {
+        *self.state.listed.lock().unwrap() = ids.iter().map(|s| s.to_string()).collect();
+    }
+
     pub fn streams_dropped(&self) -> usize {
         self.state.streams_dropped.load(Ordering::SeqCst)
     }
@@ -166,8 +177,27 @@ impl Drop for Mock {
 fn router(state: Arc<MockState>) -> Router {
     Router::new()
         .route("/v1/chat/completions", post(chat))
+        .route("/v1/models", axum::routing::get(list_models))
         .layer(DefaultBodyLimit::max(256 * 1024 * 1024))
         .with_state(state)
+}
+
+/// `GET /v1/models`: the listed models, or 503 while the mock is forced to fail.
+async fn list_models(State(state): State<Arc<MockState>>, headers: HeaderMap) -> Response {
+    state.list_count.fetch_add(1, Ordering::SeqCst);
+    *state.list_headers.lock().unwrap() = Some(headers);
+    let forced = state.forced.lock().unwrap().clone();
+    if forced.is_some_and(|f| f.starts_with("error:")) {
+        return (StatusCode::SERVICE_UNAVAILABLE, "{}").into_response();
+    }
+    let data: Vec<Value> = state
+        .listed
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|id| json!({"id": id, "object": "model", "owned_by": "mock"}))
+        .collect();
+    axum::Json(json!({"object": "list", "data": data})).into_response()
 }
 
 fn completion(model: &str, content: &str) -> Value {
@@ -264,7 +294,11 @@ async fn chat(State(state): State<Arc<MockState>>, headers: HeaderMap, body: Byt
         return (StatusCode::BAD_REQUEST, "mock: not JSON").into_response();
     };
     let forced = state.forced.lock().unwrap().clone();
-    let model = forced.unwrap_or_else(|| req["model"].as_str().unwrap_or("").to_string());
+    let mut model = forced.unwrap_or_else(|| req["model"].as_str().unwrap_or("").to_string());
+    // A model `GET /v1/models` lists is served like `echo`.
+    if state.listed.lock().unwrap().contains(&model) {
+        model = "echo".into();
+    }
     let include_usage = req
         .pointer("/stream_options/include_usage")
         .and_then(Value::as_bool)

@@ -1,19 +1,34 @@
-//! The executor registry: every model a request can be sent to, and whether it is healthy.
+//! The executor registry: every model a request can be sent to, where it came from, and
+//! whether it is healthy.
 //!
-//! Models come from the providers of the config. Each has a circuit breaker fed by the proxy's
-//! attempts: `breaker.failures` consecutive failures before the first byte (or one answer with
-//! `Retry-After`) open it, and the model leaves the candidates for the cool-down; then one probe
-//! request is let through, and its outcome closes or re-opens the breaker.
+//! Models come from three sources: the providers of the config, the models a provider with
+//! `discover_models` lists at `GET {base_url}/models` (e.g. a Bifrost gateway), and the models
+//! executor plugins declare in `describe`. A name the config gives wins over discovery, and
+//! both over a plugin (a clash is logged).
+//!
+//! Two things keep a model out of the candidates:
+//! - its circuit breaker, fed by the proxy's attempts: `breaker.failures` consecutive failures
+//!   before the first byte (or one answer with `Retry-After`) open it for the cool-down; then
+//!   one probe request is let through, and its outcome closes or re-opens the breaker;
+//! - its backend's health: the periodic provider checks of [`probe`] (`routing.health_checks`)
+//!   and an executor plugin's own state (failure cooldown, its `health` report).
 
-use std::collections::HashMap;
+pub mod probe;
+
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use crate::config::{Config, Model};
-use crate::router::settings::BreakerSettings;
+use crate::config::validated::{Backend, ModelSource};
+use crate::config::{Config, Cost, Model};
+use crate::plugins::PluginHost;
+use crate::router::settings::{BreakerSettings, HealthCheckSettings};
+
+/// What discovery found: provider name → the model ids it lists.
+pub type Discovered = BTreeMap<String, Vec<String>>;
 
 /// A model's breaker.
 #[derive(Debug, Clone, Default)]
@@ -27,10 +42,20 @@ struct Breaker {
     last_check: Option<DateTime<Utc>>,
 }
 
+/// The periodic checks' view of one provider.
+#[derive(Debug, Clone, Default)]
+struct ProviderCheck {
+    consecutive_failures: u32,
+    unhealthy: bool,
+    last_error: Option<String>,
+    last_check: Option<DateTime<Utc>>,
+}
+
 /// The health of one model as the admin API shows it.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct ModelHealth {
-    /// `healthy`, `cooling_down` (breaker open) or `probing`.
+    /// `healthy`, `cooling_down` (breaker open), `probing` (one request finds out whether it is
+    /// back) or `unhealthy` (its provider's checks fail, or its executor plugin is out).
     pub state: &'static str,
     pub consecutive_failures: u32,
     /// Seconds left before a probe is allowed, while cooling down.
@@ -43,7 +68,13 @@ pub struct Registry {
     models: HashMap<String, Arc<Model>>,
     order: Vec<String>,
     breakers: Mutex<HashMap<String, Breaker>>,
+    /// Provider name → its checks.
+    checks: Mutex<HashMap<String, ProviderCheck>>,
+    /// Provider name → what its last successful discovery listed.
+    discovered: Discovered,
+    plugins: Option<Arc<PluginHost>>,
     settings: BreakerSettings,
+    check_settings: HealthCheckSettings,
 }
 
 /// What an attempt on a model came to, as far as its health goes.
@@ -57,27 +88,135 @@ pub enum Verdict {
 }
 
 impl Registry {
+    /// The config's models only (no plugins, nothing discovered).
     pub fn from_config(config: &Config) -> Self {
-        Self::from_config_after(config, None)
+        Self::build(config, None, &Discovered::new(), None)
     }
 
-    /// A registry for a reloaded config: models that stay keep their health.
+    /// A registry for a reloaded config with the same sources as `prev`: models that stay keep
+    /// their health.
     pub fn from_config_after(config: &Config, prev: Option<&Registry>) -> Self {
+        let plugins = prev.and_then(|p| p.plugins.clone());
+        let discovered = prev.map(|p| p.discovered.clone()).unwrap_or_default();
+        Self::build(config, plugins, &discovered, prev)
+    }
+
+    /// Every model of the config, then the discovered ones, then the executor plugins'.
+    /// `prev` (the registry this one replaces) lends the health of the models that stay.
+    pub fn build(
+        config: &Config,
+        plugins: Option<Arc<PluginHost>>,
+        discovered: &Discovered,
+        prev: Option<&Registry>,
+    ) -> Self {
+        let mut models = config.models.clone();
+        let mut order = config.model_order.clone();
+        let reserved = |id: &str| config.routing.is_alias(id);
+        for provider in config.providers.iter().filter(|p| p.discover_models) {
+            for id in discovered.get(&provider.name).into_iter().flatten() {
+                if models.contains_key(id) || reserved(id) {
+                    continue;
+                }
+                models.insert(
+                    id.clone(),
+                    Arc::new(Model {
+                        id: id.clone(),
+                        upstream_id: id.clone(),
+                        backend: Backend::Provider(provider.clone()),
+                        source: ModelSource::Discovered,
+                        cost: provider.discovered_cost,
+                        context_tokens: None,
+                        tier: provider.discovered_tier.clone(),
+                        mirt_model: None,
+                    }),
+                );
+                order.push(id.clone());
+            }
+        }
+        if let Some(host) = &plugins {
+            for m in host.executor_models() {
+                if let Some(prev) = models.get(&m.id) {
+                    tracing::warn!(
+                        model = %m.id,
+                        plugin = %m.plugin,
+                        "executor plugin declares a model '{}' already serves; the plugin's is left out",
+                        prev.owner()
+                    );
+                    continue;
+                }
+                if reserved(&m.id) {
+                    tracing::warn!(model = %m.id, plugin = %m.plugin, "executor plugin declares a routing alias as a model; left out");
+                    continue;
+                }
+                models.insert(
+                    m.id.clone(),
+                    Arc::new(Model {
+                        id: m.id.clone(),
+                        upstream_id: m.id.clone(),
+                        backend: Backend::Plugin(m.plugin.clone()),
+                        source: ModelSource::Plugin,
+                        cost: Cost {
+                            input: m.input_cost_per_mtok,
+                            output: m.output_cost_per_mtok,
+                        },
+                        context_tokens: (m.context_tokens > 0).then_some(m.context_tokens),
+                        tier: m.tier.clone(),
+                        mirt_model: None,
+                    }),
+                );
+                order.push(m.id);
+            }
+        }
         let breakers = prev
             .map(|p| {
                 p.lock()
                     .iter()
-                    .filter(|(id, _)| config.models.contains_key(*id))
+                    .filter(|(id, _)| models.contains_key(*id))
                     .map(|(id, b)| (id.clone(), b.clone()))
                     .collect()
             })
             .unwrap_or_default();
+        let checks = prev
+            .map(|p| {
+                lock(&p.checks)
+                    .iter()
+                    .filter(|(name, _)| config.providers.iter().any(|q| &&q.name == name))
+                    .map(|(n, c)| (n.clone(), c.clone()))
+                    .collect()
+            })
+            .unwrap_or_default();
         Self {
-            models: config.models.clone(),
-            order: config.model_order.clone(),
+            models,
+            order,
             breakers: Mutex::new(breakers),
+            checks: Mutex::new(checks),
+            discovered: discovered.clone(),
+            plugins,
             settings: config.routing.breaker,
+            check_settings: config.routing.health_checks,
         }
+    }
+
+    /// The plugin host whose executors serve some of the models.
+    pub fn plugins(&self) -> Option<&Arc<PluginHost>> {
+        self.plugins.as_ref()
+    }
+
+    /// What discovery found, per provider.
+    pub fn discovered(&self) -> &Discovered {
+        &self.discovered
+    }
+
+    /// Names among `names` this registry has no model for.
+    pub fn unplaced<'a>(&self, names: impl IntoIterator<Item = &'a String>) -> Vec<String> {
+        let mut out: Vec<String> = names
+            .into_iter()
+            .filter(|n| !self.models.contains_key(*n))
+            .cloned()
+            .collect();
+        out.sort();
+        out.dedup();
+        out
     }
 
     pub fn get(&self, id: &str) -> Option<&Arc<Model>> {
@@ -90,9 +229,49 @@ impl Registry {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Breaker>> {
-        // A panic while holding this lock cannot leave a breaker half-written in a way that
-        // matters (every field is valid on its own), so a poisoned lock is used as is.
-        self.breakers.lock().unwrap_or_else(|e| e.into_inner())
+        lock(&self.breakers)
+    }
+
+    /// Whether the model's backend is in service: its provider's checks pass, or its executor
+    /// plugin is neither in a failure cooldown nor reported unhealthy. Unknown ids are not.
+    pub fn is_healthy(&self, id: &str) -> bool {
+        let Some(m) = self.models.get(id) else {
+            return false;
+        };
+        match &m.backend {
+            Backend::Provider(p) => !lock(&self.checks).get(&p.name).is_some_and(|c| c.unhealthy),
+            Backend::Plugin(name) => self
+                .plugins
+                .as_ref()
+                .is_some_and(|h| h.is_plugin_healthy(name)),
+        }
+    }
+
+    /// Records one health check of a provider: `Ok` when it answered, else a short reason
+    /// (never a message with secrets). `health_checks.failures` failures in a row mark its
+    /// models unhealthy; one success brings them back.
+    pub fn record_check(&self, provider: &str, result: Result<(), String>) {
+        let mut all = lock(&self.checks);
+        let c = all.entry(provider.to_string()).or_default();
+        c.last_check = Some(Utc::now());
+        match result {
+            Ok(()) => {
+                if c.unhealthy {
+                    tracing::info!(provider, "provider check passes again; its models are back");
+                }
+                c.consecutive_failures = 0;
+                c.unhealthy = false;
+                c.last_error = None;
+            }
+            Err(e) => {
+                c.consecutive_failures = c.consecutive_failures.saturating_add(1);
+                if !c.unhealthy && c.consecutive_failures >= self.check_settings.failures {
+                    tracing::warn!(provider, error = %e, "provider check keeps failing; its models leave the candidates");
+                    c.unhealthy = true;
+                }
+                c.last_error = Some(e);
+            }
+        }
     }
 
     /// Whether `id` may be offered to a request now. A model whose cool-down has passed is
@@ -186,9 +365,8 @@ impl Registry {
     }
 
     pub fn health(&self, id: &str) -> ModelHealth {
-        let all = self.lock();
         let now = Instant::now();
-        match all.get(id) {
+        let mut h = match self.lock().get(id) {
             None => ModelHealth {
                 state: "healthy",
                 consecutive_failures: 0,
@@ -209,8 +387,39 @@ impl Registry {
                 last_error: b.last_error.clone(),
                 last_check: b.last_check,
             },
+        };
+        match self.models.get(id).map(|m| &m.backend) {
+            Some(Backend::Provider(p)) => {
+                if let Some(c) = lock(&self.checks).get(&p.name) {
+                    if c.unhealthy {
+                        h.state = "unhealthy";
+                        h.last_error = c.last_error.clone();
+                    }
+                    h.last_check = h.last_check.max(c.last_check);
+                }
+            }
+            Some(Backend::Plugin(name)) => {
+                if let Some(s) = self
+                    .plugins
+                    .as_ref()
+                    .and_then(|host| host.statuses().into_iter().find(|s| &s.name == name))
+                {
+                    if !s.healthy {
+                        h.state = "unhealthy";
+                        h.last_error = s.last_error.or_else(|| s.reported.map(|r| r.detail));
+                    }
+                }
+            }
+            None => {}
         }
+        h
     }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A panic while holding these locks cannot leave an entry half-written in a way that
+    // matters (every field is valid on its own), so a poisoned lock is used as is.
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl crate::admin::api::Catalog for Registry {
@@ -220,8 +429,8 @@ impl crate::admin::api::Catalog for Registry {
                 let h = self.health(&m.id);
                 crate::admin::api::ExecutorInfo {
                     id: m.id.clone(),
-                    provider: m.provider.name.clone(),
-                    source: "config".into(),
+                    provider: m.owner().to_string(),
+                    source: m.source.as_str().into(),
                     cost_per_mtok: crate::admin::api::Price {
                         input: m.cost.input,
                         output: m.cost.output,
