@@ -507,14 +507,15 @@ async fn providers_are_checked_discovery_is_refreshed_and_reload_brings_new_plug
 #[tokio::test]
 async fn extractor_features_are_logged_with_the_decision() {
     let (cheap, gateway) = (Mock::start().await, Mock::start().await);
-    let p = Proxy::start(&config(
-        &cheap,
-        &gateway,
-        &test_executor("tx", ""),
-        "cheap",
-        "",
-    ))
-    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = config(&cheap, &gateway, &test_executor("tx", ""), "cheap", "").replace(
+        "  cost_weight: 0.3\n",
+        &format!(
+            "  cost_weight: 0.3\n  checkpoints_dir: {}\n  min_outcomes: 3\n  holdout_percent: 0\n",
+            dir.path().display()
+        ),
+    );
+    let p = Proxy::start(&yaml).await;
     let prompt = "Why does this fail?\n```python\ndef f(x):\n    return x +\n```";
     let a = ask(&p, "/v1/chat/completions", &chat(prompt, false), &[]).await;
     assert_eq!(a.status, 200, "{}", a.body);
@@ -533,4 +534,64 @@ async fn extractor_features_are_logged_with_the_decision() {
     assert_eq!(a.status, 200, "{}", a.body);
     let d = decision(&p, a.decision.as_deref().unwrap()).await;
     assert_eq!(d["features"]["extra"]["code.has_code"], 0.0, "{d}");
+}
+
+/// The cursor-agent adapter behind the proxy, with a stand-in `cursor-agent` on the proxy's
+/// PATH: an OpenAI client and an Anthropic client both get its answer.
+#[tokio::test]
+async fn a_cli_executor_answers_through_the_proxy() {
+    let bin = tempfile::tempdir().unwrap();
+    let script = bin.path().join("cursor-agent");
+    std::fs::write(
+        &script,
+        r#"#!/bin/sh
+# Stand-in for cursor-agent -p --output-format json: answers with its last argument.
+for last in "$@"; do :; done
+case "$last" in
+  *"please fail"*) echo '{"type":"result","subtype":"error","is_error":true,"result":"quota exceeded"}'; exit 0 ;;
+esac
+printf '{"type":"result","subtype":"success","is_error":false,"result":"cursor: %s","usage":{"input_tokens":9,"output_tokens":2}}\n' "$last"
+"#,
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let (cheap, gateway) = (Mock::start().await, Mock::start().await);
+    let cursor = format!(
+        "  - {{ name: cursor, plugin: {}, allow_commands: [cursor-agent], timeout_ms: 5000, config: {{ models: \"cursor-gpt5=gpt-5\" }} }}\n",
+        dist("cursor_agent")
+    );
+    let yaml = config(&cheap, &gateway, &cursor, "cursor-gpt5, cheap", "");
+    let path = format!(
+        "{}:{}",
+        bin.path().display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let p = Proxy::start_with_env(&yaml, &[("PATH", &path)]).await;
+
+    let a = ask(
+        &p,
+        "/v1/chat/completions",
+        &json!({"model": "cursor-gpt5", "messages": [{"role": "user", "content": "hi there"}]}),
+        &[],
+    )
+    .await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    let v: Value = serde_json::from_str(&a.body).unwrap();
+    assert_eq!(v["choices"][0]["message"]["content"], "cursor: hi there");
+    assert_eq!(v["usage"]["prompt_tokens"], 9);
+    let a = ask(&p, "/v1/messages", &json!({"model": "cursor-gpt5", "max_tokens": 16, "messages": [{"role": "user", "content": "from claude"}]}), &[]).await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    let v: Value = serde_json::from_str(&a.body).unwrap();
+    assert_eq!(v["content"][0]["text"], "cursor: from claude");
+    // The CLI's own failure is an executor error in the client's format.
+    let a = ask(
+        &p,
+        "/v1/chat/completions",
+        &json!({"model": "cursor-gpt5", "messages": [{"role": "user", "content": "please fail"}]}),
+        &[],
+    )
+    .await;
+    assert_eq!(a.status, 502, "{}", a.body);
+    assert!(a.body.contains("quota exceeded"), "{}", a.body);
 }

@@ -87,6 +87,10 @@ fn train(name: &str, cheap_on_hard: u8) -> PathBuf {
         "static",
         "--models-dir",
         models.to_str().unwrap(),
+        // One member: the planted difference needs no ensemble, and a debug build fits five
+        // slowly (every test binary that routes pays for it).
+        "--ensemble",
+        "1",
         "--quiet",
     ]);
     assert!(ok, "training the {name} checkpoint failed:\n{log}");
