@@ -325,7 +325,11 @@ pub fn route_command(args: &crate::cli::RouteArgs) -> anyhow::Result<()> {
         // The store is the source of truth for policies; the config's seed them.
         let store = store::open_and_seed(&config).await?;
         let policies = store.list_policies().await?;
-        let registry = Arc::new(Registry::from_config(&config));
+        // The models `serve` would know: the config's, the discovered ones, the plugins'.
+        let plugins =
+            crate::plugins::start(&config.plugins, &crate::plugins::PluginMetrics::new()?)?;
+        let discovered = crate::registry::probe::discover(&config).await;
+        let registry = Arc::new(Registry::build(&config, plugins, &discovered, None));
         let encoder = Arc::new(crate::encoder::Encoder::load(&config.mirt.encoder)?);
         // The checkpoint `serve` would use: the store's active one, or the config's.
         let (scorer, _) =
