@@ -616,7 +616,11 @@ pub async fn active_scorer(
     };
     let config_changed = prev_sha.is_some_and(|p| p != sha);
     let active = rows.iter().find(|r| r.active);
-    let keep_active = active.filter(|a| a.version != own.version && !config_changed);
+    // An active row that only a config registered (an earlier config's file) gives way to the
+    // config's file now; one activated through the API or a refit outlives restarts.
+    let from_config = |r: &crate::store::CheckpointRow| r.metrics["source"] == "config";
+    let keep_active =
+        active.filter(|a| a.version != own.version && !config_changed && !from_config(a));
     if let Some(a) = keep_active {
         let active_path = PathBuf::from(&a.path);
         match Mirt::load(&active_path, Some(encoder.id())) {

@@ -263,6 +263,37 @@ async fn a_reload_that_changes_the_checkpoint_changes_routing() {
     assert_eq!(v["checkpoint_version"], active[0]["version"]);
 }
 
+/// A restart whose config names another checkpoint file scores with it: the active row an
+/// earlier config registered gives way (one activated through the API would not).
+#[tokio::test]
+async fn a_restart_with_another_config_checkpoint_scores_with_it() {
+    let cheap = Mock::start().await;
+    let strong = Mock::start_anthropic().await;
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("database: sqlite://{}/shared.db\n", dir.path().display());
+    let first = config(&cheap, &strong, &db);
+    let p = Proxy::start(&first).await;
+    let a = ask(&p, "/v1/route", &json!({ "prompt": hard(710) }), &[]).await;
+    assert!(
+        a.body.contains("\"selected_model\":\"strong\""),
+        "{}",
+        a.body
+    );
+    drop(p);
+    let second = first.replace(
+        &common::synthetic::checkpoint().display().to_string(),
+        &inverse_checkpoint().display().to_string(),
+    );
+    assert_ne!(first, second);
+    let p = Proxy::start(&second).await;
+    let a = ask(&p, "/v1/route", &json!({ "prompt": hard(710) }), &[]).await;
+    assert!(
+        a.body.contains("\"selected_model\":\"cheap\""),
+        "{}",
+        a.body
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_policy_created_on_one_instance_routes_on_another_within_a_second() {
     let Some(pg) = PgCluster::start() else { return };
