@@ -7,6 +7,9 @@
 //! encoders run interleaved, one utterance each in turn, so a busy machine slows them alike: compare the ratios.
 //! One thread (ONNX Runtime intra-op threads = 1), release build.
 
+mod common;
+use common::pct;
+
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -18,12 +21,6 @@ use dualrouter::router::classify::RouteSpec;
 
 const PER_ROUTE: usize = 12;
 const TIMED: usize = 400;
-
-fn pct(v: &[f64], q: f64) -> f64 {
-    let mut v = v.to_vec();
-    v.sort_by(f64::total_cmp);
-    v[((v.len() - 1) as f64 * q).round() as usize]
-}
 
 fn main() {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));

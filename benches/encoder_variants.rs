@@ -5,16 +5,13 @@
 //! prompt of `mirt_scoring` (with a variant number), and HWU64 utterances if `../shared/data/classify/hwu64.csv`
 //! is there. Extra ONNX files to compare: `ENCODER_VARIANTS=/path/a.onnx:/path/b.onnx`.
 
+mod common;
+use common::pct;
+
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use dualrouter::encoder::{EncoderConfig, MiniLm, SessionTuning};
-
-fn pct(v: &[f64], q: f64) -> f64 {
-    let mut v = v.to_vec();
-    v.sort_by(f64::total_cmp);
-    v[((v.len() - 1) as f64 * q).round() as usize]
-}
 
 fn hwu64(n: usize) -> Vec<String> {
     let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/data/classify/hwu64.csv");

@@ -1,6 +1,9 @@
 //! Scoring latency: `cargo bench --bench mirt_scoring` (needs scripts/fetch-models.sh for the encoder rows).
 //! Prints p50/p90 of: MIRT math alone for 10 candidates; encoder pass + MIRT for 10 candidates, MiniLM and static.
 
+mod common;
+use common::pct;
+
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::Instant;
@@ -42,16 +45,11 @@ fn checkpoint(embed_dim: usize, models: usize) -> Mirt {
     }
 }
 
-fn pct(mut v: Vec<f64>, q: f64) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[((v.len() - 1) as f64 * q).round() as usize]
-}
-
 fn report(name: &str, samples: Vec<f64>) {
     println!(
         "{name:<44} p50 {:>9.2} µs   p90 {:>9.2} µs   (n={})",
-        pct(samples.clone(), 0.5),
-        pct(samples.clone(), 0.9),
+        pct(&samples, 0.5),
+        pct(&samples, 0.9),
         samples.len()
     );
 }

@@ -26,40 +26,20 @@
     clippy::print_stdout
 )]
 
+mod common;
+use common::{free_port, pct_ms, Kill};
+
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-
-struct Kill(Child);
-impl Drop for Kill {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
     std::env::var(name)
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
-}
-
-fn pct(sorted: &[Duration], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize].as_secs_f64() * 1e3
 }
 
 #[derive(Clone)]
@@ -328,11 +308,11 @@ fn main() {
 
         println!("\nPart 1: added latency, {rate} req/s over all targets interleaved, {secs} s");
         let r = run(&client, &targets, rate, secs).await;
-        let (d50, d99) = (pct(&r.lat[0], 0.5), pct(&r.lat[0], 0.99));
+        let (d50, d99) = (pct_ms(&r.lat[0], 0.5), pct_ms(&r.lat[0], 0.99));
         println!("{:<28} {:>6} {:>7} {:>9} {:>9} {:>11} {:>11}", "target", "ok", "errors", "p50 ms", "p99 ms", "added p50", "added p99");
         let mut added = Vec::new();
         for (k, t) in targets.iter().enumerate() {
-            let (p50, p99) = (pct(&r.lat[k], 0.5), pct(&r.lat[k], 0.99));
+            let (p50, p99) = (pct_ms(&r.lat[k], 0.5), pct_ms(&r.lat[k], 0.99));
             println!(
                 "{:<28} {:>6} {:>7} {:>9.3} {:>9.3} {:>9.3}ms {:>9.3}ms",
                 t.name, r.lat[k].len(), r.errors[k], p50, p99, p50 - d50, p99 - d99
@@ -346,7 +326,7 @@ fn main() {
             let mut best = 0;
             for &rate in &ramp {
                 let r = run(&client, std::slice::from_ref(t), rate, ramp_secs).await;
-                let p99 = pct(&r.lat[0], 0.99);
+                let p99 = pct_ms(&r.lat[0], 0.99);
                 let ok = r.errors[0] == 0 && r.achieved_rps >= rate as f64 * 0.95 && p99 < p99_ms;
                 println!(
                     "{:<28} {:>6} req/s: achieved {:>7.0}, errors {:>5}, p99 {:>8.2} ms{}",

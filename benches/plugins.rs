@@ -8,6 +8,9 @@
 //!   extractor, engine and ticker included (target: ≤ 5 ms);
 //! - loading it without a cache (compiling), for comparison.
 
+mod common;
+use common::pct;
+
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -15,16 +18,11 @@ use dualrouter::plugins::freshness::dist_artifact;
 use dualrouter::plugins::{PluginConfig, PluginHost, PluginKind, PluginsConfig};
 use dualrouter::router::conversation::Conversation;
 
-fn pct(mut v: Vec<f64>, q: f64) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[((v.len() - 1) as f64 * q).round() as usize]
-}
-
 fn report(name: &str, unit: &str, samples: Vec<f64>) {
     println!(
         "{name:<52} p50 {:>9.2} {unit}   p90 {:>9.2} {unit}   (n={})",
-        pct(samples.clone(), 0.5),
-        pct(samples.clone(), 0.9),
+        pct(&samples, 0.5),
+        pct(&samples, 0.9),
         samples.len()
     );
 }

@@ -11,35 +11,14 @@
     clippy::print_stdout
 )]
 
-use std::process::{Child, Command, Stdio};
+mod common;
+use common::{free_port, pct_duration, Kill};
+
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::Mutex;
-
-struct Kill(Child);
-impl Drop for Kill {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn pct(sorted: &[Duration], p: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i]
-}
 
 struct Run {
     direct: Vec<Duration>,
@@ -190,8 +169,8 @@ fn main() {
         let mut held = 0;
         for rate in rates {
             let r = run_at(&client, &direct, &proxied, rate, secs).await;
-            let (d50, p50) = (pct(&r.direct, 0.5), pct(&r.proxied, 0.5));
-            let (d99, p99) = (pct(&r.direct, 0.99), pct(&r.proxied, 0.99));
+            let (d50, p50) = (pct_duration(&r.direct, 0.5), pct_duration(&r.proxied, 0.5));
+            let (d99, p99) = (pct_duration(&r.direct, 0.99), pct_duration(&r.proxied, 0.99));
             let added = |p: Duration, d: Duration| p.as_secs_f64() * 1e3 - d.as_secs_f64() * 1e3;
             println!(
                 "{:>8} {:>9.0} {:>7} {:>9.3}ms {:>9.3}ms {:>9.3}ms {:>9.3}ms {:>8.3}ms {:>8.3}ms",

@@ -13,36 +13,15 @@
     clippy::print_stdout
 )]
 
-use std::process::{Child, Command, Stdio};
+mod common;
+use common::{free_port, pct_ms, Kill};
+
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::Mutex;
-
-struct Kill(Child);
-impl Drop for Kill {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn pct(sorted: &[Duration], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i].as_secs_f64() * 1e3
-}
 
 /// Resident and peak resident memory of a process, MB.
 fn rss_mb(pid: u32) -> (f64, f64) {
@@ -254,8 +233,8 @@ fn main() {
             }
             for (i, s) in series.iter().enumerate() {
                 let pass = if i == 2 || i == 3 { &base[3] } else { &base[0] };
-                let (p50, p99) = (pct(&base[i], 0.5), pct(&base[i], 0.99));
-                let (b50, b99) = (pct(pass, 0.5), pct(pass, 0.99));
+                let (p50, p99) = (pct_ms(&base[i], 0.5), pct_ms(&base[i], 0.99));
+                let (b50, b99) = (pct_ms(pass, 0.5), pct_ms(pass, 0.99));
                 println!(
                     "{:>6} {:>22} {:>9.3} {:>9.3} {:>7} {:>9.3}ms {:>9.3}ms {:>9.2}",
                     rate,

@@ -1,0 +1,47 @@
+//! What the benches share: child processes killed on drop, free ports, percentiles.
+#![allow(dead_code, clippy::unwrap_used)]
+
+use std::process::Child;
+use std::time::Duration;
+
+/// A child process, killed and reaped when dropped.
+pub struct Kill(pub Child);
+
+impl Drop for Kill {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A port free on 127.0.0.1 now (for a child process to bind).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The `q` quantile (nearest rank) of sorted durations; zero when there are none.
+pub fn pct_duration(sorted: &[Duration], q: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    sorted[((sorted.len() as f64 - 1.0) * q).round() as usize]
+}
+
+/// The `q` quantile of sorted durations in milliseconds; NaN when there are none.
+pub fn pct_ms(sorted: &[Duration], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    pct_duration(sorted, q).as_secs_f64() * 1e3
+}
+
+/// The `q` quantile (nearest rank) of unsorted samples.
+pub fn pct(samples: &[f64], q: f64) -> f64 {
+    let mut v = samples.to_vec();
+    v.sort_by(f64::total_cmp);
+    v[((v.len() - 1) as f64 * q).round() as usize]
+}
