@@ -149,14 +149,18 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let mut server = Server::new_with_opt_and_conf(opt, conf);
     server.bootstrap();
     let in_flight = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let mut proxy = pingora::proxy::http_proxy_service_with_name(
-        &server.configuration,
-        Proxy {
-            live,
-            in_flight: in_flight.clone(),
-        },
-        "dualrouter proxy",
-    );
+    let app = crate::proxy::deadline::GuardedProxy {
+        inner: Arc::new(pingora::proxy::http_proxy(
+            &server.configuration,
+            Proxy {
+                live: live.clone(),
+                in_flight: in_flight.clone(),
+                busy: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
+            },
+        )),
+        live,
+    };
+    let mut proxy = pingora::services::listening::Service::new("dualrouter proxy".to_string(), app);
     proxy.add_tcp(&config.listen.to_string());
     server.add_service(proxy);
 
