@@ -38,14 +38,15 @@ DB_DOWN=${SOAK_DB_DOWN_SECONDS:-60}
 DB_MARGIN=${SOAK_DB_MARGIN_SECONDS:-20}
 
 OUT=${SOAK_OUT:-$ROOT/target/soak}
-BIN=$ROOT/target/release/dualrouter
-LOAD=$ROOT/target/release/dualrouter-load
+PROFILE=${SOAK_PROFILE:-release}   # `debug` only to try the script itself: the numbers are for release
+BIN=$ROOT/target/$PROFILE/dualrouter
+LOAD=$ROOT/target/$PROFILE/dualrouter-load
 rm -rf "$OUT" && mkdir -p "$OUT"
 
 say() { printf '\033[1m[soak]\033[0m %s\n' "$*" >&2; }
 if [ ! -x "$BIN" ] || [ ! -x "$LOAD" ] || [ -n "$(find src Cargo.toml -newer "$LOAD" -print -quit)" ]; then
-  say "building the release binaries"
-  cargo build --release --bins
+  say "building the $PROFILE binaries"
+  if [ "$PROFILE" = release ]; then cargo build --release --bins; else cargo build --bins; fi
 fi
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }

@@ -73,9 +73,13 @@ pub enum ApiError {
     /// The store cannot take the request now (e.g. the database is down).
     #[error("{0} is unavailable; retry later")]
     Unavailable(&'static str),
-    /// `limits.max_in_flight` requests are being served; retry after `retry_after_s`.
-    #[error("the proxy is serving its limit of {limit} requests at once; retry later")]
-    Overloaded { limit: usize, retry_after_s: u64 },
+    /// `limits.max_in_flight` requests are being served, or the workers are saturated
+    /// (`limits.max_queue_ms`); retry after `retry_after_s`.
+    #[error("the proxy is overloaded ({why}); retry later")]
+    Overloaded {
+        why: &'static str,
+        retry_after_s: u64,
+    },
     #[error("internal error: {0}")]
     Internal(String),
 }

@@ -479,9 +479,11 @@ fn streamed(
                 shared.stats.streams_dropped.fetch_add(1, Ordering::SeqCst);
             }
             Then::Reset(n) => {
-                // Give hyper a moment to write what was sent, then reset.
+                // Give hyper a moment to write what was sent, then reset. The body stays open
+                // meanwhile (dropping `tx` would end it cleanly first).
                 tokio::time::sleep(Duration::from_millis(20)).await;
                 n.notify_one();
+                tx.closed().await;
             }
             Then::Forever { gap, wire } => {
                 let mut i = 0usize;

@@ -189,6 +189,10 @@ pub struct RawLimits {
     /// with 503 and `Retry-After` instead of queueing.
     #[serde(default = "default_max_in_flight")]
     pub max_in_flight: usize,
+    /// Longest one trip through the proxy workers' run queue may take before requests are
+    /// refused (503 and `Retry-After`, like `max_in_flight`): the workers are saturated.
+    #[serde(default = "default_max_queue_ms")]
+    pub max_queue_ms: u64,
     /// `Retry-After` (seconds) on a request refused because `max_in_flight` is reached.
     #[serde(default = "default_overload_retry_after_s")]
     pub overload_retry_after_s: u64,
@@ -210,6 +214,7 @@ impl Default for RawLimits {
             upstream_pool_idle_ms: default_pool_idle_ms(),
             client_header_ms: default_client_header_ms(),
             max_in_flight: default_max_in_flight(),
+            max_queue_ms: default_max_queue_ms(),
             overload_retry_after_s: default_overload_retry_after_s(),
             max_response_bytes: default_max_response_bytes(),
         }
@@ -242,6 +247,9 @@ fn default_client_header_ms() -> u64 {
 }
 fn default_max_in_flight() -> usize {
     1024
+}
+fn default_max_queue_ms() -> u64 {
+    200
 }
 fn default_overload_retry_after_s() -> u64 {
     1

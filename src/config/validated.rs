@@ -102,6 +102,7 @@ pub struct Limits {
     pub upstream_pool_idle: Duration,
     pub client_header: Duration,
     pub max_in_flight: usize,
+    pub max_queue: Duration,
     pub overload_retry_after_s: u64,
     pub max_response_bytes: usize,
 }
@@ -550,6 +551,7 @@ fn limits(l: &RawLimits, p: &mut Problems) -> Limits {
         upstream_pool_idle: ms(l.upstream_pool_idle_ms, "upstream_pool_idle_ms", p),
         client_header: ms(l.client_header_ms, "client_header_ms", p),
         max_in_flight: l.max_in_flight,
+        max_queue: ms(l.max_queue_ms, "max_queue_ms", p),
         overload_retry_after_s: l.overload_retry_after_s,
         max_response_bytes: usize::try_from(l.max_response_bytes).unwrap_or(usize::MAX),
     }

@@ -73,18 +73,31 @@ impl InFlight {
     }
 }
 
-/// A slot under `limits.max_in_flight`, or the 503 that says there is none.
-fn admit(
+/// A slot under `limits.max_in_flight`, or the 503 that says there is none; also the 503 when
+/// the proxy's own workers are saturated (`limits.max_queue_ms`).
+///
+/// A concurrency cap alone does not see CPU saturation: with fast upstreams the requests in
+/// flight stay few while every one of them, and every connection not yet read, waits longer
+/// and longer for a worker. So each request also measures how long one trip through the
+/// workers' run queue takes now (a yield, then the time until it is polled again); past
+/// `max_queue_ms` the request is refused, which sheds exactly the excess.
+async fn admit(
     busy: &Arc<std::sync::atomic::AtomicUsize>,
     limits: &crate::config::Limits,
 ) -> Result<InFlight, ApiError> {
+    let overloaded = |why| ApiError::Overloaded {
+        why,
+        retry_after_s: limits.overload_retry_after_s,
+    };
     let before = busy.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
     let slot = InFlight(busy.clone());
     if before >= limits.max_in_flight {
-        return Err(ApiError::Overloaded {
-            limit: limits.max_in_flight,
-            retry_after_s: limits.overload_retry_after_s,
-        });
+        return Err(overloaded("limits.max_in_flight requests in flight"));
+    }
+    let queued = Instant::now();
+    tokio::task::yield_now().await;
+    if queued.elapsed() > limits.max_queue {
+        return Err(overloaded("its workers are saturated: limits.max_queue_ms"));
     }
     Ok(slot)
 }
@@ -234,12 +247,12 @@ async fn handle(
         }
         Endpoint::ChatCompletions | Endpoint::Messages => {
             ingress::authorize(state.config.auth.as_ref(), &session.req_header().headers)?;
-            let _slot = admit(busy, &state.config.limits)?;
+            let _slot = admit(busy, &state.config.limits).await?;
             chat(state, session, ctx).await
         }
         Endpoint::Route => {
             ingress::authorize(state.config.auth.as_ref(), &session.req_header().headers)?;
-            let _slot = admit(busy, &state.config.limits)?;
+            let _slot = admit(busy, &state.config.limits).await?;
             let opts = route_options(session.req_header(), 0, None)?;
             let body = ingress::read_body(session, &state.config.limits).await?;
             let conversation = ingress::route_request(&body)?;
