@@ -132,7 +132,7 @@ if [[ " $RESULTS " == *" 1 "* ]]; then
   "$LOAD" --threads 1 sse --url "$PROXY" --model sse --upstream-model "ok-sse-${SSE_CHUNKS}x${SSE_BYTES}" \
     --chunks "$SSE_CHUNKS" --size "$SSE_BYTES" --streams "$SSE_STREAMS" --concurrency "$SSE_CONCURRENCY" >"$OUT/r1.json"
   stop_proxy
-  R[1]=$(jq '.mismatched + .failed' "$OUT/r1.json")
+  R[1]=$(jq -c '{byte_mismatches: .mismatched, failed: .failed, identical: .identical}' "$OUT/r1.json")
   echo "result 1: $(jq -r '"\(.streams) streams x \(.chunks) chunks: \(.mismatched) byte mismatches, \(.failed) failed, \(.identical) identical (\(.seconds) s)"' "$OUT/r1.json")"
 fi
 

@@ -30,6 +30,9 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let mut config = config::load(&args.config)?;
+    // The admin listener is bound first: a port-0 proxy port picked next (bound, released, and
+    // bound again by Pingora) can then never be the one the kernel hands the admin listener.
+    let admin_listener = bind(config.admin.listen).context("binding the admin listener")?;
     // Port 0 means "any free port": pick one now so it can be reported.
     config.listen = concrete_port(config.listen).context("choosing a port for `listen`")?;
     let config = Arc::new(config);
@@ -102,7 +105,6 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
         }
     }
 
-    let admin_listener = bind(config.admin.listen).context("binding the admin listener")?;
     let admin_addr = admin_listener.local_addr()?;
     let admin_state = AdminState {
         store: store.clone(),
