@@ -76,6 +76,13 @@ pub enum ApiError {
     /// The store cannot take the request now (e.g. the database is down).
     #[error("{0} is unavailable; retry later")]
     Unavailable(&'static str),
+    /// `limits.max_in_flight` requests are being served, or the workers are saturated
+    /// (`limits.max_queue_ms`); retry after `retry_after_s`.
+    #[error("the proxy is overloaded ({why}); retry later")]
+    Overloaded {
+        why: &'static str,
+        retry_after_s: u64,
+    },
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -89,7 +96,9 @@ impl ApiError {
             Self::NotFound { .. } | Self::UnknownModel(_) | Self::UnknownDecision(_) => {
                 StatusCode::NOT_FOUND
             }
-            Self::NoCandidate(_) | Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::NoCandidate(_) | Self::Unavailable(_) | Self::Overloaded { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::ClientTimeout => StatusCode::REQUEST_TIMEOUT,
@@ -119,6 +128,7 @@ impl ApiError {
             Self::NoCandidate(_) => "no_candidate",
             Self::UnknownDecision(_) => "unknown_decision",
             Self::Unavailable(_) => "unavailable",
+            Self::Overloaded { .. } => "overloaded",
             Self::Internal(_) => "internal",
         }
     }
@@ -153,6 +163,7 @@ impl ApiError {
             Self::UnknownModel(_) => Some("model_not_found"),
             Self::NoCandidate(_) => Some("no_model_available"),
             Self::PayloadTooLarge { .. } => Some("request_too_large"),
+            Self::Overloaded { .. } => Some("overloaded"),
             Self::UpstreamTimeout { .. } => Some("upstream_timeout"),
             Self::UpstreamUnreachable { .. }
             | Self::UpstreamBroken { .. }
@@ -188,6 +199,7 @@ impl ApiError {
                 .retry_after
                 .map(|d| d.as_secs() + u64::from(d.subsec_nanos() > 0)),
             Self::Unavailable(_) => Some(1),
+            Self::Overloaded { retry_after_s, .. } => Some(*retry_after_s),
             _ => None,
         }
     }

@@ -30,6 +30,9 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let mut config = config::load(&args.config)?;
+    // The admin listener is bound first: a port-0 proxy port picked next (bound, released, and
+    // bound again by Pingora) can then never be the one the kernel hands the admin listener.
+    let admin_listener = bind(config.admin.listen).context("binding the admin listener")?;
     // Port 0 means "any free port": pick one now so it can be reported.
     config.listen = concrete_port(config.listen).context("choosing a port for `listen`")?;
     let config = Arc::new(config);
@@ -103,7 +106,6 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
         }
     }
 
-    let admin_listener = bind(config.admin.listen).context("binding the admin listener")?;
     let admin_addr = admin_listener.local_addr()?;
     let admin_state = AdminState {
         store: store.clone(),
@@ -150,14 +152,18 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let mut server = Server::new_with_opt_and_conf(opt, conf);
     server.bootstrap();
     let in_flight = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let mut proxy = pingora::proxy::http_proxy_service_with_name(
-        &server.configuration,
-        Proxy {
-            live,
-            in_flight: in_flight.clone(),
-        },
-        "dualrouter proxy",
-    );
+    let app = crate::proxy::deadline::GuardedProxy {
+        inner: Arc::new(pingora::proxy::http_proxy(
+            &server.configuration,
+            Proxy {
+                live: live.clone(),
+                in_flight: in_flight.clone(),
+                busy: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
+            },
+        )),
+        live,
+    };
+    let mut proxy = pingora::services::listening::Service::new("dualrouter proxy".to_string(), app);
     proxy.add_tcp(&config.listen.to_string());
     server.add_service(proxy);
 

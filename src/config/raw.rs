@@ -180,6 +180,26 @@ pub struct RawLimits {
     /// How long an idle pooled upstream connection is kept.
     #[serde(default = "default_pool_idle_ms")]
     pub upstream_pool_idle_ms: u64,
+    /// Longest a client may take to send a request header: from the connection's start, or
+    /// from the end of the previous answer on a kept-alive connection (so an idle keep-alive
+    /// connection is closed after this long too).
+    #[serde(default = "default_client_header_ms")]
+    pub client_header_ms: u64,
+    /// Most requests served at once (chat, messages, route); one more is refused at once
+    /// with 503 and `Retry-After` instead of queueing.
+    #[serde(default = "default_max_in_flight")]
+    pub max_in_flight: usize,
+    /// Longest one trip through the proxy workers' run queue may take before requests are
+    /// refused (503 and `Retry-After`, like `max_in_flight`): the workers are saturated.
+    #[serde(default = "default_max_queue_ms")]
+    pub max_queue_ms: u64,
+    /// `Retry-After` (seconds) on a request refused because `max_in_flight` is reached.
+    #[serde(default = "default_overload_retry_after_s")]
+    pub overload_retry_after_s: u64,
+    /// Most bytes of one upstream answer relayed to the client; a larger one is refused
+    /// (502 before the first byte when its length is declared) or cut.
+    #[serde(default = "default_max_response_bytes")]
+    pub max_response_bytes: u64,
 }
 
 impl Default for RawLimits {
@@ -192,6 +212,11 @@ impl Default for RawLimits {
             total_ms: default_total_ms(),
             client_body_ms: default_client_body_ms(),
             upstream_pool_idle_ms: default_pool_idle_ms(),
+            client_header_ms: default_client_header_ms(),
+            max_in_flight: default_max_in_flight(),
+            max_queue_ms: default_max_queue_ms(),
+            overload_retry_after_s: default_overload_retry_after_s(),
+            max_response_bytes: default_max_response_bytes(),
         }
     }
 }
@@ -216,6 +241,21 @@ fn default_client_body_ms() -> u64 {
 }
 fn default_pool_idle_ms() -> u64 {
     60_000
+}
+fn default_client_header_ms() -> u64 {
+    30_000
+}
+fn default_max_in_flight() -> usize {
+    1024
+}
+fn default_max_queue_ms() -> u64 {
+    200
+}
+fn default_overload_retry_after_s() -> u64 {
+    1
+}
+fn default_max_response_bytes() -> u64 {
+    64 * 1024 * 1024
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -100,6 +100,11 @@ pub struct Limits {
     pub total: Duration,
     pub client_body: Duration,
     pub upstream_pool_idle: Duration,
+    pub client_header: Duration,
+    pub max_in_flight: usize,
+    pub max_queue: Duration,
+    pub overload_retry_after_s: u64,
+    pub max_response_bytes: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -597,6 +602,12 @@ fn limits(l: &RawLimits, p: &mut Problems) -> Limits {
     if l.max_body_bytes == 0 {
         p.push("limits.max_body_bytes", "must be greater than 0");
     }
+    if l.max_response_bytes == 0 {
+        p.push("limits.max_response_bytes", "must be greater than 0");
+    }
+    if l.max_in_flight == 0 {
+        p.push("limits.max_in_flight", "must be greater than 0");
+    }
     Limits {
         max_body_bytes: usize::try_from(l.max_body_bytes).unwrap_or(usize::MAX),
         upstream_connect: ms(l.upstream_connect_ms, "upstream_connect_ms", p),
@@ -605,6 +616,11 @@ fn limits(l: &RawLimits, p: &mut Problems) -> Limits {
         total: ms(l.total_ms, "total_ms", p),
         client_body: ms(l.client_body_ms, "client_body_ms", p),
         upstream_pool_idle: ms(l.upstream_pool_idle_ms, "upstream_pool_idle_ms", p),
+        client_header: ms(l.client_header_ms, "client_header_ms", p),
+        max_in_flight: l.max_in_flight,
+        max_queue: ms(l.max_queue_ms, "max_queue_ms", p),
+        overload_retry_after_s: l.overload_retry_after_s,
+        max_response_bytes: usize::try_from(l.max_response_bytes).unwrap_or(usize::MAX),
     }
 }
 

@@ -9,6 +9,7 @@
 //! prompts would reach the upstream empty. Holding the body ourselves also lets one request be
 //! replayed on another upstream (fallback) and answered by non-HTTP executors later.
 
+pub mod deadline;
 pub mod executor;
 pub mod forward;
 pub mod ingress;
@@ -59,6 +60,9 @@ pub struct Proxy {
     pub live: Arc<crate::live::Live>,
     /// Requests being served (a graceful shutdown waits for it to reach 0).
     pub in_flight: Arc<std::sync::atomic::AtomicUsize>,
+    /// Chat, messages and route requests being served: admission control
+    /// (`limits.max_in_flight`).
+    pub busy: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 /// Counts a request in flight for as long as it lives (cancelled ones included).
@@ -69,6 +73,35 @@ impl InFlight {
         counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         Self(counter.clone())
     }
+}
+
+/// A slot under `limits.max_in_flight`, or the 503 that says there is none; also the 503 when
+/// the proxy's own workers are saturated (`limits.max_queue_ms`).
+///
+/// A concurrency cap alone does not see CPU saturation: with fast upstreams the requests in
+/// flight stay few while every one of them, and every connection not yet read, waits longer
+/// and longer for a worker. So each request also measures how long one trip through the
+/// workers' run queue takes now (a yield, then the time until it is polled again); past
+/// `max_queue_ms` the request is refused, which sheds exactly the excess.
+async fn admit(
+    busy: &Arc<std::sync::atomic::AtomicUsize>,
+    limits: &crate::config::Limits,
+) -> Result<InFlight, ApiError> {
+    let overloaded = |why| ApiError::Overloaded {
+        why,
+        retry_after_s: limits.overload_retry_after_s,
+    };
+    let before = busy.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    let slot = InFlight(busy.clone());
+    if before >= limits.max_in_flight {
+        return Err(overloaded("limits.max_in_flight requests in flight"));
+    }
+    let queued = Instant::now();
+    tokio::task::yield_now().await;
+    if queued.elapsed() > limits.max_queue {
+        return Err(overloaded("its workers are saturated: limits.max_queue_ms"));
+    }
+    Ok(slot)
 }
 
 impl Drop for InFlight {
@@ -92,6 +125,9 @@ pub struct RequestCtx {
     pub affinity_key: Option<[u8; 16]>,
     /// The kind of the error answered, if any.
     pub error_kind: Option<&'static str>,
+    /// A non-SSE answer was cut after its header went out: the connection is closed without
+    /// ending the body, so the client sees a truncated response rather than a complete one.
+    pub abort_downstream: bool,
 }
 
 #[async_trait]
@@ -108,6 +144,7 @@ impl ProxyHttp for Proxy {
             record: None,
             affinity_key: None,
             error_kind: None,
+            abort_downstream: false,
         }
     }
 
@@ -119,7 +156,10 @@ impl ProxyHttp for Proxy {
     ) -> pingora::Result<bool> {
         let _in_flight = InFlight::enter(&self.in_flight);
         let state = self.live.current();
-        let status = match handle(&state, session, ctx).await {
+        // The header is in: the next one on this connection has `limits.client_header_ms`
+        // from the end of this answer (see `deadline`).
+        deadline::header_done(session);
+        let status = match handle(&state, session, ctx, &self.busy).await {
             Ok(status) => status,
             Err(e) => {
                 ctx.error_kind = Some(e.kind());
@@ -141,7 +181,28 @@ impl ProxyHttp for Proxy {
             rec.total_latency_ms = Some(ctx.started.elapsed().as_secs_f64() * 1e3);
             state.decision_log.record(rec);
         }
+        deadline::await_next_header(session, state.config.limits.client_header);
+        if ctx.abort_downstream {
+            // Pingora would end the chunked body properly on `Ok(true)`; a downstream error
+            // makes it drop the connection instead, writing nothing more.
+            let mut e = pingora::Error::explain(
+                pingora::ErrorType::ConnectionClosed,
+                "upstream answer cut after its header; closing the client connection",
+            );
+            e.as_down();
+            return Err(e);
+        }
         Ok(true)
+    }
+
+    /// The deliberate close above is not an error worth Pingora's log line.
+    fn suppress_error_log(
+        &self,
+        _session: &Session,
+        ctx: &RequestCtx,
+        _e: &pingora::Error,
+    ) -> bool {
+        ctx.abort_downstream
     }
 
     /// Never reached: `request_filter` answers every request.
@@ -162,6 +223,7 @@ async fn handle(
     state: &ProxyState,
     session: &mut Session,
     ctx: &mut RequestCtx,
+    busy: &Arc<std::sync::atomic::AtomicUsize>,
 ) -> Result<http::StatusCode, ApiError> {
     let header = session.req_header();
     let path = header.uri.path();
@@ -187,10 +249,12 @@ async fn handle(
         }
         Endpoint::ChatCompletions | Endpoint::Messages => {
             ingress::authorize(state.config.auth.as_ref(), &session.req_header().headers)?;
+            let _slot = admit(busy, &state.config.limits).await?;
             chat(state, session, ctx).await
         }
         Endpoint::Route => {
             ingress::authorize(state.config.auth.as_ref(), &session.req_header().headers)?;
+            let _slot = admit(busy, &state.config.limits).await?;
             let opts = route_options(session.req_header(), 0, None)?;
             let body = ingress::read_body(session, &state.config.limits).await?;
             let conversation = ingress::route_request(&body)?;

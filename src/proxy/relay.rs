@@ -94,6 +94,16 @@ pub async fn relay(
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("text/event-stream"));
     let filter_sse = stream && is_sse && status.is_success();
+    let cap = state.config.limits.max_response_bytes;
+    let declared = up
+        .headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > cap as u64) {
+        // Nothing has reached the client yet: refuse it whole rather than cut it later.
+        return Err(too_large(&provider.name, cap));
+    }
     // A whole body in the other format (an answer, an error) is read whole and translated.
     let translate_whole = client_format != upstream_format && !filter_sse;
     let mut whole = None;
@@ -169,6 +179,7 @@ pub async fn relay(
         filter_sse.then(|| SseFilter::between(upstream_format, client_format, include_usage));
     let mut scan = BytesMut::new();
     let mut sent: u64 = 0;
+    let mut received: usize = 0;
     let mut whole_usage = None;
     let outcome = if let Some((body, usage)) = whole {
         sent = body.len() as u64;
@@ -185,7 +196,11 @@ pub async fn relay(
                 _ = client_gone(session) => break Outcome::ClientGone,
             };
             let (data, end) = match next {
+                Ok(Some(chunk)) if received + chunk.len() > cap => {
+                    break Outcome::UpstreamFailed(too_large(&provider.name, cap));
+                }
                 Ok(Some(chunk)) => {
+                    received += chunk.len();
                     if filter.is_none() && status.is_success() && scan.len() < USAGE_SCAN_BYTES {
                         scan.extend_from_slice(&chunk);
                     }
@@ -262,6 +277,8 @@ pub async fn relay(
             if let Some(f) = &filter {
                 let event = f.error_event(&e.to_string(), e.kind());
                 let _ = session.write_response_body(Some(event), true).await;
+            } else {
+                ctx.abort_downstream = true;
             }
             session.set_keepalive(None);
         }
@@ -281,7 +298,16 @@ pub async fn relay(
     Ok(status)
 }
 
-/// Reads a whole upstream body (bounded by `max_body_bytes`); `None` if the client went away.
+/// An upstream answer over `limits.max_response_bytes`.
+fn too_large(provider: &str, cap: usize) -> ApiError {
+    ApiError::UpstreamBroken {
+        provider: provider.to_string(),
+        detail: format!("the response exceeds limits.max_response_bytes ({cap} bytes)"),
+    }
+}
+
+/// Reads a whole upstream body (bounded by `max_response_bytes`); `None` if the client went
+/// away.
 async fn read_whole(
     state: &ProxyState,
     session: &mut Session,
@@ -289,7 +315,7 @@ async fn read_whole(
     provider: &Provider,
     deadline: Instant,
 ) -> Result<Option<bytes::Bytes>, ApiError> {
-    let cap = state.config.limits.max_body_bytes;
+    let cap = state.config.limits.max_response_bytes;
     let mut buf = BytesMut::new();
     loop {
         if exchange.response_done() {
@@ -302,12 +328,7 @@ async fn read_whole(
         match next {
             Some(chunk) => {
                 if buf.len() + chunk.len() > cap {
-                    return Err(ApiError::UpstreamBroken {
-                        provider: provider.name.clone(),
-                        detail: format!(
-                            "the response exceeds {cap} bytes and cannot be translated"
-                        ),
-                    });
+                    return Err(too_large(&provider.name, cap));
                 }
                 buf.extend_from_slice(&chunk);
             }

@@ -1,0 +1,575 @@
+//! Every fault of the fault-injecting mock upstream (`src/faultmock.rs`) driven through the real
+//! proxy: fallback before the first byte, an error event after it, the idle timeout on a stall,
+//! `Retry-After` honoured, the response size limit, the total deadline on an endless stream;
+//! and the proxy's own limits against clients: admission control (`limits.max_in_flight`) and
+//! slow request headers (`limits.client_header_ms`).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::time::Duration;
+
+use common::synthetic::{ask, attempts, chat, checkpoint, decision, easy, messages};
+use common::{repo_root, Proxy};
+use dualrouter::faultmock::FaultMock;
+use serde_json::{json, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// `cheap` (OpenAI format) on `a`, `strong` (Anthropic format) on `b`, both answering `ok`
+/// unless forced; MIRT (the synthetic checkpoint) puts `cheap` first for easy prompts. Concrete
+/// models on `a`: `c-NAME` → upstream id `NAME` for each of `concrete`.
+fn config(a: &FaultMock, b: &FaultMock, limits: &str, concrete: &[&str], extra: &str) -> String {
+    let models: String = concrete
+        .iter()
+        .map(|n| format!("      - {{ id: c-{n}, upstream_id: \"{n}\" }}\n"))
+        .collect();
+    format!(
+        r#"listen: 127.0.0.1:0
+admin: {{ listen: 127.0.0.1:0 }}
+limits: {{ {limits} }}
+mirt:
+  checkpoint: {ckpt}
+  cost_weight: 0.3
+  encoder: {{ kind: static, models_dir: {models_dir} }}
+routing: {{ breaker: {{ failures: 100 }} }}
+providers:
+  - name: faulty
+    kind: openai
+    base_url: {a}
+    models:
+      - {{ id: cheap, upstream_id: ok, cost_per_mtok: {{ input: 0.1, output: 0.4 }} }}
+{models}  - name: steady
+    kind: anthropic
+    base_url: {b}
+    models:
+      - {{ id: strong, upstream_id: ok, cost_per_mtok: {{ input: 5, output: 15 }} }}
+policies:
+  - domain: general
+    action: question
+    description: "questions and small tasks of any kind"
+    examples: ["say hello to Ada", "what colour is a plum?"]
+    models: [strong, cheap]
+  - domain: general
+    action: research
+    description: "proofs, derivations, algorithms and system design"
+    examples: ["prove that there are infinitely many primes", "design a consensus protocol"]
+    models: [strong, cheap]
+{extra}"#,
+        ckpt = checkpoint().display(),
+        models_dir = repo_root().join("models").display(),
+        a = a.base_url(),
+        b = b.base_url(),
+    )
+}
+
+async fn mocks() -> (FaultMock, FaultMock) {
+    (
+        FaultMock::start("127.0.0.1:0").await.unwrap(),
+        FaultMock::start("127.0.0.1:0").await.unwrap(),
+    )
+}
+
+fn concrete(model: &str, stream: bool) -> Value {
+    json!({"model": model, "stream": stream, "messages": [{"role": "user", "content": "hi"}]})
+}
+
+/// The `data:` payloads of an SSE body that parse as JSON.
+fn events(body: &str) -> Vec<Value> {
+    body.split("\n\n")
+        .filter_map(|e| {
+            e.lines()
+                .find_map(|l| l.strip_prefix("data: "))
+                .and_then(|d| serde_json::from_str(d).ok())
+        })
+        .collect()
+}
+
+/// The error object of the last SSE event, if the stream ended with one.
+fn final_error(body: &str) -> Option<Value> {
+    events(body).last().and_then(|v| v.get("error").cloned())
+}
+
+#[tokio::test]
+async fn faults_before_the_first_byte_fall_back() {
+    let (a, b) = mocks().await;
+    let p = Proxy::start(&config(&a, &b, "first_byte_ms: 1500", &[], "")).await;
+    for (i, (fault, outcome)) in [
+        ("fault-503", "5xx"),
+        ("fault-500", "5xx"),
+        ("fault-reset", "broken"),
+        ("fault-slow-first-byte-5000", "timeout"),
+        ("fault-429-ra-1", "429"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        for stream in [false, true] {
+            a.force(Some(fault));
+            let sid = format!("{fault}-{stream}");
+            let before = (a.stats().count(fault), b.requests());
+            let r = ask(
+                &p,
+                "/v1/chat/completions",
+                &chat(&easy(30 + 2 * i + usize::from(stream)), stream),
+                &[("x-session-id", sid.as_str())],
+            )
+            .await;
+            assert_eq!(r.status, 200, "{fault}: {}", r.body);
+            assert_eq!(r.model.as_deref(), Some("strong"), "{fault}");
+            // (A reset on a pooled connection is retried on a fresh one, as for a connection
+            // the upstream closed while idle: at most 3 tries.)
+            let tries = a.stats().count(fault) - before.0;
+            if fault == "fault-reset" {
+                assert!((1..=3).contains(&tries), "{fault}: {tries}");
+            } else {
+                assert_eq!(tries, 1, "{fault} tried once");
+            }
+            assert_eq!(b.requests(), before.1 + 1);
+            if stream {
+                assert!(r.body.ends_with("data: [DONE]\n\n"), "{fault}: {}", r.body);
+                assert!(final_error(&r.body).is_none(), "{}", r.body);
+            } else {
+                let v: Value = serde_json::from_str(&r.body).unwrap();
+                assert_eq!(v["object"], "chat.completion", "{v}");
+            }
+            let d = decision(&p, r.decision.as_deref().unwrap()).await;
+            assert_eq!(
+                attempts(&d),
+                vec![
+                    ("cheap".into(), outcome.into()),
+                    ("strong".into(), "ok".into())
+                ],
+                "{fault}"
+            );
+            // A 429's Retry-After (1 s) cools `cheap`; let it pass before the next fault.
+            if outcome == "429" {
+                a.force(None);
+                wait_until_served_by(&p, "cheap").await;
+            }
+        }
+    }
+    // The Anthropic client falls back the same way, and gets its own format.
+    a.force(Some("fault-503"));
+    let r = ask(&p, "/v1/messages", &messages(&easy(60)), &[]).await;
+    assert_eq!((r.status, r.model.as_deref()), (200, Some("strong")));
+    let v: Value = serde_json::from_str(&r.body).unwrap();
+    assert_eq!(v["type"], "message", "{v}");
+}
+
+/// Sends easy prompts until one is answered by `model` (a cool-down ending), at most 200.
+async fn wait_until_served_by(p: &Proxy, model: &str) {
+    for i in 0..200 {
+        let r = ask(p, "/v1/chat/completions", &chat(&easy(100 + i), false), &[]).await;
+        if r.model.as_deref() == Some(model) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{model} never served again");
+}
+
+#[tokio::test]
+async fn faults_after_the_first_byte_end_the_stream_with_an_error_event() {
+    let (a, b) = mocks().await;
+    let p = Proxy::start(&config(
+        &a,
+        &b,
+        "idle_ms: 800, total_ms: 2500",
+        &[
+            "fault-reset-after-3",
+            "fault-stall-after-5",
+            "fault-endless",
+            "fault-malformed-sse",
+        ],
+        "",
+    ))
+    .await;
+
+    // A reset mid-stream: the chunks sent so far, then an error event; never retried.
+    let r = ask(
+        &p,
+        "/v1/chat/completions",
+        &concrete("c-fault-reset-after-3", true),
+        &[],
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    let evs = events(&r.body);
+    let content = evs
+        .iter()
+        .filter(|e| e["choices"][0]["delta"]["content"].is_string())
+        .count();
+    assert_eq!(content, 1 + 3, "role chunk + 3: {}", r.body);
+    let err = final_error(&r.body).expect("an error event");
+    assert_eq!(err["code"], "upstream_broken", "{err}");
+    assert!(!r.body.contains("[DONE]"));
+    assert_eq!(b.requests(), 0, "nothing is retried after the first byte");
+    let d = decision(&p, r.decision.as_deref().unwrap()).await;
+    assert_eq!(d["status"], "error", "{d}");
+
+    // A stall: the idle timeout ends it; the upstream connection is closed.
+    let dropped = a
+        .stats()
+        .streams_dropped
+        .load(std::sync::atomic::Ordering::SeqCst);
+    let r = ask(
+        &p,
+        "/v1/chat/completions",
+        &concrete("c-fault-stall-after-5", true),
+        &[],
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    let err = final_error(&r.body).expect("an error event");
+    assert_eq!(err["code"], "upstream_timeout", "{err}");
+    assert!(
+        err["message"].as_str().unwrap().contains("next chunk"),
+        "{err}"
+    );
+    wait_for(|| {
+        a.stats()
+            .streams_dropped
+            .load(std::sync::atomic::Ordering::SeqCst)
+            > dropped
+    })
+    .await;
+
+    // Endless: cut by the total deadline although chunks keep coming.
+    let r = ask(
+        &p,
+        "/v1/chat/completions",
+        &concrete("c-fault-endless", true),
+        &[],
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    assert!(events(&r.body).len() > 5, "{}", r.body);
+    let err = final_error(&r.body).expect("an error event");
+    assert_eq!(err["code"], "upstream_timeout", "{err}");
+    assert!(
+        err["message"].as_str().unwrap().contains("total deadline"),
+        "{err}"
+    );
+    // Not streamed, endless: the body is cut (the status was sent).
+    let resp = reqwest::Client::new()
+        .post(p.url("/v1/chat/completions"))
+        .json(&concrete("c-fault-endless", false))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert!(resp.bytes().await.is_err(), "a cut body is an error");
+
+    // Malformed SSE passes through as sent (the proxy invents nothing), and the proxy goes on.
+    let r = ask(
+        &p,
+        "/v1/chat/completions",
+        &concrete("c-fault-malformed-sse", true),
+        &[],
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    assert!(r.body.contains("data: not json either"), "{}", r.body);
+    let r = ask(&p, "/v1/chat/completions", &chat(&easy(1), true), &[]).await;
+    assert_eq!((r.status, r.model.as_deref()), (200, Some("cheap")));
+    assert!(r.body.ends_with("data: [DONE]\n\n"));
+    // An Anthropic client of the malformed OpenAI stream gets Anthropic events, no crash.
+    let r = ask(
+        &p,
+        "/v1/messages",
+        &json!({"model": "c-fault-malformed-sse", "max_tokens": 10, "stream": true,
+                "messages": [{"role": "user", "content": "hi"}]}),
+        &[],
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(!r.body.contains("not json"), "{}", r.body);
+}
+
+async fn wait_for(cond: impl Fn() -> bool) {
+    for _ in 0..400 {
+        if cond() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("condition never held");
+}
+
+#[tokio::test]
+async fn retry_after_is_honoured() {
+    let (a, b) = mocks().await;
+    let p = Proxy::start(&config(&a, &b, "", &["fault-429-ra-30"], "")).await;
+    // The only candidate answers 429 with Retry-After: its own answer goes back...
+    let r = ask(
+        &p,
+        "/v1/chat/completions",
+        &concrete("c-fault-429-ra-30", false),
+        &[],
+    )
+    .await;
+    assert_eq!(r.status, 429, "{}", r.body);
+    assert_eq!(r.retry_after.as_deref(), Some("30"));
+    // ...and for that long the model is not called: the proxy answers 503 with the time left.
+    let r = ask(
+        &p,
+        "/v1/chat/completions",
+        &concrete("c-fault-429-ra-30", false),
+        &[],
+    )
+    .await;
+    assert_eq!(r.status, 503, "{}", r.body);
+    let left: u64 = r.retry_after.as_deref().unwrap().parse().unwrap();
+    assert!((1..=30).contains(&left), "{left}");
+    assert_eq!(a.stats().count("fault-429-ra-30"), 1);
+
+    // Routed: `cheap` says 429 for 30 s; `strong` answers, and `cheap` is skipped meanwhile
+    // even though it is healthy again.
+    a.force(Some("fault-429-ra-30"));
+    let r = ask(&p, "/v1/chat/completions", &chat(&easy(2), false), &[]).await;
+    assert_eq!((r.status, r.model.as_deref()), (200, Some("strong")));
+    a.force(None);
+    let before = a.requests();
+    for i in 0..5 {
+        let r = ask(&p, "/v1/chat/completions", &chat(&easy(40 + i), false), &[]).await;
+        assert_eq!((r.status, r.model.as_deref()), (200, Some("strong")));
+        let d = decision(&p, r.decision.as_deref().unwrap()).await;
+        assert!(
+            attempts(&d)
+                .iter()
+                .all(|(m, o)| m != "cheap" || o == "skipped"),
+            "{d}"
+        );
+    }
+    assert_eq!(a.requests(), before, "a cooling model is not called");
+}
+
+#[tokio::test]
+async fn a_huge_answer_hits_the_response_limit() {
+    let (a, b) = mocks().await;
+    let p = Proxy::start(&config(
+        &a,
+        &b,
+        "max_response_bytes: 1048576",
+        &["fault-huge-4mib", "ok-sse-10x1000"],
+        "",
+    ))
+    .await;
+    // Its length is declared: refused before the first byte, in the client's format.
+    let r = ask(
+        &p,
+        "/v1/chat/completions",
+        &concrete("c-fault-huge-4mib", false),
+        &[],
+    )
+    .await;
+    assert_eq!(r.status, 502, "{}", &r.body[..r.body.len().min(300)]);
+    let v: Value = serde_json::from_str(&r.body).unwrap();
+    assert_eq!(v["error"]["code"], "upstream_error");
+    assert!(v["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("max_response_bytes"));
+    let r = ask(
+        &p,
+        "/v1/messages",
+        &json!({"model": "c-fault-huge-4mib", "max_tokens": 10, "messages": [{"role": "user", "content": "hi"}]}),
+        &[],
+    )
+    .await;
+    assert_eq!(r.status, 502);
+    let v: Value = serde_json::from_str(&r.body).unwrap();
+    assert_eq!(v["type"], "error", "{v}");
+    // Streamed: cut at the limit with an error event.
+    let r = ask(
+        &p,
+        "/v1/chat/completions",
+        &concrete("c-fault-huge-4mib", true),
+        &[],
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    assert!(r.body.len() < 1_048_576 + 64 * 1024, "{}", r.body.len());
+    let err = final_error(&r.body).expect("an error event");
+    assert!(
+        err["message"]
+            .as_str()
+            .unwrap()
+            .contains("max_response_bytes"),
+        "{err}"
+    );
+    // Under the limit, every byte arrives.
+    let r = ask(
+        &p,
+        "/v1/chat/completions",
+        &concrete("c-ok-sse-10x1000", true),
+        &[],
+    )
+    .await;
+    assert_eq!(
+        r.body.as_bytes(),
+        dualrouter::faultmock::openai_stream("ok-sse-10x1000", 10, 1000, false).as_slice()
+    );
+}
+
+#[tokio::test]
+async fn excess_requests_are_refused_with_503_and_retry_after() {
+    let (a, b) = mocks().await;
+    let p = Proxy::start(&config(
+        &a,
+        &b,
+        "max_in_flight: 2, overload_retry_after_s: 3, idle_ms: 60000",
+        &["fault-stall-after-1"],
+        "",
+    ))
+    .await;
+    // Two streams that stall hold both slots.
+    let client = reqwest::Client::new();
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let mut resp = client
+            .post(p.url("/v1/chat/completions"))
+            .json(&concrete("c-fault-stall-after-1", true))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        assert!(resp.chunk().await.unwrap().is_some());
+        held.push(resp);
+    }
+    let r = ask(&p, "/v1/chat/completions", &chat(&easy(1), false), &[]).await;
+    assert_eq!(r.status, 503, "{}", r.body);
+    assert_eq!(r.retry_after.as_deref(), Some("3"));
+    let v: Value = serde_json::from_str(&r.body).unwrap();
+    assert_eq!(v["error"]["code"], "overloaded", "{v}");
+    let r = ask(&p, "/v1/messages", &messages(&easy(2)), &[]).await;
+    assert_eq!(r.status, 503);
+    assert_eq!(r.retry_after.as_deref(), Some("3"));
+    let v: Value = serde_json::from_str(&r.body).unwrap();
+    assert_eq!(v["error"]["type"], "overloaded_error", "{v}");
+    let r = ask(&p, "/v1/route", &json!({"prompt": "hello"}), &[]).await;
+    assert_eq!(r.status, 503);
+    // Health checks are not counted.
+    let h = client.get(p.url("/healthz")).send().await.unwrap();
+    assert_eq!(h.status(), 200);
+    // Nothing was queued: the refused requests never reached an upstream.
+    assert_eq!(b.requests(), 0);
+    assert_eq!(a.requests(), 2);
+    // A slot freed is a slot taken.
+    drop(held.pop());
+    let mut served = false;
+    for i in 0..200 {
+        let r = ask(&p, "/v1/chat/completions", &chat(&easy(3 + i), false), &[]).await;
+        if r.status == 200 {
+            served = true;
+            break;
+        }
+        assert_eq!(r.status, 503);
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(served);
+    // Metrics count the refusals.
+    let m = reqwest::get(format!("{}/metrics", p.admin))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        m.lines()
+            .any(|l| l.contains("kind=\"overloaded\"") && !l.ends_with(" 0")),
+        "{m}"
+    );
+}
+
+#[tokio::test]
+async fn slow_request_headers_are_cut_off() {
+    let (a, b) = mocks().await;
+    let p = Proxy::start(&config(&a, &b, "client_header_ms: 1000", &[], "")).await;
+    let addr = p.proxy.trim_start_matches("http://").to_string();
+
+    // A client dribbling its header a byte every 100 ms is closed although it never pauses
+    // for long; a normal request beside it is served.
+    let mut slow = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    slow.write_all(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let mut closed = false;
+    for _ in 0..300 {
+        if slow.write_all(b"x").await.is_err() {
+            closed = true;
+            break;
+        }
+        let mut buf = [0u8; 64];
+        match tokio::time::timeout(Duration::from_millis(100), slow.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => {
+                closed = true;
+                break;
+            }
+            Ok(Ok(_)) => panic!("the proxy answered a header that never ended"),
+            Err(_) => {}
+        }
+    }
+    assert!(closed, "a header dribbled for 30 s was never cut off");
+    let r = ask(&p, "/v1/chat/completions", &chat(&easy(1), false), &[]).await;
+    assert_eq!(r.status, 200);
+
+    // A kept-alive connection that idles is closed too; one that sends its next request in
+    // time is served on the same connection.
+    let mut conn = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let req = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n";
+    for _ in 0..2 {
+        conn.write_all(req).await.unwrap();
+        let mut buf = vec![0u8; 1024];
+        let n = conn.read(&mut buf).await.unwrap();
+        assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    }
+    let mut buf = [0u8; 16];
+    let n = tokio::time::timeout(Duration::from_secs(30), conn.read(&mut buf))
+        .await
+        .expect("an idle kept-alive connection is closed")
+        .unwrap_or(0);
+    assert_eq!(n, 0);
+}
+
+#[tokio::test]
+async fn the_mock_answers_by_header_and_in_both_formats() {
+    let m = FaultMock::start("127.0.0.1:0").await.unwrap();
+    let c = reqwest::Client::new();
+    let r = c
+        .post(format!("{}/chat/completions", m.base_url()))
+        .header("x-fault", "fault-503-ra-2")
+        .json(&concrete("ok", false))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 503);
+    assert_eq!(r.headers()["retry-after"], "2");
+    let r = c
+        .post(format!("{}/messages", m.base_url()))
+        .json(&json!({"model": "ok-sse-3x5", "max_tokens": 5, "stream": true, "messages": [{"role": "user", "content": "hi"}]}))
+        .send()
+        .await
+        .unwrap();
+    let body = r.text().await.unwrap();
+    assert!(body.starts_with("event: message_start\n"), "{body}");
+    assert_eq!(body.matches("content_block_delta").count(), 2 * 3);
+    assert!(body.ends_with("event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n"));
+    let r = c
+        .post(format!("{}/chat/completions", m.base_url()))
+        .json(&concrete("no-such-behaviour", false))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    let stats: Value = c
+        .get(format!("http://{}/stats", m.addr))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(stats["requests"], 3);
+    assert_eq!(stats["by_behaviour"]["fault-503-ra-2"], 1);
+}
