@@ -12,13 +12,12 @@
 #   SOAK_CAPACITY_SECONDS=10 SOAK_CAPACITY_CONCURRENCY=64 SOAK_OVERLOAD_SECONDS=60          result 3
 #   SOAK_SLOW_CLIENTS=200 SOAK_SLOW_SECONDS=60 SOAK_SLOW_RATE=100 SOAK_SLOW_INTERVAL_MS=500 result 4
 #   SOAK_DB_RATE=100 SOAK_DB_DOWN_SECONDS=60 SOAK_DB_MARGIN_SECONDS=20                     result 5
-# Result 6 (plugin faults under load) needs executor/extractor plugins in the request path,
-# which are not wired yet: not run.
+#   SOAK_PLUGIN_RATE=50 SOAK_PLUGIN_SECONDS=30 SOAK_PLUGIN_FAULT_RATE=5                    result 6
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 
-RESULTS=${SOAK_RESULTS:-"1 2 3 4 5"}
+RESULTS=${SOAK_RESULTS:-"1 2 3 4 5 6"}
 SSE_STREAMS=${SOAK_SSE_STREAMS:-10000}
 SSE_CHUNKS=${SOAK_SSE_CHUNKS:-200}
 SSE_BYTES=${SOAK_SSE_BYTES:-64}
@@ -36,6 +35,9 @@ SLOW_INTERVAL_MS=${SOAK_SLOW_INTERVAL_MS:-500}
 DB_RATE=${SOAK_DB_RATE:-100}
 DB_DOWN=${SOAK_DB_DOWN_SECONDS:-60}
 DB_MARGIN=${SOAK_DB_MARGIN_SECONDS:-20}
+PLUGIN_RATE=${SOAK_PLUGIN_RATE:-50}
+PLUGIN_SECONDS=${SOAK_PLUGIN_SECONDS:-30}
+PLUGIN_FAULT_RATE=${SOAK_PLUGIN_FAULT_RATE:-5}
 
 OUT=${SOAK_OUT:-$ROOT/target/soak}
 PROFILE=${SOAK_PROFILE:-release}   # `debug` only to try the script itself: the numbers are for release
@@ -258,20 +260,71 @@ if [[ " $RESULTS " == *" 5 "* ]]; then
   echo "result 5: $(jq -r '"\(.sent) requests (\(.rate)/s for \(.seconds) s, PostgreSQL down '"$DB_DOWN"' s of it): answers \(.status), transport errors \(.transport_errors), client errors \(.client_errors); \(.decision_ids_received) decision ids, \(.rows) rows: lost \(.lost), doubled \(.doubled), rows without a sent id \(.rows_not_sent)"' "$OUT/r5.full.json")"
 fi
 
+# --- 6. plugin faults under load ------------------------------------------------------------
+# Healthy traffic: routed requests (the code-features extractor runs on each) and requests to a
+# healthy executor plugin (tw). Beside it, in the second run, requests to three faulty executor
+# plugins: one loops (stopped at its 200 ms deadline), one allocates without end (stopped at
+# 32 MiB), one traps. Each faulty plugin is out for 1 s after a failure, then tried again.
+if [[ " $RESULTS " == *" 6 "* ]]; then
+  exec_entry() { echo "  - { name: $1, plugin: $ROOT/plugins/dist/test_executor.wasm, timeout_ms: 200, memory_mb: 32, max_instances: 8, config: { prefix: \"$1-\" } }"; }
+  PLUGINS="plugin_host: { cache_dir: $OUT/plugin-cache, unhealthy_cooldown_ms: 1000, health_interval_ms: 0 }
+executors:
+$(exec_entry tw)
+$(exec_entry tl)
+$(exec_entry ta)
+$(exec_entry tt)
+feature_extractors:
+  - { name: code, plugin: $ROOT/plugins/dist/code_features.wasm }"
+  start_proxy r6 "sqlite://$OUT/r6/d.db" "$PLUGINS"
+  healthy_load() {  # $1: file prefix
+    "$LOAD" --threads 1 rate --url "$PROXY" --model auto --rate "$PLUGIN_RATE" --seconds "$PLUGIN_SECONDS" >"$OUT/$1.auto.json" &
+    local a=$!
+    "$LOAD" --threads 1 rate --url "$PROXY" --model tw-test-echo --rate "$PLUGIN_RATE" --seconds "$PLUGIN_SECONDS" >"$OUT/$1.exec.json"
+    wait "$a"
+  }
+  say "6: $PLUGIN_RATE req/s routed + $PLUGIN_RATE req/s to a healthy executor plugin, $PLUGIN_SECONDS s, without faults"
+  healthy_load r6.base
+  say "6: the same beside $PLUGIN_FAULT_RATE req/s to each of a looping, an allocating and a trapping plugin"
+  fpids=()
+  for m in tl-test-loop ta-test-alloc tt-test-trap; do
+    "$LOAD" --threads 1 rate --url "$PROXY" --model "$m" --rate "$PLUGIN_FAULT_RATE" --seconds "$PLUGIN_SECONDS" >"$OUT/r6.fault.$m.json" &
+    fpids+=($!)
+  done
+  healthy_load r6.faults
+  wait "${fpids[@]}"
+  alive=$(curl -sf "$PROXY/healthz" >/dev/null && echo true || echo false)
+  errors=$(curl -sf "http://$(jq -r .admin "$OUT/r6/ready.json")/metrics" | grep '^dualrouter_plugin_errors_total' | tr '\n' ';' || true)
+  stop_proxy
+  python3 - "$OUT" "$alive" "$errors" >"$OUT/r6.full.json" <<'PY'
+import json, sys
+out = sys.argv[1]
+load = lambda f: json.load(open(f"{out}/{f}"))
+r = {"alive_after": sys.argv[2] == "true", "plugin_errors": sys.argv[3]}
+for kind in ("auto", "exec"):
+    b, f = load(f"r6.base.{kind}.json"), load(f"r6.faults.{kind}.json")
+    pb, pf = b["latency_ms"]["ok"]["p99"], f["latency_ms"]["ok"]["p99"]
+    r[kind] = {"p99_ms_without": pb, "p99_ms_with": pf, "ratio": round(pf / pb, 2) if pb else None,
+               "ok_without": b["ok"], "ok_with": f["ok"], "sent_with": f["sent"]}
+r["faulty"] = {m: load(f"r6.fault.{m}.json")["status"] for m in ("tl-test-loop", "ta-test-alloc", "tt-test-trap")}
+print(json.dumps(r))
+PY
+  R[6]=$(jq -c '{routed_p99_ratio: .auto.ratio, executor_p99_ratio: .exec.ratio, alive_after}' "$OUT/r6.full.json")
+  echo "result 6: $(jq -r '"routed p99 \(.auto.p99_ms_without) → \(.auto.p99_ms_with) ms (\(.auto.ratio)x, \(.auto.ok_with)/\(.auto.sent_with) ok); healthy executor p99 \(.exec.p99_ms_without) → \(.exec.p99_ms_with) ms (\(.exec.ratio)x, \(.exec.ok_with)/\(.exec.sent_with) ok); faulty plugins answered \(.faulty); alive \(.alive_after)"' "$OUT/r6.full.json")"
+fi
+
 # --- summary ---------------------------------------------------------------------------------
 {
   echo "{"
   echo "  \"machine\": \"$machine\","
   echo "  \"load_average_at_end\": \"$(cut -d' ' -f1-3 /proc/loadavg)\","
   first=1
-  for k in 1 2 3 4 5; do
+  for k in 1 2 3 4 5 6; do
     [ -n "${R[$k]:-}" ] || continue
     [ $first = 1 ] || echo ","
     first=0
     printf '  "result_%s": %s' "$k" "${R[$k]}"
   done
-  echo ","
-  echo '  "result_6": "not run: executor/extractor plugins are not in the request path yet"'
+  echo ""
   echo "}"
 } >"$OUT/summary.json"
 jq . "$OUT/summary.json"
