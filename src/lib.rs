@@ -16,6 +16,7 @@ pub mod demo;
 pub mod encoder;
 pub mod error;
 pub mod eval;
+pub mod fuzzing;
 pub mod live;
 pub mod metrics;
 pub mod mirt;
