@@ -17,6 +17,7 @@ pub mod encoder;
 pub mod error;
 pub mod eval;
 pub mod faultmock;
+pub mod fuzzing;
 pub mod live;
 pub mod metrics;
 pub mod mirt;

@@ -31,7 +31,7 @@ use std::sync::Arc;
 use axum::extract::{FromRequest, FromRequestParts, Path, Request, State};
 use axum::http::request::Parts;
 use axum::http::{header, StatusCode};
-use axum::middleware::{self, Next};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
@@ -184,27 +184,38 @@ impl std::fmt::Debug for AdminState {
 
 /// The admin API's routes, behind the token check.
 pub fn api_router(state: AdminState) -> Router {
-    Router::new()
-        .route(
-            "/api/routing/policies",
-            get(list_policies).post(create_policy),
-        )
-        .route(
+    routes().finish(&state, state.clone())
+}
+
+pub(crate) fn routes() -> super::Routes<AdminState> {
+    use axum::http::Method;
+    use axum::routing::{delete, post, put};
+    super::Routes::protected()
+        .add(Method::GET, "/api/routing/policies", get(list_policies))
+        .add(Method::POST, "/api/routing/policies", post(create_policy))
+        .add(Method::GET, "/api/routing/policies/{id}", get(get_policy))
+        .add(
+            Method::PUT,
             "/api/routing/policies/{id}",
-            get(get_policy).put(update_policy).delete(delete_policy),
+            put(update_policy),
         )
-        .route("/api/executors", get(list_executors))
-        .route("/api/decisions", get(list_decisions))
-        .route("/api/decisions/{id}", get(get_decision))
-        .route("/api/mirt/checkpoints", get(list_checkpoints))
-        .route(
+        .add(
+            Method::DELETE,
+            "/api/routing/policies/{id}",
+            delete(delete_policy),
+        )
+        .add(Method::GET, "/api/executors", get(list_executors))
+        .add(Method::GET, "/api/decisions", get(list_decisions))
+        .add(Method::GET, "/api/decisions/{id}", get(get_decision))
+        .add(Method::GET, "/api/mirt/checkpoints", get(list_checkpoints))
+        .add(
+            Method::POST,
             "/api/mirt/checkpoints/{version}/activate",
-            axum::routing::post(activate_checkpoint),
+            post(activate_checkpoint),
         )
-        .route("/api/mirt/train", get(train_status).post(start_training))
-        .route("/api/reload", axum::routing::post(reload))
-        .route_layer(middleware::from_fn_with_state(state.clone(), require_token))
-        .with_state(state)
+        .add(Method::GET, "/api/mirt/train", get(train_status))
+        .add(Method::POST, "/api/mirt/train", post(start_training))
+        .add(Method::POST, "/api/reload", post(reload))
 }
 
 /// Checks `Authorization: Bearer <token>` in constant time when a token is configured.
@@ -356,6 +367,14 @@ async fn list_decisions(
             message: format!("must be between 1 and {MAX_DECISIONS_PAGE}"),
         });
     }
+    for (field, value) in [("domain", &params.domain), ("model", &params.model)] {
+        if value.as_deref().is_some_and(|v| v.contains('\0')) {
+            return Err(AdminError::Invalid {
+                field: field.into(),
+                message: "must not contain a NUL character (U+0000)".into(),
+            });
+        }
+    }
     let q = DecisionQuery {
         limit,
         domain: params.domain.filter(|s| !s.is_empty()),
@@ -368,6 +387,13 @@ async fn get_decision(
     State(state): State<AdminState>,
     Path(id): Path<String>,
 ) -> Result<Response, AdminError> {
+    // No stored id holds U+0000, and PostgreSQL refuses it in a query (an error, not a miss).
+    if id.contains('\0') {
+        return Err(AdminError::NotFound(format!(
+            "decision {} not found",
+            id.escape_default()
+        )));
+    }
     match state.store.get_decision(&id).await? {
         Some(d) => Ok(Json(d).into_response()),
         None => Err(AdminError::NotFound(format!("decision {id} not found"))),

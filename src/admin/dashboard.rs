@@ -21,20 +21,29 @@ const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-
     connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
 
 pub fn router() -> Router {
-    Router::new()
-        .route(
+    routes().into_public_router()
+}
+
+pub(crate) fn routes() -> super::Routes<()> {
+    use axum::http::Method;
+    super::Routes::public()
+        .add(
+            Method::GET,
             "/",
             get(|| async { asset(INDEX_HTML, "text/html; charset=utf-8") }),
         )
-        .route(
+        .add(
+            Method::GET,
             "/dashboard/app.js",
             get(|| async { asset(APP_JS, "text/javascript; charset=utf-8") }),
         )
-        .route(
+        .add(
+            Method::GET,
             "/dashboard/app.css",
             get(|| async { asset(APP_CSS, "text/css; charset=utf-8") }),
         )
-        .route(
+        .add(
+            Method::GET,
             "/dashboard/icon.svg",
             get(|| async { asset(ICON_SVG, "image/svg+xml") }),
         )

@@ -11,10 +11,10 @@ pub mod stats;
 use std::sync::Arc;
 
 use axum::extract::State;
-use axum::http::header;
+use axum::http::{header, Method};
 use axum::middleware;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, MethodRouter};
 use axum::Router;
 
 pub use api::{api_router, require_token, AdminState, Catalog, ConfigCatalog, ExecutorInfo};
@@ -24,14 +24,109 @@ use crate::metrics::Metrics;
 
 /// The whole admin app: the API, `/metrics`, `/healthz` and the dashboard.
 pub fn router(state: AdminState, metrics: Arc<Metrics>) -> Router {
-    let ops = Router::new()
-        .route("/metrics", get(render_metrics))
-        .route("/healthz", get(|| async { "ok" }))
-        .with_state(metrics)
-        .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
+    let ops = ops_routes().finish(&state, metrics);
     ops.merge(api_router(state.clone()))
         .merge(stats::router(state))
         .merge(dashboard::router())
+}
+
+fn ops_routes() -> Routes<Arc<Metrics>> {
+    Routes::protected()
+        .add(Method::GET, "/metrics", get(render_metrics))
+        .add(Method::GET, "/healthz", get(|| async { "ok" }))
+}
+
+/// Who may call an admin route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Behind [`require_token`] (`Authorization: Bearer <admin token>` when one is configured).
+    Token,
+    /// Served to anyone who can reach the admin listener (the dashboard's page and assets,
+    /// which hold no data and no secret).
+    Public,
+}
+
+/// One route of the admin listener.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteInfo {
+    pub method: Method,
+    /// The axum path, with `{param}` placeholders.
+    pub path: &'static str,
+    pub access: Access,
+}
+
+/// Every route the admin listener serves, read from the same builders [`router`] is made of
+/// (so the list cannot drift from the router). A `GET` route also answers `HEAD`.
+pub fn route_table() -> Vec<RouteInfo> {
+    let mut all = ops_routes().table;
+    all.extend(api::routes().table);
+    all.extend(stats::routes().table);
+    all.extend(dashboard::routes().table);
+    all
+}
+
+/// A router under construction that records each (method, path) it is given, and whose
+/// [`Access`] decides, when it is finished, whether the token check is layered on.
+pub(crate) struct Routes<S> {
+    router: Router<S>,
+    table: Vec<RouteInfo>,
+    access: Access,
+}
+
+impl<S: Clone + Send + Sync + 'static> Routes<S> {
+    pub(crate) fn protected() -> Self {
+        Self::new(Access::Token)
+    }
+
+    pub(crate) fn public() -> Self {
+        Self::new(Access::Public)
+    }
+
+    fn new(access: Access) -> Self {
+        Self {
+            router: Router::new(),
+            table: Vec::new(),
+            access,
+        }
+    }
+
+    /// Adds `handler` (a method router for `method` only) at `path`.
+    pub(crate) fn add(
+        mut self,
+        method: Method,
+        path: &'static str,
+        handler: MethodRouter<S>,
+    ) -> Self {
+        self.table.push(RouteInfo {
+            method,
+            path,
+            access: self.access,
+        });
+        self.router = self.router.route(path, handler);
+        self
+    }
+
+    /// The finished router: behind the token check unless the routes are public.
+    pub(crate) fn finish(self, admin: &AdminState, state: S) -> Router {
+        let router = match self.access {
+            Access::Token => self
+                .router
+                .route_layer(middleware::from_fn_with_state(admin.clone(), require_token)),
+            Access::Public => self.router,
+        };
+        router.with_state(state)
+    }
+}
+
+impl Routes<()> {
+    /// The finished router of public, stateless routes. Fails closed: routes marked
+    /// [`Access::Token`] cannot be finished without the admin state, so none are served.
+    pub(crate) fn into_public_router(self) -> Router {
+        match self.access {
+            Access::Public => self.router,
+            Access::Token => Router::new(),
+        }
+    }
 }
 
 async fn render_metrics(State(metrics): State<Arc<Metrics>>) -> Response {

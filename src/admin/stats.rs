@@ -15,14 +15,13 @@ use std::time::Duration;
 
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{header, HeaderMap, StatusCode};
-use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::api::{require_token, AdminState, ApiQuery};
+use super::api::{AdminState, ApiQuery};
 use super::AdminError;
 use crate::mirt::data::DataError;
 use crate::mirt::Dataset;
@@ -38,16 +37,20 @@ pub const MAX_UPLOAD_BYTES: usize = 64 * 1024 * 1024;
 const MAX_NAME_CHARS: usize = 64;
 
 pub fn router(state: AdminState) -> Router {
-    Router::new()
-        .route("/api/stats", get(stats))
-        .route(
+    routes().finish(&state, state.clone())
+}
+
+pub(crate) fn routes() -> super::Routes<AdminState> {
+    use axum::http::Method;
+    use axum::routing::post;
+    super::Routes::protected()
+        .add(Method::GET, "/api/stats", get(stats))
+        .add(Method::GET, "/api/training-data", get(list_uploads))
+        .add(
+            Method::POST,
             "/api/training-data",
-            get(list_uploads)
-                .post(upload)
-                .layer(DefaultBodyLimit::max(MAX_UPLOAD_BYTES)),
+            post(upload).layer(DefaultBodyLimit::max(MAX_UPLOAD_BYTES)),
         )
-        .route_layer(middleware::from_fn_with_state(state.clone(), require_token))
-        .with_state(state)
 }
 
 #[derive(Debug, Deserialize)]

@@ -412,6 +412,12 @@ pub fn feedback_request(body: &[u8]) -> Result<Feedback, ApiError> {
     };
     let comment = match v.get("comment") {
         None | Some(Value::Null) => None,
+        // PostgreSQL cannot store U+0000 in text.
+        Some(Value::String(c)) if c.contains('\0') => {
+            return Err(ApiError::BadRequest(
+                "'comment' must not contain a NUL character (U+0000)".into(),
+            ))
+        }
         Some(Value::String(c)) if c.chars().count() <= MAX_COMMENT_CHARS => Some(c.clone()),
         Some(Value::String(_)) => {
             return Err(ApiError::BadRequest(format!(
@@ -518,6 +524,21 @@ mod tests {
             serde_json::from_slice(&r.upstream_body_for(ApiFormat::OpenAi, "up").unwrap()).unwrap();
         assert_eq!(other["messages"][0]["role"], "system");
         assert_eq!(other["stream_options"]["include_usage"], true);
+    }
+
+    #[test]
+    fn feedback_comment_with_nul_is_a_400() {
+        let id = "0190f0b2-7c1e-7a3b-9c2d-1234567890ab";
+        let bad = format!(r#"{{"decision_id":"{id}","score":1,"comment":"x\u0000' OR 1=1"}}"#);
+        assert_eq!(feedback_request(bad.as_bytes()).unwrap_err().status(), 400);
+        let good = format!(r#"{{"decision_id":"{id}","score":1,"comment":"' OR 1=1 --"}}"#);
+        assert_eq!(
+            feedback_request(good.as_bytes())
+                .unwrap()
+                .comment
+                .as_deref(),
+            Some("' OR 1=1 --")
+        );
     }
 
     #[test]

@@ -106,16 +106,22 @@ pub async fn relay(
     }
     // A whole body in the other format (an answer, an error) is read whole and translated.
     let translate_whole = client_format != upstream_format && !filter_sse;
+    // An error is read whole too, so that the provider's key is taken out of it: some
+    // providers repeat the key they were given ("Incorrect API key provided: sk-…").
+    let read_all = translate_whole || !status.is_success();
     let mut whole = None;
-    if translate_whole {
+    if read_all {
         match read_whole(state, session, &mut exchange, provider, deadline).await? {
             Some(body) => {
-                whole = Some(translate_body(
-                    upstream_format,
-                    status,
-                    &body,
-                    &provider.name,
-                )?)
+                let body = match &provider.api_key {
+                    Some(key) => redact(&body, key.expose()),
+                    None => body,
+                };
+                whole = Some(if translate_whole {
+                    translate_body(upstream_format, status, &body, &provider.name)?
+                } else {
+                    (body, None)
+                })
             }
             None => {
                 state.metrics.client_disconnects.inc();
@@ -133,7 +139,7 @@ pub async fn relay(
     for (name, value) in up.headers.iter() {
         let n = name.as_str();
         if NOT_FORWARDED.contains(&n)
-            || ((filter_sse || translate_whole) && n == "content-length")
+            || ((filter_sse || read_all) && n == "content-length")
             || (translate_whole && (n == "content-type" || n == "content-encoding"))
         {
             continue;
@@ -149,7 +155,9 @@ pub async fn relay(
         })
     };
     if let Some((body, _)) = &whole {
-        set(&mut resp, "content-type", "application/json".into())?;
+        if translate_whole {
+            set(&mut resp, "content-type", "application/json".into())?;
+        }
         set(&mut resp, "content-length", body.len().to_string())?;
     }
     let chunked = !resp.headers.contains_key(http::header::CONTENT_LENGTH);
@@ -337,6 +345,26 @@ async fn read_whole(
     }
 }
 
+/// `body` with every occurrence of `secret` replaced by `[redacted]`.
+pub fn redact(body: &[u8], secret: &str) -> bytes::Bytes {
+    let needle = secret.as_bytes();
+    if needle.is_empty() || body.len() < needle.len() {
+        return bytes::Bytes::copy_from_slice(body);
+    }
+    let mut out = Vec::with_capacity(body.len());
+    let mut i = 0;
+    while i < body.len() {
+        if body[i..].starts_with(needle) {
+            out.extend_from_slice(b"[redacted]");
+            i += needle.len();
+        } else {
+            out.push(body[i]);
+            i += 1;
+        }
+    }
+    bytes::Bytes::from(out)
+}
+
 /// Translates a whole upstream body into the other format: a success answer, or an error with
 /// its status kept. Returns the body and, for a success, the upstream's answer (for usage).
 fn translate_body(
@@ -370,4 +398,23 @@ enum Outcome {
     Complete,
     ClientGone,
     UpstreamFailed(ApiError),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redact_takes_every_copy_of_the_key_out() {
+        let key = "sk-secret-123";
+        let body =
+            br#"{"error":{"message":"Incorrect API key provided: sk-secret-123 (sk-secret-123)"}}"#;
+        let out = redact(body, key);
+        let text = std::str::from_utf8(&out).unwrap();
+        assert!(!text.contains(key), "{text}");
+        assert_eq!(text.matches("[redacted]").count(), 2);
+        assert_eq!(&redact(b"nothing here", key)[..], b"nothing here");
+        assert_eq!(&redact(b"sk-secret-12", key)[..], b"sk-secret-12");
+        assert_eq!(&redact(b"x", "")[..], b"x");
+    }
 }

@@ -128,7 +128,35 @@ impl PolicySpec {
                 invalid(&mut out, format!("examples[{i}]"), "must not be empty");
             }
         }
+        // PostgreSQL cannot store U+0000 in text or JSONB (the insert would fail with a 500);
+        // refuse it on every backend so both answer alike.
+        let texts = [
+            ("domain".to_string(), &self.domain),
+            ("description".into(), &self.description),
+        ]
+        .into_iter()
+        .chain(std::iter::once(("action".to_string(), &self.action)))
+        .chain(
+            self.examples
+                .iter()
+                .enumerate()
+                .map(|(i, e)| (format!("examples[{i}]"), e)),
+        )
+        .chain(
+            self.models
+                .iter()
+                .enumerate()
+                .map(|(i, m)| (format!("models[{i}]"), m)),
+        );
+        for (field, value) in texts {
+            if value.contains('\0') {
+                invalid(&mut out, field, NUL_MESSAGE);
+            }
+        }
         for (i, m) in self.models.iter().enumerate() {
+            if m.contains('\0') {
+                continue;
+            }
             if self.models[..i].contains(m) {
                 invalid(&mut out, format!("models[{i}]"), "is listed twice");
             } else if !is_known(m) {
@@ -142,9 +170,44 @@ impl PolicySpec {
     }
 }
 
+/// Why a text with U+0000 is refused.
+pub const NUL_MESSAGE: &str = "must not contain a NUL character (U+0000)";
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn nul_characters_are_refused_in_every_text_field() {
+        let base = spec(&["m"]);
+        let mut cases = Vec::new();
+        for field in [
+            "domain",
+            "action",
+            "description",
+            "examples[0]",
+            "models[0]",
+        ] {
+            let mut s = base.clone();
+            match field {
+                "domain" => s.domain = "a\0b".into(),
+                "action" => s.action = "a\0b".into(),
+                "description" => s.description = "x\0' OR 1=1".into(),
+                "examples[0]" => s.examples = vec!["e\0".into()],
+                _ => s.models = vec!["m\0".into()],
+            }
+            cases.push((field, s));
+        }
+        for (field, s) in cases {
+            let problems = s.problems(&|m| m == "m");
+            assert!(
+                problems.iter().any(|p| matches!(p,
+                    PolicyProblem::Invalid { field: f, message } if f == field && message == NUL_MESSAGE)),
+                "{field}: {problems:?}"
+            );
+        }
+        assert!(base.problems(&|m| m == "m").is_empty());
+    }
 
     fn spec(models: &[&str]) -> PolicySpec {
         PolicySpec {

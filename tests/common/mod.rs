@@ -11,7 +11,7 @@ pub mod synthetic;
 pub use db::*;
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 /// A running `dualrouter serve`, killed when dropped.
@@ -49,6 +49,7 @@ impl Proxy {
         std::fs::write(&config, &yaml).unwrap();
         let ready = dir.path().join("ready.json");
         let log = std::fs::File::create(dir.path().join("proxy.log")).unwrap();
+        let stdout = std::fs::File::create(dir.path().join("proxy.stdout")).unwrap();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_dualrouter"));
         cmd.arg("serve")
             .arg("--config")
@@ -60,7 +61,7 @@ impl Proxy {
                 "info,pingora_core=warn,pingora_proxy=warn",
             )
             .env("NO_COLOR", "1")
-            .stdout(Stdio::null())
+            .stdout(stdout)
             .stderr(log);
         for (k, v) in env {
             cmd.env(k, v);
@@ -110,6 +111,11 @@ impl Proxy {
 
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("proxy.log")).unwrap_or_default()
+    }
+
+    /// What the process wrote to stdout (logs go to stderr, [`Proxy::log`]).
+    pub fn stdout(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("proxy.stdout")).unwrap_or_default()
     }
 
     pub fn pid(&self) -> u32 {
