@@ -17,4 +17,5 @@ if [ ! -x .venv-peers/bin/litellm ] || ! .venv-peers/bin/pip show litellm 2>/dev
   .venv-peers/bin/pip install -q "litellm[proxy]==${LITELLM_VERSION}"
 fi
 scripts/fetch-models.sh
-exec cargo bench --bench peers
+# The release profile: the binaries `make run` builds are reused.
+exec cargo bench --profile release --bench peers
