@@ -27,7 +27,7 @@
 )]
 
 mod common;
-use common::{free_port, pct_ms, Kill};
+use common::{demo_upstream, free_port, pct_ms, Kill};
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -241,14 +241,7 @@ fn main() {
         .collect();
 
     let dir = tempfile::tempdir().unwrap();
-    let up = free_port();
-    let _upstream = Kill(
-        Command::new(bin)
-            .args(["demo-upstream", "--listen", &format!("127.0.0.1:{up}")])
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let (_upstream, up) = demo_upstream(bin);
     let models = root.join("models");
     let static_mirt = format!(
         "{{ checkpoint: {}, encoder: {{ kind: static, models_dir: {} }} }}",

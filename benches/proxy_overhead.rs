@@ -12,7 +12,7 @@
 )]
 
 mod common;
-use common::{free_port, pct_duration, Kill};
+use common::{demo_upstream, pct_duration, Kill};
 
 use std::process::{Command, Stdio};
 use std::sync::Arc;
@@ -101,14 +101,7 @@ fn main() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(5);
 
-    let up_port = free_port();
-    let _upstream = Kill(
-        Command::new(bin)
-            .args(["demo-upstream", "--listen", &format!("127.0.0.1:{up_port}")])
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let (_upstream, up_port) = demo_upstream(bin);
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("bench.yaml");
     std::fs::write(

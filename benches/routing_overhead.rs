@@ -14,7 +14,7 @@
 )]
 
 mod common;
-use common::{free_port, pct_ms, Kill};
+use common::{demo_upstream, pct_ms, Kill};
 
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -170,14 +170,7 @@ fn main() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(10);
 
-    let up_port = free_port();
-    let _upstream = Kill(
-        Command::new(bin)
-            .args(["demo-upstream", "--listen", &format!("127.0.0.1:{up_port}")])
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let (_upstream, up_port) = demo_upstream(bin);
     let minilm = start_proxy(bin, up_port, "minilm");
     let fast = start_proxy(bin, up_port, "static");
     let rss_idle = [minilm.child.0.id(), fast.child.0.id()].map(rss_mb);

@@ -1,7 +1,7 @@
 //! What the benches share: child processes killed on drop, free ports, percentiles.
 #![allow(dead_code, clippy::unwrap_used)]
 
-use std::process::Child;
+use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 /// A child process, killed and reaped when dropped.
@@ -44,4 +44,15 @@ pub fn pct(samples: &[f64], q: f64) -> f64 {
     let mut v = samples.to_vec();
     v.sort_by(f64::total_cmp);
     v[((v.len() - 1) as f64 * q).round() as usize]
+}
+
+/// `dualrouter demo-upstream` on a free port of 127.0.0.1: the process and its port.
+pub fn demo_upstream(bin: &str) -> (Kill, u16) {
+    let port = free_port();
+    let child = Command::new(bin)
+        .args(["demo-upstream", "--listen", &format!("127.0.0.1:{port}")])
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    (Kill(child), port)
 }

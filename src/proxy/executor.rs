@@ -77,21 +77,10 @@ pub fn api_error(e: &PluginError, plugin: &str) -> ApiError {
             provider: plugin.to_string(),
             phase: TimeoutPhase::Total,
         },
-        other => {
-            let mut detail = other.to_string();
-            if detail.len() > 300 {
-                let mut cut = 300;
-                while !detail.is_char_boundary(cut) {
-                    cut -= 1;
-                }
-                detail.truncate(cut);
-                detail.push('…');
-            }
-            ApiError::ExecutorFailed {
-                plugin: plugin.to_string(),
-                detail,
-            }
-        }
+        other => ApiError::ExecutorFailed {
+            plugin: plugin.to_string(),
+            detail: crate::plugins::host::truncate(&other.to_string(), 300),
+        },
     }
 }
 
