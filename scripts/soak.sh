@@ -10,6 +10,8 @@
 #   SOAK_SSE_STREAMS=10000 SOAK_SSE_CHUNKS=200 SOAK_SSE_BYTES=64 SOAK_SSE_CONCURRENCY=32   result 1
 #   SOAK_503_RATE=300 SOAK_503_SECONDS=60 SOAK_503_COOLED_AFTER=10                         result 2
 #   SOAK_CAPACITY_SECONDS=10 SOAK_CAPACITY_CONCURRENCY=64 SOAK_OVERLOAD_SECONDS=60          result 3
+#   SOAK_OVERLOAD_CONNECTIONS=1024 (clients, one connection each; 0: a new one whenever none is idle)
+#   SOAK_MAX_QUEUE_MS=200 (limits.max_queue_ms) SOAK_OVERLOAD_MAX_QUEUE_MS=50 (the same, for result 3)
 #   SOAK_SLOW_CLIENTS=200 SOAK_SLOW_SECONDS=60 SOAK_SLOW_RATE=100 SOAK_SLOW_INTERVAL_MS=500 result 4
 #   SOAK_DB_RATE=100 SOAK_DB_DOWN_SECONDS=60 SOAK_DB_MARGIN_SECONDS=20                     result 5
 #   SOAK_PLUGIN_RATE=50 SOAK_PLUGIN_SECONDS=30 SOAK_PLUGIN_FAULT_RATE=5                    result 6
@@ -28,6 +30,10 @@ R503_COOLED_AFTER=${SOAK_503_COOLED_AFTER:-10}
 CAP_SECONDS=${SOAK_CAPACITY_SECONDS:-10}
 CAP_CONCURRENCY=${SOAK_CAPACITY_CONCURRENCY:-64}
 OVERLOAD_SECONDS=${SOAK_OVERLOAD_SECONDS:-60}
+OVERLOAD_CONNECTIONS=${SOAK_OVERLOAD_CONNECTIONS:-1024}
+# limits.max_queue_ms: the default, and a tighter bound for result 3 (see the README)
+QUEUE_MS=${SOAK_MAX_QUEUE_MS:-200}
+OVERLOAD_QUEUE_MS=${SOAK_OVERLOAD_MAX_QUEUE_MS:-50}
 SLOW_CLIENTS=${SOAK_SLOW_CLIENTS:-200}
 SLOW_SECONDS=${SOAK_SLOW_SECONDS:-60}
 SLOW_RATE=${SOAK_SLOW_RATE:-100}
@@ -84,6 +90,8 @@ decision_log: { spool_dir: $dir/spool }
 server: { threads: 2, pid_file: $dir/pid, upgrade_sock: $dir/upgrade.sock }
 limits:
   max_in_flight: 1024
+  max_connections: 4096
+  max_queue_ms: $QUEUE_MS
   overload_retry_after_s: 1
   client_header_ms: 10000
   client_body_ms: 10000
@@ -161,7 +169,7 @@ fi
 
 # --- 3. twice the capacity ------------------------------------------------------------------
 if [[ " $RESULTS " == *" 3 "* ]]; then
-  start_proxy r3 "sqlite://$OUT/r3/d.db"
+  QUEUE_MS=$OVERLOAD_QUEUE_MS start_proxy r3 "sqlite://$OUT/r3/d.db"
   say "3: capacity (closed loop, $CAP_CONCURRENCY workers, $CAP_SECONDS s)"
   "$LOAD" --threads 1 capacity --url "$PROXY" --model ok --concurrency "$CAP_CONCURRENCY" --seconds "$CAP_SECONDS" >"$OUT/r3.capacity.json"
   cap=$(jq .rps "$OUT/r3.capacity.json")
@@ -169,13 +177,30 @@ if [[ " $RESULTS " == *" 3 "* ]]; then
   say "3: $rate req/s (twice $cap) for $OVERLOAD_SECONDS s"
   rss0=$(rss_mb "$PROXY_PID")
   ( while kill -0 "$PROXY_PID" 2>/dev/null; do echo "$(date +%s.%N) $(rss_mb "$PROXY_PID")"; sleep 1; done ) >"$OUT/r3.rss" &
-  "$LOAD" --threads 1 rate --url "$PROXY" --model ok --rate "$rate" --seconds "$OVERLOAD_SECONDS" --timeout-ms 30000 >"$OUT/r3.json"
+  admin=http://$(jq -r .admin "$OUT/r3/ready.json")
+  ( sleep "$(( OVERLOAD_SECONDS / 2 ))"; curl -s "$admin/metrics" >"$OUT/r3.metrics.mid" ) &
+  "$LOAD" --threads 1 rate --url "$PROXY" --model ok --rate "$rate" --seconds "$OVERLOAD_SECONDS" --timeout-ms 30000 \
+    --connections "$OVERLOAD_CONNECTIONS" >"$OUT/r3.json"
+  curl -s "$admin/metrics" >"$OUT/r3.metrics"
   alive=$(kill -0 "$PROXY_PID" 2>/dev/null && curl -sf "$PROXY/healthz" >/dev/null && echo true || echo false)
   rss1=$(rss_mb "$PROXY_PID")
   stop_proxy
   # Memory: the resident size over the run (after the first 10 s, once the pools have grown).
-  python3 - "$OUT/r3.rss" "$OUT/r3.json" "$OUT/r3.capacity.json" "$alive" "$rss0" "$rss1" >"$OUT/r3.full.json" <<'PY'
-import json, sys
+  python3 - "$OUT/r3.rss" "$OUT/r3.json" "$OUT/r3.capacity.json" "$alive" "$rss0" "$rss1" "$OUT/r3.metrics" >"$OUT/r3.full.json" <<'PY'
+import json, re, sys
+# The proxy's own queueing delay (dualrouter_queue_delay_seconds): the bucket bound under
+# which 50 % and 99 % of the samples fall.
+buckets, count = [], 0
+for line in open(sys.argv[7]):
+    m = re.match(r'dualrouter_queue_delay_seconds_bucket\{le="([^"]+)"\} (\d+)', line)
+    if m:
+        buckets.append((float(m.group(1)), int(m.group(2))))
+    m = re.match(r"dualrouter_queue_delay_seconds_count (\d+)", line)
+    if m:
+        count = int(m.group(1))
+def upto(q):
+    return next((le * 1e3 for le, n in buckets if count and n >= q * count), None)
+queue = {"samples": count, "p50_ms_at_most": upto(0.5), "p99_ms_at_most": upto(0.99)}
 rows = [l.split() for l in open(sys.argv[1]) if len(l.split()) == 2 and l.split()[1] != "null"]
 t0 = float(rows[0][0]) if rows else 0
 rss = [(float(t) - t0, float(m)) for t, m in rows]
@@ -186,11 +211,13 @@ out = dict(run, capacity_rps=cap["rps"], capacity=cap, alive_after=sys.argv[4] =
            rss_mb_before=float(sys.argv[5]), rss_mb_after=float(sys.argv[6]),
            rss_mb_min_after_10s=min(late), rss_mb_max_after_10s=max(late),
            rss_mb_growth_after_10s=round(max(late) - min(late), 1),
-           refused=refused, refused_share=round(refused / run["sent"], 4))
+           refused=refused, refused_share=round(refused / run["sent"], 4),
+           proxy_queue_delay=queue,
+           answered_rps=round(sum(run["status"].values()) / run["done_in_s"], 1))
 print(json.dumps(out))
 PY
-  R[3]=$(jq '{alive_after, rss_mb_growth_after_10s, refused_p99_ms: .latency_ms.refused.p99, served_p99_ms: .latency_ms.ok.p99, transport_errors, refused_without_retry_after}' -c "$OUT/r3.full.json")
-  echo "result 3: $(jq -r '"capacity \(.capacity_rps) req/s; \(.rate) req/s offered for \(.seconds) s (sent in \(.sent_in_s) s): answers \(.status), transport errors \(.transport_errors); refused \(.refused) (\(.refused_share)), refusal p99 \(.latency_ms.refused.p99) ms, served p99 \(.latency_ms.ok.p99) ms; refused without Retry-After \(.refused_without_retry_after); alive \(.alive_after); RSS \(.rss_mb_before) → \(.rss_mb_after) MB, range after 10 s \(.rss_mb_min_after_10s)–\(.rss_mb_max_after_10s) MB"' "$OUT/r3.full.json")"
+  R[3]=$(jq '{alive_after, rss_mb_growth_after_10s, refused_service_p99_ms: .service_ms.refused.p99, served_service_p99_ms: .service_ms.ok.p99, proxy_queue_delay_p99_ms_at_most: .proxy_queue_delay.p99_ms_at_most, transport_errors, refused_without_retry_after}' -c "$OUT/r3.full.json")
+  echo "result 3: $(jq -r '"capacity \(.capacity_rps) req/s; \(.rate) req/s offered for \(.seconds) s by \(.connections) connections (sent in \(.sent_in_s) s, answered by \(.done_in_s) s: \(.answered_rps) req/s): answers \(.status), transport errors \(.transport_errors); refused \(.refused) (\(.refused_share)); from send to answer: refused p50/p99 \(.service_ms.refused.p50)/\(.service_ms.refused.p99) ms, served \(.service_ms.ok.p50)/\(.service_ms.ok.p99) ms; waiting for a free connection in the generator p50 \(.connection_wait_ms.p50) ms; proxy queue delay p50 ≤ \(.proxy_queue_delay.p50_ms_at_most) ms, p99 ≤ \(.proxy_queue_delay.p99_ms_at_most) ms; refused without Retry-After \(.refused_without_retry_after); alive \(.alive_after); RSS \(.rss_mb_before) → \(.rss_mb_after) MB, range after 10 s \(.rss_mb_min_after_10s)–\(.rss_mb_max_after_10s) MB"' "$OUT/r3.full.json")"
 fi
 
 # --- 4. slow clients beside normal traffic ---------------------------------------------------

@@ -36,6 +36,14 @@ pub struct Metrics {
     pub reloads: IntCounterVec,
     /// The live state's generation (1 at start, +1 per successful reload).
     pub generation: prometheus::IntGauge,
+    /// Client connections open on the proxy port.
+    pub connections_open: prometheus::IntGauge,
+    /// Connections refused at accept (503 `overloaded`), by reason (`max_connections`,
+    /// `max_queue_ms`).
+    pub connections_refused: IntCounterVec,
+    /// How long client bytes waited for a worker: from a connection's accept, or from a
+    /// request header's arrival, to the poll that reads it (see `proxy::admission`).
+    pub queue_delay: Histogram,
 }
 
 impl Metrics {
@@ -120,6 +128,29 @@ impl Metrics {
             "The live state's generation (1 at start, +1 per successful reload)",
         )?;
         generation.set(1);
+        let connections_open = prometheus::IntGauge::new(
+            "dualrouter_connections_open",
+            "Client connections open on the proxy port",
+        )?;
+        let connections_refused = IntCounterVec::new(
+            Opts::new(
+                "dualrouter_connections_refused_total",
+                "Client connections refused at accept with 503 overloaded, by reason",
+            ),
+            &["reason"],
+        )?;
+        let queue_delay = Histogram::with_opts(
+            HistogramOpts::new(
+                "dualrouter_queue_delay_seconds",
+                "How long client bytes waited for a proxy worker (accept or readable header to the poll that reads it)",
+            )
+            .buckets(vec![
+                0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0,
+            ]),
+        )?;
+        registry.register(Box::new(queue_delay.clone()))?;
+        registry.register(Box::new(connections_open.clone()))?;
+        registry.register(Box::new(connections_refused.clone()))?;
         registry.register(Box::new(attempts.clone()))?;
         registry.register(Box::new(reloads.clone()))?;
         registry.register(Box::new(generation.clone()))?;
@@ -146,6 +177,9 @@ impl Metrics {
             attempts,
             reloads,
             generation,
+            connections_open,
+            connections_refused,
+            queue_delay,
         })
     }
 

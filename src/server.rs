@@ -152,6 +152,9 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let mut server = Server::new_with_opt_and_conf(opt, conf);
     server.bootstrap();
     let in_flight = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let admission = Arc::new(crate::proxy::admission::Admission::with_histogram(
+        live.current().metrics.queue_delay.clone(),
+    ));
     let app = crate::proxy::deadline::GuardedProxy {
         inner: Arc::new(pingora::proxy::http_proxy(
             &server.configuration,
@@ -159,9 +162,11 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 live: live.clone(),
                 in_flight: in_flight.clone(),
                 busy: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
+                admission: admission.clone(),
             },
         )),
         live,
+        admission,
     };
     let mut proxy = pingora::services::listening::Service::new("dualrouter proxy".to_string(), app);
     proxy.add_tcp(&config.listen.to_string());

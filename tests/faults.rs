@@ -452,6 +452,34 @@ async fn excess_requests_are_refused_with_503_and_retry_after() {
     // Health checks are not counted.
     let h = client.get(p.url("/healthz")).send().await.unwrap();
     assert_eq!(h.status(), 200);
+    // A refusal keeps the connection: its small body is read, and the next request on the
+    // same connection is answered.
+    let addr = p.proxy.trim_start_matches("http://").to_string();
+    let mut conn = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let body = serde_json::to_vec(&chat(&easy(9), false)).unwrap();
+    let mut req = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    req.extend_from_slice(&body);
+    conn.write_all(&req).await.unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = conn.read(&mut buf).await.unwrap();
+    let answer = String::from_utf8_lossy(&buf[..n]).to_string();
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    assert!(
+        !answer.to_ascii_lowercase().contains("connection: close"),
+        "{answer}"
+    );
+    conn.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let n = conn.read(&mut buf).await.unwrap();
+    assert!(
+        String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"),
+        "the connection was not kept after a refusal"
+    );
     // Nothing was queued: the refused requests never reached an upstream.
     assert_eq!(b.requests(), 0);
     assert_eq!(a.requests(), 2);
@@ -479,6 +507,122 @@ async fn excess_requests_are_refused_with_503_and_retry_after() {
         m.lines()
             .any(|l| l.contains("kind=\"overloaded\"") && !l.ends_with(" 0")),
         "{m}"
+    );
+}
+
+/// Sends `request` on a new connection and reads until the proxy closes it.
+async fn raw_exchange(addr: &str, request: &[u8]) -> String {
+    let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
+    conn.write_all(request).await.unwrap();
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), conn.read_to_end(&mut out))
+        .await
+        .expect("a refused connection is closed at once")
+        .unwrap();
+    String::from_utf8(out).unwrap()
+}
+
+#[tokio::test]
+async fn connections_over_max_connections_are_refused_at_accept() {
+    let (a, b) = mocks().await;
+    let p = Proxy::start(&config(
+        &a,
+        &b,
+        "max_connections: 2, overload_retry_after_s: 4, client_header_ms: 60000",
+        &[],
+        "",
+    ))
+    .await;
+    let addr = p.proxy.trim_start_matches("http://").to_string();
+    let metrics = || async {
+        reqwest::get(format!("{}/metrics", p.admin))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    };
+    let metric = |m: &str, name: &str| -> i64 {
+        m.lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.rsplit(' ').next())
+            .map_or(0, |v| v.parse().unwrap())
+    };
+    let refused = "dualrouter_connections_refused_total{reason=\"max_connections\"}";
+    let wait_open = |n: i64| async move {
+        let mut open = -1;
+        for _ in 0..500 {
+            open = metric(&metrics().await, "dualrouter_connections_open");
+            if open == n {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(open, n);
+    };
+    // The start-up probe's kept-alive connection is gone; then two connections that have
+    // not sent a header yet fill the cap.
+    wait_open(0).await;
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        held.push(tokio::net::TcpStream::connect(&addr).await.unwrap());
+    }
+    wait_open(2).await;
+    assert_eq!(metric(&metrics().await, refused), 0);
+
+    // A third one is answered 503 + Retry-After in its endpoint's format, then closed.
+    let body = serde_json::to_vec(&chat(&easy(1), false)).unwrap();
+    let req = |path: &str| {
+        let mut r = format!(
+            "POST {path} HTTP/1.1\r\nHost: x\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+            body.len()
+        )
+        .into_bytes();
+        r.extend_from_slice(&body);
+        r
+    };
+    let answer = raw_exchange(&addr, &req("/v1/chat/completions")).await;
+    let (head, json) = answer.split_once("\r\n\r\n").unwrap();
+    assert!(head.starts_with("HTTP/1.1 503 "), "{answer}");
+    assert!(
+        head.to_ascii_lowercase().contains("retry-after: 4"),
+        "{head}"
+    );
+    let v: Value = serde_json::from_str(json).unwrap();
+    assert_eq!(v["error"]["code"], "overloaded", "{v}");
+    assert!(v["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("limits.max_connections"));
+    let answer = raw_exchange(&addr, &req("/v1/messages")).await;
+    let v: Value = serde_json::from_str(answer.split_once("\r\n\r\n").unwrap().1).unwrap();
+    assert_eq!(v["error"]["type"], "overloaded_error", "{v}");
+    // An SDK sees the same through its HTTP client.
+    let r = ask(&p, "/v1/chat/completions", &chat(&easy(2), false), &[]).await;
+    assert_eq!(r.status, 503, "{}", r.body);
+    assert_eq!(r.retry_after.as_deref(), Some("4"));
+    assert_eq!(
+        a.requests() + b.requests(),
+        0,
+        "a refused request went upstream"
+    );
+
+    assert_eq!(metric(&metrics().await, refused), 3);
+    // Closing a held connection frees its place.
+    held.clear();
+    let mut served = false;
+    for i in 0..200 {
+        let r = ask(&p, "/v1/chat/completions", &chat(&easy(3 + i), false), &[]).await;
+        if r.status == 200 {
+            served = true;
+            break;
+        }
+        assert_eq!(r.status, 503);
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(
+        served,
+        "the proxy kept refusing after the held connections closed"
     );
 }
 

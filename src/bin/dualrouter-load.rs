@@ -82,6 +82,11 @@ struct RateArgs {
     /// Give up on one request after this long.
     #[arg(long, default_value_t = 30_000)]
     timeout_ms: u64,
+    /// Most requests (so connections) open at once, like that many clients each with one
+    /// connection; a request due while all are busy waits for one, and its latency counts from
+    /// when it was due. 0: no limit (a new connection whenever none is idle).
+    #[arg(long, default_value_t = 0)]
+    connections: usize,
 }
 
 #[derive(clap::Args)]
@@ -275,6 +280,9 @@ struct RateStats {
     ok_ms: Vec<f64>,
     refused_ms: Vec<f64>,
     other_ms: Vec<f64>,
+    /// From the request's send (a connection in hand) to its answer.
+    ok_service_ms: Vec<f64>,
+    refused_service_ms: Vec<f64>,
     refused_without_retry_after: u64,
     incomplete_streams: u64,
     transport_errors: BTreeMap<String, u64>,
@@ -291,9 +299,12 @@ async fn rate(a: RateArgs) -> Value {
     let mut tasks = Vec::with_capacity(total as usize);
     let in_flight = Arc::new(AtomicU64::new(0));
     let mut max_in_flight = 0u64;
+    let permits = (a.connections > 0).then(|| Arc::new(tokio::sync::Semaphore::new(a.connections)));
+    let waits: Arc<Mutex<Vec<f64>>> = Arc::default();
     for i in 0..total {
         // On schedule, whatever the answers do (open loop).
-        tokio::time::sleep_until(started + period.mul_f64(i as f64)).await;
+        let due = started + period.mul_f64(i as f64);
+        tokio::time::sleep_until(due).await;
         max_in_flight = max_in_flight.max(in_flight.load(Ordering::Relaxed));
         let (client, url, stats, ids, in_flight) = (
             client.clone(),
@@ -304,9 +315,23 @@ async fn rate(a: RateArgs) -> Value {
         );
         let req = body(&a.model, &a.path, i, a.stream);
         let stream = a.stream;
+        let (permits, waits) = (permits.clone(), waits.clone());
         in_flight.fetch_add(1, Ordering::Relaxed);
         tasks.push(tokio::spawn(async move {
-            let t = Instant::now();
+            // Latency counts from when the request was due, however late the generator is.
+            let t = due.into_std();
+            let _permit = match &permits {
+                Some(p) => {
+                    let permit = p.clone().acquire_owned().await.ok();
+                    waits
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .push(t.elapsed().as_secs_f64() * 1e3);
+                    permit
+                }
+                None => None,
+            };
+            let sent = Instant::now();
             let r = client.post(&url).json(&req).send().await;
             match r {
                 Ok(r) => {
@@ -319,6 +344,7 @@ async fn rate(a: RateArgs) -> Value {
                         .map(str::to_string);
                     let body = r.bytes().await;
                     let ms = t.elapsed().as_secs_f64() * 1e3;
+                    let service = sent.elapsed().as_secs_f64() * 1e3;
                     let mut s = stats.lock().unwrap_or_else(|p| p.into_inner());
                     match body {
                         Err(e) => {
@@ -330,6 +356,7 @@ async fn rate(a: RateArgs) -> Value {
                             *s.status.entry(status.to_string()).or_insert(0) += 1;
                             if status == 200 {
                                 s.ok_ms.push(ms);
+                                s.ok_service_ms.push(service);
                                 if stream
                                     && !(b.ends_with(b"data: [DONE]\n\n")
                                         || b.ends_with(b"data: {\"type\":\"message_stop\"}\n\n"))
@@ -338,6 +365,7 @@ async fn rate(a: RateArgs) -> Value {
                                 }
                             } else if status == 429 || status == 503 {
                                 s.refused_ms.push(ms);
+                                s.refused_service_ms.push(service);
                                 if !retry_after {
                                     s.refused_without_retry_after += 1;
                                 }
@@ -390,7 +418,10 @@ async fn rate(a: RateArgs) -> Value {
         "refused_without_retry_after": s.refused_without_retry_after,
         "incomplete_streams": s.incomplete_streams,
         "generator_max_in_flight": max_in_flight,
+        "connections": a.connections,
+        "connection_wait_ms": summary(std::mem::take(&mut *waits.lock().unwrap_or_else(|p| p.into_inner()))),
         "latency_ms": {"ok": summary(s.ok_ms), "refused": summary(s.refused_ms), "other": summary(s.other_ms)},
+        "service_ms": {"ok": summary(s.ok_service_ms), "refused": summary(s.refused_service_ms)},
     });
     eprintln!(
         "rate: {} req at {}/s for {} s: status {} transport errors {}",
@@ -403,6 +434,17 @@ fn kind(e: &reqwest::Error) -> String {
     if e.is_timeout() {
         "timeout".into()
     } else if e.is_connect() {
+        // Which connect failure (refused, no local port left, ...) matters to the reading.
+        let mut source = std::error::Error::source(e);
+        while let Some(s) = source {
+            if let Some(io) = s.downcast_ref::<std::io::Error>() {
+                return match io.raw_os_error() {
+                    Some(_) => format!("connect: {io}"),
+                    None => format!("connect: {:?}", io.kind()),
+                };
+            }
+            source = s.source();
+        }
         "connect".into()
     } else if e.is_body() || e.is_decode() {
         "body".into()

@@ -189,10 +189,20 @@ pub struct RawLimits {
     /// with 503 and `Retry-After` instead of queueing.
     #[serde(default = "default_max_in_flight")]
     pub max_in_flight: usize,
-    /// Longest one trip through the proxy workers' run queue may take before requests are
-    /// refused (503 and `Retry-After`, like `max_in_flight`): the workers are saturated.
+    /// Most client connections open at once; one more is answered 503 `overloaded` with
+    /// `Retry-After` and closed, before any request on it is parsed.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// Longest client bytes may wait for a worker (a new connection from its accept to the
+    /// first poll of its task; a readable request header until it is read; one trip through
+    /// the run queue) before requests are refused (503 and `Retry-After`, like
+    /// `max_in_flight`): the workers are saturated.
     #[serde(default = "default_max_queue_ms")]
     pub max_queue_ms: u64,
+    /// How long a connection refused at accept is read (for its request line, to answer in
+    /// its format) and then drained before it is closed.
+    #[serde(default = "default_refused_linger_ms")]
+    pub refused_linger_ms: u64,
     /// `Retry-After` (seconds) on a request refused because `max_in_flight` is reached.
     #[serde(default = "default_overload_retry_after_s")]
     pub overload_retry_after_s: u64,
@@ -214,7 +224,9 @@ impl Default for RawLimits {
             upstream_pool_idle_ms: default_pool_idle_ms(),
             client_header_ms: default_client_header_ms(),
             max_in_flight: default_max_in_flight(),
+            max_connections: default_max_connections(),
             max_queue_ms: default_max_queue_ms(),
+            refused_linger_ms: default_refused_linger_ms(),
             overload_retry_after_s: default_overload_retry_after_s(),
             max_response_bytes: default_max_response_bytes(),
         }
@@ -248,7 +260,13 @@ fn default_client_header_ms() -> u64 {
 fn default_max_in_flight() -> usize {
     1024
 }
+fn default_max_connections() -> usize {
+    4096
+}
 fn default_max_queue_ms() -> u64 {
+    200
+}
+fn default_refused_linger_ms() -> u64 {
     200
 }
 fn default_overload_retry_after_s() -> u64 {

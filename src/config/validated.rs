@@ -102,7 +102,9 @@ pub struct Limits {
     pub upstream_pool_idle: Duration,
     pub client_header: Duration,
     pub max_in_flight: usize,
+    pub max_connections: usize,
     pub max_queue: Duration,
+    pub refused_linger: Duration,
     pub overload_retry_after_s: u64,
     pub max_response_bytes: usize,
 }
@@ -592,6 +594,12 @@ fn client_auth(
     Some(ClientAuth { keys })
 }
 
+/// The limits of `l` as validated, for unit tests elsewhere (problems ignored).
+#[cfg(test)]
+pub(crate) fn limits_for_tests(l: &RawLimits) -> Limits {
+    limits(l, &mut Problems(Vec::new()))
+}
+
 fn limits(l: &RawLimits, p: &mut Problems) -> Limits {
     let ms = |v: u64, path: &str, p: &mut Problems| {
         if v == 0 {
@@ -608,6 +616,9 @@ fn limits(l: &RawLimits, p: &mut Problems) -> Limits {
     if l.max_in_flight == 0 {
         p.push("limits.max_in_flight", "must be greater than 0");
     }
+    if l.max_connections == 0 {
+        p.push("limits.max_connections", "must be greater than 0");
+    }
     Limits {
         max_body_bytes: usize::try_from(l.max_body_bytes).unwrap_or(usize::MAX),
         upstream_connect: ms(l.upstream_connect_ms, "upstream_connect_ms", p),
@@ -618,7 +629,9 @@ fn limits(l: &RawLimits, p: &mut Problems) -> Limits {
         upstream_pool_idle: ms(l.upstream_pool_idle_ms, "upstream_pool_idle_ms", p),
         client_header: ms(l.client_header_ms, "client_header_ms", p),
         max_in_flight: l.max_in_flight,
+        max_connections: l.max_connections,
         max_queue: ms(l.max_queue_ms, "max_queue_ms", p),
+        refused_linger: ms(l.refused_linger_ms, "refused_linger_ms", p),
         overload_retry_after_s: l.overload_retry_after_s,
         max_response_bytes: usize::try_from(l.max_response_bytes).unwrap_or(usize::MAX),
     }

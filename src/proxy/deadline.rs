@@ -27,9 +27,15 @@ use pingora::proxy::{HttpProxy, Session};
 use pingora::server::ShutdownWatch;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
+use super::admission::{self, Admission};
 use super::Proxy;
 
 /// A downstream connection whose reads fail once a request header is overdue.
+///
+/// While a header is awaited it also measures the workers' queueing delay: the time from the
+/// wake-up that says the client's bytes are readable to the poll that reads them (its task
+/// waited that long in the run queue). Each measure goes to [`Admission::sample`], which
+/// `admit` consults to refuse requests while the workers are saturated.
 pub struct HeaderDeadline {
     inner: Stream,
     /// Origin of the deadline's clock.
@@ -37,6 +43,32 @@ pub struct HeaderDeadline {
     /// Nanoseconds after `origin` by which the awaited header must be in; 0: none awaited.
     due: AtomicU64,
     timer: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// Stamps the time of the wake-up of a pending header read.
+    stamp: Arc<WakeStamp>,
+    admission: Option<Arc<Admission>>,
+}
+
+/// A waker that notes when it was woken, then wakes the task's own waker.
+#[derive(Default)]
+struct WakeStamp {
+    /// When the pending read was woken; None: not since the last poll.
+    woken: std::sync::Mutex<(Option<Instant>, Option<std::task::Waker>)>,
+}
+
+impl std::task::Wake for WakeStamp {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+    fn wake_by_ref(self: &Arc<Self>) {
+        let waker = {
+            let mut w = self.woken.lock().unwrap_or_else(|p| p.into_inner());
+            w.0.get_or_insert_with(Instant::now);
+            w.1.clone()
+        };
+        if let Some(w) = waker {
+            w.wake();
+        }
+    }
 }
 
 impl std::fmt::Debug for HeaderDeadline {
@@ -48,16 +80,45 @@ impl std::fmt::Debug for HeaderDeadline {
 }
 
 impl HeaderDeadline {
-    /// A new connection: its first header is due within `limit`.
-    pub fn new(inner: Stream, limit: Duration) -> Self {
+    /// A new connection: its first header is due within `limit`. Queueing delays go to
+    /// `admission`, if given.
+    pub fn new(inner: Stream, limit: Duration, admission: Option<Arc<Admission>>) -> Self {
         let s = Self {
             inner,
             origin: Instant::now(),
             due: AtomicU64::new(0),
             timer: None,
+            stamp: Arc::default(),
+            admission,
         };
         s.arm(limit);
         s
+    }
+
+    /// Reads from the client through the stamping waker, and reports the queueing delay of a
+    /// read that had to wait to [`Admission::sample`].
+    fn poll_inner_stamped(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let Some(admission) = self.admission.clone() else {
+            return Pin::new(&mut self.inner).poll_read(cx, buf);
+        };
+        let woken = {
+            let mut w = self.stamp.woken.lock().unwrap_or_else(|p| p.into_inner());
+            if !w.1.as_ref().is_some_and(|k| k.will_wake(cx.waker())) {
+                w.1 = Some(cx.waker().clone());
+            }
+            w.0.take()
+        };
+        let waker = std::task::Waker::from(self.stamp.clone());
+        let mut stamped = Context::from_waker(&waker);
+        let r = Pin::new(&mut self.inner).poll_read(&mut stamped, buf);
+        if let (Poll::Ready(Ok(())), Some(at)) = (&r, woken) {
+            admission.sample(at.elapsed());
+        }
+        r
     }
 
     fn arm(&self, limit: Duration) {
@@ -116,7 +177,7 @@ impl AsyncRead for HeaderDeadline {
                 "the client took longer than limits.client_header_ms to send a request header",
             )));
         }
-        match Pin::new(&mut this.inner).poll_read(cx, buf) {
+        match this.poll_inner_stamped(cx, buf) {
             Poll::Ready(r) => Poll::Ready(r),
             Poll::Pending => {
                 let deadline = tokio::time::Instant::from_std(due);
@@ -232,11 +293,13 @@ impl Peek for HeaderDeadline {
     }
 }
 
-/// The proxy service's app: Pingora's HTTP proxy, each connection wrapped in
-/// [`HeaderDeadline`] with the live config's `limits.client_header_ms`.
+/// The proxy service's app: Pingora's HTTP proxy behind [`Admission`] (a refused connection
+/// gets its 503 and is closed), each admitted connection wrapped in [`HeaderDeadline`] with the
+/// live config's `limits.client_header_ms`.
 pub struct GuardedProxy {
     pub inner: Arc<HttpProxy<Proxy>>,
     pub live: Arc<crate::live::Live>,
+    pub admission: Arc<Admission>,
 }
 
 #[async_trait]
@@ -246,8 +309,24 @@ impl ServerApp for GuardedProxy {
         session: Stream,
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
-        let limit = self.live.current().config.limits.client_header;
-        let stream: Stream = Box::new(HeaderDeadline::new(session, limit));
+        let (limits, metrics) = {
+            let state = self.live.current();
+            (state.config.limits, state.metrics.clone())
+        };
+        let waited = admission::accept_wait(&session);
+        let (_open, admitted) = self
+            .admission
+            .check(waited, &limits, &metrics.connections_open);
+        if !admitted {
+            admission::refuse(session, &limits, &metrics).await;
+            return None;
+        }
+        drop(metrics);
+        let stream: Stream = Box::new(HeaderDeadline::new(
+            session,
+            limits.client_header,
+            Some(self.admission.clone()),
+        ));
         self.inner.process_new(stream, shutdown).await
     }
 

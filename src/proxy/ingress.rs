@@ -92,6 +92,29 @@ pub fn authorize(auth: Option<&ClientAuth>, headers: &http::HeaderMap) -> Result
     }
 }
 
+/// The largest declared body [`drain_refused_body`] reads to keep a connection open.
+const REFUSED_DRAIN_BYTES: u64 = 64 * 1024;
+
+/// Before a refusal (503 `overloaded`) on a request whose body is still unread: reads and drops
+/// a body of up to 64 KiB (within `limits.refused_linger_ms`), so the connection can stay open
+/// for the client's next request instead of being closed; a larger, chunked or slower body is
+/// left, and the connection closed after the answer.
+pub async fn drain_refused_body(session: &mut Session, limits: &Limits) {
+    let declared = session
+        .req_header()
+        .headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let expects_continue = session
+        .req_header()
+        .headers
+        .contains_key(http::header::EXPECT);
+    if declared.is_some_and(|n| n <= REFUSED_DRAIN_BYTES) && !expects_continue {
+        let _ = tokio::time::timeout(limits.refused_linger, session.drain_request_body()).await;
+    }
+}
+
 /// Reads the whole request body, refusing more than `limits.max_body_bytes` and a client that
 /// takes longer than `limits.client_body`.
 pub async fn read_body(session: &mut Session, limits: &Limits) -> Result<Bytes, ApiError> {

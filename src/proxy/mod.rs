@@ -9,6 +9,7 @@
 //! prompts would reach the upstream empty. Holding the body ourselves also lets one request be
 //! replayed on another upstream (fallback) and answered by non-HTTP executors later.
 
+pub mod admission;
 pub mod deadline;
 pub mod executor;
 pub mod forward;
@@ -63,6 +64,8 @@ pub struct Proxy {
     /// Chat, messages and route requests being served: admission control
     /// (`limits.max_in_flight`).
     pub busy: Arc<std::sync::atomic::AtomicUsize>,
+    /// Connection admission; its recent accept waits also refuse requests on open connections.
+    pub admission: Arc<admission::Admission>,
 }
 
 /// Counts a request in flight for as long as it lives (cancelled ones included).
@@ -82,11 +85,29 @@ impl InFlight {
 /// flight stay few while every one of them, and every connection not yet read, waits longer
 /// and longer for a worker. So each request also measures how long one trip through the
 /// workers' run queue takes now (a yield, then the time until it is polled again); past
-/// `max_queue_ms` the request is refused, which sheds exactly the excess.
+/// `max_queue_ms` the request is refused, which sheds exactly the excess. Requests are also
+/// refused while new connections keep waiting longer than that for a worker
+/// ([`admission::Admission::saturated`]).
+///
+/// Before a refusal, a small request body is read and dropped so that the connection stays
+/// open ([`ingress::drain_refused_body`]): under overload a closed connection costs the client
+/// a new one for its next request, which only adds to the load.
 async fn admit(
-    busy: &Arc<std::sync::atomic::AtomicUsize>,
+    proxy: &Proxy,
+    session: &mut Session,
     limits: &crate::config::Limits,
 ) -> Result<InFlight, ApiError> {
+    match try_admit(proxy, limits).await {
+        Ok(slot) => Ok(slot),
+        Err(e) => {
+            ingress::drain_refused_body(session, limits).await;
+            Err(e)
+        }
+    }
+}
+
+async fn try_admit(proxy: &Proxy, limits: &crate::config::Limits) -> Result<InFlight, ApiError> {
+    let busy = &proxy.busy;
     let overloaded = |why| ApiError::Overloaded {
         why,
         retry_after_s: limits.overload_retry_after_s,
@@ -95,6 +116,9 @@ async fn admit(
     let slot = InFlight(busy.clone());
     if before >= limits.max_in_flight {
         return Err(overloaded("limits.max_in_flight requests in flight"));
+    }
+    if proxy.admission.saturated(limits.max_queue) {
+        return Err(overloaded("its workers are saturated: limits.max_queue_ms"));
     }
     let queued = Instant::now();
     tokio::task::yield_now().await;
@@ -159,7 +183,7 @@ impl ProxyHttp for Proxy {
         // The header is in: the next one on this connection has `limits.client_header_ms`
         // from the end of this answer (see `deadline`).
         deadline::header_done(session);
-        let status = match handle(&state, session, ctx, &self.busy).await {
+        let status = match handle(&state, session, ctx, self).await {
             Ok(status) => status,
             Err(e) => {
                 ctx.error_kind = Some(e.kind());
@@ -223,7 +247,7 @@ async fn handle(
     state: &ProxyState,
     session: &mut Session,
     ctx: &mut RequestCtx,
-    busy: &Arc<std::sync::atomic::AtomicUsize>,
+    proxy: &Proxy,
 ) -> Result<http::StatusCode, ApiError> {
     let header = session.req_header();
     let path = header.uri.path();
@@ -249,12 +273,12 @@ async fn handle(
         }
         Endpoint::ChatCompletions | Endpoint::Messages => {
             ingress::authorize(state.config.auth.as_ref(), &session.req_header().headers)?;
-            let _slot = admit(busy, &state.config.limits).await?;
+            let _slot = admit(proxy, session, &state.config.limits).await?;
             chat(state, session, ctx).await
         }
         Endpoint::Route => {
             ingress::authorize(state.config.auth.as_ref(), &session.req_header().headers)?;
-            let _slot = admit(busy, &state.config.limits).await?;
+            let _slot = admit(proxy, session, &state.config.limits).await?;
             let opts = route_options(session.req_header(), 0, None)?;
             let body = ingress::read_body(session, &state.config.limits).await?;
             let conversation = ingress::route_request(&body)?;

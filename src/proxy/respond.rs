@@ -47,6 +47,30 @@ async fn write_whole(
     Ok(())
 }
 
+/// Logs an overload refusal at most once every 10 s, with how many there were since.
+pub fn overload_warning(err: &ApiError) {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static REFUSED: AtomicU64 = AtomicU64::new(0);
+    static LAST_S: AtomicU64 = AtomicU64::new(0);
+    REFUSED.fetch_add(1, Ordering::Relaxed);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let last = LAST_S.load(Ordering::Relaxed);
+    if now >= last + 10
+        && LAST_S
+            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+    {
+        let n = REFUSED.swap(0, Ordering::Relaxed);
+        tracing::warn!(
+            kind = err.kind(),
+            refused = n,
+            "{err} ({n} refused since the last such line; dualrouter_errors_total{{kind=\"overloaded\"}} counts them all)"
+        );
+    }
+}
+
 /// Answers with `err` in the client's format and counts it. If the request body may not have
 /// been read whole, the connection is closed afterwards rather than reused.
 pub async fn error(
@@ -57,7 +81,11 @@ pub async fn error(
 ) -> http::StatusCode {
     let status = err.status();
     state.metrics.errors.with_label_values(&[err.kind()]).inc();
-    if status.is_server_error() {
+    if matches!(err, ApiError::Overloaded { .. }) {
+        // Under overload a line per refusal would add a flood of writes to the load; the
+        // metric counts each one, the log says so once in a while.
+        overload_warning(err);
+    } else if status.is_server_error() {
         tracing::warn!(decision_id = %ctx.decision_id, kind = err.kind(), "{err}");
     } else {
         tracing::debug!(decision_id = %ctx.decision_id, kind = err.kind(), "{err}");
