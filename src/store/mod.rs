@@ -548,7 +548,15 @@ impl Store {
                         .push_bind(r.features.as_ref().map(Json));
                 });
                 qb.push(" ON CONFLICT (decision_id) DO NOTHING");
-                inserted += qb.build().execute(&mut *tx).await?.rows_affected();
+                // Not cached: each batch size is another statement, and up to 100 of them per
+                // connection (the driver's cache), the larger ones megabytes each, kept the
+                // proxy's memory growing for minutes under load (issue #11, result 3).
+                inserted += qb
+                    .build()
+                    .persistent(false)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
             }
             tx.commit().await?;
             inserted

@@ -161,7 +161,10 @@ impl Store {
                  WHERE d.selected_model IS NOT NULL \
                  GROUP BY b.column1, d.selected_model",
             );
-            qb.build_query_as::<BucketRow>().fetch_all(pool).await?
+            qb.build_query_as::<BucketRow>()
+                .persistent(false) // its shape depends on the bucket count: not worth caching
+                .fetch_all(pool)
+                .await?
         });
 
         let n = starts.len();
