@@ -497,12 +497,7 @@ async fn excess_requests_are_refused_with_503_and_retry_after() {
     }
     assert!(served);
     // Metrics count the refusals.
-    let m = reqwest::get(format!("{}/metrics", p.admin))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let m = p.metrics().await;
     assert!(
         m.lines()
             .any(|l| l.contains("kind=\"overloaded\"") && !l.ends_with(" 0")),
@@ -534,14 +529,6 @@ async fn connections_over_max_connections_are_refused_at_accept() {
     ))
     .await;
     let addr = p.proxy.trim_start_matches("http://").to_string();
-    let metrics = || async {
-        reqwest::get(format!("{}/metrics", p.admin))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap()
-    };
     let metric = |m: &str, name: &str| -> i64 {
         m.lines()
             .find(|l| l.starts_with(name))
@@ -549,10 +536,11 @@ async fn connections_over_max_connections_are_refused_at_accept() {
             .map_or(0, |v| v.parse().unwrap())
     };
     let refused = "dualrouter_connections_refused_total{reason=\"max_connections\"}";
+    let proxy = &p;
     let wait_open = |n: i64| async move {
         let mut open = -1;
         for _ in 0..500 {
-            open = metric(&metrics().await, "dualrouter_connections_open");
+            open = metric(&proxy.metrics().await, "dualrouter_connections_open");
             if open == n {
                 break;
             }
@@ -568,7 +556,7 @@ async fn connections_over_max_connections_are_refused_at_accept() {
         held.push(tokio::net::TcpStream::connect(&addr).await.unwrap());
     }
     wait_open(2).await;
-    assert_eq!(metric(&metrics().await, refused), 0);
+    assert_eq!(metric(&p.metrics().await, refused), 0);
 
     // A third one is answered 503 + Retry-After in its endpoint's format, then closed.
     let body = serde_json::to_vec(&chat(&easy(1), false)).unwrap();
@@ -607,7 +595,7 @@ async fn connections_over_max_connections_are_refused_at_accept() {
         "a refused request went upstream"
     );
 
-    assert_eq!(metric(&metrics().await, refused), 3);
+    assert_eq!(metric(&p.metrics().await, refused), 3);
     // Closing a held connection frees its place.
     held.clear();
     let mut served = false;

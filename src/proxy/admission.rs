@@ -128,10 +128,7 @@ impl Admission {
             h.observe(waited.as_secs_f64());
         }
         let us = u64::try_from(waited.as_micros()).unwrap_or(u64::MAX);
-        let now = self.now_ms();
-        let fresh = now.saturating_sub(self.sampled_ms.load(Ordering::Relaxed))
-            <= WAIT_MEMORY.as_millis() as u64;
-        let old = if fresh {
+        let old = if self.fresh() {
             self.wait_us.load(Ordering::Relaxed)
         } else {
             0
@@ -139,16 +136,19 @@ impl Admission {
         // Weight 1/4 for the new sample: a few slow accepts in a row count, a lone one not.
         let smoothed = old - old / 4 + us / 4;
         self.wait_us.store(smoothed, Ordering::Relaxed);
-        self.sampled_ms.store(now, Ordering::Relaxed);
+        self.sampled_ms.store(self.now_ms(), Ordering::Relaxed);
+    }
+
+    /// Whether the last sample is recent enough to count.
+    fn fresh(&self) -> bool {
+        self.now_ms()
+            .saturating_sub(self.sampled_ms.load(Ordering::Relaxed))
+            <= WAIT_MEMORY.as_millis() as u64
     }
 
     /// Whether new connections have recently been waiting longer than `max_queue` for a worker.
     pub fn saturated(&self, max_queue: Duration) -> bool {
-        let fresh = self
-            .now_ms()
-            .saturating_sub(self.sampled_ms.load(Ordering::Relaxed))
-            <= WAIT_MEMORY.as_millis() as u64;
-        fresh && Duration::from_micros(self.wait_us.load(Ordering::Relaxed)) > max_queue
+        self.fresh() && Duration::from_micros(self.wait_us.load(Ordering::Relaxed)) > max_queue
     }
 }
 

@@ -95,17 +95,22 @@ pub fn authorize(auth: Option<&ClientAuth>, headers: &http::HeaderMap) -> Result
 /// The largest declared body [`drain_refused_body`] reads to keep a connection open.
 const REFUSED_DRAIN_BYTES: u64 = 64 * 1024;
 
+/// The request's `Content-Length`, when it declares a valid one.
+fn declared_length(session: &Session) -> Option<u64> {
+    session
+        .req_header()
+        .headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+}
+
 /// Before a refusal (503 `overloaded`) on a request whose body is still unread: reads and drops
 /// a body of up to 64 KiB (within `limits.refused_linger_ms`), so the connection can stay open
 /// for the client's next request instead of being closed; a larger, chunked or slower body is
 /// left, and the connection closed after the answer.
 pub async fn drain_refused_body(session: &mut Session, limits: &Limits) {
-    let declared = session
-        .req_header()
-        .headers
-        .get(http::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
+    let declared = declared_length(session);
     let expects_continue = session
         .req_header()
         .headers
@@ -119,12 +124,7 @@ pub async fn drain_refused_body(session: &mut Session, limits: &Limits) {
 /// takes longer than `limits.client_body`.
 pub async fn read_body(session: &mut Session, limits: &Limits) -> Result<Bytes, ApiError> {
     let cap = limits.max_body_bytes;
-    let declared = session
-        .req_header()
-        .headers
-        .get(http::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
+    let declared = declared_length(session);
     if declared.is_some_and(|n| n > cap as u64) {
         return Err(ApiError::PayloadTooLarge { limit: cap });
     }
