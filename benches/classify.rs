@@ -57,8 +57,8 @@ fn main() {
     let models = root.join("models");
     let mut setups = Vec::new();
     for (kind, name) in [
-        (EncoderKind::Minilm, "MiniLM fp32 (default)"),
-        (EncoderKind::MinilmInt8, "MiniLM int8 file"),
+        (EncoderKind::MinilmInt8, "MiniLM int8 (default)"),
+        (EncoderKind::Minilm, "MiniLM fp32"),
         (EncoderKind::Static, "static potion-base-8M"),
     ] {
         let cfg = EncoderConfig {

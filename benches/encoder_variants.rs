@@ -11,6 +11,7 @@ use common::pct;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use dualrouter::encoder::bert_onnx::Precision;
 use dualrouter::encoder::{EncoderConfig, MiniLm, SessionTuning};
 
 fn hwu64(n: usize) -> Vec<String> {
@@ -37,22 +38,21 @@ fn main() {
         models_dir: models.clone(),
         ..EncoderConfig::default()
     };
-    let base = models.join("minilm/model.onnx");
-    let fp32 = models.join("minilm/model.safetensors");
+    let weights = models.join("minilm/model.safetensors");
+    let int8 = SessionTuning {
+        precision: Precision::Int8,
+        ..SessionTuning::default()
+    };
     let mut variants: Vec<(String, PathBuf, SessionTuning)> = vec![
         (
-            "model.onnx (int8), default".into(),
-            base.clone(),
+            "fp32, default".into(),
+            weights.clone(),
             SessionTuning::default(),
         ),
-        (
-            "fp32 (safetensors), default".into(),
-            fp32.clone(),
-            SessionTuning::default(),
-        ),
+        ("int8 (dynamic), default".into(), weights.clone(), int8),
         (
             "fp32, basic opt".into(),
-            fp32.clone(),
+            weights.clone(),
             SessionTuning {
                 opt_level: 1,
                 ..SessionTuning::default()
@@ -60,34 +60,34 @@ fn main() {
         ),
         (
             "fp32, mem pattern on".into(),
-            fp32.clone(),
+            weights.clone(),
             SessionTuning {
                 memory_pattern: true,
                 ..SessionTuning::default()
             },
         ),
         (
-            "model.onnx, no spinning".into(),
-            base.clone(),
+            "int8, no spinning".into(),
+            weights.clone(),
             SessionTuning {
                 spinning: false,
-                ..SessionTuning::default()
+                ..int8
             },
         ),
         (
-            "model.onnx, basic opt".into(),
-            base.clone(),
+            "int8, basic opt".into(),
+            weights.clone(),
             SessionTuning {
                 opt_level: 1,
-                ..SessionTuning::default()
+                ..int8
             },
         ),
         (
-            "model.onnx, mem pattern on".into(),
-            base.clone(),
+            "int8, mem pattern on".into(),
+            weights.clone(),
             SessionTuning {
                 memory_pattern: true,
-                ..SessionTuning::default()
+                ..int8
             },
         ),
     ];
@@ -98,6 +98,15 @@ fn main() {
                 .map_or(p.to_string(), |f| f.to_string_lossy().into_owned());
             variants.push((name, PathBuf::from(p), SessionTuning::default()));
         }
+    }
+    // ENCODER_ONLY=a,b keeps the first variant (the reference) and those whose name contains a or b.
+    if let Ok(only) = std::env::var("ENCODER_ONLY") {
+        let keys: Vec<&str> = only.split(',').filter(|k| !k.is_empty()).collect();
+        let mut i = 0;
+        variants.retain(|(n, _, _)| {
+            i += 1;
+            i == 1 || keys.iter().any(|k| n.contains(k))
+        });
     }
     let loaded: Vec<(String, MiniLm)> = variants
         .into_iter()

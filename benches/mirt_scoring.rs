@@ -88,7 +88,8 @@ fn main() {
 
     let models = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models");
     for (kind, name, iters) in [
-        (EncoderKind::Minilm, "MiniLM int8", 300),
+        (EncoderKind::MinilmInt8, "MiniLM int8 (default)", 300),
+        (EncoderKind::Minilm, "MiniLM fp32", 300),
         (EncoderKind::Static, "static potion-base-8M", 5_000),
     ] {
         let cfg = EncoderConfig {

@@ -171,7 +171,7 @@ fn main() {
         .unwrap_or(10);
 
     let (_upstream, up_port) = demo_upstream(bin);
-    let minilm = start_proxy(bin, up_port, "minilm");
+    let minilm = start_proxy(bin, up_port, "minilm-int8");
     let fast = start_proxy(bin, up_port, "static");
     let rss_idle = [minilm.child.0.id(), fast.child.0.id()].map(rss_mb);
 

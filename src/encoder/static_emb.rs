@@ -25,8 +25,9 @@ fn read_safetensors_matrix(path: &Path) -> Result<(Vec<f32>, usize, usize)> {
         path: path.to_path_buf(),
         reason,
     };
-    let bytes = std::fs::read(path).map_err(|e| corrupt(e.to_string()))?;
-    let mut tensors = super::bert_onnx::read_safetensors(&bytes).map_err(&corrupt)?;
+    let file = std::fs::File::open(path).map_err(|e| corrupt(e.to_string()))?;
+    let mut tensors =
+        super::bert_onnx::read_safetensors(std::io::BufReader::new(file)).map_err(&corrupt)?;
     let name = if tensors.contains_key("embeddings") || tensors.len() != 1 {
         "embeddings".to_string()
     } else {

@@ -20,8 +20,8 @@ use crate::eval::{self, Curve, Metrics, Outcomes};
 /// Encoder and training options shared by `train` and `eval`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct FitArgs {
-    /// Encoder: `minilm` (all-MiniLM-L6-v2), `minilm-int8` (its int8 ONNX file) or `static` (potion-base-8M).
-    #[arg(long, default_value = "minilm", value_parser = parse_kind)]
+    /// Encoder: `minilm-int8` (all-MiniLM-L6-v2 in dynamic int8), `minilm` (the same in fp32) or `static` (potion-base-8M).
+    #[arg(long, default_value = "minilm-int8", value_parser = parse_kind)]
     pub encoder: EncoderKind,
     /// Folder filled by scripts/fetch-models.sh.
     #[arg(long, default_value = "models", env = "DUALROUTER_MODELS_DIR")]

@@ -346,7 +346,7 @@ pub struct EvalClassifierArgs {
     #[arg(long)]
     pub fold: Option<String>,
     /// Encoder backend.
-    #[arg(long, default_value = "minilm")]
+    #[arg(long, default_value = "minilm-int8")]
     pub encoder: crate::encoder::EncoderKind,
     /// Folder filled by `scripts/fetch-models.sh`.
     #[arg(long, default_value = "models")]
