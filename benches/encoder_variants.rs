@@ -39,8 +39,10 @@ fn main() {
         ..EncoderConfig::default()
     };
     let weights = models.join("minilm/model.safetensors");
+    // as the encoder loads them (`MiniLm::load`)
     let int8 = SessionTuning {
         precision: Precision::Int8,
+        memory_pattern: true,
         ..SessionTuning::default()
     };
     let mut variants: Vec<(String, PathBuf, SessionTuning)> = vec![
@@ -83,10 +85,10 @@ fn main() {
             },
         ),
         (
-            "int8, mem pattern on".into(),
+            "int8, mem pattern off".into(),
             weights.clone(),
             SessionTuning {
-                memory_pattern: true,
+                memory_pattern: false,
                 ..int8
             },
         ),

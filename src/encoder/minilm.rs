@@ -97,6 +97,9 @@ impl MiniLm {
         let tuning = SessionTuning {
             intra_threads: cfg.threads,
             precision,
+            // On for int8: measured 0.88–0.94× the time of off in two interleaved runs (benches/encoder_variants.rs,
+            // 2026-11-25); for fp32 the runs disagree (see `SessionTuning::default`).
+            memory_pattern: precision == Precision::Int8,
             ..SessionTuning::default()
         };
         Self::load_file(models_dir, &model, cfg, tuning)
