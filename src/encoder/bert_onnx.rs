@@ -223,12 +223,13 @@ pub(crate) fn read_safetensors<R: Read + Seek>(mut r: R) -> Result<Tensors, Stri
         if offs.len() != 2 || offs[0] > offs[1] {
             return Err(format!("{name}: no data offsets"));
         }
-        if data_start + offs[1] > len {
+        if data_start.checked_add(offs[1]).is_none_or(|end| end > len) {
             return Err(format!("{name}: data past end of file"));
         }
         let bytes = offs[1] - offs[0];
         let shape: Vec<usize> = shape.into_iter().map(|d| d as usize).collect();
-        if bytes != shape.iter().product::<usize>() as u64 * 4 {
+        let want = shape.iter().try_fold(4u64, |n, &d| n.checked_mul(d as u64));
+        if want != Some(bytes) {
             return Err(format!(
                 "{name}: data length does not match shape {shape:?}"
             ));
@@ -299,7 +300,7 @@ pub fn build(weights: Tensors, heads: usize, precision: Precision) -> Result<Vec
             let wt = g.init_f32(&format!("{pre}.weight_t"), &[i, o], &t);
             let mm = g.node("MatMul", &[x, &wt], &[]);
             return Ok(g.node("Add", &[&mm, &b], &[]));
-        };
+        }
         // Per output channel (column of t): scale = max |w| / levels, q = round(w / scale), ties to even as ONNX
         // rounds (the weights hold exact ties: 40.5 in layer 0 query).
         let qmax = f32::from(INT8_WEIGHT_LEVELS);
@@ -506,6 +507,19 @@ mod tests {
         huge.extend_from_slice(b"{}");
         let err = read_safetensors(std::io::Cursor::new(huge)).unwrap_err();
         assert!(err.contains("header past end"), "{err}");
+        // offsets and shapes that would overflow are errors, not panics
+        let file = |h: &[u8]| {
+            let mut f = (h.len() as u64).to_le_bytes().to_vec();
+            f.extend_from_slice(h);
+            f.extend_from_slice(&[0u8; 16]);
+            std::io::Cursor::new(f)
+        };
+        let h = br#"{"a":{"dtype":"F32","shape":[2,2],"data_offsets":[0,18446744073709551615]}}"#;
+        let err = read_safetensors(file(h)).unwrap_err();
+        assert!(err.contains("past end of file"), "{err}");
+        let h = br#"{"a":{"dtype":"F32","shape":[4611686018427387904,8],"data_offsets":[0,16]}}"#;
+        let err = read_safetensors(file(h)).unwrap_err();
+        assert!(err.contains("does not match shape"), "{err}");
     }
 
     #[test]
