@@ -53,7 +53,9 @@ impl Pb {
 // onnx.proto field numbers and enums.
 const FLOAT: i64 = 1;
 const INT8: i64 = 3;
+const INT32: i64 = 6;
 const INT64: i64 = 7;
+const MS_DOMAIN: &str = "com.microsoft";
 
 /// How the graph's linear layers compute.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -64,8 +66,9 @@ pub enum Precision {
     /// Dynamic int8: the word-embedding table is stored in int8 per row (±127, rescaled after the lookup); each linear
     /// layer's weight is quantised per output channel (symmetric, ±[`INT8_WEIGHT_LEVELS`]),
     /// its input per tensor at run time (uint8, `DynamicQuantizeLinear`), the product computed in integers
-    /// (`MatMulInteger`, which ONNX Runtime fuses with the rescaling) and rescaled to fp32. Attention scores,
-    /// softmax, GELU and LayerNorm stay fp32. The input's scale covers the whole tensor, so a batch of prompts
+    /// (`MatMulInteger`, which ONNX Runtime fuses with the rescaling) and rescaled to fp32; the query, key and value
+    /// products and the attention run as ONNX Runtime's `QAttention` (contrib domain `com.microsoft`). Attention
+    /// scores, softmax, GELU and LayerNorm stay fp32. The input's scale covers the whole tensor, so a batch of prompts
     /// would share one: run prompts one at a time for embeddings that do not depend on their neighbours.
     Int8,
 }
@@ -132,6 +135,23 @@ impl Graph {
         self.node_outputs(op, inputs, attrs, &[out]);
     }
     fn node_outputs(&mut self, op: &str, inputs: &[&str], attrs: &[(&str, Attr)], outs: &[&str]) {
+        self.node_in(op, "", inputs, attrs, outs);
+    }
+    /// A node of ONNX Runtime's contrib domain (`com.microsoft`), one output.
+    fn node_ms(&mut self, op: &str, inputs: &[&str], attrs: &[(&str, Attr)]) -> String {
+        self.count += 1;
+        let out = format!("{op}_{}", self.count);
+        self.node_in(op, MS_DOMAIN, inputs, attrs, &[&out]);
+        out
+    }
+    fn node_in(
+        &mut self,
+        op: &str,
+        domain: &str,
+        inputs: &[&str],
+        attrs: &[(&str, Attr)],
+        outs: &[&str],
+    ) {
         let mut n = Pb::default();
         for i in inputs {
             n.str(1, i);
@@ -141,6 +161,9 @@ impl Graph {
         }
         n.str(3, outs[0]);
         n.str(4, op);
+        if !domain.is_empty() {
+            n.str(7, domain);
+        }
         for (name, a) in attrs {
             let mut m = Pb::default();
             m.str(1, name);
@@ -252,6 +275,27 @@ pub(crate) fn read_safetensors<R: Read + Seek>(mut r: R) -> Result<Tensors, Stri
     Ok(out)
 }
 
+/// Quantises a weight stored (in, out) row-major per output column: scale = max |w| / levels, q = round(w / scale),
+/// ties to even as ONNX rounds (the weights hold exact ties: 40.5 in layer 0's query).
+fn quantize_columns(t: &[f32], cols: usize) -> (Vec<u8>, Vec<f32>) {
+    let qmax = f32::from(INT8_WEIGHT_LEVELS);
+    let mut scales = vec![0f32; cols];
+    for (c, sc) in scales.iter_mut().enumerate() {
+        let m = t
+            .iter()
+            .skip(c)
+            .step_by(cols)
+            .fold(0f32, |a, v| a.max(v.abs()));
+        *sc = if m > 0.0 { m / qmax } else { 1.0 };
+    }
+    let q = t
+        .iter()
+        .enumerate()
+        .map(|(k, v)| ((v / scales[k % cols]).round_ties_even().clamp(-qmax, qmax) as i8) as u8)
+        .collect();
+    (q, scales)
+}
+
 /// Builds the ONNX model (bytes) of a BERT encoder from its safetensors weights (Hugging Face names,
 /// optionally prefixed `bert.`). Heads, layers and widths are read from the tensors' shapes; `heads` must divide
 /// the hidden width. Each tensor is dropped once written, so the weights and the model are not held twice.
@@ -301,19 +345,7 @@ pub fn build(weights: Tensors, heads: usize, precision: Precision) -> Result<Vec
             let mm = g.node("MatMul", &[x, &wt], &[]);
             return Ok(g.node("Add", &[&mm, &b], &[]));
         }
-        // Per output channel (column of t): scale = max |w| / levels, q = round(w / scale), ties to even as ONNX
-        // rounds (the weights hold exact ties: 40.5 in layer 0 query).
-        let qmax = f32::from(INT8_WEIGHT_LEVELS);
-        let mut scales = vec![0f32; o];
-        for (c, sc) in scales.iter_mut().enumerate() {
-            let m = (0..i).map(|r| t[r * o + c].abs()).fold(0f32, f32::max);
-            *sc = if m > 0.0 { m / qmax } else { 1.0 };
-        }
-        let q: Vec<u8> = t
-            .iter()
-            .enumerate()
-            .map(|(k, v)| ((v / scales[k % o]).round_ties_even().clamp(-qmax, qmax) as i8) as u8)
-            .collect();
+        let (q, scales) = quantize_columns(&t, o);
         let wq = g.init_raw(&format!("{pre}.weight_q"), &[i, o], INT8, q);
         let ws = g.init_f32(&format!("{pre}.weight_scale"), &[o], &scales);
         let xq = g.node_multi("DynamicQuantizeLinear", &[x], 3);
@@ -379,39 +411,99 @@ pub fn build(weights: Tensors, heads: usize, precision: Precision) -> Result<Vec
     let e = g.node("Add", &[&e, &pos_rows], &[]);
     let mut x = layer_norm(&mut g, &e, "embeddings.LayerNorm")?;
 
-    // Additive attention mask, batch × 1 × 1 × seq: 0 where attended, −10000 where padded.
-    let mask_f = g.node("Cast", &["attention_mask"], &[("to", Attr::Int(FLOAT))]);
     let one = g.scalar("one", 1.0);
-    let neg = g.scalar("neg_10000", -10000.0);
-    let inv = g.node("Sub", &[&one, &mask_f], &[]);
-    let add_mask = g.node("Mul", &[&inv, &neg], &[]);
-    let axes = g.init_i64("axes_1_2", &[1, 2]);
-    let add_mask = g.node("Unsqueeze", &[&add_mask, &axes], &[]);
-
     let dh = hidden / heads;
-    let split_heads = g.init_i64("shape_heads", &[0, 0, heads as i64, dh as i64]);
-    let merge_heads = g.init_i64("shape_hidden", &[0, 0, hidden as i64]);
-    let sqrt_dh = g.scalar("sqrt_head_dim", (dh as f32).sqrt());
+    // The self-attention, in the form each precision runs it (with only its own constants in the graph).
+    enum Attention {
+        /// int8: ONNX Runtime's fused `QAttention`, mask 1 attended / 0 padded, int32, batch × sequence.
+        Fused { mask: String },
+        /// fp32: plain ONNX ops; additive mask, batch × 1 × 1 × sequence: 0 attended, −10000 padded.
+        Plain {
+            add_mask: String,
+            split_heads: String,
+            merge_heads: String,
+            sqrt_dh: String,
+        },
+    }
+    let attention = if precision == Precision::Int8 {
+        Attention::Fused {
+            mask: g.node("Cast", &["attention_mask"], &[("to", Attr::Int(INT32))]),
+        }
+    } else {
+        let mask_f = g.node("Cast", &["attention_mask"], &[("to", Attr::Int(FLOAT))]);
+        let neg = g.scalar("neg_10000", -10000.0);
+        let inv = g.node("Sub", &[&one, &mask_f], &[]);
+        let add_mask = g.node("Mul", &[&inv, &neg], &[]);
+        let axes = g.init_i64("axes_1_2", &[1, 2]);
+        Attention::Plain {
+            add_mask: g.node("Unsqueeze", &[&add_mask, &axes], &[]),
+            split_heads: g.init_i64("shape_heads", &[0, 0, heads as i64, dh as i64]),
+            merge_heads: g.init_i64("shape_hidden", &[0, 0, hidden as i64]),
+            sqrt_dh: g.scalar("sqrt_head_dim", (dh as f32).sqrt()),
+        }
+    };
     let sqrt2 = g.scalar("sqrt_2", std::f32::consts::SQRT_2);
     let half = g.scalar("half", 0.5);
     let perm = |p: [i64; 4]| ("perm", Attr::Ints(p.to_vec()));
     for l in 0..layers {
         let p = format!("encoder.layer.{l}");
-        let proj = |g: &mut Graph, which: &str, order: [i64; 4]| -> Result<String, String> {
-            let y = linear(g, &x, &format!("{p}.attention.self.{which}"))?;
-            let y = g.node("Reshape", &[&y, &split_heads], &[]);
-            Ok(g.node("Transpose", &[&y], &[perm(order)]))
+        let c = match &attention {
+            Attention::Fused { mask } => {
+                // `QAttention` takes the uint8 input, the query/key/value weights side by side (in, 3·hidden) in
+                // int8 with per-column scales, and does the three products, scaled dot-product attention under the
+                // mask and the head merge: one node instead of sixteen, 0.93× the time of the plain int8 graph
+                // (interleaved, 14- and 29-token prompts).
+                let mut t = vec![0f32; hidden * 3 * hidden];
+                let mut bias = Vec::with_capacity(3 * hidden);
+                for (j, which) in ["query", "key", "value"].into_iter().enumerate() {
+                    let pre = format!("{p}.attention.self.{which}");
+                    let (ws, w) = get(&format!("{pre}.weight"))?;
+                    if ws != [hidden, hidden] {
+                        return Err(format!("{pre}.weight is not {hidden}×{hidden}"));
+                    }
+                    for r in 0..hidden {
+                        for c in 0..hidden {
+                            t[c * 3 * hidden + j * hidden + r] = w[r * hidden + c];
+                        }
+                    }
+                    bias.extend(get(&format!("{pre}.bias"))?.1);
+                }
+                let (q, scales) = quantize_columns(&t, 3 * hidden);
+                drop(t);
+                let wq = g.init_raw(&format!("{p}.qkv.weight_q"), &[hidden, 3 * hidden], INT8, q);
+                let ws = g.init_f32(&format!("{p}.qkv.weight_scale"), &[3 * hidden], &scales);
+                let b = g.init_f32(&format!("{p}.qkv.bias"), &[3 * hidden], &bias);
+                let xq = g.node_multi("DynamicQuantizeLinear", &[&x], 3);
+                g.node_ms(
+                    "QAttention",
+                    &[&xq[0], &wq, &b, &xq[1], &ws, mask, &xq[2]],
+                    &[("num_heads", Attr::Int(heads as i64))],
+                )
+            }
+            Attention::Plain {
+                add_mask,
+                split_heads,
+                merge_heads,
+                sqrt_dh,
+            } => {
+                let proj =
+                    |g: &mut Graph, which: &str, order: [i64; 4]| -> Result<String, String> {
+                        let y = linear(g, &x, &format!("{p}.attention.self.{which}"))?;
+                        let y = g.node("Reshape", &[&y, split_heads], &[]);
+                        Ok(g.node("Transpose", &[&y], &[perm(order)]))
+                    };
+                let q = proj(&mut g, "query", [0, 2, 1, 3])?;
+                let k = proj(&mut g, "key", [0, 2, 3, 1])?;
+                let v = proj(&mut g, "value", [0, 2, 1, 3])?;
+                let s = g.node("MatMul", &[&q, &k], &[]);
+                let s = g.node("Div", &[&s, sqrt_dh], &[]);
+                let s = g.node("Add", &[&s, add_mask], &[]);
+                let s = g.node("Softmax", &[&s], &[("axis", Attr::Int(-1))]);
+                let c = g.node("MatMul", &[&s, &v], &[]);
+                let c = g.node("Transpose", &[&c], &[perm([0, 2, 1, 3])]);
+                g.node("Reshape", &[&c, merge_heads], &[])
+            }
         };
-        let q = proj(&mut g, "query", [0, 2, 1, 3])?;
-        let k = proj(&mut g, "key", [0, 2, 3, 1])?;
-        let v = proj(&mut g, "value", [0, 2, 1, 3])?;
-        let s = g.node("MatMul", &[&q, &k], &[]);
-        let s = g.node("Div", &[&s, &sqrt_dh], &[]);
-        let s = g.node("Add", &[&s, &add_mask], &[]);
-        let s = g.node("Softmax", &[&s], &[("axis", Attr::Int(-1))]);
-        let c = g.node("MatMul", &[&s, &v], &[]);
-        let c = g.node("Transpose", &[&c], &[perm([0, 2, 1, 3])]);
-        let c = g.node("Reshape", &[&c, &merge_heads], &[]);
         let a = linear(&mut g, &c, &format!("{p}.attention.output.dense"))?;
         let r = g.node("Add", &[&a, &x], &[]);
         x = layer_norm(&mut g, &r, &format!("{p}.attention.output.LayerNorm"))?;
@@ -459,6 +551,10 @@ pub fn build(weights: Tensors, heads: usize, precision: Precision) -> Result<Vec
     // (protobuf fields may come in any order; the opset follows the graph)
     let mut tail = Pb::default();
     tail.msg(8, opset);
+    let mut ms = Pb::default();
+    ms.str(1, MS_DOMAIN);
+    ms.int(2, 1);
+    tail.msg(8, ms);
     model.extend_from_slice(&tail.0);
     model.splice(0..0, head.0);
     Ok(model)
