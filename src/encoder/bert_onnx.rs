@@ -325,7 +325,9 @@ pub fn build(weights: Tensors, heads: usize, precision: Precision) -> Result<Vec
         let (s, d) = get(name)?;
         Ok(g.init_f32(name, &s, &d))
     };
-    let w_zero = g.init_raw("w_zero_point", &[], INT8, vec![0]);
+    // the weights' zero point (symmetric int8), only in the graph that uses it
+    let w_zero =
+        (precision == Precision::Int8).then(|| g.init_raw("w_zero_point", &[], INT8, vec![0]));
     // Linear layer x·Wᵀ + b: the weight is stored (out, in); ONNX MatMul wants (in, out).
     let linear = |g: &mut Graph, x: &str, pre: &str| -> Result<String, String> {
         let (s, w) = get(&format!("{pre}.weight"))?;
@@ -349,7 +351,8 @@ pub fn build(weights: Tensors, heads: usize, precision: Precision) -> Result<Vec
         let wq = g.init_raw(&format!("{pre}.weight_q"), &[i, o], INT8, q);
         let ws = g.init_f32(&format!("{pre}.weight_scale"), &[o], &scales);
         let xq = g.node_multi("DynamicQuantizeLinear", &[x], 3);
-        let mm = g.node("MatMulInteger", &[&xq[0], &wq, &xq[2], &w_zero], &[]);
+        let w_zero = w_zero.as_deref().ok_or("int8 layer in an fp32 graph")?;
+        let mm = g.node("MatMulInteger", &[&xq[0], &wq, &xq[2], w_zero], &[]);
         let mm = g.node("Cast", &[&mm], &[("to", Attr::Int(FLOAT))]);
         let scale = g.node("Mul", &[&xq[1], &ws], &[]);
         let y = g.node("Mul", &[&mm, &scale], &[]);
