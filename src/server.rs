@@ -166,7 +166,8 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
             },
         )),
         live,
-        admission,
+        admission: admission.clone(),
+        drain_linger: config.server.drain_linger,
     };
     let mut proxy = pingora::services::listening::Service::new("dualrouter proxy".to_string(), app);
     proxy.add_tcp(&config.listen.to_string());
@@ -211,8 +212,12 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
     });
     exit_when_drained(
         server.watch_execution_phase(),
-        in_flight,
-        Duration::from_secs(config.server.grace_period_seconds),
+        Drain {
+            in_flight,
+            admission,
+            min_grace: Duration::from_secs(config.server.grace_period_seconds),
+            linger: config.server.drain_linger,
+        },
         cleanup.clone(),
     );
     server.run(RunArgs::default());
@@ -251,14 +256,36 @@ impl Cleanup {
     }
 }
 
+/// What the drain watcher waits for.
+struct Drain {
+    in_flight: Arc<std::sync::atomic::AtomicUsize>,
+    /// Counts the client connections open.
+    admission: Arc<crate::proxy::admission::Admission>,
+    /// `server.grace_period_seconds`: the least time before exiting.
+    min_grace: Duration,
+    /// `server.drain_linger_ms`: the most time idle keep-alive connections are waited for.
+    linger: Duration,
+}
+
+impl Drain {
+    /// Whether the process may exit `elapsed` after the signal: nothing in flight, the least
+    /// grace over, and no client connection left open (or the linger over: the connections
+    /// left are idle, and their clients have had the time to send and get `Connection: close`).
+    fn done(&self, elapsed: Duration) -> bool {
+        let busy = self.in_flight.load(std::sync::atomic::Ordering::SeqCst);
+        busy == 0
+            && elapsed >= self.min_grace
+            && (self.admission.open() == 0 || elapsed >= self.linger)
+    }
+}
+
 /// After SIGTERM or SIGQUIT Pingora stops accepting and waits out its grace period (the drain
-/// bound) before cancelling what is in flight. This watcher ends the process as soon as no
-/// request is in flight (and at least `min_grace` has passed), so a quiet proxy stops at once
-/// and a busy one lets its streams finish.
+/// bound) before cancelling what is in flight. This watcher ends the process as soon as the
+/// drain is [done](Drain::done), so a quiet proxy stops at once and a busy one lets its
+/// streams finish.
 fn exit_when_drained(
     mut phases: tokio::sync::broadcast::Receiver<pingora::server::ExecutionPhase>,
-    in_flight: Arc<std::sync::atomic::AtomicUsize>,
-    min_grace: Duration,
+    drain: Drain,
     cleanup: Arc<Cleanup>,
 ) {
     use pingora::server::ExecutionPhase;
@@ -269,13 +296,16 @@ fn exit_when_drained(
                 Ok(ExecutionPhase::ShutdownGracePeriod) => {
                     let started = std::time::Instant::now();
                     tracing::info!(
-                        in_flight = in_flight.load(std::sync::atomic::Ordering::SeqCst),
-                        "draining: waiting for requests in flight"
+                        in_flight = drain.in_flight.load(std::sync::atomic::Ordering::SeqCst),
+                        connections = drain.admission.open(),
+                        "draining: waiting for requests in flight and open connections"
                     );
                     loop {
-                        let busy = in_flight.load(std::sync::atomic::Ordering::SeqCst);
-                        if busy == 0 && started.elapsed() >= min_grace {
-                            tracing::info!("drained");
+                        if drain.done(started.elapsed()) {
+                            tracing::info!(
+                                connections_left_idle = drain.admission.open(),
+                                "drained"
+                            );
                             cleanup.run();
                             std::process::exit(0);
                         }

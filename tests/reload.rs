@@ -1,8 +1,9 @@
 //! Hot reload through the real binary: the config file watched and `POST /api/reload`, an
 //! invalid config refused while the old one keeps serving, reloads every 2 s under steady
 //! traffic losing nothing, a checkpoint change changing routing, a policy created on one
-//! instance routing on another that shares PostgreSQL within a second, and a graceful shutdown
-//! letting an open stream finish.
+//! instance routing on another that shares PostgreSQL within a second, a graceful shutdown
+//! letting an open stream finish and serving requests sent on idle keep-alive connections, and a
+//! zero-downtime upgrade under steady traffic.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
@@ -376,6 +377,94 @@ providers:
     }
     assert_eq!(body.matches("chat.completion.chunk").count(), 10, "{body}");
     assert!(body.contains("data: [DONE]"), "{body}");
+    let status =
+        tokio::task::spawn_blocking(move || p.signal_and_wait("TERM", Duration::from_secs(20)))
+            .await
+            .unwrap();
+    assert!(status.success(), "{status:?}");
+}
+
+/// Writes one chat request on a raw connection and reads its whole answer (head, body).
+async fn raw_exchange(conn: &mut tokio::net::TcpStream) -> Option<(String, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let body = r#"{"model":"echo","messages":[{"role":"user","content":"hi"}]}"#;
+    let req = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    conn.write_all(req.as_bytes()).await.ok()?;
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let head_end = loop {
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+        match conn.read(&mut chunk).await {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).to_lowercase();
+    let len: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .map(|v| v.trim().parse().unwrap())
+        .expect("a Content-Length");
+    while buf.len() < head_end + len {
+        match conn.read(&mut chunk).await {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+    Some((head, String::from_utf8_lossy(&buf[head_end..]).into_owned()))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shutdown_still_serves_requests_on_idle_keep_alive_connections() {
+    use tokio::io::AsyncReadExt;
+    let mock = Mock::start().await;
+    let yaml = format!(
+        r#"listen: 127.0.0.1:0
+admin: {{ listen: 127.0.0.1:0 }}
+server: {{ grace_period_seconds: 0, drain_linger_ms: 1500 }}
+providers:
+  - {{ name: m, kind: openai, base_url: "{}", models: [ {{ id: echo, upstream_id: echo }} ] }}
+"#,
+        mock.base_url()
+    );
+    let mut p = Proxy::start(&yaml).await;
+    let addr = p.proxy.trim_start_matches("http://").to_string();
+    // Two clients, each with one answered request on a keep-alive connection, now idle.
+    let mut active = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let mut idle = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    for conn in [&mut active, &mut idle] {
+        let (head, _) = raw_exchange(conn)
+            .await
+            .expect("answered before the signal");
+        assert!(head.starts_with("http/1.1 200"), "{head}");
+        assert!(!head.contains("connection: close"), "{head}");
+    }
+    std::process::Command::new("kill")
+        .arg("-TERM")
+        .arg(p.pid().to_string())
+        .status()
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // A request written on an idle connection after the signal is served, and the answer
+    // tells the client to reconnect.
+    let (head, body) = raw_exchange(&mut active)
+        .await
+        .unwrap_or_else(|| panic!("request lost after SIGTERM:\n{}", p.log()));
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    assert!(head.contains("connection: close"), "{head}");
+    assert!(body.contains("chat.completion"), "{body}");
+    let mut rest = Vec::new();
+    active.read_to_end(&mut rest).await.unwrap();
+    assert!(rest.is_empty());
+    // The connection that stays idle is closed once the linger is over, and the process exits.
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(20), idle.read_to_end(&mut rest)).await;
+    assert!(matches!(closed, Ok(Ok(0)) | Ok(Err(_))), "{closed:?}");
     let status =
         tokio::task::spawn_blocking(move || p.signal_and_wait("TERM", Duration::from_secs(20)))
             .await

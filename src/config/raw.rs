@@ -290,6 +290,12 @@ pub struct RawServer {
     /// finish; the process exits as soon as none is left.
     #[serde(default = "default_shutdown_timeout")]
     pub graceful_shutdown_timeout_seconds: u64,
+    /// On SIGTERM or SIGQUIT: how long a client's idle keep-alive connection stays open after
+    /// the signal. A request arriving on it meanwhile is served and answered with
+    /// `Connection: close`, so the client reconnects (to the new process on an upgrade) instead
+    /// of losing a request written just as the connection closed.
+    #[serde(default = "default_drain_linger_ms")]
+    pub drain_linger_ms: u64,
     /// Pid file and upgrade socket, for Pingora's zero-downtime upgrade.
     #[serde(default)]
     pub pid_file: Option<String>,
@@ -303,6 +309,7 @@ impl Default for RawServer {
             threads: default_threads(),
             grace_period_seconds: default_grace(),
             graceful_shutdown_timeout_seconds: default_shutdown_timeout(),
+            drain_linger_ms: default_drain_linger_ms(),
             pid_file: None,
             upgrade_sock: None,
         }
@@ -317,6 +324,9 @@ fn default_grace() -> u64 {
 }
 fn default_shutdown_timeout() -> u64 {
     300
+}
+fn default_drain_linger_ms() -> u64 {
+    2000
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -114,6 +114,7 @@ pub struct ServerSettings {
     pub threads: usize,
     pub grace_period_seconds: u64,
     pub graceful_shutdown_timeout_seconds: u64,
+    pub drain_linger: Duration,
     pub pid_file: Option<String>,
     pub upgrade_sock: Option<String>,
 }
@@ -401,6 +402,7 @@ pub fn validate(raw: RawConfig, env: EnvLookup<'_>) -> Result<Config, ConfigErro
             threads: raw.server.threads,
             grace_period_seconds: raw.server.grace_period_seconds,
             graceful_shutdown_timeout_seconds: raw.server.graceful_shutdown_timeout_seconds,
+            drain_linger: Duration::from_millis(raw.server.drain_linger_ms),
             pid_file: raw.server.pid_file.clone(),
             upgrade_sock: raw.server.upgrade_sock.clone(),
         },

@@ -300,6 +300,8 @@ pub struct GuardedProxy {
     pub inner: Arc<HttpProxy<Proxy>>,
     pub live: Arc<crate::live::Live>,
     pub admission: Arc<Admission>,
+    /// `server.drain_linger_ms`: how long idle keep-alive connections outlive the signal.
+    pub drain_linger: Duration,
 }
 
 #[async_trait]
@@ -330,7 +332,14 @@ impl ServerApp for GuardedProxy {
         self.inner.process_new(stream, shutdown).await
     }
 
+    /// Called once the listeners have stopped accepting. Pingora's own cleanup drops every
+    /// connection waiting for its next request at once, which loses a request a client is
+    /// writing on it at that instant. So it waits `drain_linger` first: meanwhile a request on
+    /// such a connection is served with `Connection: close` (Pingora turns keep-alive off once
+    /// shutdown has begun) and the client reconnects. The drain watcher in `server` exits as
+    /// soon as no connection is left open.
     async fn cleanup(&self) {
+        tokio::time::sleep(self.drain_linger).await;
         self.inner.cleanup().await
     }
 }
