@@ -4,12 +4,13 @@
 //! busy machine slows them alike; the figures to compare are the ratios to the first row. Prompts: the 26-token
 //! prompt of `mirt_scoring` (with a variant number), and HWU64 utterances if `../shared/data/classify/hwu64.csv`
 //! is there. Extra ONNX files to compare: `ENCODER_VARIANTS=/path/a.onnx:/path/b.onnx`.
+//! `BENCH_PACE_MS=50` sleeps before each prompt (caches go cold as in a proxy at 20 requests a second).
 
 mod common;
 use common::pct;
 
 use std::path::{Path, PathBuf};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use dualrouter::encoder::bert_onnx::Precision;
 use dualrouter::encoder::{EncoderConfig, MiniLm, SessionTuning};
@@ -128,6 +129,14 @@ fn main() {
         .map(|i| format!("{prompt} (variant {i})"))
         .collect();
     let short = hwu64(300);
+    // BENCH_PACE_MS=50 sleeps that long before each prompt, as a proxy at 20 requests a second
+    // would (caches go cold in between); default 0, back to back.
+    let pace = Duration::from_millis(
+        std::env::var("BENCH_PACE_MS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0),
+    );
     let ref_model = &loaded[0].1;
     for (set, texts) in [("26-token prompt", &long), ("HWU64 utterances", &short)] {
         if texts.is_empty() {
@@ -146,6 +155,7 @@ fn main() {
         let mut ms: Vec<Vec<f64>> = vec![Vec::new(); loaded.len()];
         let mut cos: Vec<f64> = vec![1.0; loaded.len()];
         for (i, t) in texts.iter().enumerate() {
+            std::thread::sleep(pace);
             let s = Instant::now();
             let _ = ref_model.token_ids(t);
             tok_ms.push(s.elapsed().as_secs_f64() * 1e3);

@@ -27,6 +27,8 @@ fn checkpoint(embed_dim: usize, models: usize) -> Mirt {
         version: CHECKPOINT_VERSION,
         encoder: "bench".into(),
         embed_dim,
+        embedding_in_x: true,
+        centroids: Vec::new(),
         features,
         cost_ref: 1.0,
         models: (0..models)

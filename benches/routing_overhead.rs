@@ -5,7 +5,9 @@
 //! latency (routed − pass-through, p50/p99), the ratio, and each proxy's resident memory.
 //!
 //! Run: `cargo bench --bench routing_overhead` (or `make bench`).
-//! Knobs (env): BENCH_RATES="20,50", BENCH_SECONDS=10.
+//! Knobs (env): BENCH_RATES="20,50", BENCH_SECONDS=10, BENCH_MINILM_THREADS="1" (the MiniLM
+//! proxy's `mirt.encoder.threads`; a list such as "1,2" starts one MiniLM proxy per value, all
+//! interleaved in the same run).
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -40,10 +42,11 @@ fn rss_mb(pid: u32) -> (f64, f64) {
 struct Proxy {
     child: Kill,
     addr: String,
+    admin: String,
     _dir: tempfile::TempDir,
 }
 
-fn start_proxy(bin: &str, up_port: u16, encoder: &str) -> Proxy {
+fn start_proxy(bin: &str, up_port: u16, encoder: &str, threads: usize) -> Proxy {
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("bench.yaml");
     let root = env!("CARGO_MANIFEST_DIR");
@@ -56,7 +59,7 @@ database: sqlite://{db}
 decision_log: {{ spool_dir: {spool} }}
 mirt:
   checkpoint: {root}/checkpoints/{checkpoint}
-  encoder: {{ kind: {encoder}, models_dir: {root}/models }}
+  encoder: {{ kind: {encoder}, models_dir: {root}/models, threads: {threads} }}
 providers:
   - name: demo
     kind: openai
@@ -92,10 +95,13 @@ policies:
             .unwrap(),
     );
     let deadline = Instant::now() + Duration::from_secs(60);
-    let addr = loop {
+    let (addr, admin) = loop {
         if let Ok(t) = std::fs::read_to_string(&ready) {
             if let Ok(v) = serde_json::from_str::<serde_json::Value>(&t) {
-                break v["proxy"].as_str().unwrap().to_string();
+                break (
+                    v["proxy"].as_str().unwrap().to_string(),
+                    v["admin"].as_str().unwrap().to_string(),
+                );
             }
         }
         assert!(Instant::now() < deadline, "proxy ({encoder}) did not start");
@@ -104,6 +110,7 @@ policies:
     Proxy {
         child,
         addr,
+        admin,
         _dir: dir,
     }
 }
@@ -119,16 +126,19 @@ const TOPICS: [&str; 6] = [
 
 /// One series of the run: a URL, a model, and its latencies.
 struct Series {
-    name: &'static str,
+    name: String,
     url: String,
     model: &'static str,
     lat: Mutex<Vec<Duration>>,
     errors: AtomicUsize,
 }
 
+/// Numbers the prompts of the whole run (warm-ups and every rate), so none repeats and the
+/// encoder's cache never answers.
+static PROMPTS: AtomicUsize = AtomicUsize::new(0);
+
 async fn run_at(client: &reqwest::Client, series: &[Arc<Series>], rate: u64, secs: u64) {
     let total = rate * secs;
-    let counter = Arc::new(AtomicUsize::new(0));
     let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / rate as f64));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
     let mut tasks = Vec::with_capacity(total as usize);
@@ -136,7 +146,7 @@ async fn run_at(client: &reqwest::Client, series: &[Arc<Series>], rate: u64, sec
         tick.tick().await;
         let s = series[i % series.len()].clone();
         let client = client.clone();
-        let n = counter.fetch_add(1, Ordering::Relaxed);
+        let n = PROMPTS.fetch_add(1, Ordering::Relaxed);
         tasks.push(tokio::spawn(async move {
             // A new prompt every time: the encoder's cache never answers.
             let prompt = format!("{} {n}", TOPICS[n % TOPICS.len()]);
@@ -158,6 +168,39 @@ async fn run_at(client: &reqwest::Client, series: &[Arc<Series>], rate: u64, sec
     }
 }
 
+/// Median of each step's latency (`embed`, `classify`, `score`) over the newest `n` routed
+/// decisions of a proxy, as "embed 3.10, classify 0.01, score 0.10".
+async fn step_medians(client: &reqwest::Client, admin: &str, n: u64) -> String {
+    // The decision log writes in batches; give it a moment.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let url = format!("http://{admin}/api/decisions?limit={}", n.clamp(1, 1000));
+    let Ok(resp) = client.get(&url).send().await else {
+        return "unavailable".into();
+    };
+    let v: serde_json::Value = resp.json().await.unwrap_or_default();
+    let rows = v
+        .get("decisions")
+        .and_then(|d| d.as_array())
+        .or_else(|| v.as_array())
+        .cloned()
+        .unwrap_or_default();
+    ["embed", "classify", "score"]
+        .iter()
+        .map(|step| {
+            let mut l: Vec<f64> = rows
+                .iter()
+                .filter_map(|d| d["latencies_ms"][step].as_f64())
+                .collect();
+            l.sort_by(f64::total_cmp);
+            match l.get(l.len() / 2) {
+                Some(m) => format!("{step} {m:.2}"),
+                None => format!("{step} -"),
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 fn main() {
     let bin = env!("CARGO_BIN_EXE_dualrouter");
     let rates: Vec<u64> = std::env::var("BENCH_RATES")
@@ -170,10 +213,28 @@ fn main() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(10);
 
+    let threads: Vec<usize> = std::env::var("BENCH_MINILM_THREADS")
+        .unwrap_or_else(|_| "1".into())
+        .split(',')
+        .filter_map(|t| t.trim().parse().ok())
+        .collect();
+
     let (_upstream, up_port) = demo_upstream(bin);
-    let minilm = start_proxy(bin, up_port, "minilm-int8");
-    let fast = start_proxy(bin, up_port, "static");
-    let rss_idle = [minilm.child.0.id(), fast.child.0.id()].map(rss_mb);
+    // (label, proxy): the MiniLM proxies, then the static one.
+    let mut proxies: Vec<(String, Proxy)> = threads
+        .iter()
+        .map(|&t| {
+            (
+                format!("MiniLM, {t} thr"),
+                start_proxy(bin, up_port, "minilm-int8", t),
+            )
+        })
+        .collect();
+    proxies.push(("static".into(), start_proxy(bin, up_port, "static", 1)));
+    let rss_idle: Vec<(f64, f64)> = proxies
+        .iter()
+        .map(|(_, p)| rss_mb(p.child.0.id()))
+        .collect();
 
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
@@ -188,30 +249,32 @@ fn main() {
         let url = |p: &Proxy| format!("http://{}/v1/chat/completions", p.addr);
         println!(
             "dualrouter routing overhead: demo upstream, small non-streaming requests, {secs} s per rate; \
-             pass-through (model: small), routed with MiniLM and routed with static embeddings (model: auto), interleaved"
+             for each proxy, pass-through (model: small) and routed (model: auto), all interleaved"
         );
         println!(
-            "{:>6} {:>22} {:>9} {:>9} {:>7} {:>11} {:>11} {:>9}",
+            "{:>6} {:>30} {:>9} {:>9} {:>7} {:>11} {:>11} {:>9}",
             "rate", "series", "p50 ms", "p99 ms", "errors", "added p50", "added p99", "p50 ratio"
         );
         for rate in rates {
-            let series: Vec<Arc<Series>> = [
-                ("pass-through", url(&minilm), "small"),
-                ("routed, MiniLM", url(&minilm), "auto"),
-                ("routed, static", url(&fast), "auto"),
-                ("pass-through (static)", url(&fast), "small"),
-            ]
-            .into_iter()
-            .map(|(name, url, model)| {
-                Arc::new(Series {
-                    name,
-                    url,
-                    model,
-                    lat: Mutex::new(Vec::new()),
-                    errors: AtomicUsize::new(0),
+            // Per proxy: its pass-through series, then its routed one.
+            let series: Vec<Arc<Series>> = proxies
+                .iter()
+                .flat_map(|(label, p)| {
+                    [
+                        (format!("pass-through ({label})"), url(p), "small"),
+                        (format!("routed, {label}"), url(p), "auto"),
+                    ]
                 })
-            })
-            .collect();
+                .map(|(name, url, model)| {
+                    Arc::new(Series {
+                        name,
+                        url,
+                        model,
+                        lat: Mutex::new(Vec::new()),
+                        errors: AtomicUsize::new(0),
+                    })
+                })
+                .collect();
             // Warm up (connections, ONNX Runtime's first runs), then measure.
             run_at(&client, &series, 20, 1).await;
             for s in &series {
@@ -224,12 +287,17 @@ fn main() {
                 l.sort();
                 base.push(l);
             }
+            // The routed decisions' own step timings (median of the newest), from the decision log.
+            let mut steps = Vec::new();
+            for (label, p) in &proxies {
+                steps.push((label, step_medians(&client, &p.admin, rate * secs / 3).await));
+            }
             for (i, s) in series.iter().enumerate() {
-                let pass = if i == 2 || i == 3 { &base[3] } else { &base[0] };
+                let pass = &base[i - i % 2];
                 let (p50, p99) = (pct_ms(&base[i], 0.5), pct_ms(&base[i], 0.99));
                 let (b50, b99) = (pct_ms(pass, 0.5), pct_ms(pass, 0.99));
                 println!(
-                    "{:>6} {:>22} {:>9.3} {:>9.3} {:>7} {:>9.3}ms {:>9.3}ms {:>9.2}",
+                    "{:>6} {:>30} {:>9.3} {:>9.3} {:>7} {:>9.3}ms {:>9.3}ms {:>9.2}",
                     rate,
                     s.name,
                     p50,
@@ -240,15 +308,16 @@ fn main() {
                     p50 / b50
                 );
             }
+            for (label, m) in steps {
+                println!("{rate:>6} {label:>30} decision steps, median ms: {m}");
+            }
         }
     });
-    let rss = [minilm.child.0.id(), fast.child.0.id()].map(rss_mb);
-    for (name, (idle, (now, peak))) in ["MiniLM", "static"]
-        .iter()
-        .zip(rss_idle.iter().map(|r| r.0).zip(rss))
-    {
+    for ((name, p), idle) in proxies.iter().zip(rss_idle) {
+        let (now, peak) = rss_mb(p.child.0.id());
         println!(
-            "resident memory, proxy with {name}: {idle:.0} MB after start, {now:.0} MB after the run, peak {peak:.0} MB"
+            "resident memory, proxy with {name}: {:.0} MB after start, {now:.0} MB after the run, peak {peak:.0} MB",
+            idle.0
         );
     }
 }

@@ -87,17 +87,11 @@ pub fn is_held_out(decision_id: &str, percent: u32) -> bool {
 
 /// x for a feature list: the embedding, then each feature (from the text when there is one,
 /// else as stored, else 0).
-fn x_for(features: &[String], h: &HeldOut) -> Vec<f32> {
-    let mut x = h.embedding.clone();
-    for f in features {
-        let v = h
-            .text
-            .as_deref()
-            .and_then(|t| crate::mirt::builtin_feature(f, t))
-            .or_else(|| h.extra.get(f).copied())
-            .unwrap_or(0.0);
-        x.push(v);
-    }
+/// x of a held-out or training row for a checkpoint's layout (built-in features from the text
+/// when there is one, else as logged).
+fn x_for(layout: crate::mirt::XLayout<'_>, h: &HeldOut) -> Vec<f32> {
+    let mut x = Vec::new();
+    layout.build(&h.embedding, h.text.as_deref(), &h.extra, &mut x);
     x
 }
 
@@ -196,6 +190,12 @@ pub async fn prepare(
         .map(|s| s.to_string())
         .collect();
     features.append(&mut plugin_features);
+    // Refits put the embedding in x (no clusters).
+    let layout = crate::mirt::XLayout {
+        embedding: true,
+        centroids: &[],
+        features: &features,
+    };
     let mut xs = Vec::new();
     let mut ys = Vec::new();
     for r in &train_rows {
@@ -208,7 +208,7 @@ pub async fn prepare(
         if y.iter().all(Option::is_none) {
             continue;
         }
-        xs.push(x_for(&features, r));
+        xs.push(x_for(layout, r));
         ys.push(y);
     }
     // Prices (cost per query): the base file's where it has them, else the configured price
@@ -232,6 +232,8 @@ pub async fn prepare(
             xs,
             ys,
             features,
+            embedding_in_x: true,
+            centroids: Vec::new(),
             data: data_names.join(" + "),
             split: None,
             command: "refit on logged outcomes".into(),
@@ -305,7 +307,7 @@ fn bce_on(scorer: &Scorer, holdout: &[HeldOut], known: &dyn Fn(&str) -> bool) ->
     let mut sum = 0.0;
     let mut n = 0usize;
     for h in holdout {
-        let x = x_for(&scorer.mirt.features, h);
+        let x = x_for(scorer.mirt.layout(), h);
         for (m, y) in &h.scores {
             if !known(m) {
                 continue;

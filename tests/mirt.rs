@@ -116,6 +116,8 @@ fn tiny_checkpoint(encoder: &str) -> Mirt {
         version: CHECKPOINT_VERSION,
         encoder: encoder.into(),
         embed_dim: 12,
+        embedding_in_x: true,
+        centroids: Vec::new(),
         features: vec!["bias".into()],
         cost_ref: 10.0,
         models: ["weak", "mid", "strong"]
@@ -248,4 +250,106 @@ fn wide_and_long_shapes_agree() {
     let n = Dataset::load(&nc).unwrap();
     assert!(!n.has_cost);
     assert_eq!(n.rows[0].costs, vec![Some(1.0), Some(1.0)]);
+}
+
+#[test]
+fn a_cluster_layout_learns_each_kind_of_prompt_and_round_trips() {
+    use dualrouter::mirt::cli::{fit_xy, FitArgs, FitInput};
+    use dualrouter::mirt::clusters::kmeans;
+    use dualrouter::mirt::XLayout;
+    use std::collections::HashMap;
+
+    let (xs, ys, cluster) = synthetic(1200, 11);
+    // The embeddings: the synthetic x without its bias, the two kinds set clearly apart.
+    let emb: Vec<Vec<f32>> = xs
+        .iter()
+        .map(|x| {
+            let mut e = x[..12].to_vec();
+            e[0] *= 3.0;
+            e
+        })
+        .collect();
+    let centroids = kmeans(&emb, 2, 1, 100);
+    let features = vec!["bias".to_string()];
+    let layout = XLayout {
+        embedding: false,
+        centroids: &centroids,
+        features: &features,
+    };
+    let none = HashMap::new();
+    let x_of = |e: &[f32]| {
+        let mut x = Vec::new();
+        layout.build(e, Some("a prompt"), &none, &mut x);
+        x
+    };
+    let xs: Vec<Vec<f32>> = emb.iter().map(|e| x_of(e)).collect();
+    // x: a one-hot of the nearest centroid, then the bias; one cluster per kind.
+    assert!(xs
+        .iter()
+        .all(|x| x.len() == 3 && x[..2].iter().sum::<f32>() == 1.0 && x[2] == 1.0));
+    // (A point whose noise crossed to the other side may sit in the other cluster.)
+    let kind_of = |x: &[f32]| x[0] == 1.0;
+    let agree = (0..xs.len())
+        .filter(|&i| (kind_of(&xs[i]) == kind_of(&xs[0])) == (cluster[i] == cluster[0]))
+        .count();
+    assert!(
+        agree * 100 >= xs.len() * 99,
+        "the clusters are the planted kinds: {agree}"
+    );
+    let input = FitInput {
+        models: vec!["weak".into(), "mid".into(), "strong".into()],
+        prices: vec![0.1, 1.0, 10.0],
+        xs,
+        ys,
+        features: features.clone(),
+        embedding_in_x: false,
+        centroids: centroids.clone(),
+        data: "synthetic".into(),
+        split: None,
+        command: "test".into(),
+    };
+    let mut args = FitArgs::defaults(&dualrouter::encoder::EncoderConfig::default());
+    args.latent = 4;
+    args.ensemble = 1;
+    let m = fit_xy(input, "enc", 12, &args, &mut |_, _, _| {}).unwrap();
+    assert!(!m.embedding_in_x);
+    assert_eq!(m.dim_x(), 3);
+    let mean = |a: bool| {
+        let mut sum = [0f64; 3];
+        let mut n = 0.0;
+        for (e, c) in emb.iter().zip(&cluster) {
+            if *c == a {
+                let mut x = Vec::new();
+                m.features_into(e, "a prompt", &none, &mut x);
+                for (s, p) in sum.iter_mut().zip(m.predict(&x)) {
+                    *s += f64::from(p);
+                }
+                n += 1.0;
+            }
+        }
+        sum.map(|s| s / n)
+    };
+    // Planted: weak σ(−1.5) everywhere, mid σ(1.5) on A and σ(−1) on B, strong σ(1) everywhere.
+    let (a, b) = (mean(true), mean(false));
+    assert!(a[1] > a[2] && a[2] > a[0], "kind A: {a:?}");
+    assert!(
+        b[2] > b[1] && b[1] > b[0] - 0.1 && b[2] > b[0],
+        "kind B: {b:?}"
+    );
+    assert!(a[1] - b[1] > 0.3, "mid differs by kind: {a:?} {b:?}");
+
+    // The layout is saved with the checkpoint, and checked when loaded.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.json");
+    m.save(&path).unwrap();
+    let back = Mirt::load(&path, Some("enc")).unwrap();
+    assert_eq!(back, m);
+    let mut bad: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let mut short = m.clone();
+    short.centroids = vec![vec![1.0; 5]; 2];
+    bad["centroids"] = serde_json::to_value(&short).unwrap()["centroids"].clone();
+    std::fs::write(&path, bad.to_string()).unwrap();
+    let err = Mirt::load(&path, None).unwrap_err().to_string();
+    assert!(err.contains("centroids"), "{err}");
 }

@@ -51,6 +51,11 @@ pub struct FitArgs {
     /// Features joined to the embedding (comma list of: bias, log_chars, code).
     #[arg(long, default_value = "bias,log_chars,code")]
     pub features: String,
+    /// What of the prompt enters x besides the features: `embedding` (default), `clusters:K` (a
+    /// one-hot of the nearest of K k-means centroids of the training embeddings, not the
+    /// embedding itself) or `embedding+clusters:K`.
+    #[arg(long, default_value = "embedding", value_parser = parse_prompt_x)]
+    pub prompt_x: PromptX,
     /// Where computed embeddings are cached between runs (keyed by encoder id and prompts).
     #[arg(long)]
     pub embedding_cache: Option<PathBuf>,
@@ -61,6 +66,48 @@ pub struct FitArgs {
 
 fn parse_kind(s: &str) -> Result<EncoderKind, String> {
     s.parse()
+}
+
+/// The prompt's part of x (`--prompt-x`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PromptX {
+    pub embedding: bool,
+    /// k-means clusters (0: none).
+    pub clusters: usize,
+}
+
+impl std::fmt::Display for PromptX {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match (self.embedding, self.clusters) {
+            (true, 0) => write!(f, "embedding"),
+            (false, k) => write!(f, "clusters:{k}"),
+            (true, k) => write!(f, "embedding+clusters:{k}"),
+        }
+    }
+}
+
+fn parse_prompt_x(s: &str) -> Result<PromptX, String> {
+    let bad =
+        || format!("`{s}`: expected `embedding`, `clusters:K` or `embedding+clusters:K` (K ≥ 2)");
+    let (embedding, rest) = match s.strip_prefix("embedding") {
+        Some("") => {
+            return Ok(PromptX {
+                embedding: true,
+                clusters: 0,
+            })
+        }
+        Some(rest) => (true, rest.strip_prefix('+').ok_or_else(bad)?),
+        None => (false, s),
+    };
+    let k: usize = rest
+        .strip_prefix("clusters:")
+        .and_then(|k| k.parse().ok())
+        .filter(|k| (2..=4096).contains(k))
+        .ok_or_else(bad)?;
+    Ok(PromptX {
+        embedding,
+        clusters: k,
+    })
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -274,22 +321,36 @@ fn fit(
     command: String,
 ) -> anyhow::Result<Mirt> {
     let features = args.feature_names()?;
+    // Centroids from the rows being fitted only (in cross-validation, the fold's train part).
+    let centroids = if args.prompt_x.clusters > 0 {
+        super::clusters::kmeans(emb, args.prompt_x.clusters, args.seed, 100)
+    } else {
+        Vec::new()
+    };
+    let layout = super::XLayout {
+        embedding: args.prompt_x.embedding,
+        centroids: &centroids,
+        features: &features,
+    };
     let none = HashMap::new();
     let xs: Vec<Vec<f32>> = emb
         .iter()
         .zip(rows)
         .map(|(e, r)| {
             let mut x = Vec::new();
-            features_into(&features, e, &r.prompt, &none, &mut x);
+            layout.build(e, Some(&r.prompt), &none, &mut x);
             x
         })
         .collect();
+    let embedding_in_x = args.prompt_x.embedding;
     let input = FitInput {
         models: ds.models.clone(),
         prices: ds.mean_prices(rows),
         xs,
         ys: rows.iter().map(|r| r.scores.clone()).collect(),
         features,
+        embedding_in_x,
+        centroids,
         data: ds.source.display().to_string(),
         split: split.map(str::to_string),
         command,
@@ -305,31 +366,15 @@ pub struct FitInput {
     pub prices: Vec<f64>,
     pub xs: Vec<Vec<f32>>,
     pub ys: Vec<Vec<Option<f32>>>,
-    /// Feature names after the embedding in each x.
+    /// How each x was made (see [`super::XLayout`]): the embedding or not, the centroids of
+    /// its one-hot, the names of the features at its end.
     pub features: Vec<String>,
+    pub embedding_in_x: bool,
+    pub centroids: Vec<Vec<f32>>,
     /// Where the data came from (for the checkpoint's summary).
     pub data: String,
     pub split: Option<String>,
     pub command: String,
-}
-
-/// x of a prompt for a feature list: the embedding, then each feature (built-in from the text,
-/// else from `extra`, else 0).
-pub fn features_into(
-    features: &[String],
-    emb: &[f32],
-    text: &str,
-    extra: &HashMap<String, f32>,
-    x: &mut Vec<f32>,
-) {
-    x.clear();
-    x.extend_from_slice(emb);
-    for f in features {
-        let v = super::builtin_feature(f, text)
-            .or_else(|| extra.get(f).copied())
-            .unwrap_or(0.0);
-        x.push(v);
-    }
 }
 
 /// Fits a checkpoint on prepared features. `progress(member, epoch, val_bce)` is called after
@@ -348,6 +393,8 @@ pub fn fit_xy(
         xs,
         ys,
         features,
+        embedding_in_x,
+        centroids,
         data,
         split,
         command,
@@ -369,6 +416,8 @@ pub fn fit_xy(
         version: CHECKPOINT_VERSION,
         encoder: encoder_id.to_string(),
         embed_dim,
+        embedding_in_x,
+        centroids,
         features,
         cost_ref,
         models,
@@ -965,4 +1014,34 @@ pub fn evaluate(args: &EvalArgs) -> anyhow::Result<EvalResult> {
         test_rows: test.len(),
         skipped,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prompt_x_parses_and_prints_back() {
+        for (s, embedding, clusters) in [
+            ("embedding", true, 0),
+            ("clusters:24", false, 24),
+            ("embedding+clusters:8", true, 8),
+        ] {
+            let p = parse_prompt_x(s).unwrap();
+            assert_eq!((p.embedding, p.clusters), (embedding, clusters), "{s}");
+            assert_eq!(p.to_string(), s);
+        }
+        for bad in [
+            "",
+            "clusters",
+            "clusters:1",
+            "clusters:x",
+            "embedding+",
+            "embeddings",
+            "clusters:24+embedding",
+        ] {
+            let e = parse_prompt_x(bad).unwrap_err();
+            assert!(e.contains("clusters:K"), "{bad}: {e}");
+        }
+    }
 }

@@ -7,6 +7,7 @@
 //! - [`cli`]: `dualrouter train` and `dualrouter eval`.
 
 pub mod cli;
+pub mod clusters;
 pub mod data;
 pub mod model;
 
@@ -274,7 +275,18 @@ pub struct Mirt {
     pub version: u32,
     pub encoder: String,
     pub embed_dim: usize,
-    /// Features after the embedding, in order (built-in names; others come from plugins by name).
+    /// Whether x starts with the prompt's embedding (see [`XLayout`]); absent means yes.
+    #[serde(default = "yes", skip_serializing_if = "is_yes")]
+    pub embedding_in_x: bool,
+    /// Unit centroids of a k-means of the training embeddings; x holds a one-hot of the nearest
+    /// (see [`XLayout`]). Empty: none.
+    #[serde(
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        with = "model::f32_b64_nested"
+    )]
+    pub centroids: Vec<Vec<f32>>,
+    /// Features at the end of x, in order (built-in names; others come from plugins by name).
     pub features: Vec<String>,
     /// Price scale of the cost-weight objective (the dearest trained model's price).
     pub cost_ref: f64,
@@ -288,12 +300,75 @@ pub struct Mirt {
     pub eval: serde_json::Value,
 }
 
-impl Mirt {
-    pub fn dim_x(&self) -> usize {
-        self.embed_dim + self.features.len()
+fn yes() -> bool {
+    true
+}
+fn is_yes(b: &bool) -> bool {
+    *b
+}
+
+/// How a prompt becomes MIRT's input x: its embedding (if `embedding`), then a one-hot of its
+/// nearest centroid (if there are centroids), then the named features (built-in from the text,
+/// else from `extra`, else 0).
+#[derive(Debug, Clone, Copy)]
+pub struct XLayout<'a> {
+    pub embedding: bool,
+    pub centroids: &'a [Vec<f32>],
+    pub features: &'a [String],
+}
+
+impl XLayout<'_> {
+    pub fn dim(&self, embed_dim: usize) -> usize {
+        self.features_at(embed_dim) + self.features.len()
     }
 
-    /// x for a prompt: its embedding, then the named features (built-in, else from `extra`, else 0).
+    /// Where the named features start in x.
+    pub fn features_at(&self, embed_dim: usize) -> usize {
+        (if self.embedding { embed_dim } else { 0 }) + self.centroids.len()
+    }
+
+    /// x for a prompt. Without its text (a logged decision), built-in features come from
+    /// `extra`, where they were stored.
+    pub fn build(
+        &self,
+        emb: &[f32],
+        text: Option<&str>,
+        extra: &HashMap<String, f32>,
+        x: &mut Vec<f32>,
+    ) {
+        x.clear();
+        if self.embedding {
+            x.extend_from_slice(emb);
+        }
+        if !self.centroids.is_empty() {
+            let at = x.len();
+            x.resize(at + self.centroids.len(), 0.0);
+            x[at + clusters::nearest(self.centroids, emb)] = 1.0;
+        }
+        for f in self.features {
+            let v = text
+                .and_then(|t| builtin_feature(f, t))
+                .or_else(|| extra.get(f).copied())
+                .unwrap_or(0.0);
+            x.push(v);
+        }
+    }
+}
+
+impl Mirt {
+    pub fn layout(&self) -> XLayout<'_> {
+        XLayout {
+            embedding: self.embedding_in_x,
+            centroids: &self.centroids,
+            features: &self.features,
+        }
+    }
+
+    pub fn dim_x(&self) -> usize {
+        self.layout().dim(self.embed_dim)
+    }
+
+    /// x for a prompt (see [`XLayout`]).
     pub fn features_into(
         &self,
         emb: &[f32],
@@ -301,7 +376,7 @@ impl Mirt {
         extra: &HashMap<String, f32>,
         x: &mut Vec<f32>,
     ) {
-        cli::features_into(&self.features, emb, text, extra, x);
+        self.layout().build(emb, Some(text), extra, x);
     }
 
     /// P(success) of every model of the checkpoint for features x.
@@ -499,6 +574,12 @@ impl Mirt {
     }
 
     fn check(&self) -> std::result::Result<(), String> {
+        if self.centroids.iter().any(|c| c.len() != self.embed_dim) {
+            return Err(format!(
+                "centroids do not have the embedding's {} dimensions",
+                self.embed_dim
+            ));
+        }
         for w in self.members() {
             self.check_member(w)?;
         }
@@ -508,7 +589,7 @@ impl Mirt {
     fn check_member(&self, w: &Weights) -> std::result::Result<(), String> {
         if w.dim_x != self.dim_x() {
             return Err(format!(
-                "weights expect {} inputs, embedding + features give {}",
+                "weights expect {} inputs, the checkpoint's prompt layout gives {}",
                 w.dim_x,
                 self.dim_x()
             ));

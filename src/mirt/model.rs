@@ -137,7 +137,7 @@ mod f32_b64 {
     }
 }
 
-mod f32_b64_nested {
+pub(crate) mod f32_b64_nested {
     use serde::{Deserialize, Deserializer, Serializer};
     pub fn serialize<S: Serializer>(v: &[Vec<f32>], s: S) -> Result<S::Ok, S::Error> {
         s.collect_seq(v.iter().map(|x| super::floats_to_b64(x)))

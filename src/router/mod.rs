@@ -481,7 +481,8 @@ impl DualRouter {
             .iter()
             .map(|(k, v)| (k.clone(), *v))
             .collect();
-        for (name, v) in scorer.mirt.features.iter().zip(&x[embedding.len()..]) {
+        let at = scorer.mirt.layout().features_at(embedding.len());
+        for (name, v) in scorer.mirt.features.iter().zip(&x[at..]) {
             extra.insert(name.clone(), *v);
         }
         let reasoning = reasoning(&route, &candidates, affinity);
