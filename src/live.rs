@@ -340,19 +340,21 @@ impl Live {
         });
         let me = self.clone();
         tokio::spawn(async move { me.listen_policies().await });
-        let checks = self.current().config.routing.health_checks;
         let me = self.clone();
         tokio::spawn(async move {
             me.sync_catalog().await;
-            if checks.interval_ms == 0 {
-                return;
-            }
-            let mut tick = tokio::time::interval(Duration::from_millis(checks.interval_ms));
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            tick.tick().await;
+            // `routing.health_checks.interval_ms` is read again at every wake-up, so a reload
+            // that changes it (or turns the checks on or off with 0) applies within a second.
+            let mut last = tokio::time::Instant::now();
             loop {
-                tick.tick().await;
-                me.check_health().await;
+                let every = me.current().config.routing.health_checks.interval_ms;
+                match next_health_check(every, last.elapsed()) {
+                    HealthWait::Now => {
+                        me.check_health().await;
+                        last = tokio::time::Instant::now();
+                    }
+                    HealthWait::Sleep(d) => tokio::time::sleep(d).await,
+                }
             }
         });
         let me = self.clone();
@@ -461,6 +463,26 @@ fn restart_only_changes(old: &Config, new: &mut Config) -> Vec<String> {
         new.demo = old.demo;
     }
     changed.into_iter().map(str::to_string).collect()
+}
+
+/// What the provider health loop does next.
+#[derive(Debug, PartialEq)]
+enum HealthWait {
+    Now,
+    Sleep(Duration),
+}
+
+/// With checks every `interval_ms` (0: off) and `since` the last one: check now, or sleep until
+/// the next is due but at most a second (so a reloaded interval applies within a second).
+fn next_health_check(interval_ms: u64, since: Duration) -> HealthWait {
+    const RECHECK: Duration = Duration::from_secs(1);
+    if interval_ms == 0 {
+        return HealthWait::Sleep(RECHECK);
+    }
+    match Duration::from_millis(interval_ms).checked_sub(since) {
+        Some(left) if !left.is_zero() => HealthWait::Sleep(left.min(RECHECK)),
+        _ => HealthWait::Now,
+    }
 }
 
 /// Builds one generation. `prev` lends what need not be rebuilt: the encoder (same settings),
@@ -650,4 +672,32 @@ pub fn file_sha256(path: &Path) -> Result<String, ReloadError> {
         })
     })?;
     Ok(hex::encode(Sha256::digest(&bytes)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_health_loop_follows_the_interval_it_reads() {
+        let ms = Duration::from_millis;
+        // Off: look again in a second.
+        assert_eq!(
+            next_health_check(0, ms(90_000)),
+            HealthWait::Sleep(ms(1000))
+        );
+        // Due or overdue: now.
+        assert_eq!(next_health_check(30_000, ms(30_000)), HealthWait::Now);
+        assert_eq!(next_health_check(500, ms(2_000)), HealthWait::Now);
+        // Not due: sleep until it is, at most a second at a time.
+        assert_eq!(
+            next_health_check(30_000, ms(100)),
+            HealthWait::Sleep(ms(1000))
+        );
+        assert_eq!(
+            next_health_check(30_000, ms(29_700)),
+            HealthWait::Sleep(ms(300))
+        );
+        assert_eq!(next_health_check(200, ms(50)), HealthWait::Sleep(ms(150)));
+    }
 }

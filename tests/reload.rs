@@ -384,6 +384,49 @@ providers:
     assert!(status.success(), "{status:?}");
 }
 
+#[tokio::test]
+async fn a_reloaded_health_check_interval_applies() {
+    let mock = Mock::start().await;
+    let yaml = format!(
+        r#"listen: 127.0.0.1:0
+admin: {{ listen: 127.0.0.1:0 }}
+reload: {{ watch: false }}
+routing: {{ health_checks: {{ interval_ms: 0 }} }}
+providers:
+  - {{ name: m, kind: openai, base_url: "{}", models: [ {{ id: echo, upstream_id: echo }} ] }}
+"#,
+        mock.base_url()
+    );
+    let p = Proxy::start(&yaml).await;
+    let listed = || mock.state.list_count.load(Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(listed(), 0, "checks are off");
+    // Turned on by a reload: the provider is asked within about a second, then every 200 ms.
+    edit(&p, "interval_ms: 0", "interval_ms: 200");
+    let (s, v) = post_reload(&p).await;
+    assert_eq!(s, 200, "{v}");
+    assert!(
+        v["restart_needed"].as_array().is_none_or(|a| a.is_empty()),
+        "{v}"
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while listed() < 3 {
+        assert!(
+            Instant::now() < deadline,
+            "health checks did not start: {}",
+            listed()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // And off again.
+    edit(&p, "interval_ms: 200", "interval_ms: 0");
+    assert_eq!(post_reload(&p).await.0, 200);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let after = listed();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(listed(), after, "checks went on after being turned off");
+}
+
 /// Writes one chat request on a raw connection and reads its whole answer (head, body).
 async fn raw_exchange(conn: &mut tokio::net::TcpStream) -> Option<(String, String)> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
