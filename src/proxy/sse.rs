@@ -86,6 +86,10 @@ enum Mode {
 #[derive(Debug)]
 pub struct SseFilter {
     pending: BytesMut,
+    /// How much of `pending` is known to hold no event separator, so each byte is scanned
+    /// about once however small the chunks (a separator spans at most 3 bytes: the scan
+    /// resumes 2 bytes before this).
+    scanned: usize,
     mode: Mode,
     pub usage: Option<Usage>,
     /// Saw `data: [DONE]`.
@@ -121,6 +125,7 @@ impl SseFilter {
     fn with_mode(mode: Mode) -> Self {
         Self {
             pending: BytesMut::new(),
+            scanned: 0,
             mode,
             usage: None,
             done: false,
@@ -136,13 +141,16 @@ impl SseFilter {
     pub fn push(&mut self, chunk: &[u8]) -> Bytes {
         self.pending.extend_from_slice(chunk);
         let mut out = BytesMut::new();
-        while let Some(end) = event_end(&self.pending) {
+        while let Some(end) = event_end_from(&self.pending, self.scanned.saturating_sub(2)) {
             let event = self.pending.split_to(end);
+            self.scanned = 0;
             self.event(&event, &mut out);
         }
+        self.scanned = self.pending.len();
         if self.pending.len() > MAX_EVENT_BYTES {
             // Not SSE as we know it: pass it on rather than hold it (or drop it, when it would
             // have to be translated).
+            self.scanned = 0;
             let rest = self.pending.split();
             if !self.translating() {
                 out.extend_from_slice(&rest);
@@ -154,6 +162,7 @@ impl SseFilter {
     /// The stream ended: whatever is left (an unterminated last event) goes to the client, and
     /// a translated stream is closed as its format wants.
     pub fn finish(&mut self) -> Bytes {
+        self.scanned = 0;
         let rest = self.pending.split();
         let mut out = BytesMut::new();
         if !rest.is_empty() {
@@ -282,9 +291,10 @@ impl SseFilter {
     }
 }
 
-/// Index just past the first event separator (a blank line: `\n\n`, `\r\n\r\n` or `\r\r`).
-fn event_end(buf: &[u8]) -> Option<usize> {
-    let mut i = 0;
+/// Index just past the first event separator (a blank line: `\n\n`, `\r\n\r\n` or `\r\r`)
+/// that starts at `from` or later.
+fn event_end_from(buf: &[u8], from: usize) -> Option<usize> {
+    let mut i = from;
     while i < buf.len() {
         let next = buf.get(i + 1).copied();
         match buf[i] {
@@ -353,6 +363,32 @@ mod tests {
     }
 
     #[test]
+    fn any_chunking_gives_the_same_events() {
+        // Every separator form, split at every position by chunks of every small size.
+        let all = format!(
+            "{TEXT_CHUNK}event: x\r\ndata: {{\"a\":1}}\r\n\r\ndata: {{\"b\":2}}\r\r{USAGE_CHUNK}data: [DONE]\n\n"
+        );
+        let mut whole = SseFilter::new(true);
+        let expected = [whole.push(all.as_bytes()), whole.finish()].concat();
+        assert_eq!(expected, all.as_bytes());
+        for size in 1..=9 {
+            let mut f = SseFilter::new(true);
+            let mut out = Vec::new();
+            let mut events = 0;
+            for piece in all.as_bytes().chunks(size) {
+                let b = f.push(piece);
+                events += b.windows(2).filter(|w| w == b"\n\n").count();
+                out.extend_from_slice(&b);
+            }
+            // Each event goes out as soon as its separator is in, not at the end.
+            assert!(events >= 3, "chunks of {size}: {events}");
+            out.extend_from_slice(&f.finish());
+            assert_eq!(out, expected, "chunks of {size}");
+            assert!(f.done && f.usage.is_some(), "chunks of {size}");
+        }
+    }
+
+    #[test]
     fn drops_usage_chunk_unless_asked() {
         let mut f = SseFilter::new(false);
         let all = format!("{TEXT_CHUNK}{USAGE_CHUNK}data: [DONE]\n\n");
@@ -407,7 +443,7 @@ mod tests {
     #[test]
     fn crlf_and_multiline_data() {
         let ev = b"event: x\r\ndata: {\"a\":\r\ndata: 1}\r\n\r\n";
-        assert_eq!(event_end(ev), Some(ev.len()));
+        assert_eq!(event_end_from(ev, 0), Some(ev.len()));
         assert_eq!(event_data(ev).unwrap(), b"{\"a\":\n1}");
     }
 
