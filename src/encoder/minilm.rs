@@ -213,7 +213,7 @@ impl MiniLm {
     pub fn token_ids(&self, text: &str) -> Result<Vec<u32>> {
         let enc = self
             .tokenizer
-            .encode(text, false)
+            .encode_fast(text, false)
             .map_err(|e| EncoderError::Tokenizer(e.to_string()))?;
         let body = head_tail(enc.get_ids(), self.max_tokens - 2, self.head_tokens);
         let mut ids = Vec::with_capacity(body.len() + 2);

@@ -75,7 +75,7 @@ impl StaticEmbedder {
     fn embed_one(&self, text: &str) -> Result<Vec<f32>> {
         let enc = self
             .tokenizer
-            .encode(text, false)
+            .encode_fast(text, false)
             .map_err(|e| EncoderError::Tokenizer(e.to_string()))?;
         let ids: Vec<u32> = enc
             .get_ids()
