@@ -85,8 +85,6 @@ pub fn is_held_out(decision_id: &str, percent: u32) -> bool {
     (u32::from(d[0]) << 8 | u32::from(d[1])) % 100 < percent
 }
 
-/// x for a feature list: the embedding, then each feature (from the text when there is one,
-/// else as stored, else 0).
 /// x of a held-out or training row for a checkpoint's layout (built-in features from the text
 /// when there is one, else as logged).
 fn x_for(layout: crate::mirt::XLayout<'_>, h: &HeldOut) -> Vec<f32> {
