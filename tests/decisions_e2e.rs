@@ -139,7 +139,9 @@ async fn sigkill_with_records_in_spool_replays_after_restart() {
     let mut ids = drive(&p, 200, 16).await;
     pg.stop_server();
     ids.extend(drive(&p, 800, 16).await);
-    // Wait until the records sit in the spool file, then kill the proxy without warning.
+    // Wait until every record is in the database or in the spool file (records of a batch in
+    // flight when the database stopped reach the spool only once that batch has failed), then
+    // kill the proxy without warning.
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let m = reqwest::get(format!("{}/metrics", p.admin))
@@ -148,13 +150,18 @@ async fn sigkill_with_records_in_spool_replays_after_restart() {
             .text()
             .await
             .unwrap();
-        let spooled = m
-            .lines()
-            .find(|l| l.starts_with("dualrouter_decisions_spooled_total "))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(0.0);
-        if spooled >= 800.0 {
+        let counter = |name: &str| {
+            m.lines()
+                .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse::<f64>().ok())
+                .unwrap_or(0.0)
+        };
+        let (written, spooled) = (
+            counter("dualrouter_decisions_written_total"),
+            counter("dualrouter_decisions_spooled_total"),
+        );
+        if spooled >= 800.0 && written + spooled >= 1000.0 {
             break;
         }
         assert!(
