@@ -71,8 +71,8 @@ policies:
 {extra}"#,
         ckpt = synthetic::checkpoint().display(),
         models = repo_root().join("models").display(),
-        cache = std::env::temp_dir()
-            .join("dualrouter-test-plugin-cache")
+        cache = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+            .join("plugin-cache")
             .display(),
         cheap_url = cheap.base_url(),
         gateway_url = gateway.base_url(),

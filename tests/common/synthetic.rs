@@ -62,7 +62,10 @@ pub fn inverse_checkpoint() -> &'static PathBuf {
 }
 
 fn train(name: &str, cheap_on_hard: u8) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("dualrouter-routing-{}", std::process::id()));
+    // Under target/tmp, one folder per test binary, overwritten by its next run (a folder per
+    // process in /tmp was never removed).
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("synthetic-{}", env!("CARGO_CRATE_NAME")));
     std::fs::create_dir_all(&dir).unwrap();
     let data = dir.join(format!("{name}.csv"));
     let mut csv = String::from("prompt,cheap,strong,cheap|total_cost,strong|total_cost,split\n");
