@@ -71,6 +71,32 @@ pub struct HeldOut {
     pub scores: Vec<(String, f32)>,
 }
 
+/// What of the prompt a refit puts in x: the active checkpoint's choice (`--prompt-x`), its
+/// centroids kept as they are, so a refit of a `clusters:K` checkpoint goes on learning each
+/// model's ability per the same kinds of prompt.
+#[derive(Clone)]
+pub struct PromptPart {
+    pub embedding_in_x: bool,
+    pub centroids: Vec<Vec<f32>>,
+}
+
+impl PromptPart {
+    pub fn of(m: &Mirt) -> Self {
+        Self {
+            embedding_in_x: m.embedding_in_x,
+            centroids: m.centroids.clone(),
+        }
+    }
+
+    fn describe(&self) -> String {
+        match (self.embedding_in_x, self.centroids.len()) {
+            (true, 0) => "embedding".into(),
+            (true, k) => format!("embedding+clusters:{k}"),
+            (false, k) => format!("clusters:{k}"),
+        }
+    }
+}
+
 /// Training rows and the held-out slice, gathered once.
 pub struct Prepared {
     pub input: FitInput,
@@ -94,13 +120,14 @@ fn x_for(layout: crate::mirt::XLayout<'_>, h: &HeldOut) -> Vec<f32> {
 }
 
 /// Gathers training rows (logged outcomes not held out, the base file's train split) and the
-/// held-out slice. Models with fewer than `mirt.min_outcomes` logged outcomes and no base data
-/// are left out of training (they keep their prior).
+/// held-out slice; x is laid out as `prompt` says. Models with fewer than `mirt.min_outcomes`
+/// logged outcomes and no base data are left out of training (they keep their prior).
 pub async fn prepare(
     store: &Store,
     encoder: &Arc<Encoder>,
     config: &Config,
     base: Option<&Path>,
+    prompt: PromptPart,
 ) -> Result<Prepared, TrainerError> {
     let settings = &config.mirt;
     let outcomes = store.outcomes(encoder.id()).await?;
@@ -188,10 +215,9 @@ pub async fn prepare(
         .map(|s| s.to_string())
         .collect();
     features.append(&mut plugin_features);
-    // Refits put the embedding in x (no clusters).
     let layout = crate::mirt::XLayout {
-        embedding: true,
-        centroids: &[],
+        embedding: prompt.embedding_in_x,
+        centroids: &prompt.centroids,
         features: &features,
     };
     let mut xs = Vec::new();
@@ -230,8 +256,8 @@ pub async fn prepare(
             xs,
             ys,
             features,
-            embedding_in_x: true,
-            centroids: Vec::new(),
+            embedding_in_x: prompt.embedding_in_x,
+            centroids: prompt.centroids,
             data: data_names.join(" + "),
             split: None,
             command: "refit on logged outcomes".into(),
@@ -422,6 +448,7 @@ impl Trainer {
             &encoder,
             &config,
             base.or(config.mirt.base_data.as_deref()),
+            PromptPart::of(&router.scorer().mirt),
         )
         .await?;
         let args = FitArgs::defaults(&config.mirt.encoder);
@@ -495,6 +522,7 @@ impl Trainer {
             router.encoder(),
             &config,
             config.mirt.base_data.as_deref(),
+            PromptPart::of(&active.mirt),
         )
         .await
         {
@@ -647,6 +675,28 @@ fn file_sha256(path: &Path) -> Result<String, TrainerError> {
     crate::live::file_sha256(path).map_err(|e| TrainerError::Other(e.to_string()))
 }
 
+/// The prompt layout of the checkpoint the proxy scores with: the store's active one, else the
+/// config's file.
+async fn active_prompt_part(
+    store: &Store,
+    encoder: &Encoder,
+    config: &Config,
+) -> anyhow::Result<PromptPart> {
+    let active = store
+        .list_checkpoints()
+        .await?
+        .into_iter()
+        .find(|r| r.active);
+    let path = active.map_or_else(|| config.mirt.checkpoint.clone(), |r| PathBuf::from(r.path));
+    let m = Mirt::load(&path, Some(encoder.id())).map_err(|e| {
+        anyhow::anyhow!(
+            "the active checkpoint {} (whose prompt layout a refit keeps) cannot be read: {e}",
+            path.display()
+        )
+    })?;
+    Ok(PromptPart::of(&m))
+}
+
 /// `dualrouter train --from-db`: refit on the config's store (+ `--data` or `mirt.base_data`),
 /// write `--out`, and register it (not active).
 pub fn train_from_db_command(
@@ -663,9 +713,11 @@ pub fn train_from_db_command(
         let store = Store::open(&config.database).await?;
         let encoder = Arc::new(Encoder::load(&config.mirt.encoder)?);
         let base = data.or(config.mirt.base_data.as_deref());
-        let prepared = prepare(&store, &encoder, &config, base).await?;
+        let prompt = active_prompt_part(&store, &encoder, &config).await?;
+        let layout = prompt.describe();
+        let prepared = prepare(&store, &encoder, &config, base, prompt).await?;
         eprintln!(
-            "training on {} logged outcomes and {} base rows ({} held out)",
+            "training on {} logged outcomes and {} base rows ({} held out), prompt in x: {layout}",
             prepared.logged_rows,
             prepared.base_rows,
             prepared.holdout.len()

@@ -9,7 +9,7 @@ mod common;
 use std::time::Duration;
 
 use common::mock::Mock;
-use common::synthetic::{ask, chat, config, hard};
+use common::synthetic::{ask, chat, clusters_checkpoint, config, config_with, hard};
 use common::{run_cli, Proxy};
 use serde_json::{json, Value};
 
@@ -83,7 +83,11 @@ async fn teach(p: &Proxy, strict: bool) -> String {
 
 /// The synthetic world's config, learning settings added.
 fn learning_config(cheap: &Mock, strong: &Mock, dir: &std::path::Path, extra: &str) -> String {
-    config(cheap, strong, "").replace(
+    with_learning(config(cheap, strong, ""), dir, extra)
+}
+
+fn with_learning(config: String, dir: &std::path::Path, extra: &str) -> String {
+    config.replace(
         "  cost_weight: 0.3\n",
         &format!(
             "  cost_weight: 0.3\n  checkpoints_dir: {}\n  min_outcomes: 10\n  holdout_percent: 20\n{extra}",
@@ -233,4 +237,82 @@ async fn feedback_retrain_activate_changes_routing() {
     assert!(ok, "{log}");
     assert!(log.contains("registered it as checkpoint v3"), "{log}");
     assert!(out.is_file());
+}
+
+/// A refit keeps the prompt layout of the checkpoint it refits: from one trained with
+/// `--prompt-x clusters:8`, the background job and `train --from-db` both write checkpoints with
+/// the same centroids and no embedding in x, and the refit learns the outcomes all the same.
+#[tokio::test]
+async fn a_refit_keeps_the_active_checkpoint_s_prompt_layout() {
+    let read = |p: &std::path::Path| -> Value {
+        serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
+    };
+    let shipped = read(clusters_checkpoint());
+    assert_eq!(shipped["embedding_in_x"], false);
+    assert_eq!(shipped["centroids"].as_array().map(Vec::len), Some(8));
+
+    let cheap = Mock::start().await;
+    let strong = Mock::start_anthropic().await;
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = with_learning(
+        config_with(clusters_checkpoint(), &cheap, &strong, ""),
+        dir.path(),
+        "",
+    );
+    let p = Proxy::start(&yaml).await;
+    assert_eq!(routed_model(&p, &hard(1000)).await, "strong");
+    teach(&p, false).await;
+
+    let (s, job) = admin(&p, "POST", "/api/mirt/train", Some(json!({}))).await;
+    assert_eq!(s, 202, "{job}");
+    let mut done = Value::Null;
+    for _ in 0..600 {
+        let (_, j) = admin(&p, "GET", "/api/mirt/train", None).await;
+        if j["state"] != "running" {
+            done = j;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(done["state"], "done", "{done}");
+    let version = done["version"].as_i64().unwrap();
+    let (_, list) = admin(&p, "GET", "/api/mirt/checkpoints", None).await;
+    let row = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["version"] == version)
+        .unwrap()
+        .clone();
+    let refit = read(std::path::Path::new(row["path"].as_str().unwrap()));
+    assert_eq!(refit["embedding_in_x"], false, "the job's refit");
+    assert_eq!(refit["centroids"], shipped["centroids"], "the job's refit");
+
+    let (s, a) = admin(
+        &p,
+        "POST",
+        &format!("/api/mirt/checkpoints/{version}/activate"),
+        None,
+    )
+    .await;
+    assert_eq!(s, 200, "{a}");
+    assert_eq!(routed_model(&p, &hard(1000)).await, "cheap");
+
+    let out = dir.path().join("cli.json");
+    let (ok, log) = run_cli(&[
+        "train",
+        "--from-db",
+        "--config",
+        p.dir.path().join("config.yaml").to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(ok, "{log}");
+    assert!(log.contains("prompt in x: clusters:8"), "{log}");
+    let cli = read(&out);
+    assert_eq!(cli["embedding_in_x"], false, "the command line's refit");
+    assert_eq!(
+        cli["centroids"], shipped["centroids"],
+        "the command line's refit"
+    );
 }

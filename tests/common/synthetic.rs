@@ -52,16 +52,23 @@ pub fn hard(i: usize) -> String {
 /// Trains (once per test binary) a checkpoint on the synthetic set with the static encoder.
 pub fn checkpoint() -> &'static PathBuf {
     static CKPT: OnceLock<PathBuf> = OnceLock::new();
-    CKPT.get_or_init(|| train("synthetic", 0))
+    CKPT.get_or_init(|| train("synthetic", 0, &[]))
+}
+
+/// The synthetic checkpoint with `--prompt-x clusters:8` (a one-hot of the prompt's nearest of
+/// 8 centroids in x instead of the embedding: 4 easy and 4 hard prompt templates).
+pub fn clusters_checkpoint() -> &'static PathBuf {
+    static CKPT: OnceLock<PathBuf> = OnceLock::new();
+    CKPT.get_or_init(|| train("clusters", 0, &["--prompt-x", "clusters:8"]))
 }
 
 /// A checkpoint of a world where the cheap model gets hard prompts right too.
 pub fn inverse_checkpoint() -> &'static PathBuf {
     static CKPT: OnceLock<PathBuf> = OnceLock::new();
-    CKPT.get_or_init(|| train("inverse", 1))
+    CKPT.get_or_init(|| train("inverse", 1, &[]))
 }
 
-fn train(name: &str, cheap_on_hard: u8) -> PathBuf {
+fn train(name: &str, cheap_on_hard: u8, extra_args: &[&str]) -> PathBuf {
     // Under target/tmp, one folder per test binary, overwritten by its next run (a folder per
     // process in /tmp was never removed).
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
@@ -80,7 +87,7 @@ fn train(name: &str, cheap_on_hard: u8) -> PathBuf {
     std::fs::write(&data, csv).unwrap();
     let out = dir.join(format!("{name}.json"));
     let models = repo_root().join("models");
-    let (ok, log) = run_cli(&[
+    let mut args = vec![
         "train",
         "--data",
         data.to_str().unwrap(),
@@ -95,7 +102,9 @@ fn train(name: &str, cheap_on_hard: u8) -> PathBuf {
         "--ensemble",
         "1",
         "--quiet",
-    ]);
+    ];
+    args.extend_from_slice(extra_args);
+    let (ok, log) = run_cli(&args);
     assert!(ok, "training the {name} checkpoint failed:\n{log}");
     out
 }
@@ -103,6 +112,11 @@ fn train(name: &str, cheap_on_hard: u8) -> PathBuf {
 /// A proxy whose `cheap` model lives on `cheap_mock` (OpenAI) and `strong` on `strong_mock`
 /// (Anthropic), both in one policy, scored by the synthetic checkpoint.
 pub fn config(cheap: &Mock, strong: &Mock, extra: &str) -> String {
+    config_with(checkpoint(), cheap, strong, extra)
+}
+
+/// [`config`] scored by the checkpoint `ckpt`.
+pub fn config_with(ckpt: &std::path::Path, cheap: &Mock, strong: &Mock, extra: &str) -> String {
     format!(
         r#"listen: 127.0.0.1:0
 admin: {{ listen: 127.0.0.1:0 }}
@@ -134,7 +148,7 @@ policies:
     examples: ["prove that there are infinitely many primes", "design a consensus protocol"]
     models: [strong, cheap]
 {extra}"#,
-        ckpt = checkpoint().display(),
+        ckpt = ckpt.display(),
         models = repo_root().join("models").display(),
         cheap_url = cheap.base_url(),
         strong_url = strong.base_url(),
