@@ -353,3 +353,110 @@ fn a_cluster_layout_learns_each_kind_of_prompt_and_round_trips() {
     let err = Mirt::load(&path, None).unwrap_err().to_string();
     assert!(err.contains("centroids"), "{err}");
 }
+
+/// A wide CSV of a planted world: `cheap` gets only the short questions right, `mid` those and
+/// every other long task, `strong` everything, at 1 : 10 : 100 the price.
+fn planted_world_csv() -> String {
+    let mut csv = String::from(
+        "prompt,cheap,mid,strong,cheap|total_cost,mid|total_cost,strong|total_cost,split\n",
+    );
+    let names = ["Ada", "Linus", "Grace", "Ken", "Barbara", "Dennis"];
+    for i in 0..150 {
+        let split = if i % 5 == 0 { "test" } else { "train" };
+        let n = names[i % names.len()];
+        csv.push_str(&format!(
+            "\"say hello to {n}, number {i}\",1,1,1,0.0001,0.001,0.01,{split}\n"
+        ));
+        csv.push_str(&format!(
+            "\"prove that the sequence {i} n + 1 contains infinitely many primes, with every step of the analytic argument written out rigorously\",0,{},1,0.0001,0.001,0.01,{split}\n",
+            i % 2
+        ));
+    }
+    csv
+}
+
+fn run_eval(args: &[&str]) -> (bool, String, String) {
+    let models = concat!(env!("CARGO_MANIFEST_DIR"), "/models");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_dualrouter"))
+        .arg("eval")
+        .args(args)
+        .args([
+            "--encoder",
+            "static",
+            "--models-dir",
+            models,
+            "--ensemble",
+            "1",
+            "--quiet",
+        ])
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// `dualrouter eval` end to end: every router in the JSON shape the issue names, MIRT learning
+/// the planted world (above random mixing, under the oracle), the exact sweep's hull never
+/// under a grid's, the plot written, and a bad `--sweep` refused.
+#[test]
+fn eval_reports_every_router_and_plots_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = write(&dir, "world.csv", &planted_world_csv());
+    let plot = dir.path().join("curves.svg");
+    let (ok, stdout, stderr) = run_eval(&[
+        "--data",
+        data.to_str().unwrap(),
+        "--json",
+        "--plot",
+        plot.to_str().unwrap(),
+    ]);
+    assert!(ok, "{stderr}");
+    let exact: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let routers = exact["routers"].as_object().unwrap();
+    let names: Vec<&str> = routers.keys().map(String::as_str).collect();
+    assert_eq!(
+        names,
+        ["mirt", "knn", "random_mixing", "best_single", "oracle"],
+        "{stdout}"
+    );
+    for (name, m) in routers {
+        for key in [
+            "aiq_linear",
+            "aiq_log",
+            "savings_at_parity",
+            "max_quality",
+            "max_quality_cost",
+        ] {
+            assert!(m.get(key).is_some(), "{name} lacks {key}: {m}");
+        }
+    }
+    let aiq = |v: &serde_json::Value, r: &str| v["routers"][r]["aiq_linear"].as_f64().unwrap();
+    assert!(
+        aiq(&exact, "mirt") > aiq(&exact, "random_mixing") + 0.02,
+        "{stdout}"
+    );
+    assert!(aiq(&exact, "oracle") >= aiq(&exact, "mirt"), "{stdout}");
+    // The oracle sends each short question to `cheap` and each long task to the cheapest
+    // model that gets it right: all correct.
+    assert_eq!(exact["routers"]["oracle"]["max_quality"], 1.0, "{stdout}");
+    let svg = std::fs::read_to_string(&plot).unwrap();
+    assert!(svg.starts_with("<svg") && svg.contains("oracle") && svg.contains("strong"));
+
+    let (ok, stdout, stderr) =
+        run_eval(&["--data", data.to_str().unwrap(), "--json", "--sweep", "8"]);
+    assert!(ok, "{stderr}");
+    let grid: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    for r in ["mirt", "knn", "oracle"] {
+        assert!(
+            aiq(&exact, r) >= aiq(&grid, r) - 1e-12,
+            "{r}: {exact} vs {grid}"
+        );
+    }
+
+    let (ok, _, stderr) = run_eval(&["--data", data.to_str().unwrap(), "--sweep", "1"]);
+    assert!(!ok);
+    assert!(stderr.contains("at least 2"), "{stderr}");
+}

@@ -276,6 +276,90 @@ impl Outcomes {
         }
     }
 
+    /// The router's curve under `sweep`.
+    pub fn sweep(&self, p: &[Vec<f32>], price: &[f64], cost_ref: f64, sweep: Sweep) -> Curve {
+        match sweep {
+            Sweep::Exact => self.exact_curve(p, price, cost_ref),
+            Sweep::Grid(n) => self.curve(p, price, cost_ref, &cost_weight_knobs(n)),
+        }
+    }
+
+    /// Every distinct routing of the cost-weight objective (score = P − w·price/cost_ref, ties to
+    /// the cheaper model, as [`rank`]) over w ≥ 0: the point at w = 0, then one point after
+    /// each w at which some query's choice changes. Per query the choice only moves to cheaper
+    /// models as w grows; the next change is where a cheaper model's line first meets the
+    /// current one's. A grid of w values finds a subset of these points, so its hull lies on or
+    /// under this one (with 64 values, AIQ up to a few thousandths lower).
+    pub fn exact_curve(&self, p: &[Vec<f32>], price: &[f64], cost_ref: f64) -> Curve {
+        let m = self.models();
+        let n = self.scores.len().max(1) as f64;
+        let cref = if cost_ref > 0.0 { cost_ref } else { 1.0 };
+        let slope: Vec<f64> = price.iter().map(|c| c / cref).collect();
+        let (mut cost, mut quality) = (0.0, 0.0);
+        let mut share = vec![0.0; m];
+        // (w, query, model it moves to), over all queries.
+        let mut events: Vec<(f64, usize, usize)> = Vec::new();
+        let mut choice: Vec<Option<usize>> = vec![None; p.len()];
+        for (i, pi) in p.iter().enumerate() {
+            let Some(&first) = rank(pi, price, cost_ref, Objective::CostWeight(0.0)).first() else {
+                continue;
+            };
+            choice[i] = Some(first);
+            cost += self.costs[i][first];
+            quality += f64::from(self.scores[i][first]);
+            share[first] += 1.0 / n;
+            let mut cur = first;
+            loop {
+                // The cheaper model whose line meets the current one's first (ties: cheaper,
+                // then the lower index, as `rank` breaks them).
+                let mut next: Option<(f64, usize)> = None;
+                for k in 0..pi.len().min(slope.len()) {
+                    if slope[k] >= slope[cur] {
+                        continue;
+                    }
+                    let w = (f64::from(pi[cur]) - f64::from(pi[k])) / (slope[cur] - slope[k]);
+                    let better = match next {
+                        None => true,
+                        Some((bw, bk)) => w < bw || (w == bw && (price[k], k) < (price[bk], bk)),
+                    };
+                    if better {
+                        next = Some((w, k));
+                    }
+                }
+                let Some((w, k)) = next else { break };
+                events.push((w.max(0.0), i, k));
+                cur = k;
+            }
+        }
+        events.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+        let mut points = vec![Point {
+            cost: cost / n,
+            quality: quality / n,
+        }];
+        let mut shares = vec![share.clone()];
+        let mut e = 0;
+        while e < events.len() {
+            let w = events[e].0;
+            while e < events.len() && events[e].0 == w {
+                let (_, i, k) = events[e];
+                if let Some(old) = choice[i] {
+                    cost += self.costs[i][k] - self.costs[i][old];
+                    quality += f64::from(self.scores[i][k]) - f64::from(self.scores[i][old]);
+                    share[old] -= 1.0 / n;
+                    share[k] += 1.0 / n;
+                }
+                choice[i] = Some(k);
+                e += 1;
+            }
+            points.push(Point {
+                cost: cost / n,
+                quality: quality / n,
+            });
+            shares.push(share.clone());
+        }
+        Curve { points, shares }
+    }
+
     /// Route every query with predicted P (`p[i][m]`) under each knob; one point per knob.
     pub fn curve(
         &self,
@@ -308,15 +392,48 @@ impl Outcomes {
     }
 }
 
-/// The default knob sweep: cost weight 0 and 63 values from 1e-4 to 1e3 (geometric): 64 points.
-pub fn cost_weight_knobs() -> Vec<Objective> {
+/// A grid of the cost-weight knob: 0 and `n − 1` values from 1e-4 to 1e3 (geometric); `n` points.
+pub fn cost_weight_knobs(n: usize) -> Vec<Objective> {
     let mut v = vec![Objective::CostWeight(0.0)];
-    let n = 63;
-    for i in 0..n {
-        let e = -4.0 + 7.0 * i as f64 / (n - 1) as f64;
+    let k = n.saturating_sub(1);
+    for i in 0..k {
+        let e = -4.0 + 7.0 * i as f64 / (k.max(2) - 1) as f64;
         v.push(Objective::CostWeight(10f64.powf(e)));
     }
     v
+}
+
+/// How the cost-weight knob is swept for a router's curve.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sweep {
+    /// Every routing the knob can give, w from 0 to ∞ (see [`Outcomes::exact_curve`]).
+    Exact,
+    /// The grid of [`cost_weight_knobs`] with this many points.
+    Grid(usize),
+}
+
+impl std::str::FromStr for Sweep {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        if s == "exact" {
+            return Ok(Sweep::Exact);
+        }
+        match s.parse::<usize>() {
+            Ok(n) if n >= 2 => Ok(Sweep::Grid(n)),
+            _ => Err(format!(
+                "`{s}`: expected `exact` or a number of knob values (at least 2)"
+            )),
+        }
+    }
+}
+
+impl std::fmt::Display for Sweep {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Sweep::Exact => f.write_str("exact"),
+            Sweep::Grid(n) => write!(f, "{n}"),
+        }
+    }
 }
 
 /// kNN estimate of P: the mean outcome of each model over the k nearest training prompts (cosine on unit vectors),
@@ -418,5 +535,80 @@ mod tests {
         let c = o.curve(&p, &[1.0, 10.0], 10.0, &[Objective::CostWeight(1e-6)]);
         assert!((c.points[0].quality - 2.0 / 3.0).abs() < 1e-12);
         assert!((c.points[0].cost - 4.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn exact_curve_by_hand() {
+        // Prices 1 and 2 (cost_ref 2: slopes 0.5 and 1). Query 0 leaves the dear model at
+        // w = (0.9 − 0.5) / 0.5 = 0.8, query 1 at (0.8 − 0.7) / 0.5 = 0.2.
+        let o = Outcomes {
+            scores: vec![vec![0.0, 1.0], vec![1.0, 1.0]],
+            costs: vec![vec![1.0, 2.0], vec![1.0, 2.0]],
+        };
+        let p = vec![vec![0.5, 0.9], vec![0.7, 0.8]];
+        let c = o.exact_curve(&p, &[1.0, 2.0], 2.0);
+        assert_eq!(
+            c.points,
+            vec![pt(2.0, 1.0), pt(1.5, 1.0), pt(1.0, 0.5)],
+            "{c:?}"
+        );
+        assert_eq!(
+            c.shares,
+            vec![vec![0.0, 1.0], vec![0.5, 0.5], vec![1.0, 0.0]]
+        );
+        // Equal prices: the knob changes nothing, one point.
+        let c = o.exact_curve(&p, &[1.0, 1.0], 1.0);
+        assert_eq!(c.points, vec![pt(2.0, 1.0)]);
+    }
+
+    #[test]
+    fn every_grid_point_is_on_the_exact_curve() {
+        // Seeded pseudo-random P, outcomes and prices; a grid of w values between the
+        // breakpoints gives routings the exact curve lists, and its hull's AIQ is no higher.
+        let mut state = 0x2545_f491_4f6c_dd1d_u64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state >> 11) as f64 / (1u64 << 53) as f64
+        };
+        let (queries, models) = (300, 6);
+        let price: Vec<f64> = (0..models).map(|_| 0.1 + 10.0 * next()).collect();
+        let p: Vec<Vec<f32>> = (0..queries)
+            .map(|_| (0..models).map(|_| next() as f32).collect())
+            .collect();
+        let o = Outcomes {
+            scores: p
+                .iter()
+                .map(|r| {
+                    r.iter()
+                        .map(|&x| f32::from(next() < f64::from(x)))
+                        .collect()
+                })
+                .collect(),
+            costs: (0..queries).map(|_| price.clone()).collect(),
+        };
+        let cref = price.iter().copied().fold(0.0, f64::max);
+        let exact = o.exact_curve(&p, &price, cref);
+        let grid = o.curve(&p, &price, cref, &cost_weight_knobs(400));
+        assert!(exact.points.len() > 100, "{}", exact.points.len());
+        for g in &grid.points {
+            assert!(
+                exact
+                    .points
+                    .iter()
+                    .any(|e| (e.cost - g.cost).abs() < 1e-9 && (e.quality - g.quality).abs() < 1e-9),
+                "grid point {g:?} is not on the exact curve"
+            );
+        }
+        let (lo, hi) = (price.iter().copied().fold(f64::INFINITY, f64::min), cref);
+        let a_exact = aiq(&hull(&exact.points), lo, hi).unwrap();
+        let a_grid = aiq(
+            &hull(&o.curve(&p, &price, cref, &cost_weight_knobs(64)).points),
+            lo,
+            hi,
+        )
+        .unwrap();
+        assert!(a_exact >= a_grid - 1e-12, "{a_exact} < {a_grid}");
     }
 }

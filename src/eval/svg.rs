@@ -15,6 +15,8 @@ fn esc(s: &str) -> String {
         .replace('"', "&quot;")
 }
 
+const MAX_MARKED: usize = 200;
+
 /// Draw `routers` (name, points) and `singles` (name, point). `log_cost` puts cost on a log10 axis.
 pub fn plot(
     title: &str,
@@ -116,7 +118,10 @@ pub fn plot(
             s,
             r#"<path d="{d}" stroke="{col}" stroke-width="2" fill="none"/>"#
         );
-        for p in pts {
+        // Every knob value's point while they are few; an exact sweep has thousands, of
+        // which the hull's vertices are drawn.
+        let marked = if pts.len() <= MAX_MARKED { pts } else { &hv };
+        for p in marked {
             let _ = writeln!(
                 s,
                 r#"<circle cx="{:.1}" cy="{:.1}" r="2.5" fill="{col}" fill-opacity="0.6"/>"#,

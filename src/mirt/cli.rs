@@ -11,8 +11,7 @@ use serde_json::json;
 use super::data::{Dataset, Row};
 use super::model::{self, TrainConfig};
 use super::{
-    Mirt, ModelInfo, Objective, TrainingSummary, BUILTIN_FEATURES, CHECKPOINT_FORMAT,
-    CHECKPOINT_VERSION,
+    Mirt, ModelInfo, TrainingSummary, BUILTIN_FEATURES, CHECKPOINT_FORMAT, CHECKPOINT_VERSION,
 };
 use crate::encoder::{Encoder, EncoderConfig, EncoderKind};
 use crate::eval::{self, Curve, Metrics, Outcomes};
@@ -156,6 +155,10 @@ pub struct EvalArgs {
     /// Neighbours of the kNN baseline.
     #[arg(long, default_value_t = 40)]
     pub knn_k: usize,
+    /// The cost-weight values each router's curve is made of: `exact` (every routing the knob
+    /// can give) or a number N (0 and N − 1 values from 1e-4 to 1e3, geometric).
+    #[arg(long, default_value = "exact")]
+    pub sweep: eval::Sweep,
     /// Tuning mode: K-fold cross-validation inside the `train` split (folds drawn with --seed); the test split is
     /// not read. Prints the mean over the folds (and each fold with --json).
     #[arg(long)]
@@ -656,7 +659,7 @@ pub fn cross_validate(args: &EvalArgs, k: usize) -> anyhow::Result<Vec<EvalResul
             .map(|&i| (train_rows[i], emb[i].as_slice()))
             .collect();
         out.push(score_routers(
-            &ds, &mirt, &fit_rows, &fit_emb, &val, args.knn_k,
+            &ds, &mirt, &fit_rows, &fit_emb, &val, args.knn_k, args.sweep,
         )?);
     }
     Ok(out)
@@ -732,6 +735,7 @@ fn score_routers(
     train_emb: &[Vec<f32>],
     test_all: &[(&Row, &[f32])],
     knn_k: usize,
+    sweep: eval::Sweep,
 ) -> anyhow::Result<EvalResult> {
     let common: Vec<(usize, usize)> = ds
         .models
@@ -779,7 +783,6 @@ fn score_routers(
     let singles = outcomes.singles(&names);
     let prices: Vec<f64> = common.iter().map(|&(_, k)| mirt.models[k].price).collect();
     let cost_ref = prices.iter().copied().fold(0.0, f64::max);
-    let knobs = eval::cost_weight_knobs();
     let which: Vec<usize> = common.iter().map(|&(_, k)| k).collect();
     let none = HashMap::new();
     let p_mirt: Vec<Vec<f32>> = test
@@ -794,7 +797,7 @@ fn score_routers(
         .collect();
     let mut routers = vec![(
         "mirt".to_string(),
-        outcomes.curve(&p_mirt, &prices, cost_ref, &knobs),
+        outcomes.sweep(&p_mirt, &prices, cost_ref, sweep),
     )];
     let ty: Vec<Vec<Option<f32>>> = train_rows
         .iter()
@@ -812,12 +815,12 @@ fn score_routers(
         .collect();
     routers.push((
         "knn".to_string(),
-        outcomes.curve(&p_knn, &prices, cost_ref, &knobs),
+        outcomes.sweep(&p_knn, &prices, cost_ref, sweep),
     ));
     routers.push(("random_mixing".to_string(), mixing_curve(&singles)));
     routers.push((
         "oracle".to_string(),
-        outcomes.curve(&outcomes.scores, &prices, cost_ref, &knobs),
+        outcomes.sweep(&outcomes.scores, &prices, cost_ref, sweep),
     ));
     let routers = routers
         .into_iter()
@@ -945,7 +948,7 @@ pub fn evaluate(args: &EvalArgs) -> anyhow::Result<EvalResult> {
     let singles = outcomes.singles(&names);
     let prices: Vec<f64> = common.iter().map(|&(_, k)| mirt.models[k].price).collect();
     let cost_ref = prices.iter().copied().fold(0.0, f64::max);
-    let knobs = eval::cost_weight_knobs();
+    let sweep = args.sweep;
 
     let test_prompts: Vec<&str> = test.iter().map(|r| r.prompt.as_str()).collect();
     let test_emb = embed_prompts(&enc, &test_prompts, cache.as_deref(), args.fit.quiet)?;
@@ -961,7 +964,7 @@ pub fn evaluate(args: &EvalArgs) -> anyhow::Result<EvalResult> {
         .collect();
 
     let mut routers = Vec::new();
-    let mirt_curve = outcomes.curve(&p_mirt, &prices, cost_ref, &knobs);
+    let mirt_curve = outcomes.sweep(&p_mirt, &prices, cost_ref, sweep);
     routers.push(("mirt".to_string(), mirt_curve));
 
     if !train_rows.is_empty() {
@@ -981,7 +984,7 @@ pub fn evaluate(args: &EvalArgs) -> anyhow::Result<EvalResult> {
             .collect();
         routers.push((
             "knn".to_string(),
-            outcomes.curve(&p_knn, &prices, cost_ref, &knobs),
+            outcomes.sweep(&p_knn, &prices, cost_ref, sweep),
         ));
     }
     routers.push(("random_mixing".to_string(), mixing_curve(&singles)));
@@ -997,9 +1000,8 @@ pub fn evaluate(args: &EvalArgs) -> anyhow::Result<EvalResult> {
     ));
     routers.push((
         "oracle".to_string(),
-        outcomes.curve(&outcomes.scores, &prices, cost_ref, &knobs),
+        outcomes.sweep(&outcomes.scores, &prices, cost_ref, sweep),
     ));
-    let _ = Objective::CostWeight(0.0);
 
     let routers = routers
         .into_iter()
