@@ -560,6 +560,11 @@ pub fn run_eval(args: &EvalArgs) -> anyhow::Result<()> {
             );
         }
         let f = |v: Option<f64>| v.map_or("null".to_string(), |x| format!("{x:.4}"));
+        let mirt_points = res.routers.first().map_or(0, |(_, c, _)| c.points.len());
+        println!(
+            "cost-weight sweep: {} ({mirt_points} points on the mirt curve)",
+            args.sweep
+        );
         println!(
             "{:<14} {:>10} {:>10} {:>9} {:>11} {:>12} {:>8} {:>8} {:>8}",
             "router",
