@@ -35,6 +35,38 @@ async fn admin(p: &Proxy, method: &str, path: &str, body: Option<Value>) -> (u16
     (status, r.json().await.unwrap_or(Value::Null))
 }
 
+/// Starts a refit in the background (`POST /api/mirt/train`) and waits for it to end: the job
+/// as accepted, then as finished (asserted done).
+async fn refit(p: &Proxy) -> (Value, Value) {
+    let (s, job) = admin(p, "POST", "/api/mirt/train", Some(json!({}))).await;
+    assert_eq!(s, 202, "{job}");
+    let mut done = Value::Null;
+    for _ in 0..600 {
+        let (_, j) = admin(p, "GET", "/api/mirt/train", None).await;
+        if j["state"] != "running" {
+            done = j;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(done["state"], "done", "{done}");
+    (job, done)
+}
+
+/// `dualrouter train --from-db` on the proxy's config and store, writing `out`; its output.
+fn refit_from_cli(p: &Proxy, out: &std::path::Path) -> String {
+    let (ok, log) = run_cli(&[
+        "train",
+        "--from-db",
+        "--config",
+        p.dir.path().join("config.yaml").to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(ok, "{log}");
+    log
+}
+
 async fn routed_model(p: &Proxy, prompt: &str) -> String {
     let a = ask(p, "/v1/route", &json!({ "prompt": prompt }), &[]).await;
     let v: Value = serde_json::from_str(&a.body).unwrap();
@@ -156,19 +188,8 @@ async fn feedback_retrain_activate_changes_routing() {
     let v1 = list[0]["version"].as_i64().unwrap();
 
     // Refit in the background, with progress.
-    let (s, job) = admin(&p, "POST", "/api/mirt/train", Some(json!({}))).await;
-    assert_eq!(s, 202, "{job}");
+    let (job, done) = refit(&p).await;
     assert_eq!(job["state"], "running");
-    let mut done = Value::Null;
-    for _ in 0..600 {
-        let (_, j) = admin(&p, "GET", "/api/mirt/train", None).await;
-        if j["state"] != "running" {
-            done = j;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert_eq!(done["state"], "done", "{done}");
     assert!(done["epoch"].as_u64().unwrap() > 0, "{done}");
     let v2 = done["version"].as_i64().unwrap();
     assert_ne!(v2, v1);
@@ -226,15 +247,7 @@ async fn feedback_retrain_activate_changes_routing() {
 
     // The same refit from the command line, on the same store.
     let out = dir.path().join("cli.json");
-    let (ok, log) = run_cli(&[
-        "train",
-        "--from-db",
-        "--config",
-        p.dir.path().join("config.yaml").to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-    ]);
-    assert!(ok, "{log}");
+    let log = refit_from_cli(&p, &out);
     assert!(log.contains("registered it as checkpoint v3"), "{log}");
     assert!(out.is_file());
 }
@@ -263,18 +276,7 @@ async fn a_refit_keeps_the_active_checkpoint_s_prompt_layout() {
     assert_eq!(routed_model(&p, &hard(1000)).await, "strong");
     teach(&p, false).await;
 
-    let (s, job) = admin(&p, "POST", "/api/mirt/train", Some(json!({}))).await;
-    assert_eq!(s, 202, "{job}");
-    let mut done = Value::Null;
-    for _ in 0..600 {
-        let (_, j) = admin(&p, "GET", "/api/mirt/train", None).await;
-        if j["state"] != "running" {
-            done = j;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert_eq!(done["state"], "done", "{done}");
+    let (_, done) = refit(&p).await;
     let version = done["version"].as_i64().unwrap();
     let (_, list) = admin(&p, "GET", "/api/mirt/checkpoints", None).await;
     let row = list
@@ -299,15 +301,7 @@ async fn a_refit_keeps_the_active_checkpoint_s_prompt_layout() {
     assert_eq!(routed_model(&p, &hard(1000)).await, "cheap");
 
     let out = dir.path().join("cli.json");
-    let (ok, log) = run_cli(&[
-        "train",
-        "--from-db",
-        "--config",
-        p.dir.path().join("config.yaml").to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-    ]);
-    assert!(ok, "{log}");
+    let log = refit_from_cli(&p, &out);
     assert!(log.contains("prompt in x: clusters:8"), "{log}");
     let cli = read(&out);
     assert_eq!(cli["embedding_in_x"], false, "the command line's refit");
