@@ -443,15 +443,17 @@ impl Trainer {
     ) -> Result<CheckpointRow, TrainerError> {
         let (router, config) = (self.router(), self.config());
         let encoder = router.encoder().clone();
+        let active = router.scorer();
         let prepared = prepare(
             &self.store,
             &encoder,
             &config,
             base.or(config.mirt.base_data.as_deref()),
-            PromptPart::of(&router.scorer().mirt),
+            PromptPart::of(&active.mirt),
         )
         .await?;
-        let args = FitArgs::defaults(&config.mirt.encoder);
+        let args = FitArgs::refit_of(&config.mirt.encoder, &active.mirt);
+        drop(active);
         let rows = prepared.input.xs.len();
         let holdout = prepared.holdout;
         let (logged, base) = (prepared.logged_rows, prepared.base_rows);
@@ -589,7 +591,7 @@ impl Trainer {
         let id = self
             .next_job
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let args = FitArgs::defaults(&self.config().mirt.encoder);
+        let args = FitArgs::refit_of(&self.config().mirt.encoder, &self.router().scorer().mirt);
         let status = JobStatus {
             id,
             state: "running",
@@ -675,26 +677,25 @@ fn file_sha256(path: &Path) -> Result<String, TrainerError> {
     crate::live::file_sha256(path).map_err(|e| TrainerError::Other(e.to_string()))
 }
 
-/// The prompt layout of the checkpoint the proxy scores with: the store's active one, else the
-/// config's file.
-async fn active_prompt_part(
+/// The checkpoint the proxy scores with, whose prompt layout and training options a refit keeps:
+/// the store's active one, else the config's file.
+async fn active_checkpoint(
     store: &Store,
     encoder: &Encoder,
     config: &Config,
-) -> anyhow::Result<PromptPart> {
+) -> anyhow::Result<Mirt> {
     let active = store
         .list_checkpoints()
         .await?
         .into_iter()
         .find(|r| r.active);
     let path = active.map_or_else(|| config.mirt.checkpoint.clone(), |r| PathBuf::from(r.path));
-    let m = Mirt::load(&path, Some(encoder.id())).map_err(|e| {
+    Mirt::load(&path, Some(encoder.id())).map_err(|e| {
         anyhow::anyhow!(
-            "the active checkpoint {} (whose prompt layout a refit keeps) cannot be read: {e}",
+            "the active checkpoint {} (whose layout and options a refit keeps) cannot be read: {e}",
             path.display()
         )
-    })?;
-    Ok(PromptPart::of(&m))
+    })
 }
 
 /// `dualrouter train --from-db`: refit on the config's store (+ `--data` or `mirt.base_data`),
@@ -713,17 +714,19 @@ pub fn train_from_db_command(
         let store = Store::open(&config.database).await?;
         let encoder = Arc::new(Encoder::load(&config.mirt.encoder)?);
         let base = data.or(config.mirt.base_data.as_deref());
-        let prompt = active_prompt_part(&store, &encoder, &config).await?;
+        let active = active_checkpoint(&store, &encoder, &config).await?;
+        let prompt = PromptPart::of(&active);
+        let mut args = FitArgs::refit_of(&config.mirt.encoder, &active);
+        args.quiet = false;
         let layout = prompt.describe();
         let prepared = prepare(&store, &encoder, &config, base, prompt).await?;
         eprintln!(
-            "training on {} logged outcomes and {} base rows ({} held out), prompt in x: {layout}",
+            "training on {} logged outcomes and {} base rows ({} held out), prompt in x: {layout}, {}",
             prepared.logged_rows,
             prepared.base_rows,
-            prepared.holdout.len()
+            prepared.holdout.len(),
+            args.describe_shape()
         );
-        let mut args = FitArgs::defaults(&config.mirt.encoder);
-        args.quiet = false;
         let m = fit_xy(prepared.input, encoder.id(), encoder.dim(), &args, &mut |_, _, _| {})?;
         m.save(out)?;
         let row = store

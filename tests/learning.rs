@@ -256,13 +256,22 @@ async fn feedback_retrain_activate_changes_routing() {
 /// `--prompt-x clusters:8`, the background job and `train --from-db` both write checkpoints with
 /// the same centroids and no embedding in x, and the refit learns the outcomes all the same.
 #[tokio::test]
-async fn a_refit_keeps_the_active_checkpoint_s_prompt_layout() {
+async fn a_refit_keeps_the_active_checkpoint_s_layout_and_shape() {
     let read = |p: &std::path::Path| -> Value {
         serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
+    };
+    // latent dimension and ensemble members of a checkpoint, as its file says
+    let shape = |m: &Value| {
+        (
+            m["weights"]["latent"].as_u64().unwrap(),
+            1 + m["ensemble"].as_array().map_or(0, Vec::len),
+            m["training"]["config"]["latent"].as_u64().unwrap(),
+        )
     };
     let shipped = read(clusters_checkpoint());
     assert_eq!(shipped["embedding_in_x"], false);
     assert_eq!(shipped["centroids"].as_array().map(Vec::len), Some(8));
+    assert_eq!(shape(&shipped), (6, 2, 6), "not the defaults (25, 5)");
 
     let cheap = Mock::start().await;
     let strong = Mock::start_anthropic().await;
@@ -276,7 +285,8 @@ async fn a_refit_keeps_the_active_checkpoint_s_prompt_layout() {
     assert_eq!(routed_model(&p, &hard(1000)).await, "strong");
     teach(&p, false).await;
 
-    let (_, done) = refit(&p).await;
+    let (job, done) = refit(&p).await;
+    assert_eq!(job["members"], 2, "{job}");
     let version = done["version"].as_i64().unwrap();
     let (_, list) = admin(&p, "GET", "/api/mirt/checkpoints", None).await;
     let row = list
@@ -289,6 +299,7 @@ async fn a_refit_keeps_the_active_checkpoint_s_prompt_layout() {
     let refit = read(std::path::Path::new(row["path"].as_str().unwrap()));
     assert_eq!(refit["embedding_in_x"], false, "the job's refit");
     assert_eq!(refit["centroids"], shipped["centroids"], "the job's refit");
+    assert_eq!(shape(&refit), shape(&shipped), "the job's refit");
 
     let (s, a) = admin(
         &p,
@@ -302,9 +313,13 @@ async fn a_refit_keeps_the_active_checkpoint_s_prompt_layout() {
 
     let out = dir.path().join("cli.json");
     let log = refit_from_cli(&p, &out);
-    assert!(log.contains("prompt in x: clusters:8"), "{log}");
+    assert!(
+        log.contains("prompt in x: clusters:8, latent 6, 2 members"),
+        "{log}"
+    );
     let cli = read(&out);
     assert_eq!(cli["embedding_in_x"], false, "the command line's refit");
+    assert_eq!(shape(&cli), shape(&shipped), "the command line's refit");
     assert_eq!(
         cli["centroids"], shipped["centroids"],
         "the command line's refit"

@@ -187,6 +187,29 @@ impl FitArgs {
         fit
     }
 
+    /// The options a refit of `active` trains with: the defaults, then what `active`'s own training recorded (latent
+    /// dimension, seed, learning rate, weight decay, epochs) and its number of ensemble members, so a refit changes
+    /// what the router learned, not its shape.
+    pub fn refit_of(encoder: &EncoderConfig, active: &Mirt) -> Self {
+        let mut fit = Self::defaults(encoder);
+        if let Some(c) = &active.training.config {
+            fit.latent = c.latent;
+            fit.seed = c.seed;
+            fit.lr = c.lr;
+            fit.weight_decay = c.weight_decay;
+            fit.max_epochs = c.max_epochs;
+        }
+        fit.ensemble = 1 + active.ensemble.len();
+        fit
+    }
+
+    /// The shape a fit with these options gives (for logs): `latent 25, 5 members`.
+    pub fn describe_shape(&self) -> String {
+        let n = self.ensemble.max(1);
+        let s = if n == 1 { "" } else { "s" };
+        format!("latent {}, {n} member{s}", self.latent)
+    }
+
     pub fn encoder_config(&self) -> EncoderConfig {
         EncoderConfig {
             kind: self.encoder,

@@ -56,10 +56,24 @@ pub fn checkpoint() -> &'static PathBuf {
 }
 
 /// The synthetic checkpoint with `--prompt-x clusters:8` (a one-hot of the prompt's nearest of
-/// 8 centroids in x instead of the embedding: 4 easy and 4 hard prompt templates).
+/// 8 centroids in x instead of the embedding: 4 easy and 4 hard prompt templates), trained with
+/// options other than the defaults: latent dimension 6, 2 ensemble members.
 pub fn clusters_checkpoint() -> &'static PathBuf {
     static CKPT: OnceLock<PathBuf> = OnceLock::new();
-    CKPT.get_or_init(|| train("clusters", 0, &["--prompt-x", "clusters:8"]))
+    CKPT.get_or_init(|| {
+        train(
+            "clusters",
+            0,
+            &[
+                "--prompt-x",
+                "clusters:8",
+                "--latent",
+                "6",
+                "--ensemble",
+                "2",
+            ],
+        )
+    })
 }
 
 /// A checkpoint of a world where the cheap model gets hard prompts right too.
@@ -97,13 +111,14 @@ fn train(name: &str, cheap_on_hard: u8, extra_args: &[&str]) -> PathBuf {
         "static",
         "--models-dir",
         models.to_str().unwrap(),
-        // One member: the planted difference needs no ensemble, and a debug build fits five
-        // slowly (every test binary that routes pays for it).
-        "--ensemble",
-        "1",
         "--quiet",
     ];
     args.extend_from_slice(extra_args);
+    if !extra_args.contains(&"--ensemble") {
+        // One member: the planted difference needs no ensemble, and a debug build fits five
+        // slowly (every test binary that routes pays for it).
+        args.extend_from_slice(&["--ensemble", "1"]);
+    }
     let (ok, log) = run_cli(&args);
     assert!(ok, "training the {name} checkpoint failed:\n{log}");
     out
