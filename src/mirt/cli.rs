@@ -324,18 +324,6 @@ pub fn embed_prompts(
     Ok(out)
 }
 
-fn features_of(m: &Mirt, emb: &[Vec<f32>], rows: &[&Row]) -> Vec<Vec<f32>> {
-    let none = HashMap::new();
-    emb.iter()
-        .zip(rows)
-        .map(|(e, r)| {
-            let mut x = Vec::new();
-            m.features_into(e, &r.prompt, &none, &mut x);
-            x
-        })
-        .collect()
-}
-
 /// Fit a checkpoint on `rows` of `ds` (embeddings given, one per row).
 fn fit(
     ds: &Dataset,
@@ -687,7 +675,14 @@ pub fn cross_validate(args: &EvalArgs, k: usize) -> anyhow::Result<Vec<EvalResul
             .map(|&i| (train_rows[i], emb[i].as_slice()))
             .collect();
         out.push(score_routers(
-            &ds, &mirt, &fit_rows, &fit_emb, &val, args.knn_k, args.sweep,
+            &ds,
+            &mirt,
+            &fit_rows,
+            &fit_emb,
+            &val,
+            args.knn_k,
+            args.sweep,
+            &format!("fold {} of the train split", f + 1),
         )?);
     }
     Ok(out)
@@ -755,7 +750,10 @@ fn run_cv(args: &EvalArgs, k: usize) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Every router's curve and metrics on `test` (rows with their embeddings), MIRT from `mirt`, kNN over `train`.
+/// Every router's curve and metrics on `test_all` (rows with their embeddings; `what` names them in errors), routing
+/// among the models both `mirt` and the file know: MIRT from `mirt`, kNN over `train_rows` (none when empty), random
+/// mixing, the best single model and the oracle.
+#[allow(clippy::too_many_arguments)]
 fn score_routers(
     ds: &Dataset,
     mirt: &Mirt,
@@ -764,13 +762,22 @@ fn score_routers(
     test_all: &[(&Row, &[f32])],
     knn_k: usize,
     sweep: eval::Sweep,
+    what: &str,
 ) -> anyhow::Result<EvalResult> {
+    // Models both the checkpoint and the file know: (file column, checkpoint index).
     let common: Vec<(usize, usize)> = ds
         .models
         .iter()
         .enumerate()
         .filter_map(|(j, n)| mirt.model_index(n).map(|k| (j, k)))
         .collect();
+    if common.is_empty() {
+        bail!(
+            "{}: unknown models: none of the file's models ({}) is in the checkpoint",
+            ds.source.display(),
+            ds.models.join(", ")
+        );
+    }
     let names: Vec<String> = common.iter().map(|&(j, _)| ds.models[j].clone()).collect();
     let test: Vec<(&Row, &[f32])> = test_all
         .iter()
@@ -784,7 +791,7 @@ fn score_routers(
     let skipped = test_all.len() - test.len();
     if test.is_empty() {
         bail!(
-            "{}: every evaluated row misses an outcome",
+            "{}: every row of {what} misses an outcome",
             ds.source.display()
         );
     }
@@ -827,25 +834,37 @@ fn score_routers(
         "mirt".to_string(),
         outcomes.sweep(&p_mirt, &prices, cost_ref, sweep),
     )];
-    let ty: Vec<Vec<Option<f32>>> = train_rows
-        .iter()
-        .map(|r| common.iter().map(|&(j, _)| r.scores[j]).collect())
-        .collect();
-    let prior: Vec<f32> = (0..common.len())
-        .map(|m| {
-            let v: Vec<f32> = ty.iter().filter_map(|y| y[m]).collect();
-            v.iter().sum::<f32>() / v.len().max(1) as f32
-        })
-        .collect();
-    let p_knn: Vec<Vec<f32>> = test
-        .iter()
-        .map(|(_, q)| eval::knn_predict(train_emb, &ty, q, knn_k, &prior))
-        .collect();
-    routers.push((
-        "knn".to_string(),
-        outcomes.sweep(&p_knn, &prices, cost_ref, sweep),
-    ));
+    if !train_rows.is_empty() {
+        let ty: Vec<Vec<Option<f32>>> = train_rows
+            .iter()
+            .map(|r| common.iter().map(|&(j, _)| r.scores[j]).collect())
+            .collect();
+        let prior: Vec<f32> = (0..common.len())
+            .map(|m| {
+                let v: Vec<f32> = ty.iter().filter_map(|y| y[m]).collect();
+                v.iter().sum::<f32>() / v.len().max(1) as f32
+            })
+            .collect();
+        let p_knn: Vec<Vec<f32>> = test
+            .iter()
+            .map(|(_, q)| eval::knn_predict(train_emb, &ty, q, knn_k, &prior))
+            .collect();
+        routers.push((
+            "knn".to_string(),
+            outcomes.sweep(&p_knn, &prices, cost_ref, sweep),
+        ));
+    }
     routers.push(("random_mixing".to_string(), mixing_curve(&singles)));
+    let b = singles.best();
+    routers.push((
+        "best_single".to_string(),
+        Curve {
+            points: vec![singles.points[b]],
+            shares: vec![(0..names.len())
+                .map(|k| if k == b { 1.0 } else { 0.0 })
+                .collect()],
+        },
+    ));
     routers.push((
         "oracle".to_string(),
         outcomes.sweep(&outcomes.scores, &prices, cost_ref, sweep),
@@ -921,129 +940,23 @@ pub fn evaluate(args: &EvalArgs) -> anyhow::Result<EvalResult> {
             )?
         }
     };
-    // Models both the checkpoint and the file know: (file column, checkpoint index).
-    let common: Vec<(usize, usize)> = ds
-        .models
-        .iter()
-        .enumerate()
-        .filter_map(|(j, n)| mirt.model_index(n).map(|k| (j, k)))
-        .collect();
-    if common.is_empty() {
-        bail!(
-            "{}: unknown models: none of the file's models ({}) is in the checkpoint",
-            args.data.display(),
-            ds.models.join(", ")
-        );
-    }
-    let names: Vec<String> = common.iter().map(|&(j, _)| ds.models[j].clone()).collect();
-    let test: Vec<&Row> = test_all
+    let test_prompts: Vec<&str> = test_all.iter().map(|r| r.prompt.as_str()).collect();
+    let test_emb = embed_prompts(&enc, &test_prompts, cache.as_deref(), args.fit.quiet)?;
+    let test: Vec<(&Row, &[f32])> = test_all
         .iter()
         .copied()
-        .filter(|r| {
-            common
-                .iter()
-                .all(|&(j, _)| r.scores[j].is_some() && r.costs[j].is_some())
-        })
+        .zip(test_emb.iter().map(Vec::as_slice))
         .collect();
-    let skipped = test_all.len() - test.len();
-    if test.is_empty() {
-        bail!(
-            "{}: every row of split `{}` misses an outcome",
-            args.data.display(),
-            args.split
-        );
-    }
-    let outcomes = Outcomes {
-        scores: test
-            .iter()
-            .map(|r| {
-                common
-                    .iter()
-                    .map(|&(j, _)| r.scores[j].unwrap_or(0.0))
-                    .collect()
-            })
-            .collect(),
-        costs: test
-            .iter()
-            .map(|r| {
-                common
-                    .iter()
-                    .map(|&(j, _)| r.costs[j].unwrap_or(0.0))
-                    .collect()
-            })
-            .collect(),
-    };
-    let singles = outcomes.singles(&names);
-    let prices: Vec<f64> = common.iter().map(|&(_, k)| mirt.models[k].price).collect();
-    let cost_ref = prices.iter().copied().fold(0.0, f64::max);
-    let sweep = args.sweep;
-
-    let test_prompts: Vec<&str> = test.iter().map(|r| r.prompt.as_str()).collect();
-    let test_emb = embed_prompts(&enc, &test_prompts, cache.as_deref(), args.fit.quiet)?;
-    let xs = features_of(&mirt, &test_emb, &test);
-    let which: Vec<usize> = common.iter().map(|&(_, k)| k).collect();
-    let p_mirt: Vec<Vec<f32>> = xs
-        .iter()
-        .map(|x| {
-            let mut out = Vec::new();
-            mirt.predict_subset(x, &which, &mut out);
-            out
-        })
-        .collect();
-
-    let mut routers = Vec::new();
-    let mirt_curve = outcomes.sweep(&p_mirt, &prices, cost_ref, sweep);
-    routers.push(("mirt".to_string(), mirt_curve));
-
-    if !train_rows.is_empty() {
-        let ty: Vec<Vec<Option<f32>>> = train_rows
-            .iter()
-            .map(|r| common.iter().map(|&(j, _)| r.scores[j]).collect())
-            .collect();
-        let prior: Vec<f32> = (0..common.len())
-            .map(|m| {
-                let v: Vec<f32> = ty.iter().filter_map(|y| y[m]).collect();
-                v.iter().sum::<f32>() / v.len().max(1) as f32
-            })
-            .collect();
-        let p_knn: Vec<Vec<f32>> = test_emb
-            .iter()
-            .map(|q| eval::knn_predict(&train_emb, &ty, q, args.knn_k, &prior))
-            .collect();
-        routers.push((
-            "knn".to_string(),
-            outcomes.sweep(&p_knn, &prices, cost_ref, sweep),
-        ));
-    }
-    routers.push(("random_mixing".to_string(), mixing_curve(&singles)));
-    let b = singles.best();
-    routers.push((
-        "best_single".to_string(),
-        Curve {
-            points: vec![singles.points[b]],
-            shares: vec![(0..names.len())
-                .map(|k| if k == b { 1.0 } else { 0.0 })
-                .collect()],
-        },
-    ));
-    routers.push((
-        "oracle".to_string(),
-        outcomes.sweep(&outcomes.scores, &prices, cost_ref, sweep),
-    ));
-
-    let routers = routers
-        .into_iter()
-        .map(|(n, c)| {
-            let m = eval::metrics(&c, &singles);
-            (n, c, m)
-        })
-        .collect();
-    Ok(EvalResult {
-        routers,
-        singles,
-        test_rows: test.len(),
-        skipped,
-    })
+    score_routers(
+        &ds,
+        &mirt,
+        &train_rows,
+        &train_emb,
+        &test,
+        args.knn_k,
+        args.sweep,
+        &format!("split `{}`", args.split),
+    )
 }
 
 #[cfg(test)]
