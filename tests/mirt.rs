@@ -400,7 +400,8 @@ fn run_eval(args: &[&str]) -> (bool, String, String) {
 
 /// `dualrouter eval` end to end: every router in the JSON shape the issue names, MIRT learning
 /// the planted world (above random mixing, under the oracle), the exact sweep's hull never
-/// under a grid's, the plot written, and a bad `--sweep` refused.
+/// under a grid's, the plot written, a bad `--sweep` refused, and a checkpoint that knows none of
+/// the file's models refused.
 #[test]
 fn eval_reports_every_router_and_plots_them() {
     let dir = tempfile::tempdir().unwrap();
@@ -459,4 +460,13 @@ fn eval_reports_every_router_and_plots_them() {
     let (ok, _, stderr) = run_eval(&["--data", data.to_str().unwrap(), "--sweep", "1"]);
     assert!(!ok);
     assert!(stderr.contains("at least 2"), "{stderr}");
+
+    // A checkpoint that knows none of the file's models (the shipped static one: routerbench's).
+    let ckpt = concat!(env!("CARGO_MANIFEST_DIR"), "/checkpoints/static.json");
+    let (ok, _, stderr) = run_eval(&["--data", data.to_str().unwrap(), "--checkpoint", ckpt]);
+    assert!(!ok);
+    assert!(
+        stderr.contains("world.csv: unknown models: none of the file's models"),
+        "{stderr}"
+    );
 }

@@ -750,6 +750,24 @@ fn run_cv(args: &EvalArgs, k: usize) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The models both the checkpoint and the file know, as (file column, checkpoint index); none is an error.
+fn common_models(ds: &Dataset, mirt: &Mirt) -> anyhow::Result<Vec<(usize, usize)>> {
+    let common: Vec<(usize, usize)> = ds
+        .models
+        .iter()
+        .enumerate()
+        .filter_map(|(j, n)| mirt.model_index(n).map(|k| (j, k)))
+        .collect();
+    if common.is_empty() {
+        bail!(
+            "{}: unknown models: none of the file's models ({}) is in the checkpoint",
+            ds.source.display(),
+            ds.models.join(", ")
+        );
+    }
+    Ok(common)
+}
+
 /// Every router's curve and metrics on `test_all` (rows with their embeddings; `what` names them in errors), routing
 /// among the models both `mirt` and the file know: MIRT from `mirt`, kNN over `train_rows` (none when empty), random
 /// mixing, the best single model and the oracle.
@@ -764,20 +782,7 @@ fn score_routers(
     sweep: eval::Sweep,
     what: &str,
 ) -> anyhow::Result<EvalResult> {
-    // Models both the checkpoint and the file know: (file column, checkpoint index).
-    let common: Vec<(usize, usize)> = ds
-        .models
-        .iter()
-        .enumerate()
-        .filter_map(|(j, n)| mirt.model_index(n).map(|k| (j, k)))
-        .collect();
-    if common.is_empty() {
-        bail!(
-            "{}: unknown models: none of the file's models ({}) is in the checkpoint",
-            ds.source.display(),
-            ds.models.join(", ")
-        );
-    }
+    let common = common_models(ds, mirt)?;
     let names: Vec<String> = common.iter().map(|&(j, _)| ds.models[j].clone()).collect();
     let test: Vec<(&Row, &[f32])> = test_all
         .iter()
@@ -912,33 +917,37 @@ pub fn evaluate(args: &EvalArgs) -> anyhow::Result<EvalResult> {
         bail!("{}: no rows in split `{}`", args.data.display(), args.split);
     }
 
+    // A checkpoint is read, and checked against the file, before any embedding (minutes uncached).
+    let checkpoint = match &args.checkpoint {
+        Some(path) => {
+            let m = Mirt::load(path, Some(enc.id()))?;
+            common_models(&ds, &m)?;
+            Some(m)
+        }
+        None if train_rows.is_empty() => bail!(
+            "{}: no `train` split to fit on; pass --checkpoint",
+            args.data.display()
+        ),
+        None => None,
+    };
     let train_prompts: Vec<&str> = train_rows.iter().map(|r| r.prompt.as_str()).collect();
     let train_emb = if train_rows.is_empty() {
         Vec::new()
     } else {
         embed_prompts(&enc, &train_prompts, cache.as_deref(), args.fit.quiet)?
     };
-
-    // The MIRT router: a checkpoint, or fitted on the train split.
-    let mirt = match &args.checkpoint {
-        Some(path) => Mirt::load(path, Some(enc.id()))?,
-        None => {
-            if train_rows.is_empty() {
-                bail!(
-                    "{}: no `train` split to fit on; pass --checkpoint",
-                    args.data.display()
-                );
-            }
-            fit(
-                &ds,
-                &train_rows,
-                &train_emb,
-                &enc,
-                &args.fit,
-                Some("train"),
-                "eval".into(),
-            )?
-        }
+    // The MIRT router: the checkpoint, or fitted on the train split.
+    let mirt = match checkpoint {
+        Some(m) => m,
+        None => fit(
+            &ds,
+            &train_rows,
+            &train_emb,
+            &enc,
+            &args.fit,
+            Some("train"),
+            "eval".into(),
+        )?,
     };
     let test_prompts: Vec<&str> = test_all.iter().map(|r| r.prompt.as_str()).collect();
     let test_emb = embed_prompts(&enc, &test_prompts, cache.as_deref(), args.fit.quiet)?;
