@@ -376,9 +376,15 @@ fn planted_world_csv() -> String {
 }
 
 fn run_eval(args: &[&str]) -> (bool, String, String) {
+    run_static("eval", args)
+}
+
+/// `dualrouter <command> ARGS` with the static encoder and one ensemble member: (success,
+/// stdout, stderr).
+fn run_static(command: &str, args: &[&str]) -> (bool, String, String) {
     let models = concat!(env!("CARGO_MANIFEST_DIR"), "/models");
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_dualrouter"))
-        .arg("eval")
+        .arg(command)
         .args(args)
         .args([
             "--encoder",
@@ -469,4 +475,58 @@ fn eval_reports_every_router_and_plots_them() {
         stderr.contains("world.csv: unknown models: none of the file's models"),
         "{stderr}"
     );
+}
+
+/// `train` on a file with a `test` split scores the new checkpoint there and keeps the metrics in
+/// its `eval`: the same figures `eval --checkpoint` prints for it. `--no-eval` leaves `eval` null.
+#[test]
+fn train_keeps_the_test_split_metrics_in_the_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = write(&dir, "world.csv", &planted_world_csv());
+    let ckpt = dir.path().join("world.json");
+    let (ok, _, stderr) = run_static(
+        "train",
+        &[
+            "--data",
+            data.to_str().unwrap(),
+            "--out",
+            ckpt.to_str().unwrap(),
+        ],
+    );
+    assert!(ok, "{stderr}");
+    assert!(stderr.contains("test split (60 rows): AIQ "), "{stderr}");
+    let kept: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&ckpt).unwrap()).unwrap();
+    let kept = &kept["eval"];
+    assert_eq!(kept["split"], "test", "{kept}");
+    assert_eq!(kept["rows"], 60, "{kept}");
+    assert_eq!(kept["sweep"], "exact", "{kept}");
+
+    let (ok, stdout, stderr) = run_eval(&[
+        "--data",
+        data.to_str().unwrap(),
+        "--checkpoint",
+        ckpt.to_str().unwrap(),
+        "--json",
+    ]);
+    assert!(ok, "{stderr}");
+    let printed: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(kept["routers"], printed["routers"]);
+    let aiq = |r: &str| kept["routers"][r]["aiq_linear"].as_f64().unwrap();
+    assert!(aiq("mirt") > aiq("random_mixing") + 0.02, "{kept}");
+
+    let (ok, _, stderr) = run_static(
+        "train",
+        &[
+            "--data",
+            data.to_str().unwrap(),
+            "--out",
+            ckpt.to_str().unwrap(),
+            "--no-eval",
+        ],
+    );
+    assert!(ok, "{stderr}");
+    let bare: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&ckpt).unwrap()).unwrap();
+    assert!(bare["eval"].is_null(), "{}", bare["eval"]);
 }

@@ -132,9 +132,16 @@ pub struct TrainArgs {
     /// Split to train on (ignored if the file has no `split` column).
     #[arg(long, default_value = "train")]
     pub split: String,
+    /// Do not evaluate the checkpoint on the file's `test` split (by default, when the file has
+    /// one, its metrics go into the checkpoint's `eval`, as `dualrouter eval --checkpoint` computes them).
+    #[arg(long)]
+    pub no_eval: bool,
     #[command(flatten)]
     pub fit: FitArgs,
 }
+
+/// Neighbours of the kNN baseline unless `eval --knn-k` says otherwise.
+const KNN_K: usize = 40;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct EvalArgs {
@@ -153,7 +160,7 @@ pub struct EvalArgs {
     #[arg(long)]
     pub plot: Option<PathBuf>,
     /// Neighbours of the kNN baseline.
-    #[arg(long, default_value_t = 40)]
+    #[arg(long, default_value_t = KNN_K)]
     pub knn_k: usize,
     /// The cost-weight values each router's curve is made of: `exact` (every routing the knob
     /// can give) or a number N (0 and N − 1 values from 1e-4 to 1e3, geometric).
@@ -521,14 +528,56 @@ pub fn run_train(args: &TrainArgs) -> anyhow::Result<()> {
     let emb = embed_prompts(&enc, &prompts, cache.as_deref(), args.fit.quiet)?;
     let command = std::env::args().collect::<Vec<_>>().join(" ");
     let split = ds.has_splits().then_some(args.split.as_str());
-    let m = fit(&ds, &rows, &emb, &enc, &args.fit, split, command)?;
-    m.save(&args.out)?;
+    let mut m = fit(&ds, &rows, &emb, &enc, &args.fit, split, command)?;
     if let Some(r) = &m.training.train {
         eprintln!(
             "trained on {} prompts ({} outcomes, {} for validation): best epoch {} of {}, val BCE {:.4}",
             r.train_prompts, r.outcomes, r.val_prompts, r.best_epoch, r.epochs_run, r.val_bce
         );
     }
+    let test = if ds.has_splits() && args.split != "test" && !args.no_eval {
+        ds.split(Some("test"))
+    } else {
+        Vec::new()
+    };
+    if !test.is_empty() {
+        let prompts: Vec<&str> = test.iter().map(|r| r.prompt.as_str()).collect();
+        let test_emb = embed_prompts(&enc, &prompts, cache.as_deref(), args.fit.quiet)?;
+        let pairs: Vec<(&Row, &[f32])> = test
+            .iter()
+            .copied()
+            .zip(test_emb.iter().map(Vec::as_slice))
+            .collect();
+        let sweep = eval::Sweep::Exact;
+        let res = score_routers(&ds, &m, &rows, &emb, &pairs, KNN_K, sweep, "split `test`")?;
+        let mut routers = serde_json::Map::new();
+        for (name, _, metrics) in &res.routers {
+            routers.insert(name.clone(), serde_json::to_value(metrics)?);
+        }
+        let aiq = |r: &str| {
+            res.routers
+                .iter()
+                .find(|(n, _, _)| n == r)
+                .and_then(|(_, _, x)| x.aiq_linear)
+                .map_or("null".to_string(), |v| format!("{v:.4}"))
+        };
+        eprintln!(
+            "test split ({} rows): AIQ {} (kNN {}, random mixing {}, oracle {})",
+            res.test_rows,
+            aiq("mirt"),
+            aiq("knn"),
+            aiq("random_mixing"),
+            aiq("oracle")
+        );
+        m.eval = json!({
+            "split": "test",
+            "rows": res.test_rows,
+            "skipped": res.skipped,
+            "sweep": sweep.to_string(),
+            "routers": routers,
+        });
+    }
+    m.save(&args.out)?;
     eprintln!("wrote {}", args.out.display());
     Ok(())
 }
