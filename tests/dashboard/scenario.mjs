@@ -240,6 +240,8 @@ const scenarios = {
     await page.click('#nav a[data-view=mirt]');
     await page.locator('#checkpoints-table tr[data-version="1"] .badge', { hasText: 'active' }).waitFor();
     check(true, 'the active checkpoint is marked');
+    const v1 = await page.textContent('#checkpoints-table tr[data-version="1"]');
+    check(/test split: AIQ 0\.\d{4}/.test(v1), `its test-split figures are shown (${v1})`);
     await page.setInputFiles('#upload-file', { name: 'bad.csv', mimeType: 'text/csv', buffer: Buffer.from('prompt,cheap,strong\nhi,1,0\nyo,2,1\n') });
     await page.click('#upload-send');
     const err = page.locator('#upload-form .field-error[data-field=body]');

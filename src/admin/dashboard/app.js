@@ -678,8 +678,20 @@ VIEWS.mirt = async () => {
 function metricsText(m) {
   if (!m || typeof m !== 'object') return '';
   const parts = [];
-  const pick = (k, v) => { if (v !== null && v !== undefined && typeof v !== 'object') parts.push(`${k} ${typeof v === 'number' && !Number.isInteger(v) ? v.toFixed(4) : v}`); };
+  const num = (v) => (typeof v === 'number' && !Number.isInteger(v) ? v.toFixed(4) : v);
+  // A checkpoint `dualrouter train` scored on its file's test split: the router's headline figures first.
+  const ev = m.eval && typeof m.eval === 'object' ? m.eval : null;
+  const mirt = ev && ev.routers && ev.routers.mirt;
+  if (mirt) {
+    parts.push(`${ev.split} split: AIQ ${num(mirt.aiq_linear)}`);
+    if (typeof mirt.savings_at_parity === 'number') parts.push(`savings at parity ${(100 * mirt.savings_at_parity).toFixed(1)}%`);
+    parts.push(`max quality ${num(mirt.max_quality)}`);
+    const knn = ev.routers.knn;
+    if (knn && typeof knn.aiq_linear === 'number') parts.push(`kNN AIQ ${num(knn.aiq_linear)}`);
+  }
+  const pick = (k, v) => { if (v !== null && v !== undefined && typeof v !== 'object') parts.push(`${k} ${num(v)}`); };
   for (const [k, v] of Object.entries(m)) {
+    if (k === 'eval' && mirt) continue;
     if (v && typeof v === 'object' && !Array.isArray(v)) for (const [k2, v2] of Object.entries(v)) pick(`${k}.${k2}`, v2);
     else pick(k, v);
   }
