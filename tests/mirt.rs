@@ -484,20 +484,24 @@ fn train_keeps_the_test_split_metrics_in_the_checkpoint() {
     let dir = tempfile::tempdir().unwrap();
     let data = write(&dir, "world.csv", &planted_world_csv());
     let ckpt = dir.path().join("world.json");
-    let (ok, _, stderr) = run_static(
-        "train",
-        &[
+    // `train` with `extra` options: the checkpoint it wrote, and its stderr
+    let train = |extra: &[&str]| {
+        let mut args = vec![
             "--data",
             data.to_str().unwrap(),
             "--out",
             ckpt.to_str().unwrap(),
-        ],
-    );
-    assert!(ok, "{stderr}");
+        ];
+        args.extend_from_slice(extra);
+        let (ok, _, stderr) = run_static("train", &args);
+        assert!(ok, "{stderr}");
+        let m: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&ckpt).unwrap()).unwrap();
+        (m, stderr)
+    };
+    let (m, stderr) = train(&[]);
     assert!(stderr.contains("test split (60 rows): AIQ "), "{stderr}");
-    let kept: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&ckpt).unwrap()).unwrap();
-    let kept = &kept["eval"];
+    let kept = &m["eval"];
     assert_eq!(kept["split"], "test", "{kept}");
     assert_eq!(kept["rows"], 60, "{kept}");
     assert_eq!(kept["sweep"], "exact", "{kept}");
@@ -515,18 +519,6 @@ fn train_keeps_the_test_split_metrics_in_the_checkpoint() {
     let aiq = |r: &str| kept["routers"][r]["aiq_linear"].as_f64().unwrap();
     assert!(aiq("mirt") > aiq("random_mixing") + 0.02, "{kept}");
 
-    let (ok, _, stderr) = run_static(
-        "train",
-        &[
-            "--data",
-            data.to_str().unwrap(),
-            "--out",
-            ckpt.to_str().unwrap(),
-            "--no-eval",
-        ],
-    );
-    assert!(ok, "{stderr}");
-    let bare: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&ckpt).unwrap()).unwrap();
+    let (bare, _) = train(&["--no-eval"]);
     assert!(bare["eval"].is_null(), "{}", bare["eval"]);
 }

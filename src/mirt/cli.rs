@@ -331,6 +331,24 @@ pub fn embed_prompts(
     Ok(out)
 }
 
+/// The embeddings of `rows`' prompts, cached in `--embedding-cache` (default `<models>/.embcache`).
+fn embed_rows(enc: &Encoder, rows: &[&Row], fit: &FitArgs) -> anyhow::Result<Vec<Vec<f32>>> {
+    let cache = fit
+        .embedding_cache
+        .clone()
+        .unwrap_or_else(|| fit.models_dir.join(".embcache"));
+    let prompts: Vec<&str> = rows.iter().map(|r| r.prompt.as_str()).collect();
+    embed_prompts(enc, &prompts, Some(&cache), fit.quiet)
+}
+
+/// Each row with its embedding.
+fn paired<'a>(rows: &[&'a Row], emb: &'a [Vec<f32>]) -> Vec<(&'a Row, &'a [f32])> {
+    rows.iter()
+        .copied()
+        .zip(emb.iter().map(Vec::as_slice))
+        .collect()
+}
+
 /// Fit a checkpoint on `rows` of `ds` (embeddings given, one per row).
 fn fit(
     ds: &Dataset,
@@ -519,13 +537,7 @@ pub fn run_train(args: &TrainArgs) -> anyhow::Result<()> {
         bail!("{}: no rows in split `{}`", data.display(), args.split);
     }
     let enc = Encoder::load(&args.fit.encoder_config())?;
-    let cache = args
-        .fit
-        .embedding_cache
-        .clone()
-        .or_else(|| Some(args.fit.models_dir.join(".embcache")));
-    let prompts: Vec<&str> = rows.iter().map(|r| r.prompt.as_str()).collect();
-    let emb = embed_prompts(&enc, &prompts, cache.as_deref(), args.fit.quiet)?;
+    let emb = embed_rows(&enc, &rows, &args.fit)?;
     let command = std::env::args().collect::<Vec<_>>().join(" ");
     let split = ds.has_splits().then_some(args.split.as_str());
     let mut m = fit(&ds, &rows, &emb, &enc, &args.fit, split, command)?;
@@ -541,13 +553,8 @@ pub fn run_train(args: &TrainArgs) -> anyhow::Result<()> {
         Vec::new()
     };
     if !test.is_empty() {
-        let prompts: Vec<&str> = test.iter().map(|r| r.prompt.as_str()).collect();
-        let test_emb = embed_prompts(&enc, &prompts, cache.as_deref(), args.fit.quiet)?;
-        let pairs: Vec<(&Row, &[f32])> = test
-            .iter()
-            .copied()
-            .zip(test_emb.iter().map(Vec::as_slice))
-            .collect();
+        let test_emb = embed_rows(&enc, &test, &args.fit)?;
+        let pairs = paired(&test, &test_emb);
         let sweep = eval::Sweep::Exact;
         let res = score_routers(&ds, &m, &rows, &emb, &pairs, KNN_K, sweep, "split `test`")?;
         let mut routers = serde_json::Map::new();
@@ -683,17 +690,11 @@ pub fn cross_validate(args: &EvalArgs, k: usize) -> anyhow::Result<Vec<EvalResul
     }
     let ds = Dataset::load(&args.data)?;
     let enc = Encoder::load(&args.fit.encoder_config())?;
-    let cache = args
-        .fit
-        .embedding_cache
-        .clone()
-        .or_else(|| Some(args.fit.models_dir.join(".embcache")));
     let train_rows: Vec<&Row> = split_rows(&ds, "train");
     if train_rows.len() < k {
         bail!("{}: too few train rows for {k} folds", args.data.display());
     }
-    let prompts: Vec<&str> = train_rows.iter().map(|r| r.prompt.as_str()).collect();
-    let emb = embed_prompts(&enc, &prompts, cache.as_deref(), args.fit.quiet)?;
+    let emb = embed_rows(&enc, &train_rows, &args.fit)?;
     let mut order: Vec<usize> = (0..train_rows.len()).collect();
     model::Rng::new(args.fit.seed ^ 0xC0FF_EE00).shuffle(&mut order);
     let mut out = Vec::with_capacity(k);
@@ -951,11 +952,6 @@ fn mixing_curve(singles: &eval::Singles) -> Curve {
 pub fn evaluate(args: &EvalArgs) -> anyhow::Result<EvalResult> {
     let ds = Dataset::load(&args.data)?;
     let enc = Encoder::load(&args.fit.encoder_config())?;
-    let cache = args
-        .fit
-        .embedding_cache
-        .clone()
-        .or_else(|| Some(args.fit.models_dir.join(".embcache")));
     let train_rows: Vec<&Row> = if ds.has_splits() {
         ds.split(Some("train"))
     } else {
@@ -979,11 +975,10 @@ pub fn evaluate(args: &EvalArgs) -> anyhow::Result<EvalResult> {
         ),
         None => None,
     };
-    let train_prompts: Vec<&str> = train_rows.iter().map(|r| r.prompt.as_str()).collect();
     let train_emb = if train_rows.is_empty() {
         Vec::new()
     } else {
-        embed_prompts(&enc, &train_prompts, cache.as_deref(), args.fit.quiet)?
+        embed_rows(&enc, &train_rows, &args.fit)?
     };
     // The MIRT router: the checkpoint, or fitted on the train split.
     let mirt = match checkpoint {
@@ -998,13 +993,8 @@ pub fn evaluate(args: &EvalArgs) -> anyhow::Result<EvalResult> {
             "eval".into(),
         )?,
     };
-    let test_prompts: Vec<&str> = test_all.iter().map(|r| r.prompt.as_str()).collect();
-    let test_emb = embed_prompts(&enc, &test_prompts, cache.as_deref(), args.fit.quiet)?;
-    let test: Vec<(&Row, &[f32])> = test_all
-        .iter()
-        .copied()
-        .zip(test_emb.iter().map(Vec::as_slice))
-        .collect();
+    let test_emb = embed_rows(&enc, &test_all, &args.fit)?;
+    let test = paired(&test_all, &test_emb);
     score_routers(
         &ds,
         &mirt,
