@@ -198,7 +198,9 @@ fn main() {
             }
             let text = format!("{prompt} (pair {i})");
             let t = Instant::now();
-            let e = enc.embed(&text).unwrap_or_default();
+            let Ok(e) = enc.embed(&text) else {
+                break;
+            };
             sink += score(&m, &mut x, &e, &text, &which, &price, &mut p);
             let us = t.elapsed().as_secs_f64() * 1e6;
             if i % 2 == 0 {
