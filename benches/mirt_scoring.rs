@@ -22,7 +22,7 @@ const EVICT_MB: usize = 64;
 /// MiniLM int8 + MIRT for prompts of several lengths, interleaved (a busy machine slows them alike): where the
 /// ≤ 5 ms goal falls in prompt length. Lengths count [CLS] and [SEP].
 fn by_length(models: &std::path::Path, m: &Mirt, sink: &mut usize) {
-    const LENGTHS: [usize; 7] = [8, 12, 16, 20, 29, 64, 128];
+    const LENGTHS: [usize; 8] = [8, 12, 16, 20, 29, 64, 128, 256];
     let cfg = EncoderConfig {
         models_dir: models.to_path_buf(),
         ..EncoderConfig::default()
