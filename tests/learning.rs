@@ -35,6 +35,13 @@ async fn admin(p: &Proxy, method: &str, path: &str, body: Option<Value>) -> (u16
     (status, r.json().await.unwrap_or(Value::Null))
 }
 
+/// `POST /api/mirt/checkpoints/{version}/activate[?force=true]`: status and body.
+async fn activate(p: &Proxy, version: i64, force: bool) -> (u16, Value) {
+    let query = if force { "?force=true" } else { "" };
+    let path = format!("/api/mirt/checkpoints/{version}/activate{query}");
+    admin(p, "POST", &path, None).await
+}
+
 /// Starts a refit in the background (`POST /api/mirt/train`) and waits for it to end: the job
 /// as accepted, then as finished (asserted done).
 async fn refit(p: &Proxy) -> (Value, Value) {
@@ -196,13 +203,7 @@ async fn feedback_retrain_activate_changes_routing() {
     // Registering does not activate.
     assert_eq!(routed_model(&p, &hard(1000)).await, "strong");
 
-    let (s, a) = admin(
-        &p,
-        "POST",
-        &format!("/api/mirt/checkpoints/{v2}/activate"),
-        None,
-    )
-    .await;
+    let (s, a) = activate(&p, v2, false).await;
     assert_eq!(s, 200, "{a}");
     assert!(a["holdout_n"].as_u64().unwrap() > 5, "{a}");
     assert!(a["new_bce"].as_f64().unwrap() < a["active_bce"].as_f64().unwrap());
@@ -212,13 +213,7 @@ async fn feedback_retrain_activate_changes_routing() {
     assert_eq!(r.model.as_deref(), Some("cheap"));
 
     // Going back to the shipped checkpoint is worse on the held-out slice: refused.
-    let (s, e) = admin(
-        &p,
-        "POST",
-        &format!("/api/mirt/checkpoints/{v1}/activate"),
-        None,
-    )
-    .await;
+    let (s, e) = activate(&p, v1, false).await;
     assert_eq!(s, 409, "{e}");
     let msg = e["error"]["message"].as_str().unwrap();
     assert!(msg.contains("worse") && msg.contains("held-out"), "{msg}");
@@ -233,16 +228,10 @@ async fn feedback_retrain_activate_changes_routing() {
         .collect();
     assert_eq!(active, vec![v2]);
     // Unless forced.
-    let (s, a) = admin(
-        &p,
-        "POST",
-        &format!("/api/mirt/checkpoints/{v1}/activate?force=true"),
-        None,
-    )
-    .await;
+    let (s, a) = activate(&p, v1, true).await;
     assert_eq!(s, 200, "{a}");
     assert_eq!(routed_model(&p, &hard(1000)).await, "strong");
-    let (s, _) = admin(&p, "POST", "/api/mirt/checkpoints/999/activate", None).await;
+    let (s, _) = activate(&p, 999, false).await;
     assert_eq!(s, 404);
 
     // The same refit from the command line, on the same store.
@@ -301,13 +290,7 @@ async fn a_refit_keeps_the_active_checkpoint_s_layout_and_shape() {
     assert_eq!(refit["centroids"], shipped["centroids"], "the job's refit");
     assert_eq!(shape(&refit), shape(&shipped), "the job's refit");
 
-    let (s, a) = admin(
-        &p,
-        "POST",
-        &format!("/api/mirt/checkpoints/{version}/activate"),
-        None,
-    )
-    .await;
+    let (s, a) = activate(&p, version, false).await;
     assert_eq!(s, 200, "{a}");
     assert_eq!(routed_model(&p, &hard(1000)).await, "cheap");
 
