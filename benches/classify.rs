@@ -23,6 +23,7 @@ const PER_ROUTE: usize = 12;
 const TIMED: usize = 400;
 
 fn main() {
+    println!("{}", common::machine());
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let data = root.join("../shared/data/classify/hwu64.csv");
     let Ok(mut reader) = csv::Reader::from_path(&data) else {

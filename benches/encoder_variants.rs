@@ -34,6 +34,7 @@ fn hwu64(n: usize) -> Vec<String> {
 }
 
 fn main() {
+    println!("{}", common::machine());
     let models = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models");
     let cfg = EncoderConfig {
         models_dir: models.clone(),
@@ -159,22 +160,19 @@ fn main() {
             let s = Instant::now();
             let _ = ref_model.token_ids(t);
             tok_ms.push(s.elapsed().as_secs_f64() * 1e3);
-            let mut first: Option<Vec<f32>> = None;
+            let mut out: Vec<Vec<f32>> = vec![Vec::new(); loaded.len()];
             // rotate the order so no variant always runs first
             for k in 0..loaded.len() {
                 let v = (k + i) % loaded.len();
                 let s = Instant::now();
-                let e = loaded[v].1.embed_batch(&[t.as_str()]).expect("embed");
+                let mut e = loaded[v].1.embed_batch(&[t.as_str()]).expect("embed");
                 ms[v].push(s.elapsed().as_secs_f64() * 1e3);
-                if v == 0 {
-                    first = Some(e[0].clone());
-                }
-                if let Some(f) = &first {
-                    if v != 0 {
-                        let c: f32 = f.iter().zip(&e[0]).map(|(a, b)| a * b).sum();
-                        cos[v] = cos[v].min(f64::from(c));
-                    }
-                }
+                out[v] = e.swap_remove(0);
+            }
+            // every variant against the first on every prompt (embeddings are unit vectors)
+            for (v, e) in out.iter().enumerate().skip(1) {
+                let c: f32 = out[0].iter().zip(e).map(|(a, b)| a * b).sum();
+                cos[v] = cos[v].min(f64::from(c));
             }
         }
         println!("  tokenizer alone: p50 {:.3} ms", pct(&tok_ms, 0.5));

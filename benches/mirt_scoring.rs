@@ -126,6 +126,7 @@ fn score(
 }
 
 fn main() {
+    println!("{}", common::machine());
     let which: Vec<usize> = (0..10).collect();
     let price: Vec<f64> = (0..10).map(|i| 0.1 * (i + 1) as f64).collect();
     let prompt = "Write a function in Rust that parses an ISO-8601 date and returns the weekday; explain edge cases.";

@@ -202,6 +202,7 @@ async fn step_medians(client: &reqwest::Client, admin: &str, n: u64) -> String {
 }
 
 fn main() {
+    println!("{}", common::machine());
     let bin = env!("CARGO_BIN_EXE_dualrouter");
     let rates: Vec<u64> = std::env::var("BENCH_RATES")
         .unwrap_or_else(|_| "20,50".into())

@@ -56,3 +56,39 @@ pub fn demo_upstream(bin: &str) -> (Kill, u16) {
         .unwrap();
     (Kill(child), port)
 }
+
+/// One line naming what a run measured on: the CPU's model name, the vector extensions the encoder's integer
+/// kernels depend on, the cores and the load average at the start. Encoder timings differ more between CPUs than
+/// between anything we change (README, "Prompt encoder and MIRT" → Speed), so a figure goes with its machine.
+pub fn machine() -> String {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let field = |name: &str| {
+        cpuinfo
+            .lines()
+            .find(|l| l.split(':').next().is_some_and(|k| k.trim() == name))
+            .and_then(|l| l.split_once(':'))
+            .map(|(_, v)| v.trim().to_string())
+    };
+    let model = field("model name").unwrap_or_else(|| "unknown CPU".into());
+    let flags = field("flags").unwrap_or_default();
+    let flags: Vec<&str> = flags.split_whitespace().collect();
+    let has: Vec<&str> = ["avx2", "fma", "avx512bw", "avx512_vnni", "avx_vnni"]
+        .into_iter()
+        .filter(|f| flags.contains(f))
+        .collect();
+    let cores = std::thread::available_parallelism().map_or(0, usize::from);
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let load = load
+        .split_whitespace()
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(" ");
+    format!(
+        "machine: {model} ({cores} cores; {}), load average {load}",
+        if has.is_empty() {
+            "no AVX2".to_string()
+        } else {
+            has.join(" ")
+        }
+    )
+}

@@ -73,10 +73,12 @@ pub enum Precision {
     Int8,
 }
 
-/// Weight levels each side of zero in [`Precision::Int8`]: 7 bits, not 8. Without AVX-512 VNNI, ONNX Runtime's
+/// Weight levels each side of zero in [`Precision::Int8`]: 7 bits, not 8. Without VNNI, ONNX Runtime's
 /// uint8 × int8 kernel adds pairs of products in 16 bits (`vpmaddubsw`), which saturates once 2·255·|w| > 32,767;
-/// with |w| ≤ 63 it cannot. Measured on this CPU: ±127 gave embeddings at cosine ≥ 0.970 to the fp32 model on a
-/// 29-token prompt, ±63 at ≥ 0.990, at the same speed (`benches/encoder_variants.rs`).
+/// with |w| ≤ 63 it cannot. Measured on a Zen 3 core without VNNI: ±127 gave embeddings at cosine ≥ 0.970 to the
+/// fp32 model on a 29-token prompt, ±63 at ≥ 0.990, at the same speed (`benches/encoder_variants.rs`). With VNNI
+/// (`vpdpbusd` adds four products straight into 32 bits) 8 bits would not saturate, but 7 bits make the integer
+/// products exact on both kinds of core, so the embeddings a checkpoint was trained on do not depend on the CPU.
 pub const INT8_WEIGHT_LEVELS: i8 = 63;
 
 enum Attr {
