@@ -426,7 +426,14 @@ fn eval_reports_every_router_and_plots_them() {
     let names: Vec<&str> = routers.keys().map(String::as_str).collect();
     assert_eq!(
         names,
-        ["mirt", "knn", "random_mixing", "best_single", "oracle"],
+        [
+            "mirt",
+            "knn",
+            "logistic",
+            "random_mixing",
+            "best_single",
+            "oracle"
+        ],
         "{stdout}"
     );
     for (name, m) in routers {
@@ -446,6 +453,12 @@ fn eval_reports_every_router_and_plots_them() {
         "{stdout}"
     );
     assert!(aiq(&exact, "oracle") >= aiq(&exact, "mirt"), "{stdout}");
+    // the per-model logistic regression learns the same planted world from the same embeddings
+    assert!(
+        aiq(&exact, "logistic") > aiq(&exact, "random_mixing") + 0.02,
+        "{stdout}"
+    );
+    assert!(aiq(&exact, "oracle") >= aiq(&exact, "logistic"), "{stdout}");
     // The oracle sends each short question to `cheap` and each long task to the cheapest
     // model that gets it right: all correct.
     assert_eq!(exact["routers"]["oracle"]["max_quality"], 1.0, "{stdout}");
@@ -456,7 +469,7 @@ fn eval_reports_every_router_and_plots_them() {
         run_eval(&["--data", data.to_str().unwrap(), "--json", "--sweep", "8"]);
     assert!(ok, "{stderr}");
     let grid: serde_json::Value = serde_json::from_str(&stdout).unwrap();
-    for r in ["mirt", "knn", "oracle"] {
+    for r in ["mirt", "knn", "logistic", "oracle"] {
         assert!(
             aiq(&exact, r) >= aiq(&grid, r) - 1e-12,
             "{r}: {exact} vs {grid}"

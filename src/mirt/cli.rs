@@ -9,6 +9,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 
 use super::data::{Dataset, Row};
+use super::logistic;
 use super::model::{self, TrainConfig};
 use super::{
     Mirt, ModelInfo, TrainingSummary, BUILTIN_FEATURES, CHECKPOINT_FORMAT, CHECKPOINT_VERSION,
@@ -819,8 +820,8 @@ fn common_models(ds: &Dataset, mirt: &Mirt) -> anyhow::Result<Vec<(usize, usize)
 }
 
 /// Every router's curve and metrics on `test_all` (rows with their embeddings; `what` names them in errors), routing
-/// among the models both `mirt` and the file know: MIRT from `mirt`, kNN over `train_rows` (none when empty), random
-/// mixing, the best single model and the oracle.
+/// among the models both `mirt` and the file know: MIRT from `mirt`, kNN and a per-model logistic regression over
+/// `train_rows` (neither when it is empty), random mixing, the best single model and the oracle.
 #[allow(clippy::too_many_arguments)]
 fn score_routers(
     ds: &Dataset,
@@ -907,6 +908,32 @@ fn score_routers(
         routers.push((
             "knn".to_string(),
             outcomes.sweep(&p_knn, &prices, cost_ref, sweep),
+        ));
+        // Per-model logistic regression on the embedding and the checkpoint's named features (whatever its prompt
+        // layout), default training settings.
+        let layout = super::XLayout {
+            embedding: true,
+            centroids: &[],
+            features: &mirt.features,
+        };
+        let x_of = |e: &[f32], text: &str| {
+            let mut x = Vec::new();
+            layout.build(e, Some(text), &none, &mut x);
+            x
+        };
+        let tx: Vec<Vec<f32>> = train_rows
+            .iter()
+            .zip(train_emb)
+            .map(|(r, e)| x_of(e, &r.prompt))
+            .collect();
+        let lr = logistic::train(&tx, &ty, common.len(), &TrainConfig::default());
+        let p_lr: Vec<Vec<f32>> = test
+            .iter()
+            .map(|(r, e)| lr.predict(&x_of(e, &r.prompt)))
+            .collect();
+        routers.push((
+            "logistic".to_string(),
+            outcomes.sweep(&p_lr, &prices, cost_ref, sweep),
         ));
     }
     routers.push(("random_mixing".to_string(), mixing_curve(&singles)));

@@ -9,6 +9,7 @@
 pub mod cli;
 pub mod clusters;
 pub mod data;
+pub mod logistic;
 pub mod model;
 
 use std::collections::HashMap;

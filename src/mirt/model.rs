@@ -52,7 +52,7 @@ fn softplus(z: f32) -> f32 {
 }
 
 #[inline]
-fn dot(a: &[f32], b: &[f32]) -> f32 {
+pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
     a.iter().zip(b).map(|(x, y)| x * y).sum()
 }
 
@@ -231,19 +231,19 @@ pub struct TrainReport {
 }
 
 /// Adam state for one flat parameter vector.
-struct Adam {
+pub(crate) struct Adam {
     m: Vec<f32>,
     v: Vec<f32>,
 }
 
 impl Adam {
-    fn new(n: usize) -> Self {
+    pub(crate) fn new(n: usize) -> Self {
         Self {
             m: vec![0.0; n],
             v: vec![0.0; n],
         }
     }
-    fn step(&mut self, p: &mut [f32], g: &[f32], lr: f32, t: i32, wd: f32) {
+    pub(crate) fn step(&mut self, p: &mut [f32], g: &[f32], lr: f32, t: i32, wd: f32) {
         let (b1, b2, eps) = (0.9f32, 0.999f32, 1e-8f32);
         let c1 = 1.0 - b1.powi(t);
         let c2 = 1.0 - b2.powi(t);
@@ -256,7 +256,7 @@ impl Adam {
     }
 }
 
-fn bce(p: f32, y: f32) -> f64 {
+pub(crate) fn bce(p: f32, y: f32) -> f64 {
     let p = f64::from(p).clamp(1e-7, 1.0 - 1e-7);
     let y = f64::from(y);
     -(y * p.ln() + (1.0 - y) * (1.0 - p).ln())
@@ -282,6 +282,26 @@ pub fn mean_bce(w: &Weights, xs: &[Vec<f32>], ys: &[Vec<Option<f32>>], idx: &[us
     }
 }
 
+/// The prompts that take part in training (those with at least one outcome), shuffled by `rng` and split into the
+/// validation slice for early stopping (`cfg.val_fraction`, none under 10 prompts) and the rest, in that order.
+pub(crate) fn split_for_early_stopping(
+    ys: &[Vec<Option<f32>>],
+    cfg: &TrainConfig,
+    rng: &mut Rng,
+) -> (Vec<usize>, Vec<usize>) {
+    let mut idx: Vec<usize> = (0..ys.len())
+        .filter(|&i| ys[i].iter().any(Option::is_some))
+        .collect();
+    rng.shuffle(&mut idx);
+    let n_val = if idx.len() >= 10 {
+        ((idx.len() as f64 * cfg.val_fraction).round() as usize).max(1)
+    } else {
+        0
+    };
+    let tr = idx.split_off(n_val);
+    (idx, tr)
+}
+
 /// Fit MIRT. `xs[i]` is prompt i's feature vector, `ys[i][m]` its outcome with model m (None = unknown).
 /// `progress` is called after each epoch with (epoch, val_bce).
 pub fn train(
@@ -296,19 +316,7 @@ pub fn train(
     let mut rng = Rng::new(cfg.seed);
     let mut w = Weights::new(dx, k, models, &mut rng);
 
-    // Only prompts with at least one outcome take part.
-    let mut idx: Vec<usize> = (0..xs.len())
-        .filter(|&i| ys[i].iter().any(Option::is_some))
-        .collect();
-    rng.shuffle(&mut idx);
-    let n_val = if idx.len() >= 10 {
-        ((idx.len() as f64 * cfg.val_fraction).round() as usize).max(1)
-    } else {
-        0
-    };
-    let (val, tr) = idx.split_at(n_val);
-    let val = val.to_vec();
-    let mut tr = tr.to_vec();
+    let (val, mut tr) = split_for_early_stopping(ys, cfg, &mut rng);
     let outcomes = tr.iter().map(|&i| ys[i].iter().flatten().count()).sum();
 
     let mut opt_a = Adam::new(w.w_a.len());

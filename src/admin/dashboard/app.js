@@ -686,8 +686,10 @@ function metricsText(m) {
     parts.push(`${ev.split} split: AIQ ${num(mirt.aiq_linear)}`);
     if (typeof mirt.savings_at_parity === 'number') parts.push(`savings at parity ${(100 * mirt.savings_at_parity).toFixed(1)}%`);
     parts.push(`max quality ${num(mirt.max_quality)}`);
-    const knn = ev.routers.knn;
-    if (knn && typeof knn.aiq_linear === 'number') parts.push(`kNN AIQ ${num(knn.aiq_linear)}`);
+    for (const [name, label] of [['knn', 'kNN'], ['logistic', 'logistic']]) {
+      const r = ev.routers[name];
+      if (r && typeof r.aiq_linear === 'number') parts.push(`${label} AIQ ${num(r.aiq_linear)}`);
+    }
   }
   const pick = (k, v) => { if (v !== null && v !== undefined && typeof v !== 'object') parts.push(`${k} ${num(v)}`); };
   for (const [k, v] of Object.entries(m)) {
