@@ -4,7 +4,9 @@
 //! prompts, L2 decay, early stopping on the same validation slice for the same seed), so the two differ only in the
 //! model.
 
-use super::model::{bce, dot, sigmoid, split_for_early_stopping, Adam, Rng, TrainConfig};
+use super::model::{
+    dot, masked_mean_bce, sigmoid, split_for_early_stopping, Adam, Rng, TrainConfig,
+};
 
 /// One weight vector and intercept per model.
 #[derive(Debug, Clone, PartialEq)]
@@ -24,20 +26,7 @@ impl Logistic {
     }
 
     fn mean_bce(&self, xs: &[Vec<f32>], ys: &[Vec<Option<f32>>], idx: &[usize]) -> f64 {
-        let (mut s, mut n) = (0.0, 0usize);
-        for &i in idx {
-            for (p, y) in self.predict(&xs[i]).into_iter().zip(&ys[i]) {
-                if let Some(y) = y {
-                    s += bce(p, *y);
-                    n += 1;
-                }
-            }
-        }
-        if n == 0 {
-            0.0
-        } else {
-            s / n as f64
-        }
+        masked_mean_bce(ys, idx, |i, p| *p = self.predict(&xs[i]))
     }
 }
 

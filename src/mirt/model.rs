@@ -256,7 +256,7 @@ impl Adam {
     }
 }
 
-pub(crate) fn bce(p: f32, y: f32) -> f64 {
+fn bce(p: f32, y: f32) -> f64 {
     let p = f64::from(p).clamp(1e-7, 1.0 - 1e-7);
     let y = f64::from(y);
     -(y * p.ln() + (1.0 - y) * (1.0 - p).ln())
@@ -264,10 +264,19 @@ pub(crate) fn bce(p: f32, y: f32) -> f64 {
 
 /// Mean BCE of `w` over the prompts `idx`.
 pub fn mean_bce(w: &Weights, xs: &[Vec<f32>], ys: &[Vec<Option<f32>>], idx: &[usize]) -> f64 {
+    masked_mean_bce(ys, idx, |i, p| w.predict_into(&xs[i], p))
+}
+
+/// Mean BCE over the known outcomes of the prompts `idx`, `predict(i, p)` writing prompt i's P per model into `p`.
+pub(crate) fn masked_mean_bce(
+    ys: &[Vec<Option<f32>>],
+    idx: &[usize],
+    mut predict: impl FnMut(usize, &mut Vec<f32>),
+) -> f64 {
     let (mut s, mut n) = (0.0, 0usize);
     let mut p = Vec::new();
     for &i in idx {
-        w.predict_into(&xs[i], &mut p);
+        predict(i, &mut p);
         for (pm, y) in p.iter().zip(&ys[i]) {
             if let Some(y) = y {
                 s += bce(*pm, *y);
