@@ -9,13 +9,9 @@ use bytes::Bytes;
 use http::StatusCode;
 use serde_json::json;
 
-/// Which wire format the client speaks; errors answer in it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum ApiFormat {
-    #[default]
-    OpenAi,
-    Anthropic,
-}
+/// Which wire format the client speaks; errors answer in it (chat completions and Responses
+/// share OpenAI's error JSON).
+pub use dualrouter_wire::Format;
 
 /// The phase of an upstream exchange that timed out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,6 +37,14 @@ impl std::fmt::Display for TimeoutPhase {
 pub enum ApiError {
     #[error("{0}")]
     BadRequest(String),
+    /// The request asks for something no candidate model can serve, or is malformed in a way
+    /// a field names (OpenAI's `param`).
+    #[error("{0}")]
+    Unsupported(dualrouter_wire::WireError),
+    /// A stored response (`previous_response_id`, `GET /v1/responses/{id}`) that does not
+    /// exist, expired, or belongs to another client key.
+    #[error("response '{0}' not found")]
+    UnknownResponse(String),
     #[error("invalid or missing API key")]
     Unauthorized,
     #[error("no route for {method} {path}")]
@@ -91,11 +95,12 @@ impl ApiError {
     /// The one place an HTTP status is chosen.
     pub fn status(&self) -> StatusCode {
         match self {
-            Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::BadRequest(_) | Self::Unsupported(_) => StatusCode::BAD_REQUEST,
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
-            Self::NotFound { .. } | Self::UnknownModel(_) | Self::UnknownDecision(_) => {
-                StatusCode::NOT_FOUND
-            }
+            Self::NotFound { .. }
+            | Self::UnknownModel(_)
+            | Self::UnknownDecision(_)
+            | Self::UnknownResponse(_) => StatusCode::NOT_FOUND,
             Self::NoCandidate(_) | Self::Unavailable(_) | Self::Overloaded { .. } => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
@@ -114,6 +119,8 @@ impl ApiError {
     pub fn kind(&self) -> &'static str {
         match self {
             Self::BadRequest(_) => "bad_request",
+            Self::Unsupported(_) => "unsupported",
+            Self::UnknownResponse(_) => "unknown_response",
             Self::Unauthorized => "unauthorized",
             Self::NotFound { .. } => "not_found",
             Self::MethodNotAllowed { .. } => "method_not_allowed",
@@ -137,7 +144,6 @@ impl ApiError {
     fn openai_type(&self) -> &'static str {
         match self.status().as_u16() {
             401 => "authentication_error",
-            404 if matches!(self, Self::UnknownModel(_)) => "invalid_request_error",
             400 | 404 | 405 | 408 | 413 => "invalid_request_error",
             _ => "api_error",
         }
@@ -161,6 +167,8 @@ impl ApiError {
         match self {
             Self::Unauthorized => Some("invalid_api_key"),
             Self::UnknownModel(_) => Some("model_not_found"),
+            Self::Unsupported(_) => Some("unsupported_parameter"),
+            Self::UnknownResponse(_) => Some("response_not_found"),
             Self::NoCandidate(_) => Some("no_model_available"),
             Self::PayloadTooLarge { .. } => Some("request_too_large"),
             Self::Overloaded { .. } => Some("overloaded"),
@@ -172,19 +180,28 @@ impl ApiError {
         }
     }
 
+    /// OpenAI's `error.param`: the request field at fault, when one is.
+    fn param(&self) -> Option<&str> {
+        match self {
+            Self::Unsupported(e) if !e.field.is_empty() => Some(&e.field),
+            Self::UnknownResponse(_) => Some("previous_response_id"),
+            _ => None,
+        }
+    }
+
     /// The JSON body in the client's own format.
-    pub fn body(&self, format: ApiFormat) -> Bytes {
+    pub fn body(&self, format: Format) -> Bytes {
         let message = self.to_string();
         let v = match format {
-            ApiFormat::OpenAi => json!({
+            Format::Chat | Format::Responses => json!({
                 "error": {
                     "message": message,
                     "type": self.openai_type(),
-                    "param": null,
+                    "param": self.param(),
                     "code": self.openai_code(),
                 }
             }),
-            ApiFormat::Anthropic => json!({
+            Format::Messages => json!({
                 "type": "error",
                 "error": { "type": self.anthropic_type(), "message": message }
             }),
@@ -204,16 +221,6 @@ impl ApiError {
         }
     }
 
-    /// Whether a fallback to another upstream may answer instead (nothing reached the client).
-    pub fn is_upstream_failure(&self) -> bool {
-        matches!(
-            self,
-            Self::UpstreamUnreachable { .. }
-                | Self::UpstreamBroken { .. }
-                | Self::UpstreamTimeout { .. }
-                | Self::ExecutorFailed { .. }
-        )
-    }
 }
 
 #[cfg(test)]
@@ -224,7 +231,7 @@ mod tests {
     fn openai_shape() {
         let e = ApiError::UnknownModel("nope".into());
         assert_eq!(e.status(), 404);
-        let v: serde_json::Value = serde_json::from_slice(&e.body(ApiFormat::OpenAi)).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&e.body(Format::Chat)).unwrap();
         assert_eq!(v["error"]["code"], "model_not_found");
         assert_eq!(v["error"]["type"], "invalid_request_error");
         assert!(v["error"]["message"].as_str().unwrap().contains("nope"));
@@ -233,7 +240,7 @@ mod tests {
     #[test]
     fn anthropic_shape() {
         let e = ApiError::PayloadTooLarge { limit: 10 };
-        let v: serde_json::Value = serde_json::from_slice(&e.body(ApiFormat::Anthropic)).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&e.body(Format::Messages)).unwrap();
         assert_eq!(v["type"], "error");
         assert_eq!(v["error"]["type"], "request_too_large");
     }

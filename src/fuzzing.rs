@@ -8,12 +8,13 @@
 
 use serde_json::Value;
 
-use crate::error::ApiFormat;
+use dualrouter_wire as wire;
+
+use crate::error::Format;
 use crate::proxy::ingress::ChatRequest;
 use crate::proxy::sse::SseFilter;
 use crate::router::classify::arch_router;
 use crate::router::classify::RouteSpec;
-use crate::translate;
 
 /// A fuzz entry point and its name (the fuzz target's and its corpus directory's).
 pub type Target = (&'static str, fn(&[u8]));
@@ -22,11 +23,14 @@ pub type Target = (&'static str, fn(&[u8]));
 pub const TARGETS: &[Target] = &[
     ("openai_request", openai_request),
     ("anthropic_request", anthropic_request),
+    ("responses_request", responses_request),
     ("sse_parse_and_translate", sse_parse_and_translate),
     ("response_translate", response_translate),
     ("config_parse", config_parse),
     ("arch_router_answer", arch_router_answer),
 ];
+
+const FORMATS: [Format; 3] = [Format::Chat, Format::Messages, Format::Responses];
 
 fn must_be_json(bytes: &[u8], what: &str) {
     if let Err(e) = serde_json::from_slice::<Value>(bytes) {
@@ -37,76 +41,106 @@ fn must_be_json(bytes: &[u8], what: &str) {
     }
 }
 
-/// Checks a parsed request: its upstream bodies for both formats are JSON carrying the model
-/// id given, and a translation to the other format parses back as a request of that format
-/// (and translates back again) without panicking.
+/// Checks a parsed request: its body for an upstream of every format (when there is one) is
+/// JSON carrying the model id given, and a translation parses back as a request of its format
+/// and translates again without panicking.
 fn check_request(req: &ChatRequest) {
     let _ = req.messages();
     let _ = req.max_output_tokens();
-    let _ = crate::router::conversation::Conversation::from_openai_messages(req.messages());
-    for upstream in [ApiFormat::OpenAi, ApiFormat::Anthropic] {
-        let Ok(body) = req.upstream_body_for(upstream, "up/model") else {
-            continue;
-        };
-        let v: Value = match serde_json::from_slice(&body) {
-            Ok(v) => v,
-            Err(e) => panic!("upstream body for {upstream:?} is not JSON: {e}"),
-        };
-        assert_eq!(v["model"], "up/model", "model id not set for {upstream:?}");
-        if upstream != req.format {
-            // Round trip: the translation is a request of the other format; translating it
-            // back must not panic either.
-            if let Ok(back) = match upstream {
-                ApiFormat::OpenAi => ChatRequest::parse(&body),
-                ApiFormat::Anthropic => ChatRequest::parse_anthropic(&body),
-            } {
-                if let Ok(b) = back.upstream_body_for(req.format, "again") {
-                    must_be_json(&b, "round-trip body");
+    let _ = req.conversation();
+    if let Ok(ir) = req.ir() {
+        let _ = wire::tokens::estimate(ir);
+        let _ = wire::ToolNames::new(ir);
+    }
+    for upstream in FORMATS {
+        for caps in [wire::Caps::default(), wire::Caps { reasoning: true, structured_output: true }] {
+            let target = wire::Target {
+                format: upstream,
+                model: "up/model",
+                caps,
+            };
+            let _ = req.servable_by(upstream, caps);
+            let Ok((body, _)) = req.body_for(&target) else {
+                continue;
+            };
+            let v: Value = match serde_json::from_slice(&body) {
+                Ok(v) => v,
+                Err(e) => panic!("upstream body for {upstream:?} is not JSON: {e}"),
+            };
+            assert_eq!(v["model"], "up/model", "model id not set for {upstream:?}");
+            if upstream != req.format {
+                // Round trip: the translation is a request of its format; translating it again
+                // must not panic either.
+                if let Ok(back) = ChatRequest::parse_as(upstream, &body) {
+                    let again = wire::Target {
+                        format: req.format,
+                        model: "again",
+                        caps,
+                    };
+                    if let Ok((b, _)) = back.body_for(&again) {
+                        must_be_json(&b, "round-trip body");
+                    }
                 }
             }
         }
     }
-    if req.format == ApiFormat::OpenAi {
-        must_be_json(&req.upstream_body("m"), "OpenAI upstream body");
-    }
 }
 
 /// An OpenAI chat-completions request body, as `POST /v1/chat/completions` receives it (also
-/// the `/v1/route` and `/v1/feedback` bodies, which are parsed by the same JSON layer).
+/// the `/v1/route`, `/v1/feedback` and `/v1/embeddings` bodies, which are parsed by the same
+/// JSON layer).
 pub fn openai_request(data: &[u8]) {
     if let Ok(req) = ChatRequest::parse(data) {
-        assert_eq!(req.format, ApiFormat::OpenAi);
+        assert_eq!(req.format, Format::Chat);
         assert!(!req.model.trim().is_empty());
         check_request(&req);
     }
     let _ = crate::proxy::ingress::route_request(data);
+    let _ = crate::proxy::ingress::embeddings_request(data);
     if let Ok(f) = crate::proxy::ingress::feedback_request(data) {
         assert!((0.0..=1.0).contains(&f.score));
         assert!(uuid::Uuid::parse_str(&f.decision_id).is_ok());
     }
 }
 
-/// An Anthropic Messages request body, as `POST /v1/messages` receives it.
+/// An Anthropic Messages request body, as `POST /v1/messages` (and `count_tokens`) receive it.
 pub fn anthropic_request(data: &[u8]) {
     if let Ok(req) = ChatRequest::parse_anthropic(data) {
-        assert_eq!(req.format, ApiFormat::Anthropic);
+        assert_eq!(req.format, Format::Messages);
         check_request(&req);
+    }
+    if let Ok(req) = crate::proxy::ingress::count_tokens_request(data) {
+        let _ = req.ir().map(wire::tokens::estimate);
     }
 }
 
-/// An upstream SSE stream, cut into chunks at arbitrary points and run through each of the
-/// four filter modes (pass-through both ways, translation both ways). The first byte chooses
-/// the chunk size, so the splitter sees events cut everywhere.
+/// A Responses request body, as `POST /v1/responses` receives it.
+pub fn responses_request(data: &[u8]) {
+    if let Ok(req) = ChatRequest::parse_responses(data) {
+        assert_eq!(req.format, Format::Responses);
+        check_request(&req);
+        let _ = crate::router::conversation::Conversation::from_responses(&req.body);
+    }
+}
+
+/// An upstream SSE stream, cut into chunks at arbitrary points and run through the filter for
+/// every pair of formats (pass-through for equal ones, translation otherwise). The first byte
+/// chooses the chunk size, so the splitter sees events cut everywhere.
 pub fn sse_parse_and_translate(data: &[u8]) {
     let (step, stream) = match data.split_first() {
         Some((s, rest)) => (usize::from(*s % 64) + 1, rest),
         None => (1, data),
     };
-    let formats = [ApiFormat::OpenAi, ApiFormat::Anthropic];
-    for upstream in formats {
-        for client in formats {
+    for upstream in FORMATS {
+        for client in FORMATS {
             for include_usage in [false, true] {
-                let mut f = SseFilter::between(upstream, client, include_usage);
+                let echo = wire::Echo {
+                    include_usage,
+                    input_estimate: 7,
+                    response_id: "resp_fuzz".into(),
+                    ..Default::default()
+                };
+                let mut f = SseFilter::between(upstream, client, echo);
                 let mut out = Vec::new();
                 for chunk in stream.chunks(step) {
                     out.extend_from_slice(&f.push(chunk));
@@ -134,18 +168,34 @@ fn check_translated(out: &[u8]) {
     }
 }
 
-/// A whole (non-streamed) upstream response or error body, translated both ways.
+/// A whole (non-streamed) upstream response or error body, translated between every pair of
+/// formats.
 pub fn response_translate(data: &[u8]) {
     let status = data.first().map_or(200, |b| 400 + u16::from(*b % 200));
-    let _ = translate::anthropic_to_openai_error(status, data);
-    let _ = translate::openai_to_anthropic_error(status, data);
+    for from in FORMATS {
+        for to in FORMATS {
+            let e = wire::translate_error(from, to, status, data);
+            assert!(e.is_object());
+        }
+    }
     if let Ok(v) = serde_json::from_slice::<Value>(data) {
-        let _ = crate::proxy::sse::Usage::from_body(ApiFormat::OpenAi, &v);
-        let _ = crate::proxy::sse::Usage::from_body(ApiFormat::Anthropic, &v);
-        let o = translate::anthropic_to_openai_response(&v);
-        let a = translate::openai_to_anthropic_response(&v);
-        let _ = translate::openai_to_anthropic_response(&o);
-        let _ = translate::anthropic_to_openai_response(&a);
+        for from in FORMATS {
+            let _ = crate::proxy::sse::usage_of_body(from, &v);
+            let Ok(answer) = wire::decode_response(from, &v) else {
+                continue;
+            };
+            for to in FORMATS {
+                let echo = wire::Echo {
+                    response_id: "resp_fuzz".into(),
+                    ..Default::default()
+                };
+                let out = wire::encode_response(to, &answer, &echo);
+                // What the proxy writes reads back in its own format.
+                if let Err(e) = wire::decode_response(to, &out) {
+                    panic!("{from:?} → {to:?} answer does not decode: {e}: {out}");
+                }
+            }
+        }
     }
 }
 

@@ -28,4 +28,3 @@ pub mod router;
 pub mod server;
 pub mod store;
 pub mod trainer;
-pub mod translate;

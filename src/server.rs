@@ -59,6 +59,11 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
         &metrics.registry,
     )
     .context("starting the decision log")?;
+    // Expired stored responses go in small batches (the settings of the config at start).
+    control.spawn(crate::proxy::prune_stored_responses(
+        store.clone(),
+        config.response_store,
+    ));
 
     let mut demo_addr = None;
     if let Some(d) = &config.demo {

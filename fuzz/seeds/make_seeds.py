@@ -40,6 +40,25 @@ anth = {
 for k, v in anth.items():
     put("anthropic_request", k + ".json", v)
 
+anth.update({
+ "claude_code": {"model": "auto", "max_tokens": 32000, "stream": True, "system": [{"type": "text", "text": "billing"}, {"type": "text", "text": "agent", "cache_control": {"type": "ephemeral"}}], "messages": [{"role": "user", "content": [{"type": "text", "text": "<system-reminder>ctx</system-reminder>"}, {"type": "text", "text": "read /tmp/a"}]}, {"role": "system", "content": "note"}, {"role": "assistant", "content": [{"type": "thinking", "thinking": "", "signature": "dr1:oe:ENC"}, {"type": "tool_use", "id": "toolu_1", "name": "Read", "input": {"file_path": "/tmp/a"}}]}, {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_1", "content": "1\u2192x"}]}], "tools": [{"name": "Read", "input_schema": {"type": "object"}, "cache_control": {"type": "ephemeral"}}, {"name": "D", "input_schema": {}, "defer_loading": True}, {"type": "web_search_20250305", "name": "web_search"}], "thinking": {"type": "adaptive", "display": "omitted"}, "output_config": {"effort": "high", "format": {"type": "json_schema", "schema": {"type": "object"}}}, "context_management": {"edits": []}, "metadata": {"user_id": "u"}},
+ "count_tokens": {"model": "auto", "messages": msgs, "system": "s"},
+})
+for k in ("claude_code", "count_tokens"):
+    put("anthropic_request", k + ".json", anth[k])
+
+responses = {
+ "string_input": {"model": "auto", "input": "hello", "instructions": "be brief", "stream": True},
+ "codex": {"model": "auto", "stream": True, "store": False, "tool_choice": "auto", "parallel_tool_calls": True, "reasoning": {"summary": "auto", "effort": "high"}, "include": ["reasoning.encrypted_content"], "prompt_cache_key": "k", "input": [{"type": "message", "role": "developer", "content": [{"type": "input_text", "text": "You are Codex."}]}, {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "<environment_context>cwd</environment_context>"}]}, {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "run ls"}]}, {"type": "reasoning", "summary": [{"type": "summary_text", "text": "plan"}], "encrypted_content": "dr1:as:SIG"}, {"type": "function_call", "call_id": "c1", "name": "exec_command", "arguments": "{\"cmd\":\"ls\"}"}, {"type": "function_call_output", "call_id": "c1", "output": "a.txt"}, {"type": "custom_tool_call", "call_id": "c2", "name": "apply_patch", "input": "*** Begin"}, {"type": "custom_tool_call_output", "call_id": "c2", "output": "ok"}, {"type": "web_search_call", "id": "ws", "status": "completed", "action": {"type": "search"}}], "tools": [{"type": "function", "name": "exec_command", "parameters": {"type": "object", "properties": {"cmd": {"type": "string"}}}, "strict": False}, {"type": "namespace", "name": "agents", "tools": [{"type": "function", "name": "close_agent", "parameters": {}}]}, {"type": "custom", "name": "apply_patch", "format": {"type": "grammar", "syntax": "lark", "definition": "start: x"}}, {"type": "web_search", "external_web_access": False}]},
+ "images_files": {"model": "m", "input": [{"role": "user", "content": [{"type": "input_text", "text": "see"}, {"type": "input_image", "image_url": "data:image/png;base64,iVBORw0KGgo=", "detail": "low"}, {"type": "input_file", "file_data": "data:application/pdf;base64,JVBERi0=", "filename": "a.pdf"}, {"type": "input_image", "file_id": "file_1"}]}], "text": {"format": {"type": "json_schema", "name": "x", "schema": {"type": "object"}, "strict": True}, "verbosity": "low"}, "metadata": {"a": "b"}, "max_output_tokens": 50, "temperature": 0.3, "top_p": 0.9},
+ "previous": {"model": "m", "previous_response_id": "resp_1", "input": [{"type": "function_call_output", "call_id": "c", "output": [{"type": "input_text", "text": "x"}]}], "tool_choice": {"type": "function", "name": "f"}},
+ "broken_items": {"model": "m", "input": [{"type": "function_call", "name": "f"}, {"role": "robot", "content": "x"}, 5, {"type": "item_reference", "id": "x"}]},
+ "background": {"model": "m", "input": "x", "background": True, "reasoning": {"effort": "none"}},
+}
+for k, v in responses.items():
+    put("responses_request", k + ".json", v)
+put("responses_request", "not_json.txt", "{\"input\": [")
+
 def sse(events):
     return "".join(events)
 def oa(d): return "data: " + json.dumps(d) + "\n\n"
@@ -76,7 +95,23 @@ an_thinking = sse([
  an("message_delta", {"type": "message_delta", "delta": {"stop_reason": "max_tokens"}, "usage": {"output_tokens": 3}}),
 ])
 an_err = an("error", {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}})
-for name, s in [("openai_text", oa_stream), ("openai_tools", oa_tools), ("openai_error", oa_err), ("anthropic_text_tools", an_stream), ("anthropic_thinking_truncated", an_thinking), ("anthropic_error", an_err)]:
+def rs(d): return "event: " + d["type"] + "\ndata: " + json.dumps(d) + "\n\n"
+rs_stream = sse([
+ rs({"type": "response.created", "sequence_number": 0, "response": {"id": "resp_u", "status": "in_progress", "model": "m", "output": []}}),
+ rs({"type": "response.output_item.added", "output_index": 0, "item": {"id": "rs_1", "type": "reasoning", "summary": []}}),
+ rs({"type": "response.reasoning_summary_text.delta", "output_index": 0, "summary_index": 0, "delta": "think"}),
+ rs({"type": "response.output_item.done", "output_index": 0, "item": {"id": "rs_1", "type": "reasoning", "summary": [{"type": "summary_text", "text": "think"}], "encrypted_content": "ENC"}}),
+ rs({"type": "response.output_item.added", "output_index": 1, "item": {"id": "msg_1", "type": "message", "role": "assistant", "content": []}}),
+ rs({"type": "response.output_text.delta", "output_index": 1, "content_index": 0, "delta": "Hello"}),
+ rs({"type": "response.output_item.done", "output_index": 1, "item": {"id": "msg_1", "type": "message", "role": "assistant", "content": [{"type": "output_text", "text": "Hello"}]}}),
+ rs({"type": "response.output_item.added", "output_index": 2, "item": {"id": "fc_1", "type": "function_call", "call_id": "call_1", "name": "f", "arguments": ""}}),
+ rs({"type": "response.function_call_arguments.delta", "output_index": 2, "delta": "{\"a\":1}"}),
+ rs({"type": "response.output_item.done", "output_index": 2, "item": {"id": "fc_1", "type": "function_call", "call_id": "call_1", "name": "f", "arguments": "{\"a\":1}"}}),
+ rs({"type": "response.output_item.done", "output_index": 3, "item": {"id": "ctc", "type": "custom_tool_call", "call_id": "call_2", "name": "apply_patch", "input": "*** Begin"}}),
+ rs({"type": "response.completed", "response": {"id": "resp_u", "status": "completed", "model": "m", "output": [], "usage": {"input_tokens": 9, "input_tokens_details": {"cached_tokens": 4}, "output_tokens": 3}}})])
+rs_err = rs({"type": "response.failed", "response": {"status": "failed", "error": {"code": "server_error", "message": "boom"}}}) + rs({"type": "error", "code": "x", "message": "y"})
+oa_reasoning = sse([oa({"id": "c", "choices": [{"index": 0, "delta": {"reasoning_content": "hmm"}}]}), oa({"id": "c", "choices": [{"index": 0, "delta": {"tool_calls": [{"index": 0, "id": "a", "type": "custom", "custom": {"name": "p", "input": "x"}}]}, "finish_reason": "tool_calls"}]}), "data: [DONE]\n\n"])
+for name, s in [("responses_full", rs_stream), ("responses_error", rs_err), ("openai_reasoning_custom", oa_reasoning), ("openai_text", oa_stream), ("openai_tools", oa_tools), ("openai_error", oa_err), ("anthropic_text_tools", an_stream), ("anthropic_thinking_truncated", an_thinking), ("anthropic_error", an_err)]:
     for step in (b"\x00", b"\x07"):
         put("sse_parse_and_translate", f"{name}_{step[0]}.sse", step + s.encode())
 
@@ -85,6 +120,8 @@ resp = {
  "anthropic_resp": {"id": "msg_1", "type": "message", "role": "assistant", "model": "claude", "content": [{"type": "text", "text": "hi"}, {"type": "thinking", "thinking": "t"}, {"type": "tool_use", "id": "toolu_1", "name": "f", "input": {"a": 1}}], "stop_reason": "tool_use", "usage": {"input_tokens": 3, "output_tokens": 4, "cache_creation_input_tokens": 1}},
  "openai_err": {"error": {"message": "bad key", "type": "invalid_request_error", "code": "invalid_api_key", "param": None}},
  "anthropic_err": {"type": "error", "error": {"type": "authentication_error", "message": "invalid x-api-key"}},
+ "responses_resp": {"id": "resp_1", "object": "response", "status": "incomplete", "incomplete_details": {"reason": "max_output_tokens"}, "model": "m", "output": [{"type": "reasoning", "id": "rs", "summary": [{"type": "summary_text", "text": "t"}], "encrypted_content": "dr1:as:S"}, {"type": "message", "role": "assistant", "content": [{"type": "output_text", "text": "hi"}]}, {"type": "function_call", "call_id": "c", "name": "f", "arguments": "{}", "namespace": "ns"}], "usage": {"input_tokens": 5, "input_tokens_details": {"cached_tokens": 2}, "output_tokens": 1}},
+ "responses_failed": {"id": "resp_2", "object": "response", "status": "failed", "error": {"code": "server_error", "message": "x"}},
 }
 for k, v in resp.items():
     put("response_translate", k + ".json", v)

@@ -46,6 +46,9 @@ pub struct RawConfig {
     pub database: String,
     #[serde(default)]
     pub decision_log: RawDecisionLog,
+    /// The Responses API's stored responses (`store`, `previous_response_id`).
+    #[serde(default)]
+    pub response_store: RawResponseStore,
     /// Routing policies that seed the store at start (upsert by domain/action); afterwards the
     /// store is the source of truth and the admin API edits it.
     #[serde(default)]
@@ -66,6 +69,46 @@ pub struct RawConfig {
 
 fn default_database() -> String {
     crate::store::DEFAULT_DATABASE_URL.into()
+}
+
+/// Stored responses of the Responses API (see `store::StoredResponse`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawResponseStore {
+    /// Keep responses whose request has `store` true or absent (the API's default). `false`:
+    /// nothing is stored, and `previous_response_id` finds nothing.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// How long a stored response can be read or continued (default 720 h: 30 days).
+    #[serde(default = "default_retention_hours")]
+    pub retention_hours: u64,
+    /// How often expired responses are deleted.
+    #[serde(default = "default_prune_interval_s")]
+    pub prune_interval_s: u64,
+    /// Most rows one pruning statement deletes (pruning goes on in such batches).
+    #[serde(default = "default_prune_batch")]
+    pub prune_batch: u64,
+}
+
+impl Default for RawResponseStore {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            retention_hours: default_retention_hours(),
+            prune_interval_s: default_prune_interval_s(),
+            prune_batch: default_prune_batch(),
+        }
+    }
+}
+
+fn default_retention_hours() -> u64 {
+    720
+}
+fn default_prune_interval_s() -> u64 {
+    300
+}
+fn default_prune_batch() -> u64 {
+    500
 }
 
 /// The decision-log writer (one record per request; see `store::DecisionLog`).
@@ -352,11 +395,27 @@ pub enum ProviderKind {
     Anthropic,
 }
 
+/// Whether an OpenAI-kind provider serves the Responses API (`POST /responses`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ResponsesMode {
+    /// Chat completions only: Responses requests are translated to chat (the default).
+    #[default]
+    None,
+    /// Both: Responses requests go to it as sent, chat requests as chat.
+    Native,
+    /// Responses only: every request (chat and Messages clients' too) goes as Responses.
+    Only,
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawProvider {
     pub name: String,
     pub kind: ProviderKind,
+    /// OpenAI kind: `native` (it also serves `/responses`) or `only` (nothing else).
+    #[serde(default)]
+    pub responses: ResponsesMode,
     /// e.g. `https://api.openai.com/v1`; the API path (`/chat/completions`) is appended.
     pub base_url: String,
     /// Name of the env var holding this provider's API key. Absent: no auth header is sent.
@@ -402,6 +461,18 @@ pub struct RawModel {
     /// until it has outcomes of its own.
     #[serde(default)]
     pub mirt_model: Option<String>,
+    /// It reasons and takes reasoning settings (OpenAI reasoning effort, Anthropic thinking)
+    /// when a request of another format asks for them; without it they are left out.
+    #[serde(default)]
+    pub reasoning: bool,
+    /// It can be held to a JSON schema (`response_format`, `text.format`,
+    /// `output_config.format`); `false` makes requests asking for one go elsewhere.
+    #[serde(default = "default_true")]
+    pub structured_output: bool,
+}
+
+fn default_true() -> bool {
+    true
 }
 
 /// USD per million tokens.
@@ -412,6 +483,12 @@ pub struct RawCost {
     pub input: f64,
     #[serde(default)]
     pub output: f64,
+    /// Input tokens read from the provider's prompt cache (default: the input price).
+    #[serde(default)]
+    pub cache_read: Option<f64>,
+    /// Input tokens written to the provider's prompt cache (default: the input price).
+    #[serde(default)]
+    pub cache_write: Option<f64>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

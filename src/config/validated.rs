@@ -34,6 +34,7 @@ pub struct Config {
     /// `store::redact_url`.
     pub database: String,
     pub decision_log: DecisionLogConfig,
+    pub response_store: ResponseStoreSettings,
     /// Policies that seed the store at start.
     pub policies: Vec<crate::store::PolicySpec>,
     /// WASM plugins to load at start (`crate::plugins::PluginHost::new`).
@@ -41,6 +42,15 @@ pub struct Config {
 }
 
 /// The decision-log writer's settings (see `raw::RawDecisionLog`).
+/// Stored responses of the Responses API.
+#[derive(Debug, Clone, Copy)]
+pub struct ResponseStoreSettings {
+    pub enabled: bool,
+    pub retention: Duration,
+    pub prune_interval: Duration,
+    pub prune_batch: i64,
+}
+
 #[derive(Debug, Clone)]
 pub struct DecisionLogConfig {
     pub queue_capacity: usize,
@@ -123,6 +133,8 @@ pub struct ServerSettings {
 pub struct Provider {
     pub name: String,
     pub kind: ProviderKind,
+    /// OpenAI kind: whether it serves the Responses API too, or only.
+    pub responses: crate::config::raw::ResponsesMode,
     pub tls: bool,
     pub host: String,
     pub port: u16,
@@ -183,6 +195,8 @@ pub struct Model {
     pub tier: Option<String>,
     /// The checkpoint model whose ability this one borrows while it has no outcomes.
     pub mirt_model: Option<String>,
+    /// What it can take when a request is translated for it.
+    pub caps: dualrouter_wire::Caps,
 }
 
 impl Model {
@@ -208,12 +222,46 @@ impl Model {
 pub struct Cost {
     pub input: f64,
     pub output: f64,
+    /// Input read from the provider's prompt cache.
+    pub cache_read: f64,
+    /// Input written to the provider's prompt cache.
+    pub cache_write: f64,
 }
 
 impl Cost {
-    /// USD for this many tokens.
+    /// Input and output prices; cached input at the input price.
+    pub fn new(input: f64, output: f64) -> Self {
+        Self {
+            input,
+            output,
+            cache_read: input,
+            cache_write: input,
+        }
+    }
+
+    /// From the config's `cost_per_mtok` (cache prices default to the input price).
+    pub fn from_raw(raw: &crate::config::raw::RawCost) -> Self {
+        Self {
+            cache_read: raw.cache_read.unwrap_or(raw.input),
+            cache_write: raw.cache_write.unwrap_or(raw.input),
+            ..Self::new(raw.input, raw.output)
+        }
+    }
+
+    /// USD for this many tokens, every input token at the input price (an estimate before
+    /// the answer says what was cached).
     pub fn usd(&self, input_tokens: u64, output_tokens: u64) -> f64 {
         (self.input * input_tokens as f64 + self.output * output_tokens as f64) / 1_000_000.0
+    }
+
+    /// USD for an answer's usage: uncached input, cache reads and writes, output, each at its
+    /// own price.
+    pub fn usd_of(&self, u: &dualrouter_wire::Usage) -> f64 {
+        (self.input * u.input as f64
+            + self.cache_read * u.cache_read as f64
+            + self.cache_write * u.cache_write as f64
+            + self.output * u.output as f64)
+            / 1_000_000.0
     }
 }
 
@@ -297,6 +345,8 @@ pub fn validate(raw: RawConfig, env: EnvLookup<'_>) -> Result<Config, ConfigErro
             for (field, v) in [
                 ("input", rm.cost_per_mtok.input),
                 ("output", rm.cost_per_mtok.output),
+                ("cache_read", rm.cost_per_mtok.cache_read.unwrap_or(0.0)),
+                ("cache_write", rm.cost_per_mtok.cache_write.unwrap_or(0.0)),
             ] {
                 if !v.is_finite() || v < 0.0 {
                     p.push(
@@ -310,13 +360,14 @@ pub fn validate(raw: RawConfig, env: EnvLookup<'_>) -> Result<Config, ConfigErro
                 upstream_id: rm.upstream_id.clone().unwrap_or_else(|| rm.id.clone()),
                 backend: Backend::Provider(provider.clone()),
                 source: ModelSource::Config,
-                cost: Cost {
-                    input: rm.cost_per_mtok.input,
-                    output: rm.cost_per_mtok.output,
-                },
+                cost: Cost::from_raw(&rm.cost_per_mtok),
                 context_tokens: rm.context_tokens,
                 tier: rm.tier.clone(),
                 mirt_model: rm.mirt_model.clone(),
+                caps: dualrouter_wire::Caps {
+                    reasoning: rm.reasoning,
+                    structured_output: rm.structured_output,
+                },
             });
             if let Some(prev) = models.insert(rm.id.clone(), model) {
                 p.push(
@@ -354,6 +405,22 @@ pub fn validate(raw: RawConfig, env: EnvLookup<'_>) -> Result<Config, ConfigErro
     }
     p.0.extend(raw.reload.problems());
     let decision_log = decision_log(&raw.decision_log, &mut p);
+    let rs = &raw.response_store;
+    for (field, v) in [
+        ("retention_hours", rs.retention_hours),
+        ("prune_interval_s", rs.prune_interval_s),
+        ("prune_batch", rs.prune_batch),
+    ] {
+        if v == 0 {
+            p.push(format!("response_store.{field}"), "must be greater than 0");
+        }
+    }
+    let response_store = ResponseStoreSettings {
+        enabled: rs.enabled,
+        retention: Duration::from_secs(rs.retention_hours.min(1 << 30) * 3600),
+        prune_interval: Duration::from_secs(rs.prune_interval_s),
+        prune_batch: i64::try_from(rs.prune_batch).unwrap_or(i64::MAX),
+    };
     let plugins = crate::plugins::config::validate(
         crate::plugins::config::RawPluginLists {
             plugins: &raw.plugins,
@@ -416,6 +483,7 @@ pub fn validate(raw: RawConfig, env: EnvLookup<'_>) -> Result<Config, ConfigErro
         mirt,
         database: raw.database.clone(),
         decision_log,
+        response_store,
         policies,
         plugins,
     })
@@ -724,9 +792,16 @@ fn provider(
             _ => p.push(format!("{path}.headers.{k}"), "not a valid HTTP header"),
         }
     }
+    if rp.kind == ProviderKind::Anthropic && rp.responses != crate::config::raw::ResponsesMode::None {
+        p.push(
+            format!("{path}.responses"),
+            "only an OpenAI-kind provider serves the Responses API",
+        );
+    }
     Some(Provider {
         name: rp.name.clone(),
         kind: rp.kind,
+        responses: rp.responses,
         tls,
         host,
         port,
@@ -736,10 +811,7 @@ fn provider(
         api_key_env: rp.api_key_env.clone(),
         ca_file: rp.ca_file.clone(),
         discover_models: rp.discover_models,
-        discovered_cost: Cost {
-            input: rp.discovered_cost_per_mtok.input,
-            output: rp.discovered_cost_per_mtok.output,
-        },
+        discovered_cost: Cost::from_raw(&rp.discovered_cost_per_mtok),
         discovered_tier: rp.discovered_tier.clone(),
         headers,
     })

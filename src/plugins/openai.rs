@@ -1,6 +1,6 @@
 //! Answering in the client's format from an executor plugin's result: OpenAI's chat completion
 //! JSON, or its SSE stream when the client asked to stream. (An Anthropic client's answer is
-//! this JSON through `crate::translate::openai_to_anthropic_response`.)
+//! this JSON through the `dualrouter_wire` codecs.)
 
 use serde_json::{json, Value};
 

@@ -30,7 +30,7 @@ use pingora::protocols::Stream;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::config::Limits;
-use crate::error::{ApiError, ApiFormat};
+use crate::error::{ApiError, Format};
 use crate::metrics::Metrics;
 
 /// How long an accept-wait sample stays relevant to [`Admission::saturated`].
@@ -162,9 +162,9 @@ pub fn accept_wait(stream: &Stream) -> Duration {
         .unwrap_or_default()
 }
 
-/// The client format of a request from its first line: Anthropic's for `/v1/messages`, else
-/// OpenAI's.
-pub fn format_of(head: &[u8]) -> ApiFormat {
+/// The client format of a request from its first line: Anthropic's for `/v1/messages…`, the
+/// Responses API's for `/v1/responses…` (OpenAI's error JSON either way), else chat's.
+pub fn format_of(head: &[u8]) -> Format {
     let line = head
         .split(|&b| b == b'\r' || b == b'\n')
         .next()
@@ -174,15 +174,17 @@ pub fn format_of(head: &[u8]) -> ApiFormat {
     let path = parts.next().unwrap_or(&[]);
     let path = path.split(|&b| b == b'?').next().unwrap_or(&[]);
     let path = path.strip_suffix(b"/").unwrap_or(path);
-    if path == b"/v1/messages" || path == b"/messages" {
-        ApiFormat::Anthropic
+    if path.starts_with(b"/v1/messages") || path.starts_with(b"/messages") {
+        Format::Messages
+    } else if path.starts_with(b"/v1/responses") || path.starts_with(b"/responses") {
+        Format::Responses
     } else {
-        ApiFormat::OpenAi
+        Format::Chat
     }
 }
 
 /// The whole answer to a refused connection: status line, headers, JSON body.
-pub fn refusal_response(err: &ApiError, format: ApiFormat) -> Vec<u8> {
+pub fn refusal_response(err: &ApiError, format: Format) -> Vec<u8> {
     let status = err.status();
     let body = err.body(format);
     let mut out = format!(
@@ -293,21 +295,21 @@ mod tests {
     fn answers_in_the_format_of_the_endpoint() {
         assert_eq!(
             format_of(b"POST /v1/messages HTTP/1.1\r\nhost: x\r\n"),
-            ApiFormat::Anthropic
+            Format::Messages
         );
         assert_eq!(
             format_of(b"POST /messages/?beta=1 HTTP/1.1\r\n"),
-            ApiFormat::Anthropic
+            Format::Messages
         );
         assert_eq!(
             format_of(b"POST /v1/chat/completions HTTP/1.1\r\n"),
-            ApiFormat::OpenAi
+            Format::Chat
         );
-        assert_eq!(format_of(b""), ApiFormat::OpenAi);
-        assert_eq!(format_of(b"\xff\xfe garbage"), ApiFormat::OpenAi);
+        assert_eq!(format_of(b""), Format::Chat);
+        assert_eq!(format_of(b"\xff\xfe garbage"), Format::Chat);
 
         let l = limits(1, 200);
-        let r = refusal_response(&refusal(&l), ApiFormat::Anthropic);
+        let r = refusal_response(&refusal(&l), Format::Messages);
         let text = String::from_utf8(r).unwrap();
         let (head, body) = text.split_once("\r\n\r\n").unwrap();
         assert!(

@@ -21,7 +21,7 @@ use super::respond::{DECISION_HEADER, MODEL_HEADER, ROUTE_HEADER};
 use super::sse::SseFilter;
 use super::{ProxyState, RequestCtx};
 use crate::config::Model;
-use crate::error::{ApiError, ApiFormat, TimeoutPhase};
+use crate::error::{ApiError, Format, TimeoutPhase};
 use crate::plugins::{openai, InvokeRequest, InvokeResponse, PluginError};
 use crate::router::conversation::Conversation;
 
@@ -48,7 +48,12 @@ impl Attempt {
 /// The request for the plugin: the conversation as OpenAI-shaped turns (an Anthropic request is
 /// translated first, so its system prompt and content blocks arrive as text).
 fn invoke_request(request: &ChatRequest, model: &Model) -> Result<InvokeRequest, ApiError> {
-    let body = request.upstream_body_for(ApiFormat::OpenAi, &model.upstream_id)?;
+    let target = dualrouter_wire::Target {
+        format: Format::Chat,
+        model: &model.upstream_id,
+        caps: model.caps,
+    };
+    let (body, _) = request.body_for(&target)?;
     let v: Value = serde_json::from_slice(&body)
         .map_err(|e| ApiError::Internal(format!("re-reading the translated request: {e}")))?;
     let messages = v
@@ -122,11 +127,13 @@ pub async fn attempt(
     Ok(Attempt::Answered(status))
 }
 
-/// The answer's body and content type in the client's format.
+/// The answer's body and content type in the client's format: the plugin's answer as a
+/// chat completion (or its stream), translated like any chat upstream's answer for a client of
+/// another format.
 pub fn render(
-    format: ApiFormat,
+    format: Format,
     stream: bool,
-    include_usage: bool,
+    echo: dualrouter_wire::Echo,
     id: &str,
     model: &str,
     resp: &InvokeResponse,
@@ -136,26 +143,27 @@ pub fn render(
         .map(|d| d.as_secs())
         .unwrap_or(0);
     match (format, stream) {
-        (ApiFormat::OpenAi, false) => (
+        (Format::Chat, false) => (
             "application/json",
             Bytes::from(openai::chat_completion_json(id, model, created, resp).to_string()),
         ),
-        (ApiFormat::Anthropic, false) => {
-            let v = openai::chat_completion_json(id, model, created, resp);
-            (
-                "application/json",
-                Bytes::from(crate::translate::openai_to_anthropic_response(&v).to_string()),
-            )
-        }
-        (ApiFormat::OpenAi, true) => (
+        (Format::Chat, true) => (
             "text/event-stream",
             Bytes::from(
-                openai::chat_completion_sse(id, model, created, resp, include_usage).concat(),
+                openai::chat_completion_sse(id, model, created, resp, echo.include_usage).concat(),
             ),
         ),
-        (ApiFormat::Anthropic, true) => {
+        (other, false) => {
+            let v = openai::chat_completion_json(id, model, created, resp);
+            let out = match dualrouter_wire::decode_response(Format::Chat, &v) {
+                Ok(answer) => dualrouter_wire::encode_response(other, &answer, &echo),
+                Err(_) => v,
+            };
+            ("application/json", Bytes::from(out.to_string()))
+        }
+        (other, true) => {
             let events = openai::chat_completion_sse(id, model, created, resp, true).concat();
-            let mut f = SseFilter::between(ApiFormat::OpenAi, ApiFormat::Anthropic, true);
+            let mut f = SseFilter::between(Format::Chat, other, echo);
             let mut out = BytesMut::from(&f.push(events.as_bytes())[..]);
             out.extend_from_slice(&f.finish());
             ("text/event-stream", out.freeze())
@@ -172,14 +180,8 @@ async fn write_answer(
     resp: &InvokeResponse,
 ) -> Result<http::StatusCode, ApiError> {
     let id = format!("chatcmpl-{}", ctx.decision_id.simple());
-    let (content_type, body) = render(
-        ctx.format,
-        request.stream,
-        request.include_usage,
-        &id,
-        &model.id,
-        resp,
-    );
+    let echo = super::echo_for(ctx, request, super::stored::echo_fields(&request.body));
+    let (content_type, body) = render(ctx.format, request.stream, echo, &id, &model.id, resp);
     let status = http::StatusCode::OK;
     let header = || -> pingora::Result<ResponseHeader> {
         let mut h = ResponseHeader::build(status, Some(6))?;
@@ -198,12 +200,13 @@ async fn write_answer(
     let h = header().map_err(|e| {
         ApiError::Internal(format!("building the response: {}", e.etype().as_str()))
     })?;
-    let (input, output) = (
-        u64::from(resp.usage.input_tokens),
-        u64::from(resp.usage.output_tokens),
-    );
+    let usage = dualrouter_wire::Usage {
+        input: u64::from(resp.usage.input_tokens),
+        output: u64::from(resp.usage.output_tokens),
+        ..Default::default()
+    };
     if let Some(rec) = ctx.record.as_mut() {
-        rec.served_by(model, Some(input), Some(output));
+        rec.served_by(model, Some(&usage));
     }
     let sent = body.len() as u64;
     let written = async {
@@ -226,9 +229,9 @@ async fn write_answer(
         executor = %model.owner(),
         status = status.as_u16(),
         latency_ms = ctx.started.elapsed().as_millis() as u64,
-        input_tokens = input,
-        output_tokens = output,
-        cost_usd = model.cost.usd(input, output),
+        input_tokens = usage.input,
+        output_tokens = usage.output,
+        cost_usd = model.cost.usd_of(&usage),
         "answered by executor plugin"
     );
     Ok(status)

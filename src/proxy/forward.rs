@@ -16,9 +16,9 @@ use pingora::protocols::http::client::HttpSession;
 use pingora::tls::x509::X509;
 use pingora::upstreams::peer::{HttpPeer, ALPN};
 
-use crate::config::raw::ProviderKind;
+use crate::config::raw::{ProviderKind, ResponsesMode};
 use crate::config::validated::{Config, Limits, Provider};
-use crate::error::{ApiError, ApiFormat, TimeoutPhase};
+use crate::error::{ApiError, Format, TimeoutPhase};
 
 /// The system's trusted roots, read once when a provider needs them beside its own CA.
 const SYSTEM_BUNDLES: &[&str] = &[
@@ -317,29 +317,44 @@ fn system_roots() -> Vec<X509> {
     Vec::new()
 }
 
-/// The wire format a provider speaks.
-pub fn format_of(kind: ProviderKind) -> ApiFormat {
-    match kind {
-        ProviderKind::Openai => ApiFormat::OpenAi,
-        ProviderKind::Anthropic => ApiFormat::Anthropic,
+/// The wire format a provider takes a request in, for a client speaking `client`: Anthropic's
+/// Messages for an Anthropic provider; for an OpenAI one, Responses when it serves them and
+/// the client speaks them (or when it serves nothing else), chat completions otherwise.
+pub fn upstream_format(provider: &Provider, client: Format) -> Format {
+    match provider.kind {
+        ProviderKind::Anthropic => Format::Messages,
+        ProviderKind::Openai => match (provider.responses, client) {
+            (ResponsesMode::Only, _) | (ResponsesMode::Native, Format::Responses) => {
+                Format::Responses
+            }
+            _ => Format::Chat,
+        },
     }
 }
 
-/// Builds the upstream request for a provider of either kind: `POST {base}/chat/completions`
-/// with `Authorization: Bearer KEY` (OpenAI-compatible), or `POST {base}/messages` with
-/// `x-api-key: KEY` and `anthropic-version` (Anthropic). Only what the proxy sets goes
-/// upstream: the client's own headers (its key above all) never do.
+/// The API path (after the provider's base path) a request of `format` goes to.
+pub fn path_of(format: Format) -> &'static str {
+    match format {
+        Format::Chat => "/chat/completions",
+        Format::Messages => "/messages",
+        Format::Responses => "/responses",
+    }
+}
+
+/// Builds an upstream request: `POST {base}{path}` with `Authorization: Bearer KEY`
+/// (OpenAI-compatible) or `x-api-key: KEY` and `anthropic-version` (Anthropic). Only what the
+/// proxy sets goes upstream, plus `forwarded`: the client headers a provider of the client's
+/// own format is meant to see (Anthropic's `anthropic-beta` and `anthropic-version`). The
+/// provider's configured `headers` come last and win.
 pub fn upstream_request(
     provider: &Provider,
+    path: &str,
     body_len: usize,
     stream: bool,
+    forwarded: &[(http::HeaderName, http::HeaderValue)],
 ) -> Result<RequestHeader, ApiError> {
     let anthropic = provider.kind == ProviderKind::Anthropic;
-    let path = if anthropic {
-        format!("{}/messages", provider.base_path)
-    } else {
-        format!("{}/chat/completions", provider.base_path)
-    };
+    let path = format!("{}{path}", provider.base_path);
     let internal = |e: pingora::BError| {
         ApiError::Internal(format!(
             "building the upstream request: {}",
@@ -368,11 +383,11 @@ pub fn upstream_request(
     )
     .map_err(internal)?;
     if anthropic {
-        // Before the configured headers, so a provider may pin another version.
-        req.insert_header("anthropic-version", crate::translate::ANTHROPIC_VERSION)
+        // Before the client's and the configured headers, so either may pin another version.
+        req.insert_header("anthropic-version", ANTHROPIC_VERSION)
             .map_err(internal)?;
     }
-    for (name, value) in &provider.headers {
+    for (name, value) in forwarded.iter().chain(&provider.headers) {
         req.insert_header(name.clone(), value.clone())
             .map_err(internal)?;
     }
@@ -400,6 +415,14 @@ pub fn upstream_request(
     Ok(req)
 }
 
+/// The `anthropic-version` sent to Anthropic upstreams unless the client or the provider's
+/// `headers` name another.
+pub const ANTHROPIC_VERSION: &str = "2023-06-01";
+
+/// The client headers an Anthropic upstream gets from an Anthropic client: its API version
+/// and beta features (unknown betas are the provider's to judge, never an error here).
+pub const ANTHROPIC_FORWARDED: &[&str] = &["anthropic-version", "anthropic-beta"];
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -418,13 +441,18 @@ mod tests {
 
     #[test]
     fn upstream_request_per_kind() {
-        let a = upstream_request(&provider("anthropic"), 10, true).unwrap();
+        let beta = [(
+            http::HeaderName::from_static("anthropic-beta"),
+            http::HeaderValue::from_static("x-2026"),
+        )];
+        let a = upstream_request(&provider("anthropic"), "/messages", 10, true, &beta).unwrap();
+        assert_eq!(a.headers["anthropic-beta"], "x-2026");
         assert_eq!(a.uri.path(), "/v1/messages");
         assert_eq!(a.headers["x-api-key"], "sk-secret");
         assert_eq!(a.headers["anthropic-version"], "2023-06-01");
         assert!(a.headers.get("authorization").is_none());
         assert_eq!(a.headers["accept"], "text/event-stream");
-        let o = upstream_request(&provider("openai"), 10, false).unwrap();
+        let o = upstream_request(&provider("openai"), "/chat/completions", 10, false, &[]).unwrap();
         assert_eq!(o.uri.path(), "/v1/chat/completions");
         assert_eq!(o.headers["authorization"], "Bearer sk-secret");
         assert!(o.headers.get("x-api-key").is_none());

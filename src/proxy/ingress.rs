@@ -5,56 +5,125 @@ use bytes::{Bytes, BytesMut};
 use pingora::proxy::Session;
 use serde_json::Value;
 
+use dualrouter_wire as wire;
+
 use crate::config::validated::ClientAuth;
 use crate::config::Limits;
-use crate::error::{ApiError, ApiFormat};
+use crate::error::{ApiError, Format};
+use crate::router::conversation::Conversation;
 
 /// The endpoints the proxy port serves.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Endpoint {
     ChatCompletions,
+    /// Anthropic's Messages API.
+    Messages,
+    /// The OpenAI Responses API.
+    Responses,
+    /// `GET /v1/responses/{id}`: a stored response.
+    ResponseGet(String),
+    /// `DELETE /v1/responses/{id}`.
+    ResponseDelete(String),
+    /// `GET /v1/responses/{id}/input_items`.
+    ResponseInputItems(String),
+    /// Anthropic's `POST /v1/messages/count_tokens`.
+    CountTokens,
+    Embeddings,
     /// Dry run: the routing decision as JSON, nothing sent upstream.
     Route,
     /// An outcome score for a logged decision.
     Feedback,
-    /// Anthropic's Messages API.
-    Messages,
     Models,
+    /// `GET /v1/models/{id}`.
+    Model(String),
     Health,
 }
 
 impl Endpoint {
     /// The wire format errors on this endpoint use.
-    pub fn format(self) -> ApiFormat {
+    pub fn format(&self) -> Format {
         match self {
-            Self::Messages => ApiFormat::Anthropic,
-            Self::ChatCompletions | Self::Route | Self::Feedback | Self::Models | Self::Health => {
-                ApiFormat::OpenAi
-            }
+            Self::Messages | Self::CountTokens => Format::Messages,
+            Self::Responses
+            | Self::ResponseGet(_)
+            | Self::ResponseDelete(_)
+            | Self::ResponseInputItems(_) => Format::Responses,
+            Self::ChatCompletions
+            | Self::Embeddings
+            | Self::Route
+            | Self::Feedback
+            | Self::Models
+            | Self::Model(_)
+            | Self::Health => Format::Chat,
         }
     }
 }
 
-/// Matches method and path (the query string is ignored).
+/// A path segment with its percent-escapes decoded (model ids may hold `/`, sent as `%2F`).
+fn path_segment(s: &str) -> Result<String, ApiError> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).ok();
+            if let Some(b) = hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
+                out.push(b);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8(out).map_err(|_| ApiError::BadRequest("the path is not valid UTF-8".into()))
+}
+
+/// Matches method and path (the query string, e.g. Claude Code's `?beta=true`, is ignored).
 pub fn endpoint(method: &http::Method, path: &str) -> Result<Endpoint, ApiError> {
     let path = path.trim_end_matches('/');
-    let (ep, allowed) = match path {
-        "/v1/chat/completions" | "/chat/completions" => {
-            (Endpoint::ChatCompletions, http::Method::POST)
-        }
-        "/v1/messages" | "/messages" => (Endpoint::Messages, http::Method::POST),
-        "/v1/models" | "/models" => (Endpoint::Models, http::Method::GET),
-        "/v1/route" => (Endpoint::Route, http::Method::POST),
-        "/v1/feedback" => (Endpoint::Feedback, http::Method::POST),
-        "/healthz" => (Endpoint::Health, http::Method::GET),
+    let not_found = || ApiError::NotFound {
+        method: method.to_string(),
+        path: path.to_string(),
+    };
+    let bare = path.strip_prefix("/v1").unwrap_or(path);
+    let (ep, allowed): (Endpoint, &[http::Method]) = match bare {
+        "/chat/completions" => (Endpoint::ChatCompletions, &[http::Method::POST]),
+        "/messages" => (Endpoint::Messages, &[http::Method::POST]),
+        "/messages/count_tokens" => (Endpoint::CountTokens, &[http::Method::POST]),
+        "/responses" => (Endpoint::Responses, &[http::Method::POST]),
+        "/embeddings" => (Endpoint::Embeddings, &[http::Method::POST]),
+        "/models" => (Endpoint::Models, &[http::Method::GET]),
+        "/route" if path.starts_with("/v1") => (Endpoint::Route, &[http::Method::POST]),
+        "/feedback" if path.starts_with("/v1") => (Endpoint::Feedback, &[http::Method::POST]),
+        "/healthz" if path == "/healthz" => (Endpoint::Health, &[http::Method::GET]),
         _ => {
-            return Err(ApiError::NotFound {
-                method: method.to_string(),
-                path: path.to_string(),
-            })
+            if let Some(rest) = bare.strip_prefix("/models/").filter(|r| !r.is_empty()) {
+                (Endpoint::Model(path_segment(rest)?), &[http::Method::GET])
+            } else if let Some(rest) = bare.strip_prefix("/responses/") {
+                match rest.split_once('/') {
+                    Some((id, "input_items")) if !id.is_empty() => (
+                        Endpoint::ResponseInputItems(path_segment(id)?),
+                        &[http::Method::GET],
+                    ),
+                    None if !rest.is_empty() => {
+                        let id = path_segment(rest)?;
+                        if *method == http::Method::DELETE {
+                            (Endpoint::ResponseDelete(id), &[http::Method::DELETE])
+                        } else {
+                            (Endpoint::ResponseGet(id), &[http::Method::GET])
+                        }
+                    }
+                    _ => return Err(not_found()),
+                }
+            } else {
+                return Err(not_found());
+            }
         }
     };
-    if *method == allowed || (allowed == http::Method::GET && *method == http::Method::HEAD) {
+    let ok = allowed.contains(method)
+        || (allowed.contains(&http::Method::GET) && *method == http::Method::HEAD);
+    if ok {
         Ok(ep)
     } else {
         Err(ApiError::MethodNotAllowed {
@@ -70,16 +139,7 @@ pub fn authorize(auth: Option<&ClientAuth>, headers: &http::HeaderMap) -> Result
     let Some(auth) = auth else {
         return Ok(());
     };
-    let presented = headers
-        .get(http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            v.strip_prefix("Bearer ")
-                .or_else(|| v.strip_prefix("bearer "))
-        })
-        .or_else(|| headers.get("x-api-key").and_then(|v| v.to_str().ok()))
-        .map(str::trim)
-        .unwrap_or("");
+    let presented = presented_key(headers);
     // Check every key (no early exit), so timing says nothing about which key nearly matched.
     let mut ok = false;
     for key in &auth.keys {
@@ -90,6 +150,33 @@ pub fn authorize(auth: Option<&ClientAuth>, headers: &http::HeaderMap) -> Result
     } else {
         Err(ApiError::Unauthorized)
     }
+}
+
+/// Who a request's stored responses belong to: `key:` and the first 16 hex digits of the
+/// client key's SHA-256 when client keys are configured (never the key itself), else
+/// `anonymous` (one shared owner: without keys the proxy does not tell clients apart).
+pub fn key_owner(auth: Option<&ClientAuth>, headers: &http::HeaderMap) -> String {
+    use sha2::{Digest, Sha256};
+    if auth.is_none() {
+        return "anonymous".into();
+    }
+    let presented = presented_key(headers);
+    let digest = Sha256::digest(presented.as_bytes());
+    format!("key:{}", &hex::encode(digest)[..16])
+}
+
+/// The client key a request presents (`Authorization: Bearer KEY` or `x-api-key: KEY`).
+fn presented_key(headers: &http::HeaderMap) -> &str {
+    headers
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+        .or_else(|| headers.get("x-api-key").and_then(|v| v.to_str().ok()))
+        .map(str::trim)
+        .unwrap_or("")
 }
 
 /// The largest declared body [`drain_refused_body`] reads to keep a connection open.
@@ -163,18 +250,20 @@ pub async fn read_body(session: &mut Session, limits: &Limits) -> Result<Bytes, 
     }
 }
 
-/// A chat request in the client's format (OpenAI chat completions or Anthropic Messages): the
-/// fields the proxy acts on, and the whole JSON object so that everything else reaches an
-/// upstream of the same format untouched. It stays in the client's format so that it can be
-/// translated for any upstream kind, again for each candidate of a fallback chain.
+/// A chat request in the client's format (chat completions, Responses or Messages): the
+/// fields the proxy acts on, and the whole JSON object, so that an upstream of the same format
+/// gets it as sent. It stays in the client's format so that it can be translated for any
+/// upstream, again for each candidate of a fallback chain (decoded once, on first need).
 #[derive(Debug, Clone)]
 pub struct ChatRequest {
-    pub format: ApiFormat,
+    pub format: Format,
     pub model: String,
     pub stream: bool,
     /// The client asked for the usage chunk (`stream_options.include_usage`).
     pub include_usage: bool,
     pub body: serde_json::Map<String, Value>,
+    /// The request decoded into the translation IR.
+    ir: std::sync::OnceLock<Result<wire::Request, wire::WireError>>,
 }
 
 /// The request body as a JSON object, or a 400 saying what it is instead.
@@ -194,7 +283,43 @@ fn json_object(body: &[u8]) -> Result<serde_json::Map<String, Value>, ApiError> 
     }
 }
 
+/// `stream`: absent, null or a boolean.
+fn stream_flag(body: &serde_json::Map<String, Value>, err: &str) -> Result<bool, ApiError> {
+    match body.get("stream") {
+        None | Some(Value::Null) => Ok(false),
+        Some(Value::Bool(b)) => Ok(*b),
+        Some(_) => Err(ApiError::BadRequest(err.into())),
+    }
+}
+
 impl ChatRequest {
+    fn new(
+        format: Format,
+        model: String,
+        stream: bool,
+        include_usage: bool,
+        body: serde_json::Map<String, Value>,
+    ) -> Self {
+        Self {
+            format,
+            model,
+            stream,
+            include_usage,
+            body,
+            ir: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// Parses a request of `format`.
+    pub fn parse_as(format: Format, body: &[u8]) -> Result<Self, ApiError> {
+        match format {
+            Format::Chat => Self::parse(body),
+            Format::Messages => Self::parse_anthropic(body),
+            Format::Responses => Self::parse_responses(body),
+        }
+    }
+
+    /// Parses and checks an OpenAI chat-completions request.
     pub fn parse(body: &[u8]) -> Result<Self, ApiError> {
         let body = json_object(body)?;
         let model = match body.get("model") {
@@ -231,26 +356,17 @@ impl ChatRequest {
                 ))
             }
         }
-        let stream = match body.get("stream") {
-            None | Some(Value::Null) => false,
-            Some(Value::Bool(b)) => *b,
-            Some(_) => return Err(ApiError::BadRequest("'stream' must be a boolean".into())),
-        };
+        let stream = stream_flag(&body, "'stream' must be a boolean")?;
         let include_usage = body
             .get("stream_options")
             .and_then(|o| o.get("include_usage"))
             .and_then(Value::as_bool)
             .unwrap_or(false);
-        Ok(Self {
-            format: ApiFormat::OpenAi,
-            model,
-            stream,
-            include_usage,
-            body,
-        })
+        Ok(Self::new(Format::Chat, model, stream, include_usage, body))
     }
 
     /// Parses and checks an Anthropic Messages request (errors read like Anthropic's own).
+    /// Messages of role `system` inside `messages` are accepted, as the current API does.
     pub fn parse_anthropic(body: &[u8]) -> Result<Self, ApiError> {
         let body = json_object(body)?;
         let model = match body.get("model") {
@@ -271,66 +387,91 @@ impl ChatRequest {
             }
             None => return Err(ApiError::BadRequest("max_tokens: Field required".into())),
         }
-        match body.get("messages") {
-            Some(Value::Array(m)) if !m.is_empty() => {
-                for (i, msg) in m.iter().enumerate() {
-                    match msg.get("role").and_then(Value::as_str) {
-                        Some("user" | "assistant") => {}
-                        _ => {
-                            return Err(ApiError::BadRequest(format!(
-                                "messages.{i}.role: must be 'user' or 'assistant'"
-                            )))
-                        }
-                    }
-                    match msg.get("content") {
-                        Some(Value::String(_) | Value::Array(_)) => {}
-                        Some(_) => {
-                            return Err(ApiError::BadRequest(format!(
-                            "messages.{i}.content: must be a string or an array of content blocks"
-                        )))
-                        }
-                        None => {
-                            return Err(ApiError::BadRequest(format!(
-                                "messages.{i}.content: Field required"
-                            )))
-                        }
-                    }
-                }
-            }
-            Some(Value::Array(_)) => {
-                return Err(ApiError::BadRequest(
-                    "messages: at least one message is required".into(),
-                ))
-            }
-            Some(_) => return Err(ApiError::BadRequest("messages: must be an array".into())),
-            None => return Err(ApiError::BadRequest("messages: Field required".into())),
-        }
-        match body.get("system") {
-            None | Some(Value::Null | Value::String(_) | Value::Array(_)) => {}
-            Some(_) => {
-                return Err(ApiError::BadRequest(
-                    "system: must be a string or an array of text blocks".into(),
-                ))
-            }
-        }
-        let stream = match body.get("stream") {
-            None | Some(Value::Null) => false,
-            Some(Value::Bool(b)) => *b,
-            Some(_) => return Err(ApiError::BadRequest("stream: must be a boolean".into())),
-        };
-        Ok(Self {
-            format: ApiFormat::Anthropic,
-            model,
-            stream,
-            // Anthropic streams always carry usage; nothing to drop.
-            include_usage: true,
-            body,
-        })
+        check_anthropic_messages(&body)?;
+        let stream = stream_flag(&body, "stream: must be a boolean")?;
+        // Anthropic streams always carry usage; nothing to drop.
+        Ok(Self::new(Format::Messages, model, stream, true, body))
     }
 
-    /// The messages, whatever the format (for the decision log and the router).
+    /// Parses and checks a Responses request: the whole request is decoded, so a malformed
+    /// input item is a 400 naming it whichever upstream would have served it.
+    pub fn parse_responses(body: &[u8]) -> Result<Self, ApiError> {
+        let body = json_object(body)?;
+        let model = match body.get("model") {
+            Some(Value::String(m)) if !m.trim().is_empty() => m.clone(),
+            Some(_) => {
+                return Err(ApiError::Unsupported(wire::WireError::new(
+                    "model",
+                    "must be a non-empty string",
+                )))
+            }
+            None => {
+                return Err(ApiError::Unsupported(wire::WireError::new(
+                    "model",
+                    "missing required parameter",
+                )))
+            }
+        };
+        match body.get("input") {
+            None if body.get("previous_response_id").is_some() => {}
+            None => {
+                return Err(ApiError::Unsupported(wire::WireError::new(
+                    "input",
+                    "missing required parameter",
+                )))
+            }
+            Some(Value::String(_) | Value::Array(_)) => {}
+            Some(_) => {
+                return Err(ApiError::Unsupported(wire::WireError::new(
+                    "input",
+                    "must be a string or an array of input items",
+                )))
+            }
+        }
+        match body.get("previous_response_id") {
+            None | Some(Value::Null | Value::String(_)) => {}
+            Some(_) => {
+                return Err(ApiError::Unsupported(wire::WireError::new(
+                    "previous_response_id",
+                    "must be a string",
+                )))
+            }
+        }
+        let stream = stream_flag(&body, "stream: must be a boolean")?;
+        let r = Self::new(Format::Responses, model, stream, true, body);
+        // Every item is checked now. What only another format cannot express still goes to a
+        // Responses upstream as sent.
+        match r.ir.get_or_init(|| wire::decode_request(Format::Responses, &r.body)) {
+            Err(e) if !e.untranslatable => Err(ApiError::Unsupported(e.clone())),
+            _ => Ok(r),
+        }
+    }
+
+    /// The request decoded into the translation IR (once).
+    pub fn ir(&self) -> Result<&wire::Request, ApiError> {
+        self.ir
+            .get_or_init(|| wire::decode_request(self.format, &self.body))
+            .as_ref()
+            .map_err(|e| ApiError::Unsupported(e.clone()))
+    }
+
+    /// Replaces the body (a Responses request whose stored conversation was prepended).
+    pub fn set_body(&mut self, body: serde_json::Map<String, Value>) -> Result<(), ApiError> {
+        self.body = body;
+        self.ir = std::sync::OnceLock::new();
+        self.ir().map(|_| ())
+    }
+
+    /// The conversation as routing reads it, whatever the format.
+    pub fn conversation(&self) -> Conversation {
+        match self.format {
+            Format::Chat | Format::Messages => Conversation::from_openai_messages(self.messages()),
+            Format::Responses => Conversation::from_responses(&self.body),
+        }
+    }
+
+    /// The messages of a chat or Messages request (empty for Responses).
     pub fn messages(&self) -> &[Value] {
-        // (Anthropic's `system` is outside `messages`; routing reads the user's turns.)
         self.body
             .get("messages")
             .and_then(Value::as_array)
@@ -338,60 +479,158 @@ impl ChatRequest {
             .unwrap_or_default()
     }
 
-    /// `max_tokens` (or OpenAI's `max_completion_tokens`), if the request sets one.
+    /// The output cap the request sets, in its format's field.
     pub fn max_output_tokens(&self) -> Option<u64> {
-        self.body
-            .get("max_completion_tokens")
-            .or_else(|| self.body.get("max_tokens"))
-            .and_then(Value::as_u64)
+        match self.format {
+            Format::Chat => self
+                .body
+                .get("max_completion_tokens")
+                .or_else(|| self.body.get("max_tokens")),
+            Format::Messages => self.body.get("max_tokens"),
+            Format::Responses => self.body.get("max_output_tokens"),
+        }
+        .and_then(Value::as_u64)
     }
 
-    /// The body for an upstream of format `upstream`: the client's body with the model id the
-    /// upstream expects when the formats match, a translation otherwise.
-    pub fn upstream_body_for(
-        &self,
-        upstream: ApiFormat,
-        upstream_model: &str,
-    ) -> Result<Bytes, ApiError> {
-        let translated = match (self.format, upstream) {
-            (ApiFormat::OpenAi, ApiFormat::OpenAi) => return Ok(self.upstream_body(upstream_model)),
-            (ApiFormat::Anthropic, ApiFormat::Anthropic) => {
-                let mut body = self.body.clone();
-                body.insert("model".into(), Value::String(upstream_model.to_string()));
-                body
+    /// Whether this request can go to `model` as an upstream of format `upstream` at all
+    /// (routing leaves the others out).
+    pub fn servable_by(&self, upstream: Format, caps: wire::Caps) -> Result<(), ApiError> {
+        if upstream == self.format {
+            return wire::check_native(self.format, &self.body, caps).map_err(ApiError::Unsupported);
+        }
+        let ir = self.ir()?;
+        wire::check(ir, upstream, caps).map_err(ApiError::Unsupported)
+    }
+
+    /// The body for `target`: as sent (with its model id and the fixes of
+    /// [`wire::prepare_native`]) when the formats match, a translation otherwise. Also returns
+    /// what the translation left out.
+    pub fn body_for(&self, target: &wire::Target<'_>) -> Result<(Bytes, wire::Notes), ApiError> {
+        if target.format == self.format {
+            wire::check_native(self.format, &self.body, target.caps)
+                .map_err(ApiError::Unsupported)?;
+            let mut body = self.body.clone();
+            let notes = wire::prepare_native(self.format, &mut body, target);
+            if self.format == Format::Chat && self.stream {
+                // The usage chunk is captured for the log; passed on only if the client
+                // asked for it.
+                let opts = body
+                    .entry("stream_options")
+                    .or_insert_with(|| Value::Object(Default::default()));
+                if let Value::Object(o) = opts {
+                    o.insert("include_usage".into(), Value::Bool(true));
+                } else {
+                    *opts = serde_json::json!({ "include_usage": true });
+                }
             }
-            (ApiFormat::OpenAi, ApiFormat::Anthropic) => {
-                crate::translate::openai_to_anthropic_request(&self.body, upstream_model)
-                    .map_err(|e| ApiError::BadRequest(e.to_string()))?
-            }
-            (ApiFormat::Anthropic, ApiFormat::OpenAi) => {
-                crate::translate::anthropic_to_openai_request(&self.body, upstream_model)
-                    .map_err(|e| ApiError::BadRequest(e.to_string()))?
-            }
-        };
-        Ok(Bytes::from(
-            serde_json::to_vec(&translated).unwrap_or_default(),
+            // Serializing a Map of Values cannot fail.
+            return Ok((
+                Bytes::from(serde_json::to_vec(&body).unwrap_or_default()),
+                notes,
+            ));
+        }
+        let ir = self.ir()?;
+        let t = wire::encode_request(ir, target).map_err(ApiError::Unsupported)?;
+        Ok((
+            Bytes::from(serde_json::to_vec(&t.body).unwrap_or_default()),
+            t.notes,
         ))
     }
 
-    /// The body for an OpenAI-compatible upstream when the client spoke OpenAI: the model id it
-    /// expects and, when streaming, a request for the usage chunk (captured for the log; passed
-    /// on only if the client asked for it).
+    /// The body for an OpenAI-compatible upstream when the client spoke chat completions.
     pub fn upstream_body(&self, upstream_model: &str) -> Bytes {
-        let mut body = self.body.clone();
-        body.insert("model".into(), Value::String(upstream_model.to_string()));
-        if self.stream {
-            let opts = body
-                .entry("stream_options")
-                .or_insert_with(|| Value::Object(Default::default()));
-            if let Value::Object(o) = opts {
-                o.insert("include_usage".into(), Value::Bool(true));
-            } else {
-                *opts = serde_json::json!({ "include_usage": true });
+        let target = wire::Target {
+            format: Format::Chat,
+            model: upstream_model,
+            caps: wire::Caps {
+                reasoning: true,
+                structured_output: true,
+            },
+        };
+        self.body_for(&target).map(|(b, _)| b).unwrap_or_default()
+    }
+}
+
+/// Anthropic's own checks on `messages` and `system`, with its error wording.
+fn check_anthropic_messages(body: &serde_json::Map<String, Value>) -> Result<(), ApiError> {
+    match body.get("messages") {
+        Some(Value::Array(m)) if !m.is_empty() => {
+            for (i, msg) in m.iter().enumerate() {
+                match msg.get("role").and_then(Value::as_str) {
+                    Some("user" | "assistant" | "system") => {}
+                    _ => {
+                        return Err(ApiError::BadRequest(format!(
+                            "messages.{i}.role: must be 'user', 'assistant' or 'system'"
+                        )))
+                    }
+                }
+                match msg.get("content") {
+                    Some(Value::String(_) | Value::Array(_)) => {}
+                    Some(_) => {
+                        return Err(ApiError::BadRequest(format!(
+                            "messages.{i}.content: must be a string or an array of content blocks"
+                        )))
+                    }
+                    None => {
+                        return Err(ApiError::BadRequest(format!(
+                            "messages.{i}.content: Field required"
+                        )))
+                    }
+                }
             }
         }
-        // Serializing a Map of Values cannot fail.
-        Bytes::from(serde_json::to_vec(&body).unwrap_or_default())
+        Some(Value::Array(_)) => {
+            return Err(ApiError::BadRequest(
+                "messages: at least one message is required".into(),
+            ))
+        }
+        Some(_) => return Err(ApiError::BadRequest("messages: must be an array".into())),
+        None => return Err(ApiError::BadRequest("messages: Field required".into())),
+    }
+    match body.get("system") {
+        None | Some(Value::Null | Value::String(_) | Value::Array(_)) => Ok(()),
+        Some(_) => Err(ApiError::BadRequest(
+            "system: must be a string or an array of text blocks".into(),
+        )),
+    }
+}
+
+/// A `POST /v1/messages/count_tokens` body: a Messages request without `max_tokens`.
+pub fn count_tokens_request(body: &[u8]) -> Result<ChatRequest, ApiError> {
+    let body = json_object(body)?;
+    let model = match body.get("model") {
+        Some(Value::String(m)) if !m.trim().is_empty() => m.clone(),
+        Some(_) => {
+            return Err(ApiError::BadRequest(
+                "model: must be a non-empty string".into(),
+            ))
+        }
+        None => return Err(ApiError::BadRequest("model: Field required".into())),
+    };
+    check_anthropic_messages(&body)?;
+    Ok(ChatRequest::new(Format::Messages, model, false, true, body))
+}
+
+/// A `POST /v1/embeddings` body: its model (a concrete one) and the whole object.
+pub fn embeddings_request(
+    body: &[u8],
+) -> Result<(String, serde_json::Map<String, Value>), ApiError> {
+    let body = json_object(body)?;
+    let model = match body.get("model") {
+        Some(Value::String(m)) if !m.trim().is_empty() => m.clone(),
+        _ => {
+            return Err(ApiError::Unsupported(wire::WireError::new(
+                "model",
+                "missing required parameter (a string)",
+            )))
+        }
+    };
+    match body.get("input") {
+        Some(Value::String(_) | Value::Array(_)) => Ok((model, body)),
+        _ => Err(ApiError::Unsupported(wire::WireError::new(
+            "input",
+            "must be a string or an array",
+        ))),
     }
 }
 
@@ -519,7 +758,7 @@ mod tests {
     fn messages_endpoint_and_anthropic_parse() {
         let ep = endpoint(&http::Method::POST, "/v1/messages").unwrap();
         assert_eq!(ep, Endpoint::Messages);
-        assert_eq!(ep.format(), ApiFormat::Anthropic);
+        assert_eq!(ep.format(), Format::Messages);
         for body in [
             &b"{"[..],
             b"{\"max_tokens\":1,\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]}",
@@ -539,12 +778,12 @@ mod tests {
         .unwrap();
         assert!(r.stream);
         let same: Value =
-            serde_json::from_slice(&r.upstream_body_for(ApiFormat::Anthropic, "up").unwrap())
+            serde_json::from_slice(&r.upstream_body_for(Format::Messages, "up").unwrap())
                 .unwrap();
         assert_eq!(same["model"], "up");
         assert_eq!(same["system"], "s");
         let other: Value =
-            serde_json::from_slice(&r.upstream_body_for(ApiFormat::OpenAi, "up").unwrap()).unwrap();
+            serde_json::from_slice(&r.upstream_body_for(Format::Chat, "up").unwrap()).unwrap();
         assert_eq!(other["messages"][0]["role"], "system");
         assert_eq!(other["stream_options"]["include_usage"], true);
     }

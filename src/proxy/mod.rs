@@ -16,7 +16,11 @@ pub mod forward;
 pub mod ingress;
 pub mod relay;
 pub mod respond;
+mod side;
 pub mod sse;
+mod stored;
+
+pub use stored::prune_forever as prune_stored_responses;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -26,9 +30,11 @@ use pingora::prelude::*;
 use pingora::proxy::{ProxyHttp, Session};
 use serde_json::json;
 
+use dualrouter_wire as wire;
+
 use crate::config::validated::Backend;
 use crate::config::{Config, Model};
-use crate::error::{ApiError, ApiFormat};
+use crate::error::{ApiError, Format};
 use crate::metrics::Metrics;
 use crate::registry::Verdict;
 use crate::router::conversation::Conversation;
@@ -138,7 +144,7 @@ impl Drop for InFlight {
 pub struct RequestCtx {
     pub started: Instant,
     pub decision_id: uuid::Uuid,
-    pub format: ApiFormat,
+    pub format: Format,
     /// The configured model id, once known (metric label).
     pub model: Option<String>,
     /// `domain/action` of a routed request (`x-dualrouter-route`).
@@ -162,7 +168,7 @@ impl ProxyHttp for Proxy {
         RequestCtx {
             started: Instant::now(),
             decision_id: uuid::Uuid::now_v7(),
-            format: ApiFormat::OpenAi,
+            format: Format::Chat,
             model: None,
             route: None,
             record: None,
@@ -251,33 +257,60 @@ async fn handle(
 ) -> Result<http::StatusCode, ApiError> {
     let header = session.req_header();
     let path = header.uri.path();
+    // A path of Anthropic's or the Responses API answers errors (a 404 too) in its format.
     if path.starts_with("/v1/messages") {
-        // Anthropic's API (e.g. an unsupported `/v1/messages/count_tokens`): its error format.
-        ctx.format = ApiFormat::Anthropic;
+        ctx.format = Format::Messages;
+    } else if path.starts_with("/v1/responses") {
+        ctx.format = Format::Responses;
     }
     let endpoint = ingress::endpoint(&header.method, path)?;
     ctx.format = endpoint.format();
+    let auth = state.config.auth.as_ref();
+    if endpoint != Endpoint::Health {
+        ingress::authorize(auth, &session.req_header().headers)?;
+    }
+    let owner = ingress::key_owner(auth, &session.req_header().headers);
     match endpoint {
         Endpoint::Health => {
             respond::json(session, http::StatusCode::OK, &json!({"status": "ok"}), &[]).await
         }
         Endpoint::Models => {
-            ingress::authorize(state.config.auth.as_ref(), &session.req_header().headers)?;
-            respond::json(
-                session,
-                http::StatusCode::OK,
-                &models_list(&state.config, state.router.registry()),
-                &[],
-            )
-            .await
+            let anthropic = wants_anthropic_shape(session.req_header());
+            let list = models_list(&state.config, state.router.registry(), anthropic);
+            respond::json(session, http::StatusCode::OK, &list, &[]).await
         }
-        Endpoint::ChatCompletions | Endpoint::Messages => {
-            ingress::authorize(state.config.auth.as_ref(), &session.req_header().headers)?;
+        Endpoint::Model(id) => {
+            let anthropic = wants_anthropic_shape(session.req_header());
+            let m = model_object(&state.config, state.router.registry(), &id, anthropic)
+                .ok_or(ApiError::UnknownModel(id))?;
+            respond::json(session, http::StatusCode::OK, &m, &[]).await
+        }
+        Endpoint::ChatCompletions | Endpoint::Messages | Endpoint::Responses => {
             let _slot = admit(proxy, session, &state.config.limits).await?;
-            chat(state, session, ctx).await
+            chat(state, session, ctx, &owner).await
+        }
+        Endpoint::ResponseGet(id) => {
+            let r = stored::get(state, &id, &owner).await?;
+            respond::json(session, http::StatusCode::OK, &r.response, &[]).await
+        }
+        Endpoint::ResponseInputItems(id) => {
+            let r = stored::get(state, &id, &owner).await?;
+            respond::json(session, http::StatusCode::OK, &stored::input_items(&r), &[]).await
+        }
+        Endpoint::ResponseDelete(id) => {
+            stored::delete(state, &id, &owner).await?;
+            let v = json!({"id": id, "object": "response", "deleted": true});
+            respond::json(session, http::StatusCode::OK, &v, &[]).await
+        }
+        Endpoint::CountTokens => {
+            let _slot = admit(proxy, session, &state.config.limits).await?;
+            side::count_tokens(state, session, ctx).await
+        }
+        Endpoint::Embeddings => {
+            let _slot = admit(proxy, session, &state.config.limits).await?;
+            side::embeddings(state, session, ctx).await
         }
         Endpoint::Route => {
-            ingress::authorize(state.config.auth.as_ref(), &session.req_header().headers)?;
             let _slot = admit(proxy, session, &state.config.limits).await?;
             let opts = route_options(session.req_header(), 0, None)?;
             let body = ingress::read_body(session, &state.config.limits).await?;
@@ -292,7 +325,6 @@ async fn handle(
             respond::json(session, http::StatusCode::OK, &v, &[]).await
         }
         Endpoint::Feedback => {
-            ingress::authorize(state.config.auth.as_ref(), &session.req_header().headers)?;
             let body = ingress::read_body(session, &state.config.limits).await?;
             let fb = ingress::feedback_request(&body)?;
             record_feedback(state, &fb).await?;
@@ -305,6 +337,11 @@ async fn handle(
             .await
         }
     }
+}
+
+/// Anthropic's SDKs send `anthropic-version`: their model listings get Anthropic's shape.
+fn wants_anthropic_shape(header: &pingora::http::RequestHeader) -> bool {
+    header.headers.contains_key("anthropic-version")
 }
 
 /// A routing failure as the client sees it: nothing to route on is the request's fault.
@@ -364,6 +401,7 @@ fn route_options(
         input_tokens,
         max_output_tokens,
         session_id,
+        ..Default::default()
     })
 }
 
@@ -412,25 +450,74 @@ async fn chat(
     state: &ProxyState,
     session: &mut Session,
     ctx: &mut RequestCtx,
+    owner: &str,
 ) -> Result<http::StatusCode, ApiError> {
     let limits = state.config.limits;
     let body = ingress::read_body(session, &limits).await?;
     state.metrics.bytes_in.inc_by(body.len() as u64);
     let prepared = Instant::now();
     // The request stays in the client's format; each upstream gets its own translation.
-    let request = match ctx.format {
-        ApiFormat::OpenAi => ChatRequest::parse(&body)?,
-        ApiFormat::Anthropic => ChatRequest::parse_anthropic(&body)?,
-    };
-    let conversation = Conversation::from_openai_messages(request.messages());
+    let mut request = ChatRequest::parse_as(ctx.format, &body)?;
+    drop(body);
+    // A Responses request: what its answer repeats, and the conversation it continues.
+    let mut sink = None;
+    let mut echo_request = serde_json::Map::new();
+    if ctx.format == Format::Responses {
+        echo_request = stored::echo_fields(&request.body);
+        let turn_input = stored::turn_input(&request.body);
+        let previous_id = request
+            .body
+            .get("previous_response_id")
+            .and_then(serde_json::Value::as_str)
+            .map(str::to_string);
+        if let Some(prev) = &previous_id {
+            let history = stored::history(state, prev, owner).await?;
+            let mut body = request.body.clone();
+            body.remove("previous_response_id");
+            let mut input = history;
+            input.extend(turn_input.as_array().cloned().unwrap_or_default());
+            body.insert("input".into(), serde_json::Value::Array(input));
+            request.set_body(body)?;
+        }
+        let wants_store = request.body.get("store") != Some(&serde_json::Value::Bool(false));
+        if wants_store && state.config.response_store.enabled {
+            sink = Some(stored::Sink {
+                store: state.store.clone(),
+                control: state.control.clone(),
+                owner: owner.to_string(),
+                previous_id,
+                turn_input,
+                decision_id: ctx.decision_id.to_string(),
+                retention: state.config.response_store.retention,
+                metrics: state.metrics.clone(),
+            });
+        }
+    }
+    let conversation = request.conversation();
     let mut record = new_record(state, ctx, &request, &conversation);
     let registry = state.router.registry().clone();
+    // Models that cannot serve this request at all (a JSON schema to a model without
+    // structured output, `n` > 1 to a format with one answer, …): routing leaves them out.
+    let mut unsupported: std::collections::HashMap<String, ApiError> = Default::default();
+    for m in registry.models() {
+        let upstream = match &m.backend {
+            Backend::Provider(p) => forward::upstream_format(p, ctx.format),
+            Backend::Plugin(_) => Format::Chat,
+        };
+        if let Err(e) = request.servable_by(upstream, m.caps) {
+            unsupported.insert(m.id.clone(), e);
+        }
+    }
     let chain: Vec<Arc<Model>> = if state.router.settings().is_alias(&request.model) {
-        let opts = route_options(
+        let mut opts = route_options(
             session.req_header(),
-            (body.len() as u64).div_ceil(4),
+            request
+                .ir()
+                .map(wire::tokens::estimate)
+                .unwrap_or_default(),
             request.max_output_tokens(),
         )?;
+        opts.unsupported = unsupported.keys().cloned().collect();
         let decided = state
             .router
             .route(&conversation, &opts)
@@ -440,6 +527,12 @@ async fn chat(
             Ok(d) => d,
             Err(none) => {
                 ctx.record = Some(record);
+                // Nothing could serve what the request asks for: say which field.
+                if none.unsupported_only {
+                    if let Some(e) = unsupported.into_values().next() {
+                        return Err(e);
+                    }
+                }
                 return Err(ApiError::NoCandidate(none));
             }
         };
@@ -458,9 +551,11 @@ async fn chat(
             .get(&request.model)
             .cloned()
             .ok_or_else(|| ApiError::UnknownModel(request.model.clone()))?;
+        if let Some(e) = unsupported.remove(&model.id) {
+            return Err(e);
+        }
         vec![model]
     };
-    drop(body);
     let deadline = Instant::now() + limits.total;
     let mut last_err: Option<ApiError> = None;
     for (i, model) in chain.iter().enumerate() {
@@ -522,8 +617,13 @@ async fn chat(
                 }
             }
         };
-        let upstream_format = forward::format_of(provider.kind);
-        let upstream_body = match request.upstream_body_for(upstream_format, &model.upstream_id) {
+        let upstream_format = forward::upstream_format(&provider, ctx.format);
+        let target = wire::Target {
+            format: upstream_format,
+            model: &model.upstream_id,
+            caps: model.caps,
+        };
+        let (upstream_body, notes) = match request.body_for(&target) {
             Ok(b) => b,
             Err(e) => {
                 // This candidate's format cannot carry the request; another may.
@@ -533,7 +633,14 @@ async fn chat(
                 continue;
             }
         };
-        let header = forward::upstream_request(&provider, upstream_body.len(), request.stream)?;
+        let forwarded = forwarded_headers(session.req_header(), ctx.format, upstream_format);
+        let header = forward::upstream_request(
+            &provider,
+            forward::path_of(upstream_format),
+            upstream_body.len(),
+            request.stream,
+            &forwarded,
+        )?;
         let before_upstream = prepared.elapsed();
         let opened = tokio::select! {
             ex = state.upstream.open(&provider, &limits, &header, &upstream_body, deadline) => ex,
@@ -593,7 +700,8 @@ async fn chat(
             }
         }
         if let Some(rec) = ctx.record.as_mut() {
-            rec.served_by(model, None, None);
+            rec.served_by(model, None);
+            rec.details.translation = notes;
             rec.latencies_ms.insert(
                 "first_byte".into(),
                 exchange.upstream_latency.as_secs_f64() * 1e3,
@@ -604,7 +712,8 @@ async fn chat(
             .upstream_latency
             .with_label_values(&[&provider.name])
             .observe(exchange.upstream_latency.as_secs_f64());
-        return relay::relay(
+        let echo = echo_for(ctx, &request, echo_request.clone());
+        let status = relay::relay(
             state,
             session,
             ctx,
@@ -613,13 +722,16 @@ async fn chat(
                 provider: &provider,
                 exchange,
                 stream: request.stream,
-                include_usage: request.include_usage,
                 client_format: ctx.format,
+                upstream_format,
+                echo,
+                sink: sink.as_ref().filter(|_| status.is_success()),
                 deadline,
                 overhead_so_far: before_upstream,
             },
         )
         .await;
+        return status;
     }
     Err(match last_err {
         Some(e) => e,
@@ -628,8 +740,48 @@ async fn chat(
             why: "every candidate is cooling down".into(),
             retry_after: registry
                 .soonest_retry(&chain.iter().map(|m| m.id.clone()).collect::<Vec<_>>()),
+            unsupported_only: false,
         }),
     })
+}
+
+/// The client headers an upstream of the client's own format gets: Anthropic's version and
+/// betas, from an Anthropic client to an Anthropic upstream.
+fn forwarded_headers(
+    header: &pingora::http::RequestHeader,
+    client: Format,
+    upstream: Format,
+) -> Vec<(http::HeaderName, http::HeaderValue)> {
+    if client != Format::Messages || upstream != Format::Messages {
+        return Vec::new();
+    }
+    forward::ANTHROPIC_FORWARDED
+        .iter()
+        .filter_map(|name| {
+            let v = header.headers.get(*name)?;
+            Some((http::HeaderName::from_static(name), v.clone()))
+        })
+        .collect()
+}
+
+/// How the answer is presented in the client's format.
+fn echo_for(
+    ctx: &RequestCtx,
+    request: &ChatRequest,
+    echo_request: serde_json::Map<String, serde_json::Value>,
+) -> wire::Echo {
+    let ir = request.ir().ok();
+    wire::Echo {
+        names: ir.map(wire::ToolNames::new).unwrap_or_default(),
+        include_usage: request.include_usage,
+        input_estimate: ir.map(wire::tokens::estimate).unwrap_or_default(),
+        response_id: format!("resp_{}", ctx.decision_id.simple()),
+        created: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs()),
+        include_encrypted: true,
+        request: echo_request,
+    }
 }
 
 fn push_attempt(
@@ -712,6 +864,7 @@ fn fill_record(rec: &mut DecisionRecord, d: &RoutingDecision) {
         attempts: Vec::new(),
         checkpoint_version: d.checkpoint_version,
         affinity: d.affinity,
+        translation: Vec::new(),
     };
     rec.features = d
         .features
@@ -720,21 +873,47 @@ fn fill_record(rec: &mut DecisionRecord, d: &RoutingDecision) {
 }
 
 /// `GET /v1/models`: the routing aliases (`auto`), then every model of the registry (config
-/// order, then discovered models, then executor plugins' models).
-fn models_list(config: &Config, registry: &crate::registry::Registry) -> serde_json::Value {
-    let aliases = config
-        .routing
-        .aliases
-        .iter()
-        .map(|a| json!({ "id": a, "object": "model", "created": 0, "owned_by": "dualrouter" }));
-    let models = registry.models().map(|m| {
-        json!({
-            "id": m.id,
-            "object": "model",
-            "created": 0,
-            "owned_by": m.owner(),
-        })
-    });
-    let data: Vec<_> = aliases.chain(models).collect();
-    json!({ "object": "list", "data": data })
+/// order, then discovered models, then executor plugins' models); in Anthropic's list shape
+/// for Anthropic's clients.
+fn models_list(
+    config: &Config,
+    registry: &crate::registry::Registry,
+    anthropic: bool,
+) -> serde_json::Value {
+    let aliases = config.routing.aliases.iter().map(|a| (a.as_str(), "dualrouter"));
+    let models = registry.models().map(|m| (m.id.as_str(), m.owner()));
+    let data: Vec<_> = aliases
+        .chain(models)
+        .map(|(id, owner)| model_json(id, owner, anthropic))
+        .collect();
+    if anthropic {
+        let first = data.first().map(|m| m["id"].clone());
+        let last = data.last().map(|m| m["id"].clone());
+        json!({ "data": data, "has_more": false, "first_id": first, "last_id": last })
+    } else {
+        json!({ "object": "list", "data": data })
+    }
+}
+
+/// `GET /v1/models/{id}`: one routing alias or model.
+fn model_object(
+    config: &Config,
+    registry: &crate::registry::Registry,
+    id: &str,
+    anthropic: bool,
+) -> Option<serde_json::Value> {
+    if config.routing.is_alias(id) {
+        return Some(model_json(id, "dualrouter", anthropic));
+    }
+    registry
+        .get(id)
+        .map(|m| model_json(&m.id, m.owner(), anthropic))
+}
+
+fn model_json(id: &str, owner: &str, anthropic: bool) -> serde_json::Value {
+    if anthropic {
+        json!({ "type": "model", "id": id, "display_name": id, "created_at": "1970-01-01T00:00:00Z" })
+    } else {
+        json!({ "id": id, "object": "model", "created": 0, "owned_by": owner })
+    }
 }

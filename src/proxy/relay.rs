@@ -10,13 +10,14 @@ use bytes::BytesMut;
 use pingora::http::ResponseHeader;
 use pingora::proxy::Session;
 
-use super::forward::format_of;
+use dualrouter_wire as wire;
+
 use super::forward::Exchange;
 use super::respond::{DECISION_HEADER, MODEL_HEADER, ROUTE_HEADER};
-use super::sse::{SseFilter, Usage};
+use super::sse::{usage_of_body, SseFilter};
 use super::{ProxyState, RequestCtx};
 use crate::config::{Model, Provider};
-use crate::error::{ApiError, ApiFormat};
+use crate::error::{ApiError, Format};
 
 /// How much of a non-streamed response is kept to read its usage from.
 const USAGE_SCAN_BYTES: usize = 1024 * 1024;
@@ -43,9 +44,15 @@ pub struct Relay<'a> {
     pub provider: &'a Provider,
     pub exchange: Exchange,
     pub stream: bool,
-    pub include_usage: bool,
     /// The client's wire format; the answer is translated when the upstream's differs.
-    pub client_format: ApiFormat,
+    pub client_format: Format,
+    /// The format the upstream answers in.
+    pub upstream_format: Format,
+    /// What the client's format needs of its request to present the answer.
+    pub echo: wire::Echo,
+    /// Where a Responses client's answer is stored (before its last bytes reach the client,
+    /// so a follow-up naming it always finds it).
+    pub sink: Option<&'a super::stored::Sink>,
     pub deadline: Instant,
     /// Time the proxy spent before the upstream call (parse, rewrite).
     pub overhead_so_far: Duration,
@@ -74,12 +81,14 @@ pub async fn relay(
         provider,
         mut exchange,
         stream,
-        include_usage,
         client_format,
+        upstream_format,
+        echo,
+        sink,
         deadline,
         overhead_so_far,
     } = r;
-    let upstream_format = format_of(provider.kind);
+    let keep_answer = sink.is_some();
     let up = exchange
         .response_header()
         .ok_or_else(|| ApiError::UpstreamBroken {
@@ -118,7 +127,14 @@ pub async fn relay(
                     None => body,
                 };
                 whole = Some(if translate_whole {
-                    translate_body(upstream_format, status, &body, &provider.name)?
+                    translate_body(
+                        upstream_format,
+                        client_format,
+                        status,
+                        &body,
+                        &provider.name,
+                        &echo,
+                    )?
                 } else {
                     (body, None)
                 })
@@ -184,14 +200,24 @@ pub async fn relay(
         .observe((overhead_so_far + started.elapsed()).as_secs_f64());
 
     let mut filter =
-        filter_sse.then(|| SseFilter::between(upstream_format, client_format, include_usage));
+        filter_sse.then(|| SseFilter::between(upstream_format, client_format, echo));
+    // A passed-through answer is scanned for its usage (and kept whole when it is to be
+    // stored), within bounds.
+    let scan_cap = if keep_answer { cap } else { USAGE_SCAN_BYTES };
     let mut scan = BytesMut::new();
     let mut sent: u64 = 0;
     let mut received: usize = 0;
     let mut whole_usage = None;
-    let outcome = if let Some((body, usage)) = whole {
+    let outcome = if let Some((body, upstream_answer)) = whole {
         sent = body.len() as u64;
-        whole_usage = usage.and_then(|v| Usage::from_body(upstream_format, &v));
+        if let Some(v) = &upstream_answer {
+            whole_usage = usage_of_body(upstream_format, v);
+            if let (Some(sink), true) = (sink, status.is_success()) {
+                if let Ok(answer) = serde_json::from_slice::<serde_json::Value>(&body) {
+                    sink.save(&answer).await;
+                }
+            }
+        }
         if session.write_response_body(Some(body), true).await.is_err() {
             Outcome::ClientGone
         } else {
@@ -209,7 +235,7 @@ pub async fn relay(
                 }
                 Ok(Some(chunk)) => {
                     received += chunk.len();
-                    if filter.is_none() && status.is_success() && scan.len() < USAGE_SCAN_BYTES {
+                    if filter.is_none() && status.is_success() && scan.len() < scan_cap {
                         scan.extend_from_slice(&chunk);
                     }
                     // The upstream's last chunk ends the client's response at once: a client that
@@ -224,15 +250,31 @@ pub async fn relay(
                             }
                             (out.freeze(), end)
                         }
-                        None => (chunk, end),
+                        None => {
+                            if end && status.is_success() {
+                                save_whole(sink, &scan).await;
+                            }
+                            (chunk, end)
+                        }
                     }
                 }
-                Ok(None) => (
-                    filter.as_mut().map(SseFilter::finish).unwrap_or_default(),
-                    true,
-                ),
+                Ok(None) => {
+                    if filter.is_none() && status.is_success() {
+                        save_whole(sink, &scan).await;
+                    }
+                    (
+                        filter.as_mut().map(SseFilter::finish).unwrap_or_default(),
+                        true,
+                    )
+                }
                 Err(e) => break Outcome::UpstreamFailed(e),
             };
+            // A stream's closing event waits until its answer is stored.
+            if let (Some(sink), Some(f)) = (sink, filter.as_mut()) {
+                if let Some(answer) = f.final_response.take() {
+                    sink.save(&answer).await;
+                }
+            }
             sent += data.len() as u64;
             if session.write_response_body(Some(data), end).await.is_err() {
                 break Outcome::ClientGone;
@@ -249,12 +291,12 @@ pub async fn relay(
         None if whole_usage.is_some() => whole_usage,
         None => serde_json::from_slice::<serde_json::Value>(&scan)
             .ok()
-            .and_then(|v| Usage::from_body(upstream_format, &v)),
+            .and_then(|v| usage_of_body(upstream_format, &v)),
     };
-    let (input_tokens, output_tokens) = usage.map_or((0, 0), |u| (u.input_tokens, u.output_tokens));
+    let u = usage.unwrap_or_default();
     if let Some(rec) = ctx.record.as_mut() {
-        if let Some(u) = usage {
-            rec.served_by(model, Some(u.input_tokens), Some(u.output_tokens));
+        if let Some(u) = &usage {
+            rec.served_by(model, Some(u));
         }
         rec.latencies_ms
             .insert("stream".into(), started.elapsed().as_secs_f64() * 1e3);
@@ -282,7 +324,7 @@ pub async fn relay(
         Outcome::UpstreamFailed(e) => {
             state.metrics.errors.with_label_values(&[e.kind()]).inc();
             tracing::warn!(decision_id = %ctx.decision_id, model = %model.id, "after the first byte: {e}");
-            if let Some(f) = &filter {
+            if let Some(f) = filter.as_mut() {
                 let event = f.error_event(&e.to_string(), e.kind());
                 let _ = session.write_response_body(Some(event), true).await;
             } else {
@@ -298,12 +340,22 @@ pub async fn relay(
         provider = %provider.name,
         status = status.as_u16(),
         latency_ms = ctx.started.elapsed().as_millis() as u64,
-        input_tokens,
-        output_tokens,
-        cost_usd = model.cost.usd(input_tokens, output_tokens),
+        input_tokens = u.prompt(),
+        cached_tokens = u.cache_read,
+        output_tokens = u.output,
+        cost_usd = model.cost.usd_of(&u),
         "forwarded"
     );
     Ok(status)
+}
+
+/// Stores a passed-through whole answer (its bytes, scanned as they went by).
+async fn save_whole(sink: Option<&super::stored::Sink>, scan: &[u8]) {
+    if let Some(sink) = sink {
+        if let Ok(answer) = serde_json::from_slice::<serde_json::Value>(scan) {
+            sink.save(&answer).await;
+        }
+    }
 }
 
 /// An upstream answer over `limits.max_response_bytes`.
@@ -365,31 +417,30 @@ pub fn redact(body: &[u8], secret: &str) -> bytes::Bytes {
     bytes::Bytes::from(out)
 }
 
-/// Translates a whole upstream body into the other format: a success answer, or an error with
-/// its status kept. Returns the body and, for a success, the upstream's answer (for usage).
+/// Translates a whole upstream body into the client's format: a success answer, or an error
+/// with its status kept. Returns the body and, for a success, the upstream's answer (for
+/// usage).
 fn translate_body(
-    upstream: ApiFormat,
+    upstream: Format,
+    client: Format,
     status: http::StatusCode,
     body: &[u8],
     provider: &str,
+    echo: &wire::Echo,
 ) -> Result<(bytes::Bytes, Option<serde_json::Value>), ApiError> {
-    use crate::translate as t;
+    let broken = |detail: String| ApiError::UpstreamBroken {
+        provider: provider.to_string(),
+        detail,
+    };
     if status.is_success() {
         let v: serde_json::Value =
-            serde_json::from_slice(body).map_err(|_| ApiError::UpstreamBroken {
-                provider: provider.to_string(),
-                detail: "the response is not JSON".into(),
-            })?;
-        let out = match upstream {
-            ApiFormat::OpenAi => t::openai_to_anthropic_response(&v),
-            ApiFormat::Anthropic => t::anthropic_to_openai_response(&v),
-        };
+            serde_json::from_slice(body).map_err(|_| broken("the response is not JSON".into()))?;
+        let answer = wire::decode_response(upstream, &v)
+            .map_err(|e| broken(format!("the response cannot be read: {e}")))?;
+        let out = wire::encode_response(client, &answer, echo);
         Ok((bytes::Bytes::from(out.to_string()), Some(v)))
     } else {
-        let out = match upstream {
-            ApiFormat::OpenAi => t::openai_to_anthropic_error(status.as_u16(), body),
-            ApiFormat::Anthropic => t::anthropic_to_openai_error(status.as_u16(), body),
-        };
+        let out = wire::translate_error(upstream, client, status.as_u16(), body);
         Ok((bytes::Bytes::from(out.to_string()), None))
     }
 }

@@ -25,14 +25,38 @@ pub async fn json(
     Ok(status)
 }
 
+/// Writes a whole response body of `content_type` as it is.
+pub async fn raw(
+    session: &mut Session,
+    status: http::StatusCode,
+    body: Bytes,
+    content_type: &str,
+    extra: &[(&str, String)],
+) -> Result<http::StatusCode, ApiError> {
+    write_whole_as(session, status, body, content_type, extra)
+        .await
+        .map_err(|e| ApiError::Internal(format!("writing the response: {}", e.etype().as_str())))?;
+    Ok(status)
+}
+
 async fn write_whole(
     session: &mut Session,
     status: http::StatusCode,
     body: Bytes,
     extra: &[(&str, String)],
 ) -> pingora::Result<()> {
+    write_whole_as(session, status, body, "application/json", extra).await
+}
+
+async fn write_whole_as(
+    session: &mut Session,
+    status: http::StatusCode,
+    body: Bytes,
+    content_type: &str,
+    extra: &[(&str, String)],
+) -> pingora::Result<()> {
     let mut resp = ResponseHeader::build(status, Some(4))?;
-    resp.insert_header(http::header::CONTENT_TYPE, "application/json")?;
+    resp.insert_header(http::header::CONTENT_TYPE, content_type)?;
     resp.insert_header(http::header::CONTENT_LENGTH, body.len().to_string())?;
     for (k, v) in extra {
         resp.insert_header(k.to_string(), v.as_str())?;

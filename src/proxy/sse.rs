@@ -7,79 +7,34 @@
 //! holds back ([`MAX_EVENT_BYTES`]) so a stream without separators cannot grow memory.
 
 use bytes::{Bytes, BytesMut};
+use dualrouter_wire as wire;
 
-use crate::error::ApiFormat;
-use crate::translate::{AnthropicToOpenAiStream, OpenAiToAnthropicStream, TokenUsage};
+use crate::error::Format;
 
 /// An event larger than this is passed on unparsed rather than buffered further.
 pub const MAX_EVENT_BYTES: usize = 4 * 1024 * 1024;
 
-/// Token counts as the upstream reported them.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Usage {
-    pub input_tokens: u64,
-    pub output_tokens: u64,
-}
+/// Token counts as the upstream reported them (cached input apart).
+pub type Usage = wire::Usage;
 
-impl Usage {
-    /// Reads OpenAI's `usage` object (`prompt_tokens`, `completion_tokens`).
-    pub fn from_openai(v: &serde_json::Value) -> Option<Self> {
-        let u = v.get("usage")?;
-        if u.is_null() {
-            return None;
-        }
-        Some(Self {
-            input_tokens: u.get("prompt_tokens").and_then(|t| t.as_u64()).unwrap_or(0),
-            output_tokens: u
-                .get("completion_tokens")
-                .and_then(|t| t.as_u64())
-                .unwrap_or(0),
-        })
-    }
-
-    /// Reads Anthropic's `usage` object (`input_tokens` plus cache reads and writes,
-    /// `output_tokens`) from a message.
-    pub fn from_anthropic(v: &serde_json::Value) -> Option<Self> {
-        let u = v.get("usage").filter(|u| u.is_object())?;
-        let n = |k: &str| u.get(k).and_then(|t| t.as_u64()).unwrap_or(0);
-        Some(Self {
-            input_tokens: n("input_tokens")
-                + n("cache_read_input_tokens")
-                + n("cache_creation_input_tokens"),
-            output_tokens: n("output_tokens"),
-        })
-    }
-
-    /// Reads the usage of a whole (non-streamed) response body in `format`.
-    pub fn from_body(format: ApiFormat, v: &serde_json::Value) -> Option<Self> {
-        match format {
-            ApiFormat::OpenAi => Self::from_openai(v),
-            ApiFormat::Anthropic => Self::from_anthropic(v),
-        }
-    }
-}
-
-impl From<TokenUsage> for Usage {
-    fn from(u: TokenUsage) -> Self {
-        Self {
-            input_tokens: u.input_tokens,
-            output_tokens: u.output_tokens,
-        }
-    }
+/// Reads the usage of a whole (non-streamed) answer in `format`.
+pub fn usage_of_body(format: Format, v: &serde_json::Value) -> Option<Usage> {
+    wire::decode_response(format, v).ok().and_then(|r| r.usage)
 }
 
 /// What the filter does with each event.
 #[derive(Debug)]
 enum Mode {
-    /// OpenAI upstream, OpenAI client: forward, capture usage, maybe drop the usage chunk.
-    OpenAi { keep_usage_chunk: bool },
-    /// Anthropic upstream, Anthropic client: forward, capture usage from `message_start` and
-    /// `message_delta`.
-    Anthropic,
-    /// OpenAI upstream, Anthropic client.
-    ToAnthropic(OpenAiToAnthropicStream),
-    /// Anthropic upstream, OpenAI client.
-    ToOpenAi(AnthropicToOpenAiStream),
+    /// Chat upstream, chat client: forward, capture usage, maybe drop the usage chunk.
+    Chat { keep_usage_chunk: bool },
+    /// Messages or Responses upstream, client of the same format: forward byte for byte,
+    /// reading usage (and the Responses' final object) on the way.
+    Watch {
+        decoder: wire::Decoder,
+        collector: wire::Collector,
+    },
+    /// Upstream and client formats differ: every event translated.
+    Translate(Box<wire::StreamTranslator>),
 }
 
 /// Splits an SSE byte stream into events and filters them.
@@ -91,50 +46,60 @@ pub struct SseFilter {
     /// resumes 2 bytes before this).
     scanned: usize,
     mode: Mode,
+    /// The client's format.
+    client: Format,
     pub usage: Option<Usage>,
-    /// Saw `data: [DONE]`.
+    /// The upstream said the answer is complete (`[DONE]`, `message_stop`,
+    /// `response.completed`).
     pub done: bool,
-    /// Saw an event whose JSON carries an `error` object.
+    /// Saw an event carrying an error.
     pub saw_error: bool,
+    /// A Responses client: the `response` object its stream ended with.
+    pub final_response: Option<serde_json::Value>,
+    events: Vec<wire::Event>,
 }
 
 impl SseFilter {
-    /// An OpenAI stream to an OpenAI client; `keep_usage_chunk`: forward the usage-only chunk
-    /// (the client set `stream_options.include_usage`).
+    /// A chat stream to a chat client; `keep_usage_chunk`: forward the usage-only chunk (the
+    /// client set `stream_options.include_usage`).
     pub fn new(keep_usage_chunk: bool) -> Self {
-        Self::with_mode(Mode::OpenAi { keep_usage_chunk })
+        Self::with_mode(Mode::Chat { keep_usage_chunk }, Format::Chat)
     }
 
     /// A stream from an upstream speaking `upstream` to a client speaking `client`,
-    /// translated when they differ.
-    pub fn between(upstream: ApiFormat, client: ApiFormat, include_usage: bool) -> Self {
-        Self::with_mode(match (upstream, client) {
-            (ApiFormat::OpenAi, ApiFormat::OpenAi) => Mode::OpenAi {
-                keep_usage_chunk: include_usage,
-            },
-            (ApiFormat::Anthropic, ApiFormat::Anthropic) => Mode::Anthropic,
-            (ApiFormat::OpenAi, ApiFormat::Anthropic) => {
-                Mode::ToAnthropic(OpenAiToAnthropicStream::new())
+    /// translated when they differ (`echo`: what the client's format needs of its request).
+    pub fn between(upstream: Format, client: Format, echo: wire::Echo) -> Self {
+        let mode = if upstream != client {
+            Mode::Translate(Box::new(wire::StreamTranslator::new(upstream, client, echo)))
+        } else if client == Format::Chat {
+            Mode::Chat {
+                keep_usage_chunk: echo.include_usage,
             }
-            (ApiFormat::Anthropic, ApiFormat::OpenAi) => {
-                Mode::ToOpenAi(AnthropicToOpenAiStream::new(include_usage))
+        } else {
+            Mode::Watch {
+                decoder: wire::Decoder::new(upstream),
+                collector: wire::Collector::default(),
             }
-        })
+        };
+        Self::with_mode(mode, client)
     }
 
-    fn with_mode(mode: Mode) -> Self {
+    fn with_mode(mode: Mode, client: Format) -> Self {
         Self {
             pending: BytesMut::new(),
             scanned: 0,
             mode,
+            client,
             usage: None,
             done: false,
             saw_error: false,
+            final_response: None,
+            events: Vec::new(),
         }
     }
 
     fn translating(&self) -> bool {
-        matches!(self.mode, Mode::ToAnthropic(_) | Mode::ToOpenAi(_))
+        matches!(self.mode, Mode::Translate(_))
     }
 
     /// Feeds a chunk from upstream; returns the bytes to send to the client now (possibly empty).
@@ -168,97 +133,88 @@ impl SseFilter {
         if !rest.is_empty() {
             self.event(&rest, &mut out);
         }
-        match &mut self.mode {
-            Mode::ToAnthropic(t) => {
-                out.extend_from_slice(&t.finish());
-                self.usage = t.usage().map(Usage::from);
-            }
-            Mode::ToOpenAi(t) => {
-                out.extend_from_slice(&t.finish());
-                self.usage = t.usage().map(Usage::from);
-            }
-            Mode::OpenAi { .. } | Mode::Anthropic => {}
+        if let Mode::Translate(t) = &mut self.mode {
+            out.extend_from_slice(&t.finish());
+            self.usage = t.usage();
+            self.final_response = t.final_response();
         }
         out.freeze()
     }
 
     /// An error event in the client's format, for a stream that must end early.
-    pub fn error_event(&self, message: &str, code: &str) -> Bytes {
-        match &self.mode {
-            Mode::OpenAi { .. } | Mode::ToOpenAi(_) => openai_error_event(message, code),
-            Mode::Anthropic | Mode::ToAnthropic(_) => Bytes::from(
-                crate::translate::stream::anthropic_error_event(message, "api_error"),
-            ),
+    pub fn error_event(&mut self, message: &str, code: &str) -> Bytes {
+        match &mut self.mode {
+            Mode::Translate(t) => Bytes::from(t.fail(message, code)),
+            Mode::Chat { .. } => openai_error_event(message, code),
+            Mode::Watch { .. } => {
+                let mut out = Vec::new();
+                match self.client {
+                    Format::Responses => {
+                        let id = self
+                            .final_response
+                            .as_ref()
+                            .and_then(|r| r.get("id"))
+                            .cloned()
+                            .unwrap_or(serde_json::Value::Null);
+                        let v = serde_json::json!({"type": "response.failed", "response": {
+                            "id": id, "object": "response", "status": "failed",
+                            "error": {"code": code, "message": message}}});
+                        out.extend_from_slice(format!("event: response.failed\ndata: {v}\n\n").as_bytes());
+                    }
+                    _ => {
+                        let v = serde_json::json!({"type": "error",
+                            "error": {"type": "api_error", "message": message}});
+                        out.extend_from_slice(format!("event: error\ndata: {v}\n\n").as_bytes());
+                    }
+                }
+                Bytes::from(out)
+            }
         }
     }
 
     /// Handles one whole event: forwards, drops or translates it into `out`.
     fn event(&mut self, event: &[u8], out: &mut BytesMut) {
         match &mut self.mode {
-            Mode::OpenAi { .. } => {
+            Mode::Chat { .. } => {
                 if self.keep(event) {
                     out.extend_from_slice(event);
                 }
             }
-            Mode::Anthropic => {
-                self.anthropic_event(event);
+            Mode::Watch { decoder, collector } => {
                 out.extend_from_slice(event);
-            }
-            Mode::ToAnthropic(t) => {
-                if let Some(data) = event_data(event) {
-                    if data.trim_ascii() == b"[DONE]" {
-                        self.done = true;
+                let Some(data) = event_data(event) else {
+                    return;
+                };
+                self.events.clear();
+                decoder.event(&data, &mut self.events);
+                for e in &self.events {
+                    collector.event(e);
+                }
+                self.usage = collector.response.usage;
+                self.done |= collector.done;
+                self.saw_error |= collector.errored;
+                if self.client == Format::Responses && (collector.done || collector.errored) {
+                    if let Some(r) = wire::responses::final_response(&data) {
+                        self.final_response = Some(r);
                     }
+                }
+            }
+            Mode::Translate(t) => {
+                if let Some(data) = event_data(event) {
                     out.extend_from_slice(&t.event(&data));
-                    self.usage = t.usage().map(Usage::from);
-                    self.saw_error |= t.errored();
-                }
-            }
-            Mode::ToOpenAi(t) => {
-                if let Some(data) = event_data(event) {
-                    let translated = t.event(&data);
-                    if translated.ends_with(b"data: [DONE]\n\n") {
-                        self.done = true;
+                    self.usage = t.usage();
+                    self.done |= t.collected().done;
+                    self.saw_error |= t.collected().errored;
+                    if t.ended() && self.final_response.is_none() {
+                        self.final_response = t.final_response();
                     }
-                    out.extend_from_slice(&translated);
-                    self.usage = t.usage().map(Usage::from);
-                    self.saw_error |= t.errored();
                 }
             }
         }
     }
 
-    /// Captures usage from an Anthropic event.
-    fn anthropic_event(&mut self, event: &[u8]) {
-        let Some(data) = event_data(event) else {
-            return;
-        };
-        let Ok(v) = serde_json::from_slice::<serde_json::Value>(&data) else {
-            return;
-        };
-        match v.get("type").and_then(|t| t.as_str()) {
-            Some("message_start") => {
-                if let Some(m) = v.get("message") {
-                    self.usage = Usage::from_anthropic(m).or(self.usage);
-                }
-            }
-            Some("message_delta") => {
-                let mut u = self.usage.unwrap_or_default();
-                if let Some(d) = Usage::from_anthropic(&v) {
-                    u.output_tokens = d.output_tokens;
-                    if d.input_tokens > 0 {
-                        u.input_tokens = d.input_tokens;
-                    }
-                }
-                self.usage = Some(u);
-            }
-            Some("message_stop") => self.done = true,
-            Some("error") => self.saw_error = true,
-            _ => {}
-        }
-    }
-
-    /// Inspects one whole event (separator included) and decides whether the client gets it.
+    /// Inspects one whole chat event (separator included) and decides whether the client gets
+    /// it.
     fn keep(&mut self, event: &[u8]) -> bool {
         let Some(data) = event_data(event) else {
             return true; // comments, `event:` lines without data, keep-alives
@@ -273,14 +229,14 @@ impl SseFilter {
         if v.get("error").is_some_and(|e| !e.is_null()) {
             self.saw_error = true;
         }
-        if let Some(u) = Usage::from_openai(&v) {
+        if let Some(u) = v.get("usage").and_then(wire::chat::decode_usage) {
             self.usage = Some(u);
             let usage_only = v
                 .get("choices")
                 .and_then(|c| c.as_array())
                 .is_none_or(|c| c.is_empty());
             let keep_usage_chunk = match self.mode {
-                Mode::OpenAi { keep_usage_chunk } => keep_usage_chunk,
+                Mode::Chat { keep_usage_chunk } => keep_usage_chunk,
                 _ => true,
             };
             if usage_only && !keep_usage_chunk {
@@ -406,7 +362,7 @@ mod tests {
             "data: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"end_turn\"},\"usage\":{\"output_tokens\":6}}\n\n",
             "event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n",
         );
-        let mut f = SseFilter::between(ApiFormat::Anthropic, ApiFormat::Anthropic, false);
+        let mut f = SseFilter::between(Format::Messages, Format::Messages, false);
         let mut out = Vec::new();
         for piece in all.as_bytes().chunks(7) {
             out.extend_from_slice(&f.push(piece));
@@ -425,7 +381,7 @@ mod tests {
 
     #[test]
     fn translates_between_formats() {
-        let mut f = SseFilter::between(ApiFormat::OpenAi, ApiFormat::Anthropic, false);
+        let mut f = SseFilter::between(Format::Chat, Format::Messages, false);
         let all = format!("{TEXT_CHUNK}{USAGE_CHUNK}data: [DONE]\n\n");
         let mut out = f.push(all.as_bytes()).to_vec();
         out.extend_from_slice(&f.finish());

@@ -128,6 +128,10 @@ impl Registry {
                         context_tokens: None,
                         tier: provider.discovered_tier.clone(),
                         mirt_model: None,
+                        caps: dualrouter_wire::Caps {
+                            reasoning: false,
+                            structured_output: true,
+                        },
                     }),
                 );
                 order.push(id.clone());
@@ -155,13 +159,13 @@ impl Registry {
                         upstream_id: m.id.clone(),
                         backend: Backend::Plugin(m.plugin.clone()),
                         source: ModelSource::Plugin,
-                        cost: Cost {
-                            input: m.input_cost_per_mtok,
-                            output: m.output_cost_per_mtok,
-                        },
+                        cost: Cost::new(m.input_cost_per_mtok, m.output_cost_per_mtok),
                         context_tokens: (m.context_tokens > 0).then_some(m.context_tokens),
                         tier: m.tier.clone(),
                         mirt_model: None,
+                        // An executor answers with text: it takes no reasoning settings and
+                        // cannot be held to a JSON schema.
+                        caps: dualrouter_wire::Caps::default(),
                     }),
                 );
                 order.push(m.id);

@@ -64,6 +64,9 @@ pub struct RouteOptions {
     pub max_output_tokens: Option<u64>,
     /// `x-session-id`, if sent.
     pub session_id: Option<String>,
+    /// Models that cannot serve this request at all (what it asks for, their format or
+    /// capabilities): never candidates.
+    pub unsupported: std::collections::HashSet<String>,
 }
 
 /// One scored candidate.
@@ -86,7 +89,8 @@ pub struct Candidate {
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct Excluded {
     pub model: String,
-    /// `unknown`, `cooling_down`, `over_budget` or `over_max_cost`.
+    /// `unknown`, `unsupported`, `cooling_down`, `unhealthy`, `over_budget` or
+    /// `over_max_cost`.
     pub reason: &'static str,
 }
 
@@ -135,6 +139,8 @@ pub struct NoCandidate {
     pub why: String,
     /// When the first cooling-down model is offered again.
     pub retry_after: Option<std::time::Duration>,
+    /// Every model left out was left out because it cannot serve the request.
+    pub unsupported_only: bool,
 }
 
 /// The policies as routing reads them.
@@ -423,10 +429,13 @@ impl DualRouter {
                     .filter(|e| e.reason == "cooling_down")
                     .map(|e| e.model.clone())
                     .collect();
+                let unsupported_only =
+                    !excluded.is_empty() && excluded.iter().all(|e| e.reason == "unsupported");
                 return Err(NoCandidate {
                     route: route.name(),
                     why: describe_exclusions(&excluded),
                     retry_after: self.registry.soonest_retry(&cooling),
+                    unsupported_only,
                 });
             }
             policy_name = name;
@@ -529,6 +538,10 @@ impl DualRouter {
                 out_because("unknown");
                 continue;
             };
+            if opts.unsupported.contains(id) {
+                out_because("unsupported");
+                continue;
+            }
             if self.registry.is_cooling(id) {
                 out_because("cooling_down");
                 continue;

@@ -60,9 +60,14 @@ pub struct DecisionRecord {
     pub http_status: Option<u16>,
     /// Low-cardinality error label (`crate::error::ApiError::kind`), never a message.
     pub error_kind: Option<String>,
+    /// Every prompt token, cached or not.
     pub input_tokens: Option<u64>,
     pub output_tokens: Option<u64>,
-    /// USD, from the model's price and the tokens used.
+    /// Prompt tokens read from the provider's cache (part of `input_tokens`).
+    pub cache_read_tokens: Option<u64>,
+    /// Prompt tokens written to the provider's cache (part of `input_tokens`).
+    pub cache_write_tokens: Option<u64>,
+    /// USD, from the model's prices and the tokens used (cached ones at their own price).
     pub cost_usd: Option<f64>,
     /// Milliseconds per step (`classify`, `score`, `first_byte`, `upstream`, …).
     pub latencies_ms: BTreeMap<String, f64>,
@@ -92,6 +97,9 @@ pub struct DecisionDetails {
     pub checkpoint_version: Option<i64>,
     /// The selected model came from session affinity.
     pub affinity: bool,
+    /// What translating the request for the serving upstream left out or changed.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub translation: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -176,18 +184,17 @@ impl DecisionRecord {
     pub fn served_by(
         &mut self,
         model: &crate::config::Model,
-        input_tokens: Option<u64>,
-        output_tokens: Option<u64>,
+        usage: Option<&dualrouter_wire::Usage>,
     ) -> &mut Self {
         self.selected_model = Some(model.id.clone());
         self.provider = Some(model.owner().to_string());
-        self.input_tokens = input_tokens;
-        self.output_tokens = output_tokens;
-        self.cost_usd = (input_tokens.is_some() || output_tokens.is_some()).then(|| {
-            model
-                .cost
-                .usd(input_tokens.unwrap_or(0), output_tokens.unwrap_or(0))
-        });
+        if let Some(u) = usage {
+            self.input_tokens = Some(u.prompt());
+            self.output_tokens = Some(u.output);
+            self.cache_read_tokens = Some(u.cache_read);
+            self.cache_write_tokens = Some(u.cache_write);
+            self.cost_usd = Some(model.cost.usd_of(u));
+        }
         self
     }
 

@@ -30,6 +30,7 @@ pub use decision::{
 };
 pub use log::{DecisionLog, DecisionLogError, DecisionLogMetrics, FlushError};
 pub use policy::{Policy, PolicyProblem, PolicySpec};
+pub use responses::StoredResponse;
 
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/sqlite");
 static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/postgres");
@@ -40,7 +41,7 @@ pub const DEFAULT_DATABASE_URL: &str = "sqlite://dualrouter.db";
 /// The most rows `GET /api/decisions` returns at once.
 pub const MAX_DECISIONS_PAGE: u32 = 1000;
 
-/// Rows per multi-row INSERT (25 columns each: well under both backends' parameter limits).
+/// Rows per multi-row INSERT (26 columns each: well under both backends' parameter limits).
 const INSERT_CHUNK_ROWS: usize = 500;
 
 /// The PostgreSQL channel that carries "the policies changed" between instances.
@@ -105,8 +106,9 @@ macro_rules! on_pool {
     };
 }
 
-// After the macro: it uses `on_pool!`.
+// After the macro: they use `on_pool!`.
 mod catalog;
+mod responses;
 mod stats;
 pub use catalog::{CandidateModelRow, ExecutorService};
 pub use stats::{ModelStats, Stats};
@@ -148,7 +150,8 @@ impl From<PolicyRow> for Policy {
 const DECISION_COLUMNS: &str = "decision_id, created_at, prompt_hash, prompt_preview, \
     requested_model, domain, action, route_source, route_confidence, candidates, selected_model, \
     selected_score, provider, status, http_status, error_kind, input_tokens, output_tokens, \
-    cost_usd, latencies_ms, total_latency_ms, feedback_score, details, features";
+    cost_usd, latencies_ms, total_latency_ms, feedback_score, details, features, \
+    cache_read_tokens, cache_write_tokens";
 
 /// The columns read back, with the latest feedback (which may arrive before or after the
 /// decision row) taking precedence over the logged score.
@@ -158,7 +161,8 @@ const DECISION_SELECT: &str = "SELECT d.decision_id, d.created_at, d.prompt_hash
     d.error_kind, d.input_tokens, d.output_tokens, d.cost_usd, d.latencies_ms, \
     d.total_latency_ms, COALESCE((SELECT f.score FROM feedback f \
       WHERE f.decision_id = d.decision_id ORDER BY f.created_at DESC, f.id DESC LIMIT 1), \
-      d.feedback_score) AS feedback_score, d.details, d.features \
+      d.feedback_score) AS feedback_score, d.details, d.features, \
+    d.cache_read_tokens, d.cache_write_tokens \
     FROM routing_decisions d";
 
 #[derive(sqlx::FromRow)]
@@ -187,6 +191,8 @@ struct DecisionRow {
     feedback_score: Option<f64>,
     details: Json<DecisionDetails>,
     features: Option<Json<StoredFeatures>>,
+    cache_read_tokens: Option<i64>,
+    cache_write_tokens: Option<i64>,
 }
 
 impl From<DecisionRow> for DecisionRecord {
@@ -216,6 +222,8 @@ impl From<DecisionRow> for DecisionRecord {
             feedback_score: r.feedback_score,
             details: r.details.0,
             features: r.features.map(|f| f.0),
+            cache_read_tokens: r.cache_read_tokens.and_then(|v| u64::try_from(v).ok()),
+            cache_write_tokens: r.cache_write_tokens.and_then(|v| u64::try_from(v).ok()),
         }
     }
 }
@@ -545,7 +553,9 @@ impl Store {
                         .push_bind(r.total_latency_ms)
                         .push_bind(r.feedback_score)
                         .push_bind(Json(&r.details))
-                        .push_bind(r.features.as_ref().map(Json));
+                        .push_bind(r.features.as_ref().map(Json))
+                        .push_bind(to_i64(r.cache_read_tokens))
+                        .push_bind(to_i64(r.cache_write_tokens));
                 });
                 qb.push(" ON CONFLICT (decision_id) DO NOTHING");
                 // Not cached: each batch size is another statement, and up to 100 of them per

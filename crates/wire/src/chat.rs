@@ -143,7 +143,7 @@ pub fn decode_request(body: &Obj) -> Result<Request, WireError> {
             .get(*f)
             .is_some_and(|v| !v.is_null() && v != &Value::Bool(false))
         {
-            return Err(WireError::new(*f, *why));
+            return Err(WireError::cannot(*f, *why));
         }
     }
     if body
@@ -151,7 +151,7 @@ pub fn decode_request(body: &Obj) -> Result<Request, WireError> {
         .and_then(Value::as_array)
         .is_some_and(|m| m.iter().any(|x| x != "text"))
     {
-        return Err(WireError::new(
+        return Err(WireError::cannot(
             "modalities",
             "only text output can be translated to another format",
         ));
@@ -246,7 +246,7 @@ fn decode_message(m: &Value, i: usize, items: &mut Vec<Item>) -> Result<(), Wire
             });
         }
         other => {
-            return Err(WireError::new(
+            return Err(WireError::cannot(
                 format!("messages[{i}].role"),
                 format!("'{other}' cannot be translated to another format"),
             ))
@@ -358,7 +358,7 @@ fn decode_content(content: Option<&Value>, i: usize) -> Result<Vec<Part>, WireEr
                         }
                     }
                     Some(other) => {
-                        return Err(WireError::new(
+                        return Err(WireError::cannot(
                             field,
                             format!(
                                 "content part '{other}' cannot be translated to another format"
@@ -684,7 +684,7 @@ pub fn encode_request(
     encode_reasoning(req, target, &mut r, notes);
     if let Some(f) = &req.output_format {
         if !target.caps.structured_output {
-            return Err(WireError::new(
+            return Err(WireError::cannot(
                 output_format_field(req),
                 "this model cannot be held to a JSON format (structured_output: false)",
             ));
@@ -745,7 +745,8 @@ fn encode_reasoning(req: &Request, target: &Target<'_>, r: &mut Obj, notes: &mut
 // ---------------------------------------------------------------------------------------------
 // Answers
 
-pub(crate) fn decode_usage(u: &Value) -> Option<Usage> {
+/// Reads chat's `usage` object.
+pub fn decode_usage(u: &Value) -> Option<Usage> {
     if !u.is_object() {
         return None;
     }

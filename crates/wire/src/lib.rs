@@ -52,19 +52,32 @@ impl Format {
     }
 }
 
-/// A request that cannot be expressed for an upstream, or is malformed: `field` names the
-/// request field at fault (answered as a 400 naming it).
+/// A request that is malformed, or that cannot be expressed for an upstream of another
+/// format: `field` names the request field at fault (answered as a 400 naming it).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WireError {
     pub field: String,
     pub message: String,
+    /// Valid in its own format, but not translatable: an upstream of the client's format can
+    /// still take it as sent.
+    pub untranslatable: bool,
 }
 
 impl WireError {
+    /// A malformed request.
     pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
         Self {
             field: field.into(),
             message: message.into(),
+            untranslatable: false,
+        }
+    }
+
+    /// A valid request that no other format can express.
+    pub fn cannot(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            untranslatable: true,
+            ..Self::new(field, message)
         }
     }
 }
@@ -90,9 +103,6 @@ pub struct Caps {
     /// It can be held to a JSON schema (OpenAI `response_format`/`text.format`, Anthropic
     /// `output_config.format`); without it a request asking for one cannot go there.
     pub structured_output: bool,
-    /// It runs the hosted tools of its own format (OpenAI `web_search`, Anthropic server
-    /// tools); without it they are left out.
-    pub hosted_tools: bool,
 }
 
 /// The upstream a request is encoded for.
@@ -124,8 +134,62 @@ pub fn decode_request(format: Format, body: &Obj) -> Result<Request, WireError> 
     }
 }
 
+/// Whether a request decoded from another format can go to an upstream of `format` with
+/// `caps` at all (what [`encode_request`] would refuse whatever the conversation holds).
+pub fn check(req: &Request, format: Format, caps: Caps) -> Result<(), WireError> {
+    if req.n.is_some_and(|n| n > 1) && format != Format::Chat {
+        return Err(WireError::cannot(
+            "n",
+            format!(
+                "a {} upstream gives one answer per request",
+                format.as_str()
+            ),
+        ));
+    }
+    if req.output_format.is_some() && !caps.structured_output {
+        return Err(WireError::cannot(
+            chat::output_format_field(req),
+            "this model cannot be held to a JSON format (structured_output: false)",
+        ));
+    }
+    if !req.stop.is_empty() && format == Format::Responses {
+        return Err(WireError::cannot(
+            "stop",
+            "a Responses upstream has no stop sequences",
+        ));
+    }
+    Ok(())
+}
+
+/// Whether a request can go as sent to an upstream of its own format with `caps`.
+pub fn check_native(format: Format, body: &Obj, caps: Caps) -> Result<(), WireError> {
+    let (field, format_value) = match format {
+        Format::Chat => ("response_format", body.get("response_format")),
+        Format::Responses => (
+            "text.format",
+            body.get("text").and_then(|t| t.get("format")),
+        ),
+        Format::Messages => (
+            "output_config.format",
+            body.get("output_config").and_then(|o| o.get("format")),
+        ),
+    };
+    let structured = format_value
+        .and_then(|f| f.get("type"))
+        .and_then(Value::as_str)
+        .is_some_and(|t| t.starts_with("json"));
+    if structured && !caps.structured_output {
+        return Err(WireError::cannot(
+            field,
+            "this model cannot be held to a JSON format (structured_output: false)",
+        ));
+    }
+    Ok(())
+}
+
 /// Encodes a decoded request for `target`.
 pub fn encode_request(req: &Request, target: &Target<'_>) -> Result<Translated, WireError> {
+    check(req, target.format, target.caps)?;
     let mut notes = Notes::new();
     for f in &req.unmapped {
         notes.push(format!(
@@ -471,5 +535,13 @@ impl StreamTranslator {
 
     pub fn ended(&self) -> bool {
         self.encoder.ended()
+    }
+
+    /// A Responses client's `response` object, once its stream has ended.
+    pub fn final_response(&self) -> Option<Value> {
+        match &self.encoder {
+            Encoder::Responses(e) if e.ended() => Some(e.response()),
+            _ => None,
+        }
     }
 }

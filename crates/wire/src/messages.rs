@@ -179,7 +179,7 @@ fn decode_source(s: Option<&Value>, field: &str) -> Result<Source, WireError> {
             media_type: get_str(s, "media_type").unwrap_or("text/plain").to_string(),
             data: String::new(),
         }),
-        _ => Err(WireError::new(
+        _ => Err(WireError::cannot(
             format!("{field}.source.type"),
             "cannot be translated to another format",
         )),
@@ -219,7 +219,7 @@ fn decode_block_part(b: &Value, field: &str) -> Result<Option<Part>, WireError> 
                 cache_control,
             }))
         }
-        other => Err(WireError::new(
+        other => Err(WireError::cannot(
             field,
             format!(
                 "content block '{}' cannot be translated to another format",
@@ -434,7 +434,7 @@ pub fn encode_request(
     notes: &mut Notes,
 ) -> Result<Obj, WireError> {
     if req.n.is_some_and(|n| n > 1) {
-        return Err(WireError::new(
+        return Err(WireError::cannot(
             "n",
             "an Anthropic upstream gives one answer per request",
         ));
@@ -481,7 +481,7 @@ pub fn encode_request(
                         .ok()
                         .filter(Value::is_object)
                         .ok_or_else(|| {
-                            WireError::new(
+                            WireError::cannot(
                                 format!("{at}.arguments"),
                                 "tool call arguments are not a JSON object",
                             )
@@ -580,10 +580,6 @@ pub fn encode_request(
                 "description": custom_tool_description(description.as_deref(), format.as_ref()),
                 "input_schema": custom_tool_schema(),
             })),
-            Tool::Hosted {
-                format: Format::Messages,
-                spec,
-            } if target.caps.hosted_tools => tools.push(spec.clone()),
             Tool::Hosted { spec, .. } => notes.push(format!(
                 "tools[{i}] ({}): hosted tool left out (this upstream cannot run it)",
                 get_str(spec, "type").unwrap_or("?")
@@ -706,7 +702,7 @@ pub fn encode_request(
     }
     if let Some(f) = &req.output_format {
         if !target.caps.structured_output {
-            return Err(WireError::new(
+            return Err(WireError::cannot(
                 crate::chat::output_format_field(req),
                 "this model cannot be held to a JSON format (structured_output: false)",
             ));

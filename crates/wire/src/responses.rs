@@ -165,7 +165,7 @@ pub fn decode_request(body: &Obj) -> Result<Request, WireError> {
             .get(*f)
             .is_some_and(|v| !v.is_null() && v != &Value::Bool(false))
         {
-            return Err(WireError::new(*f, *why));
+            return Err(WireError::cannot(*f, *why));
         }
     }
     Ok(r)
@@ -239,7 +239,7 @@ fn decode_content(content: Option<&Value>, field: &str) -> Result<Vec<Part>, Wir
                         });
                     }
                     other => {
-                        return Err(WireError::new(
+                        return Err(WireError::cannot(
                             field,
                             format!(
                                 "content part '{}' cannot be translated to another format",
@@ -360,7 +360,7 @@ fn decode_item(it: &Value, i: usize, r: &mut Request) -> Result<(), WireError> {
             });
         }
         "item_reference" => {
-            return Err(WireError::new(
+            return Err(WireError::cannot(
                 field,
                 "item references are resolved only by Responses upstreams",
             ))
@@ -464,13 +464,13 @@ pub fn encode_request(
     notes: &mut Notes,
 ) -> Result<Obj, WireError> {
     if req.n.is_some_and(|n| n > 1) {
-        return Err(WireError::new(
+        return Err(WireError::cannot(
             "n",
             "a Responses upstream gives one answer per request",
         ));
     }
     if !req.stop.is_empty() {
-        return Err(WireError::new(
+        return Err(WireError::cannot(
             "stop",
             "a Responses upstream has no stop sequences",
         ));
@@ -578,10 +578,6 @@ pub fn encode_request(
                 }
                 tools.push(c);
             }
-            Tool::Hosted {
-                format: Format::Responses,
-                spec,
-            } if target.caps.hosted_tools => tools.push(spec.clone()),
             Tool::Hosted { spec, .. } => notes.push(format!(
                 "tools[{i}] ({}): hosted tool left out (this upstream cannot run it)",
                 get_str(spec, "type").unwrap_or("?")
@@ -641,7 +637,7 @@ pub fn encode_request(
     }
     if let Some(f) = &req.output_format {
         if !target.caps.structured_output {
-            return Err(WireError::new(
+            return Err(WireError::cannot(
                 crate::chat::output_format_field(req),
                 "this model cannot be held to a JSON format (structured_output: false)",
             ));

@@ -26,7 +26,6 @@ fn target(format: Format) -> Target<'static> {
         caps: Caps {
             reasoning: true,
             structured_output: true,
-            hosted_tools: false,
         },
     }
 }
