@@ -55,6 +55,9 @@
 //! The chat streams of `echo`, `stream`, `stall`, `forever`, `fail` and `cached` carry only the
 //! content chunks (no role chunk, no `finish_reason` chunk), as the mock the tests used before did;
 //! `tools`, `agent` and `think` send the full sequence the API sends.
+//!
+//! [`agents`] builds the commands that run the real agent clients (Claude Code, the Codex CLI,
+//! the OpenAI Agents SDK) against a base URL.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -71,6 +74,7 @@ use axum::Router;
 use bytes::Bytes;
 use serde_json::{json, Value};
 
+pub mod agents;
 mod anthropic;
 mod chat;
 mod convo;
