@@ -152,9 +152,13 @@ impl Ctx {
             }
             out.push(stop(i));
         }
+        let mut usage = usage_json(&a.usage, a.usage.output);
+        if let Value::Object(u) = &mut usage {
+            u.remove("service_tier");
+        }
         out.push(ev(json!({"type": "message_delta",
             "delta": {"stop_reason": stop_reason(a), "stop_sequence": null},
-            "usage": usage_json(&a.usage, a.usage.output)})));
+            "usage": usage})));
         out.push(ev(json!({"type": "message_stop"})));
         out
     }

@@ -18,9 +18,9 @@
 //! | `echo`            | text "received N bytes" (N: the request body's size); streamed as "tok0 tok1 tok2 " |
 //! | `stream:N:MS`     | a stream of N text pieces "tok0 " … "tok{N-1} ", MS ms apart, then the end (chat: usage chunk if asked, `[DONE]`); a whole answer of the same text without `stream` |
 //! | `slow:MS`         | waits MS ms, then answers "slow answer" (streamed like `echo`) |
-//! | `stall:N`         | a stream that sends its start and N text pieces, then nothing, never ending |
-//! | `forever:MS`      | a stream that sends its start, then a text piece every MS ms, forever |
-//! | `fail:N`          | a stream that sends its start and N text pieces, then the format's error event (chat: `data: {"error":…}`, Anthropic: `event: error`, Responses: `response.failed`) and ends |
+//! | `stall:N`         | a stream (even without `stream`) that sends its start and N text pieces, then nothing, never ending |
+//! | `forever:MS`      | a stream (even without `stream`) that sends its start, then a text piece every MS ms, forever |
+//! | `fail:N`          | a stream (even without `stream`) that sends its start and N text pieces, then the format's error event (chat: `data: {"error":…}`, Anthropic: `event: error`, Responses: `response.failed`) and ends |
 //! | `error:CODE[:S]`  | status CODE with the format's error body (message "mock upstream error"), and `Retry-After: S` when S is given |
 //! | `tools`           | text "Let me check." then a `get_weather` tool call `{"city": "Paris"}` (ids `call_mock` / `toolu_mock` / `fc_mock`); arguments streamed in two pieces |
 //! | `agent`           | a scripted coding-agent turn (below) |
