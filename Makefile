@@ -14,11 +14,11 @@ run: setup
 	./target/release/dualrouter serve --config $(CONFIG)
 
 lint:
-	cargo fmt --check
-	cargo clippy --all-targets -- -D warnings
+	cargo fmt --all --check
+	cargo clippy --workspace --all-targets -- -D warnings
 
 test: setup lint
-	cargo test --lib --bins --tests
+	cargo test --workspace --lib --bins --tests
 
 # On a CI machine (CI set, as CI services do) every build is a clean one: incremental compilation
 # would only add its caches to target/ (a fresh clone's target/: 4.7 GB with them, 3.4 GB without),

@@ -43,8 +43,12 @@ pub enum ApiError {
     Unsupported(dualrouter_wire::WireError),
     /// A stored response (`previous_response_id`, `GET /v1/responses/{id}`) that does not
     /// exist, expired, or belongs to another client key.
-    #[error("response '{0}' not found")]
-    UnknownResponse(String),
+    #[error("response '{id}' not found")]
+    UnknownResponse {
+        id: String,
+        /// The request field that named it (`previous_response_id`), if any.
+        param: Option<&'static str>,
+    },
     #[error("invalid or missing API key")]
     Unauthorized,
     #[error("no route for {method} {path}")]
@@ -100,7 +104,7 @@ impl ApiError {
             Self::NotFound { .. }
             | Self::UnknownModel(_)
             | Self::UnknownDecision(_)
-            | Self::UnknownResponse(_) => StatusCode::NOT_FOUND,
+            | Self::UnknownResponse { .. } => StatusCode::NOT_FOUND,
             Self::NoCandidate(_) | Self::Unavailable(_) | Self::Overloaded { .. } => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
@@ -120,7 +124,7 @@ impl ApiError {
         match self {
             Self::BadRequest(_) => "bad_request",
             Self::Unsupported(_) => "unsupported",
-            Self::UnknownResponse(_) => "unknown_response",
+            Self::UnknownResponse { .. } => "unknown_response",
             Self::Unauthorized => "unauthorized",
             Self::NotFound { .. } => "not_found",
             Self::MethodNotAllowed { .. } => "method_not_allowed",
@@ -168,7 +172,7 @@ impl ApiError {
             Self::Unauthorized => Some("invalid_api_key"),
             Self::UnknownModel(_) => Some("model_not_found"),
             Self::Unsupported(_) => Some("unsupported_parameter"),
-            Self::UnknownResponse(_) => Some("response_not_found"),
+            Self::UnknownResponse { .. } => Some("response_not_found"),
             Self::NoCandidate(_) => Some("no_model_available"),
             Self::PayloadTooLarge { .. } => Some("request_too_large"),
             Self::Overloaded { .. } => Some("overloaded"),
@@ -184,7 +188,7 @@ impl ApiError {
     fn param(&self) -> Option<&str> {
         match self {
             Self::Unsupported(e) if !e.field.is_empty() => Some(&e.field),
-            Self::UnknownResponse(_) => Some("previous_response_id"),
+            Self::UnknownResponse { param, .. } => *param,
             _ => None,
         }
     }
@@ -220,7 +224,6 @@ impl ApiError {
             _ => None,
         }
     }
-
 }
 
 #[cfg(test)]

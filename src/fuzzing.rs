@@ -53,7 +53,13 @@ fn check_request(req: &ChatRequest) {
         let _ = wire::ToolNames::new(ir);
     }
     for upstream in FORMATS {
-        for caps in [wire::Caps::default(), wire::Caps { reasoning: true, structured_output: true }] {
+        for caps in [
+            wire::Caps::default(),
+            wire::Caps {
+                reasoning: true,
+                structured_output: true,
+            },
+        ] {
             let target = wire::Target {
                 format: upstream,
                 model: "up/model",

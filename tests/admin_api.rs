@@ -582,11 +582,26 @@ policies:
 fn served_by_prices_the_tokens() {
     let cfg = test_config("sqlite://unused.db");
     let mut r = DecisionRecord::new("ok");
-    r.served_by(&cfg.models["large"], Some(1_000_000), Some(500_000));
+    let usage = |input, cache_read, cache_write, output| dualrouter_wire::Usage {
+        input,
+        cache_read,
+        cache_write,
+        output,
+        reasoning: 0,
+    };
+    r.served_by(&cfg.models["large"], Some(&usage(1_000_000, 0, 0, 500_000)));
     assert_eq!(r.selected_model.as_deref(), Some("large"));
     assert_eq!(r.provider.as_deref(), Some("alpha"));
     // 1M input at $2.5 + 0.5M output at $10.
     assert!((r.cost_usd.unwrap() - 7.5).abs() < 1e-9);
-    r.served_by(&cfg.models["small"], None, None);
+    // Cached input at its own price: "large" sets cache_read 0.25 and cache_write 3.125.
+    r.served_by(
+        &cfg.models["large"],
+        Some(&usage(0, 2_000_000, 1_000_000, 0)),
+    );
+    assert_eq!(r.input_tokens, Some(3_000_000));
+    assert_eq!(r.cache_read_tokens, Some(2_000_000));
+    assert!((r.cost_usd.unwrap() - (0.5 + 3.125)).abs() < 1e-9);
+    r.served_by(&cfg.models["small"], None);
     assert_eq!(r.cost_usd, None);
 }

@@ -240,7 +240,10 @@ async fn anthropic_client_to_openai_upstream_is_translated() {
         "{v}"
     );
     assert_eq!(v["stop_reason"], "end_turn");
-    assert_eq!(v["usage"], json!({"input_tokens": 11, "output_tokens": 7}));
+    assert_eq!(
+        v["usage"],
+        json!({"input_tokens": 11, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0, "output_tokens": 7})
+    );
     let sent: Value = serde_json::from_slice(&oa.last().body).unwrap();
     assert_eq!(sent["model"], "echo");
     assert_eq!(
@@ -418,7 +421,7 @@ async fn openai_client_to_openai_upstream_tools_and_errors_pass_through() {
 
 #[tokio::test]
 async fn messages_endpoint_errors_in_anthropic_format() {
-    let (_oa, an, p) = setup().await;
+    let (oa, an, p) = setup().await;
     let client = reqwest::Client::new();
     // Bad client key.
     let resp = client
@@ -453,22 +456,28 @@ async fn messages_endpoint_errors_in_anthropic_format() {
         resp.json::<Value>().await.unwrap()["error"]["type"],
         "not_found_error"
     );
-    // Something the other format cannot express: 400 before anything goes upstream.
+    // A hosted tool the other format cannot run is left out for it, never a failed request.
     let mut body = anthropic_body("oa-echo", false);
     body["tools"] = json!([{"type": "web_search_20250305", "name": "web_search"}]);
+    let before = oa.count();
+    let resp = messages(&p, body).await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(oa.count(), before + 1);
+    let sent: Value = serde_json::from_slice(&oa.last().body).unwrap();
+    assert!(sent.get("tools").is_none(), "{sent}");
+    // Something the other format cannot express: 400 before anything goes upstream.
+    let mut body = anthropic_body("oa-echo", false);
+    body["messages"][0]["content"] =
+        json!([{"type": "search_result", "source": "s", "title": "t", "content": []}]);
     let resp = messages(&p, body).await;
     assert_eq!(resp.status(), 400);
+    assert_eq!(oa.count(), before + 1);
     assert_eq!(
         resp.json::<Value>().await.unwrap()["error"]["type"],
         "invalid_request_error"
     );
     // Other paths of Anthropic's API are not served, and say so in its format.
-    let resp = messages_at(
-        &p,
-        "/v1/messages/count_tokens",
-        anthropic_body("an-echo", false),
-    )
-    .await;
+    let resp = messages_at(&p, "/v1/messages/batches", anthropic_body("an-echo", false)).await;
     assert_eq!(resp.status(), 404);
     assert_eq!(
         resp.json::<Value>().await.unwrap()["error"]["type"],

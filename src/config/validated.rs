@@ -792,7 +792,8 @@ fn provider(
             _ => p.push(format!("{path}.headers.{k}"), "not a valid HTTP header"),
         }
     }
-    if rp.kind == ProviderKind::Anthropic && rp.responses != crate::config::raw::ResponsesMode::None {
+    if rp.kind == ProviderKind::Anthropic && rp.responses != crate::config::raw::ResponsesMode::None
+    {
         p.push(
             format!("{path}.responses"),
             "only an OpenAI-kind provider serves the Responses API",

@@ -441,7 +441,10 @@ impl ChatRequest {
         let r = Self::new(Format::Responses, model, stream, true, body);
         // Every item is checked now. What only another format cannot express still goes to a
         // Responses upstream as sent.
-        match r.ir.get_or_init(|| wire::decode_request(Format::Responses, &r.body)) {
+        match r
+            .ir
+            .get_or_init(|| wire::decode_request(Format::Responses, &r.body))
+        {
             Err(e) if !e.untranslatable => Err(ApiError::Unsupported(e.clone())),
             _ => Ok(r),
         }
@@ -496,7 +499,8 @@ impl ChatRequest {
     /// (routing leaves the others out).
     pub fn servable_by(&self, upstream: Format, caps: wire::Caps) -> Result<(), ApiError> {
         if upstream == self.format {
-            return wire::check_native(self.format, &self.body, caps).map_err(ApiError::Unsupported);
+            return wire::check_native(self.format, &self.body, caps)
+                .map_err(ApiError::Unsupported);
         }
         let ir = self.ir()?;
         wire::check(ir, upstream, caps).map_err(ApiError::Unsupported)
@@ -717,6 +721,14 @@ pub fn route_request(body: &[u8]) -> Result<crate::router::conversation::Convers
 mod tests {
     use super::*;
 
+    fn target(format: Format) -> wire::Target<'static> {
+        wire::Target {
+            format,
+            model: "up",
+            caps: wire::Caps::default(),
+        }
+    }
+
     #[test]
     fn routes_and_methods() {
         assert_eq!(
@@ -765,7 +777,7 @@ mod tests {
             b"{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]}",
             b"{\"model\":\"m\",\"max_tokens\":0,\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]}",
             b"{\"model\":\"m\",\"max_tokens\":1,\"messages\":[]}",
-            b"{\"model\":\"m\",\"max_tokens\":1,\"messages\":[{\"role\":\"system\",\"content\":\"x\"}]}",
+            b"{\"model\":\"m\",\"max_tokens\":1,\"messages\":[{\"role\":\"tool\",\"content\":\"x\"}]}",
             b"{\"model\":\"m\",\"max_tokens\":1,\"messages\":[{\"role\":\"user\"}]}",
             b"{\"model\":\"m\",\"max_tokens\":1,\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"system\":5}",
         ] {
@@ -778,14 +790,101 @@ mod tests {
         .unwrap();
         assert!(r.stream);
         let same: Value =
-            serde_json::from_slice(&r.upstream_body_for(Format::Messages, "up").unwrap())
-                .unwrap();
+            serde_json::from_slice(&r.body_for(&target(Format::Messages)).unwrap().0).unwrap();
         assert_eq!(same["model"], "up");
         assert_eq!(same["system"], "s");
         let other: Value =
-            serde_json::from_slice(&r.upstream_body_for(Format::Chat, "up").unwrap()).unwrap();
+            serde_json::from_slice(&r.body_for(&target(Format::Chat)).unwrap().0).unwrap();
         assert_eq!(other["messages"][0]["role"], "system");
         assert_eq!(other["stream_options"]["include_usage"], true);
+    }
+
+    #[test]
+    fn claude_code_system_messages_are_accepted() {
+        let r = ChatRequest::parse_anthropic(
+            br#"{"model":"m","max_tokens":9,"messages":[{"role":"user","content":"x"},{"role":"system","content":[{"type":"text","text":"note"}]},{"role":"user","content":"y"}]}"#,
+        )
+        .unwrap();
+        let chat: Value =
+            serde_json::from_slice(&r.body_for(&target(Format::Chat)).unwrap().0).unwrap();
+        assert_eq!(
+            chat["messages"][1],
+            serde_json::json!({"role": "system", "content": "note"})
+        );
+    }
+
+    #[test]
+    fn responses_paths_and_ids() {
+        let get = |m: http::Method, p: &str| endpoint(&m, p);
+        assert_eq!(
+            get(http::Method::POST, "/v1/responses").unwrap(),
+            Endpoint::Responses
+        );
+        assert_eq!(
+            get(http::Method::GET, "/v1/responses/resp_1").unwrap(),
+            Endpoint::ResponseGet("resp_1".into())
+        );
+        assert_eq!(
+            get(http::Method::DELETE, "/v1/responses/resp_1").unwrap(),
+            Endpoint::ResponseDelete("resp_1".into())
+        );
+        assert_eq!(
+            get(http::Method::GET, "/v1/responses/resp_1/input_items").unwrap(),
+            Endpoint::ResponseInputItems("resp_1".into())
+        );
+        assert_eq!(
+            get(http::Method::POST, "/v1/responses/resp_1")
+                .unwrap_err()
+                .status(),
+            405
+        );
+        assert_eq!(
+            get(http::Method::GET, "/v1/responses/")
+                .unwrap_err()
+                .status(),
+            405
+        );
+        assert_eq!(
+            get(http::Method::GET, "/v1/models/openai%2Fgpt-4o").unwrap(),
+            Endpoint::Model("openai/gpt-4o".into())
+        );
+        assert_eq!(
+            get(http::Method::GET, "/v1/models/vendor/model").unwrap(),
+            Endpoint::Model("vendor/model".into())
+        );
+        assert_eq!(
+            get(http::Method::POST, "/v1/messages/count_tokens").unwrap(),
+            Endpoint::CountTokens
+        );
+        assert_eq!(
+            get(http::Method::POST, "/v1/embeddings").unwrap(),
+            Endpoint::Embeddings
+        );
+        assert_eq!(
+            get(http::Method::GET, "/v1/healthz").unwrap_err().status(),
+            404
+        );
+        // A malformed item is a 400 naming it; what only other formats cannot express is not.
+        let e = ChatRequest::parse_responses(
+            br#"{"model":"m","input":[{"type":"function_call","name":"f"}]}"#,
+        )
+        .unwrap_err();
+        assert_eq!(e.status(), 400);
+        let v: Value = serde_json::from_slice(&e.body(Format::Responses)).unwrap();
+        assert_eq!(v["error"]["param"], "input[0].call_id");
+        assert!(
+            ChatRequest::parse_responses(br#"{"model":"m","input":"x","background":true}"#).is_ok()
+        );
+        assert_eq!(
+            ChatRequest::parse_responses(br#"{"model":"m"}"#)
+                .unwrap_err()
+                .status(),
+            400
+        );
+        assert!(
+            ChatRequest::parse_responses(br#"{"model":"m","previous_response_id":"resp_1"}"#)
+                .is_ok()
+        );
     }
 
     #[test]

@@ -511,10 +511,7 @@ async fn chat(
     let chain: Vec<Arc<Model>> = if state.router.settings().is_alias(&request.model) {
         let mut opts = route_options(
             session.req_header(),
-            request
-                .ir()
-                .map(wire::tokens::estimate)
-                .unwrap_or_default(),
+            request.ir().map(wire::tokens::estimate).unwrap_or_default(),
             request.max_output_tokens(),
         )?;
         opts.unsupported = unsupported.keys().cloned().collect();
@@ -880,7 +877,11 @@ fn models_list(
     registry: &crate::registry::Registry,
     anthropic: bool,
 ) -> serde_json::Value {
-    let aliases = config.routing.aliases.iter().map(|a| (a.as_str(), "dualrouter"));
+    let aliases = config
+        .routing
+        .aliases
+        .iter()
+        .map(|a| (a.as_str(), "dualrouter"));
     let models = registry.models().map(|m| (m.id.as_str(), m.owner()));
     let data: Vec<_> = aliases
         .chain(models)

@@ -199,8 +199,7 @@ pub async fn relay(
         .overhead
         .observe((overhead_so_far + started.elapsed()).as_secs_f64());
 
-    let mut filter =
-        filter_sse.then(|| SseFilter::between(upstream_format, client_format, echo));
+    let mut filter = filter_sse.then(|| SseFilter::between(upstream_format, client_format, echo));
     // A passed-through answer is scanned for its usage (and kept whole when it is to be
     // stored), within bounds.
     let scan_cap = if keep_answer { cap } else { USAGE_SCAN_BYTES };

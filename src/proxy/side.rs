@@ -111,13 +111,11 @@ pub async fn embeddings(
     let provider = match &model.backend {
         Backend::Provider(p) if p.kind == ProviderKind::Openai => p.clone(),
         _ => {
-            return Err(ApiError::Unsupported(wire::WireError::new(
-                "model",
-                format!(
-                    "'{}' is not served by an OpenAI-compatible provider (only those have embeddings)",
-                    model.id
-                ),
-            )))
+            let why = format!(
+                "'{}' is not served by an OpenAI-compatible provider (only those have embeddings)",
+                model.id
+            );
+            return Err(ApiError::Unsupported(wire::WireError::new("model", why)));
         }
     };
     ctx.model = Some(model.id.clone());
@@ -201,6 +199,13 @@ async fn pass_whole(
     }
     let mut headers = vec![(respond::DECISION_HEADER, ctx.decision_id.to_string())];
     headers.extend(extra.iter().cloned());
-    respond::raw(session, status, answer.clone(), "application/json", &headers).await?;
+    respond::raw(
+        session,
+        status,
+        answer.clone(),
+        "application/json",
+        &headers,
+    )
+    .await?;
     Ok((status, answer))
 }

@@ -29,10 +29,7 @@ enum Mode {
     Chat { keep_usage_chunk: bool },
     /// Messages or Responses upstream, client of the same format: forward byte for byte,
     /// reading usage (and the Responses' final object) on the way.
-    Watch {
-        decoder: wire::Decoder,
-        collector: wire::Collector,
-    },
+    Watch(Box<(wire::Decoder, wire::Collector)>),
     /// Upstream and client formats differ: every event translated.
     Translate(Box<wire::StreamTranslator>),
 }
@@ -70,16 +67,18 @@ impl SseFilter {
     /// translated when they differ (`echo`: what the client's format needs of its request).
     pub fn between(upstream: Format, client: Format, echo: wire::Echo) -> Self {
         let mode = if upstream != client {
-            Mode::Translate(Box::new(wire::StreamTranslator::new(upstream, client, echo)))
+            Mode::Translate(Box::new(wire::StreamTranslator::new(
+                upstream, client, echo,
+            )))
         } else if client == Format::Chat {
             Mode::Chat {
                 keep_usage_chunk: echo.include_usage,
             }
         } else {
-            Mode::Watch {
-                decoder: wire::Decoder::new(upstream),
-                collector: wire::Collector::default(),
-            }
+            Mode::Watch(Box::new((
+                wire::Decoder::new(upstream),
+                wire::Collector::default(),
+            )))
         };
         Self::with_mode(mode, client)
     }
@@ -146,7 +145,7 @@ impl SseFilter {
         match &mut self.mode {
             Mode::Translate(t) => Bytes::from(t.fail(message, code)),
             Mode::Chat { .. } => openai_error_event(message, code),
-            Mode::Watch { .. } => {
+            Mode::Watch(_) => {
                 let mut out = Vec::new();
                 match self.client {
                     Format::Responses => {
@@ -159,7 +158,9 @@ impl SseFilter {
                         let v = serde_json::json!({"type": "response.failed", "response": {
                             "id": id, "object": "response", "status": "failed",
                             "error": {"code": code, "message": message}}});
-                        out.extend_from_slice(format!("event: response.failed\ndata: {v}\n\n").as_bytes());
+                        out.extend_from_slice(
+                            format!("event: response.failed\ndata: {v}\n\n").as_bytes(),
+                        );
                     }
                     _ => {
                         let v = serde_json::json!({"type": "error",
@@ -180,7 +181,8 @@ impl SseFilter {
                     out.extend_from_slice(event);
                 }
             }
-            Mode::Watch { decoder, collector } => {
+            Mode::Watch(watch) => {
+                let (decoder, collector) = &mut **watch;
                 out.extend_from_slice(event);
                 let Some(data) = event_data(event) else {
                     return;
@@ -311,8 +313,9 @@ mod tests {
         assert_eq!(
             f.usage,
             Some(Usage {
-                input_tokens: 7,
-                output_tokens: 3
+                input: 7,
+                output: 3,
+                ..Default::default()
             })
         );
         assert!(f.done);
@@ -350,7 +353,7 @@ mod tests {
         let all = format!("{TEXT_CHUNK}{USAGE_CHUNK}data: [DONE]\n\n");
         let out = f.push(all.as_bytes());
         assert_eq!(out, format!("{TEXT_CHUNK}data: [DONE]\n\n").as_bytes());
-        assert_eq!(f.usage.unwrap().output_tokens, 3);
+        assert_eq!(f.usage.unwrap().output, 3);
     }
 
     #[test]
@@ -362,7 +365,7 @@ mod tests {
             "data: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"end_turn\"},\"usage\":{\"output_tokens\":6}}\n\n",
             "event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n",
         );
-        let mut f = SseFilter::between(Format::Messages, Format::Messages, false);
+        let mut f = SseFilter::between(Format::Messages, Format::Messages, Default::default());
         let mut out = Vec::new();
         for piece in all.as_bytes().chunks(7) {
             out.extend_from_slice(&f.push(piece));
@@ -372,8 +375,9 @@ mod tests {
         assert_eq!(
             f.usage,
             Some(Usage {
-                input_tokens: 11,
-                output_tokens: 6
+                input: 11,
+                output: 6,
+                ..Default::default()
             })
         );
         assert!(f.done);
@@ -381,7 +385,7 @@ mod tests {
 
     #[test]
     fn translates_between_formats() {
-        let mut f = SseFilter::between(Format::Chat, Format::Messages, false);
+        let mut f = SseFilter::between(Format::Chat, Format::Messages, Default::default());
         let all = format!("{TEXT_CHUNK}{USAGE_CHUNK}data: [DONE]\n\n");
         let mut out = f.push(all.as_bytes()).to_vec();
         out.extend_from_slice(&f.finish());
@@ -392,7 +396,7 @@ mod tests {
             text.ends_with("event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n"),
             "{text}"
         );
-        assert_eq!(f.usage.unwrap().input_tokens, 7);
+        assert_eq!(f.usage.unwrap().input, 7);
         assert!(f.done);
     }
 

@@ -82,7 +82,10 @@ pub async fn history(state: &ProxyState, id: &str, owner: &str) -> Result<Vec<Va
             .await
     })
     .await?
-    .ok_or_else(|| ApiError::UnknownResponse(id.to_string()))
+    .ok_or_else(|| ApiError::UnknownResponse {
+        id: id.to_string(),
+        param: Some("previous_response_id"),
+    })
 }
 
 pub async fn get(state: &ProxyState, id: &str, owner: &str) -> Result<StoredResponse, ApiError> {
@@ -91,17 +94,26 @@ pub async fn get(state: &ProxyState, id: &str, owner: &str) -> Result<StoredResp
         store.get_response(&id2, &owner, chrono::Utc::now()).await
     })
     .await?
-    .ok_or_else(|| ApiError::UnknownResponse(id.to_string()))
+    .ok_or_else(|| ApiError::UnknownResponse {
+        id: id.to_string(),
+        param: None,
+    })
 }
 
 pub async fn delete(state: &ProxyState, id: &str, owner: &str) -> Result<(), ApiError> {
     let (store, id2, owner) = (state.store.clone(), id.to_string(), owner.to_string());
-    let deleted =
-        on_control(state, async move { store.delete_response(&id2, &owner).await }).await?;
+    let deleted = on_control(
+        state,
+        async move { store.delete_response(&id2, &owner).await },
+    )
+    .await?;
     if deleted {
         Ok(())
     } else {
-        Err(ApiError::UnknownResponse(id.to_string()))
+        Err(ApiError::UnknownResponse {
+            id: id.to_string(),
+            param: None,
+        })
     }
 }
 
@@ -138,6 +150,12 @@ impl Sink {
         let Some(id) = response.get("id").and_then(Value::as_str) else {
             return;
         };
+        let mut response = response.clone();
+        // A Responses upstream got the conversation itself, not the id: the stored copy says
+        // what it continued.
+        if let (Some(prev), Some(o)) = (&self.previous_id, response.as_object_mut()) {
+            o.insert("previous_response_id".into(), json!(prev));
+        }
         let now = chrono::Utc::now();
         let retention = chrono::Duration::from_std(self.retention)
             .unwrap_or_else(|_| chrono::Duration::days(30));
@@ -152,7 +170,7 @@ impl Sink {
             decision_id: Some(self.decision_id.clone()),
             input: self.turn_input.clone(),
             output: response.get("output").cloned().unwrap_or_else(|| json!([])),
-            response: response.clone(),
+            response,
             created_at: now,
             expires_at: now + retention,
         };
@@ -177,7 +195,10 @@ impl Sink {
 
 /// Deletes expired responses in batches, every `response_store.prune_interval_s`, until the
 /// process ends.
-pub async fn prune_forever(store: Store, settings: crate::config::validated::ResponseStoreSettings) {
+pub async fn prune_forever(
+    store: Store,
+    settings: crate::config::validated::ResponseStoreSettings,
+) {
     let mut tick = tokio::time::interval(settings.prune_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {

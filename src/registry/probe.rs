@@ -47,7 +47,10 @@ pub async fn list_models(provider: &Provider, timeout: Duration) -> Result<Vec<S
     );
     let mut req = client(provider, timeout)?.get(&url);
     if provider.kind == ProviderKind::Anthropic {
-        req = req.header("anthropic-version", crate::proxy::forward::ANTHROPIC_VERSION);
+        req = req.header(
+            "anthropic-version",
+            crate::proxy::forward::ANTHROPIC_VERSION,
+        );
     }
     for (name, value) in &provider.headers {
         req = req.header(name.clone(), value.clone());

@@ -49,10 +49,10 @@ impl Conversation {
             }),
             Some(Value::Array(items)) => {
                 for it in items {
-                    let is_message = it.get("type").and_then(Value::as_str).map_or(
-                        it.get("role").is_some(),
-                        |t| t == "message",
-                    );
+                    let is_message = it
+                        .get("type")
+                        .and_then(Value::as_str)
+                        .map_or(it.get("role").is_some(), |t| t == "message");
                     if !is_message {
                         continue;
                     }
@@ -145,7 +145,10 @@ mod tests {
         assert_eq!(c.latest_user(), Some("fix the failing test"));
         // A turn of envelopes only keeps them (there is nothing else to read).
         let msgs = vec![json!({"role": "user", "content": [{"type": "text", "text": "<a>x</a>"}]})];
-        assert_eq!(Conversation::from_openai_messages(&msgs).latest_user(), Some("<a>x</a>"));
+        assert_eq!(
+            Conversation::from_openai_messages(&msgs).latest_user(),
+            Some("<a>x</a>")
+        );
         assert!(!is_envelope("<a>x</b>"));
         assert!(!is_envelope("a <b>x</b>"));
         let body = json!({"instructions": "be brief", "input": [

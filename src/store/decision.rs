@@ -188,13 +188,11 @@ impl DecisionRecord {
     ) -> &mut Self {
         self.selected_model = Some(model.id.clone());
         self.provider = Some(model.owner().to_string());
-        if let Some(u) = usage {
-            self.input_tokens = Some(u.prompt());
-            self.output_tokens = Some(u.output);
-            self.cache_read_tokens = Some(u.cache_read);
-            self.cache_write_tokens = Some(u.cache_write);
-            self.cost_usd = Some(model.cost.usd_of(u));
-        }
+        self.input_tokens = usage.map(|u| u.prompt());
+        self.output_tokens = usage.map(|u| u.output);
+        self.cache_read_tokens = usage.map(|u| u.cache_read);
+        self.cache_write_tokens = usage.map(|u| u.cache_write);
+        self.cost_usd = usage.map(|u| model.cost.usd_of(u));
         self
     }
 

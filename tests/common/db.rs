@@ -286,7 +286,7 @@ providers:
     base_url: http://127.0.0.1:9/v1
     models:
       - {{ id: small, cost_per_mtok: {{ input: 0.1, output: 0.4 }}, tier: budget }}
-      - {{ id: large, cost_per_mtok: {{ input: 2.5, output: 10 }}, context_tokens: 128000 }}
+      - {{ id: large, cost_per_mtok: {{ input: 2.5, output: 10, cache_read: 0.25, cache_write: 3.125 }}, context_tokens: 128000 }}
   - name: beta
     kind: openai
     base_url: https://api.beta.example/v1

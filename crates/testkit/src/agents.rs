@@ -143,6 +143,11 @@ pub fn codex(base_url: &str, model: &str, prompt: &str, dir: &Path) -> Command {
     cmd
 }
 
+/// The `.venv`'s Python in `dir` (add the script and its arguments).
+pub fn python(dir: &Path) -> Command {
+    base(python_bin(), dir)
+}
+
 /// `tests/sdk/agents_sdk.py BASE_URL MODEL FILE`: an OpenAI Agents SDK `Agent` with a
 /// `read_file` function tool asked to read FILE, run plain and streamed over the Responses API;
 /// prints one JSON object (see the script).
