@@ -44,6 +44,9 @@ pub struct Metrics {
     /// How long client bytes waited for a worker: from a connection's accept, or from a
     /// request header's arrival, to the poll that reads it (see `proxy::admission`).
     pub queue_delay: Histogram,
+    /// Requests forwarded, by the client's wire format and the upstream's (`chat`,
+    /// `responses`, `messages`): equal ones went as sent, others were translated.
+    pub formats: IntCounterVec,
 }
 
 impl Metrics {
@@ -148,6 +151,14 @@ impl Metrics {
                 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0,
             ]),
         )?;
+        let formats = IntCounterVec::new(
+            Opts::new(
+                "dualrouter_forwarded_formats_total",
+                "Requests forwarded, by client and upstream wire format (different: translated)",
+            ),
+            &["client", "upstream"],
+        )?;
+        registry.register(Box::new(formats.clone()))?;
         registry.register(Box::new(queue_delay.clone()))?;
         registry.register(Box::new(connections_open.clone()))?;
         registry.register(Box::new(connections_refused.clone()))?;
@@ -180,6 +191,7 @@ impl Metrics {
             connections_open,
             connections_refused,
             queue_delay,
+            formats,
         })
     }
 

@@ -230,6 +230,25 @@ async fn every_source_of_models_is_listed_routable_and_answers_in_the_clients_fo
     assert!(a.body.contains("echo: claude streams"), "{}", a.body);
     assert!(a.body.contains("event: message_stop"), "{}", a.body);
 
+    // The Responses API, whole and streamed; the answer is stored and can be continued.
+    let a = ask(
+        &p,
+        "/v1/responses",
+        &json!({"model": "tx-test-echo", "input": "from codex"}),
+        &[],
+    )
+    .await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    let v: Value = serde_json::from_str(&a.body).unwrap();
+    assert_eq!(v["object"], "response", "{v}");
+    assert_eq!(v["output"][0]["content"][0]["text"], "echo: from codex");
+    let stored = get_json(&p.url(&format!("/v1/responses/{}", v["id"].as_str().unwrap()))).await;
+    assert_eq!(stored["output"], v["output"]);
+    let a = ask(&p, "/v1/responses", &json!({"model": "tx-test-echo", "stream": true, "input": "again", "previous_response_id": v["id"]}), &[]).await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    assert!(a.body.contains("event: response.completed"), "{}", a.body);
+    assert!(a.body.contains("\"delta\":\"echo: again\""), "{}", a.body);
+
     // A discovered model goes to its provider under its own id.
     let before = gateway.count();
     let a = ask(

@@ -89,6 +89,16 @@ pub fn api_error(e: &PluginError, plugin: &str) -> ApiError {
     }
 }
 
+/// What one executor attempt is for.
+pub struct Call<'a> {
+    pub model: &'a Model,
+    pub plugin: &'a str,
+    pub request: &'a ChatRequest,
+    pub deadline: Instant,
+    /// Where a Responses client's answer is stored.
+    pub sink: Option<&'a super::stored::Sink>,
+}
+
 /// One attempt: `invoke`, then the answer written in the client's format. `Err` only for what
 /// no other candidate could change (the request cannot be expressed for a plugin, or writing
 /// the answer failed).
@@ -96,11 +106,15 @@ pub async fn attempt(
     state: &ProxyState,
     session: &mut Session,
     ctx: &mut RequestCtx,
-    model: &Model,
-    plugin: &str,
-    request: &ChatRequest,
-    deadline: Instant,
+    call: Call<'_>,
 ) -> Result<Attempt, ApiError> {
+    let Call {
+        model,
+        plugin,
+        request,
+        deadline,
+        sink,
+    } = call;
     let Some(host) = state.router.registry().plugins().cloned() else {
         return Ok(Attempt::Failed(ApiError::ExecutorFailed {
             plugin: plugin.to_string(),
@@ -123,7 +137,7 @@ pub async fn attempt(
         Ok(Err(e)) => return Ok(Attempt::Failed(api_error(&e, plugin))),
         Ok(Ok(r)) => r,
     };
-    let status = write_answer(state, session, ctx, model, request, &resp).await?;
+    let status = write_answer(state, session, ctx, model, request, &resp, sink).await?;
     Ok(Attempt::Answered(status))
 }
 
@@ -178,10 +192,24 @@ async fn write_answer(
     model: &Model,
     request: &ChatRequest,
     resp: &InvokeResponse,
+    sink: Option<&super::stored::Sink>,
 ) -> Result<http::StatusCode, ApiError> {
     let id = format!("chatcmpl-{}", ctx.decision_id.simple());
     let echo = super::echo_for(ctx, request, super::stored::echo_fields(&request.body));
     let (content_type, body) = render(ctx.format, request.stream, echo, &id, &model.id, resp);
+    if let (Some(sink), Format::Responses) = (sink, ctx.format) {
+        // The whole answer, or its stream's last event, is the response object to store.
+        let answer = if request.stream {
+            body.split(|&b| b == b'\n')
+                .filter_map(|l| l.strip_prefix(b"data: "))
+                .find_map(dualrouter_wire::responses::final_response)
+        } else {
+            serde_json::from_slice(&body).ok()
+        };
+        if let Some(a) = answer {
+            sink.save(&a).await;
+        }
+    }
     let status = http::StatusCode::OK;
     let header = || -> pingora::Result<ResponseHeader> {
         let mut h = ResponseHeader::build(status, Some(6))?;

@@ -568,8 +568,19 @@ async fn chat(
         let provider = match &model.backend {
             Backend::Provider(p) => p.clone(),
             Backend::Plugin(plugin) => {
-                let attempt =
-                    executor::attempt(state, session, ctx, model, plugin, &request, deadline).await;
+                let attempt = executor::attempt(
+                    state,
+                    session,
+                    ctx,
+                    executor::Call {
+                        model,
+                        plugin,
+                        request: &request,
+                        deadline,
+                        sink: sink.as_ref(),
+                    },
+                )
+                .await;
                 match attempt {
                     Ok(executor::Attempt::Answered(status)) => {
                         registry.report(&model.id, Verdict::Success, None);
@@ -630,6 +641,11 @@ async fn chat(
                 continue;
             }
         };
+        state
+            .metrics
+            .formats
+            .with_label_values(&[ctx.format.as_str(), upstream_format.as_str()])
+            .inc();
         let forwarded = forwarded_headers(session.req_header(), ctx.format, upstream_format);
         let header = forward::upstream_request(
             &provider,
