@@ -137,6 +137,48 @@ async fn run_at(
     }
 }
 
+/// User + system CPU time of a process so far, in seconds (`/proc/PID/stat`).
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may hold spaces) start after the last ')'.
+    let rest = stat.rsplit(')').next().unwrap_or_default();
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
+    let hz = 100.0;
+    (ticks(11) + ticks(12)) / hz
+}
+
+/// One arm alone at `rate` for `secs`; returns the requests completed.
+async fn one_arm(
+    client: &reqwest::Client,
+    url: &str,
+    body: &bytes::Bytes,
+    rate: u64,
+    secs: u64,
+) -> usize {
+    let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / rate as f64));
+    let mut tasks = Vec::new();
+    for _ in 0..rate * secs {
+        tick.tick().await;
+        let (client, url, body) = (client.clone(), url.to_string(), body.clone());
+        tasks.push(tokio::spawn(async move {
+            client
+                .post(&url)
+                .header("content-type", "application/json")
+                .body(body)
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success())
+        }));
+    }
+    let mut ok = 0;
+    for t in tasks {
+        ok += usize::from(t.await.unwrap_or(false));
+    }
+    ok
+}
+
 fn main() {
     let bin = env!("CARGO_BIN_EXE_dualrouter");
     let rates: Vec<u64> = std::env::var("BENCH_RATES")
@@ -160,7 +202,7 @@ fn main() {
     )
     .unwrap();
     let ready = dir.path().join("ready.json");
-    let _proxy = Kill(
+    let proxy = Kill(
         Command::new(bin)
             .args([
                 "serve",
@@ -174,6 +216,7 @@ fn main() {
             .spawn()
             .unwrap(),
     );
+    let pid = proxy.0.id();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
@@ -224,6 +267,20 @@ fn main() {
                 }
             }
             run_at(&client, urls.clone(), arms.clone(), 150, 2).await;
+            // CPU per request of each proxied arm alone, from the proxy's own accounting.
+            let mut cpu = Vec::new();
+            for arm in 1..3 {
+                let before = cpu_seconds(pid);
+                let n = one_arm(&client, &urls[arm], &arms[arm], 200, secs.min(5)).await;
+                cpu.push((cpu_seconds(pid) - before) / n as f64 * 1e6);
+            }
+            println!(
+                "{:>6} CPU per request: passed through {:.0} µs, translated {:.0} µs ({:.2}×)",
+                if agent_sized { "agent" } else { "small" },
+                cpu[0],
+                cpu[1],
+                cpu[1] / cpu[0]
+            );
             for &rate in &rates {
                 let r = run_at(&client, urls.clone(), arms.clone(), rate, secs).await;
                 let ms = |d: Duration| d.as_secs_f64() * 1e3;

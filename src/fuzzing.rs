@@ -197,6 +197,10 @@ pub fn response_translate(data: &[u8]) {
                 };
                 let out = wire::encode_response(to, &answer, &echo);
                 // What the proxy writes reads back in its own format.
+                let out: Value = match serde_json::from_str(&out) {
+                    Ok(v) => v,
+                    Err(e) => panic!("{from:?} → {to:?} answer is not JSON: {e}: {out}"),
+                };
                 if let Err(e) = wire::decode_response(to, &out) {
                     panic!("{from:?} → {to:?} answer does not decode: {e}: {out}");
                 }

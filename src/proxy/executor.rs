@@ -171,9 +171,9 @@ pub fn render(
             let v = openai::chat_completion_json(id, model, created, resp);
             let out = match dualrouter_wire::decode_response(Format::Chat, &v) {
                 Ok(answer) => dualrouter_wire::encode_response(other, &answer, &echo),
-                Err(_) => v,
+                Err(_) => v.to_string(),
             };
-            ("application/json", Bytes::from(out.to_string()))
+            ("application/json", Bytes::from(out))
         }
         (other, true) => {
             let events = openai::chat_completion_sse(id, model, created, resp, true).concat();
@@ -195,7 +195,12 @@ async fn write_answer(
     sink: Option<&super::stored::Sink>,
 ) -> Result<http::StatusCode, ApiError> {
     let id = format!("chatcmpl-{}", ctx.decision_id.simple());
-    let echo = super::echo_for(ctx, request, super::stored::echo_fields(&request.body));
+    let echo = super::echo_for(
+        ctx,
+        request,
+        Format::Chat,
+        dualrouter_wire::responses::EchoFields::from_obj(&request.body),
+    );
     let (content_type, body) = render(ctx.format, request.stream, echo, &id, &model.id, resp);
     if let (Some(sink), Format::Responses) = (sink, ctx.format) {
         // The whole answer, or its stream's last event, is the response object to store.

@@ -535,10 +535,7 @@ impl ChatRequest {
         }
         let ir = self.ir()?;
         let t = wire::encode_request(ir, target).map_err(ApiError::Unsupported)?;
-        Ok((
-            Bytes::from(serde_json::to_vec(&t.body).unwrap_or_default()),
-            t.notes,
-        ))
+        Ok((Bytes::from(t.body), t.notes))
     }
 
     /// The body for an OpenAI-compatible upstream when the client spoke chat completions.

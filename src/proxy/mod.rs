@@ -458,13 +458,12 @@ async fn chat(
     let prepared = Instant::now();
     // The request stays in the client's format; each upstream gets its own translation.
     let mut request = ChatRequest::parse_as(ctx.format, &body)?;
-    drop(body);
+    let body_len = body.len();
     // A Responses request: what its answer repeats, and the conversation it continues.
     let mut sink = None;
-    let mut echo_request = serde_json::Map::new();
+    let mut echo_fields = wire::responses::EchoFields::default();
     if ctx.format == Format::Responses {
-        echo_request = stored::echo_fields(&request.body);
-        let turn_input = stored::turn_input(&request.body);
+        echo_fields = wire::responses::EchoFields::from_body(&body);
         let previous_id = request
             .body
             .get("previous_response_id")
@@ -475,12 +474,15 @@ async fn chat(
             let mut body = request.body.clone();
             body.remove("previous_response_id");
             let mut input = history;
-            input.extend(turn_input.as_array().cloned().unwrap_or_default());
+            if let serde_json::Value::Array(turn) = stored::turn_input(&request.body) {
+                input.extend(turn);
+            }
             body.insert("input".into(), serde_json::Value::Array(input));
             request.set_body(body)?;
         }
         let wants_store = request.body.get("store") != Some(&serde_json::Value::Bool(false));
         if wants_store && state.config.response_store.enabled {
+            let turn_input = stored::turn_input(&request.body);
             sink = Some(stored::Sink {
                 store: state.store.clone(),
                 control: state.control.clone(),
@@ -493,13 +495,21 @@ async fn chat(
             });
         }
     }
+    drop(body);
     let conversation = request.conversation();
     let mut record = new_record(state, ctx, &request, &conversation);
     let registry = state.router.registry().clone();
     // Models that cannot serve this request at all (a JSON schema to a model without
     // structured output, `n` > 1 to a format with one answer, …): routing leaves them out.
+    // A concrete model is checked alone.
+    let routed = state.router.settings().is_alias(&request.model);
     let mut unsupported: std::collections::HashMap<String, ApiError> = Default::default();
-    for m in registry.models() {
+    let checked: Vec<Arc<Model>> = if routed {
+        registry.models().cloned().collect()
+    } else {
+        registry.get(&request.model).cloned().into_iter().collect()
+    };
+    for m in checked {
         let upstream = match &m.backend {
             Backend::Provider(p) => forward::upstream_format(p, ctx.format),
             Backend::Plugin(_) => Format::Chat,
@@ -511,7 +521,7 @@ async fn chat(
     let chain: Vec<Arc<Model>> = if state.router.settings().is_alias(&request.model) {
         let mut opts = route_options(
             session.req_header(),
-            request.ir().map(wire::tokens::estimate).unwrap_or_default(),
+            (body_len as u64).div_ceil(4),
             request.max_output_tokens(),
         )?;
         opts.unsupported = unsupported.keys().cloned().collect();
@@ -725,7 +735,7 @@ async fn chat(
             .upstream_latency
             .with_label_values(&[&provider.name])
             .observe(exchange.upstream_latency.as_secs_f64());
-        let echo = echo_for(ctx, &request, echo_request.clone());
+        let echo = echo_for(ctx, &request, upstream_format, echo_fields.clone());
         let status = relay::relay(
             state,
             session,
@@ -777,23 +787,30 @@ fn forwarded_headers(
         .collect()
 }
 
-/// How the answer is presented in the client's format.
+/// How the answer is presented in the client's format (from an upstream of `upstream`'s: the
+/// decoded request is needed only when they differ).
 fn echo_for(
     ctx: &RequestCtx,
     request: &ChatRequest,
-    echo_request: serde_json::Map<String, serde_json::Value>,
+    upstream: Format,
+    fields: wire::responses::EchoFields,
 ) -> wire::Echo {
-    let ir = request.ir().ok();
+    let ir = (upstream != ctx.format)
+        .then(|| request.ir().ok())
+        .flatten();
     wire::Echo {
         names: ir.map(wire::ToolNames::new).unwrap_or_default(),
         include_usage: request.include_usage,
-        input_estimate: ir.map(wire::tokens::estimate).unwrap_or_default(),
+        // Only Anthropic's stream says the prompt's size before the answer.
+        input_estimate: ir
+            .filter(|_| ctx.format == Format::Messages)
+            .map(wire::tokens::estimate)
+            .unwrap_or_default(),
         response_id: format!("resp_{}", ctx.decision_id.simple()),
         created: std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs()),
-        include_encrypted: true,
-        request: echo_request,
+        fields,
     }
 }
 

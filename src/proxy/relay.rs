@@ -437,7 +437,7 @@ fn translate_body(
         let answer = wire::decode_response(upstream, &v)
             .map_err(|e| broken(format!("the response cannot be read: {e}")))?;
         let out = wire::encode_response(client, &answer, echo);
-        Ok((bytes::Bytes::from(out.to_string()), Some(v)))
+        Ok((bytes::Bytes::from(out), Some(v)))
     } else {
         let out = wire::translate_error(upstream, client, status.as_u16(), body);
         Ok((bytes::Bytes::from(out.to_string()), None))

@@ -51,7 +51,9 @@ pub struct SseFilter {
     pub done: bool,
     /// Saw an event carrying an error.
     pub saw_error: bool,
-    /// A Responses client: the `response` object its stream ended with.
+    /// Keep a Responses client's final `response` object (it is to be stored).
+    pub keep_final: bool,
+    /// A Responses client: the `response` object its stream ended with (when `keep_final`).
     pub final_response: Option<serde_json::Value>,
     events: Vec<wire::Event>,
 }
@@ -92,6 +94,7 @@ impl SseFilter {
             usage: None,
             done: false,
             saw_error: false,
+            keep_final: false,
             final_response: None,
             events: Vec::new(),
         }
@@ -135,7 +138,9 @@ impl SseFilter {
         if let Mode::Translate(t) = &mut self.mode {
             out.extend_from_slice(&t.finish());
             self.usage = t.usage();
-            self.final_response = t.final_response();
+            if self.keep_final && self.final_response.is_none() {
+                self.final_response = t.final_response();
+            }
         }
         out.freeze()
     }
@@ -195,7 +200,7 @@ impl SseFilter {
                 self.usage = collector.response.usage;
                 self.done |= collector.done;
                 self.saw_error |= collector.errored;
-                if self.client == Format::Responses && (collector.done || collector.errored) {
+                if self.keep_final && (collector.done || collector.errored) {
                     if let Some(r) = wire::responses::final_response(&data) {
                         self.final_response = Some(r);
                     }
@@ -207,7 +212,7 @@ impl SseFilter {
                     self.usage = t.usage();
                     self.done |= t.collected().done;
                     self.saw_error |= t.collected().errored;
-                    if t.ended() && self.final_response.is_none() {
+                    if self.keep_final && t.ended() && self.final_response.is_none() {
                         self.final_response = t.final_response();
                     }
                 }

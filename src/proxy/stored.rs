@@ -15,36 +15,6 @@ use crate::error::ApiError;
 use crate::metrics::Metrics;
 use crate::store::{Store, StoredResponse};
 
-/// The request fields a `response` object repeats.
-const ECHOED: &[&str] = &[
-    "instructions",
-    "max_output_tokens",
-    "max_tool_calls",
-    "metadata",
-    "parallel_tool_calls",
-    "previous_response_id",
-    "prompt_cache_key",
-    "reasoning",
-    "safety_identifier",
-    "store",
-    "temperature",
-    "text",
-    "tool_choice",
-    "tools",
-    "top_logprobs",
-    "top_p",
-    "truncation",
-    "user",
-];
-
-/// The fields of a Responses request its answer repeats.
-pub fn echo_fields(body: &Map<String, Value>) -> Map<String, Value> {
-    ECHOED
-        .iter()
-        .filter_map(|k| body.get(*k).map(|v| (k.to_string(), v.clone())))
-        .collect()
-}
-
 /// This turn's input items (a string input is one user message).
 pub fn turn_input(body: &Map<String, Value>) -> Value {
     match body.get("input") {

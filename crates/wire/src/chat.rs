@@ -1,6 +1,9 @@
 //! OpenAI chat completions: requests, answers and `chat.completion.chunk` streams.
 
-use serde_json::{json, Map, Value};
+use std::borrow::Cow;
+
+use serde::Serialize;
+use serde_json::{json, Value};
 
 use crate::ir::{
     CallKind, Effort, Event, Item, Obj, OutputFormat, Part, Request, Response, Role, Source, Stop,
@@ -461,47 +464,179 @@ pub(crate) fn join_text(parts: &[Part]) -> String {
         .join("\n\n")
 }
 
-fn encode_parts(parts: &[Part], notes: &mut Notes, at: &str) -> Value {
-    let only_text = parts.iter().all(|p| matches!(p, Part::Text { .. }));
-    if only_text {
-        return Value::String(join_text(parts));
+/// A chat message as it is written upstream: everything borrowed from the decoded request
+/// (serialized straight from it, never copied into a JSON tree first).
+#[derive(Serialize)]
+struct OutMessage<'a> {
+    role: &'static str,
+    /// `null` for an assistant message that only calls tools.
+    content: OutContent<'a>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    tool_calls: Vec<OutCall<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tool_call_id: Option<&'a str>,
+}
+
+#[derive(Serialize)]
+#[serde(untagged)]
+enum OutContent<'a> {
+    Text(Cow<'a, str>),
+    Parts(Vec<OutPart<'a>>),
+    Null(()),
+}
+
+#[derive(Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum OutPart<'a> {
+    Text { text: &'a str },
+    ImageUrl { image_url: OutImage<'a> },
+    File { file: OutFile<'a> },
+}
+
+#[derive(Serialize)]
+struct OutImage<'a> {
+    url: Cow<'a, str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    detail: Option<&'a str>,
+}
+
+#[derive(Serialize)]
+struct OutFile<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    file_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    file_data: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    filename: Option<&'a str>,
+}
+
+#[derive(Serialize)]
+struct OutCall<'a> {
+    id: &'a str,
+    r#type: &'static str,
+    function: OutFunctionCall<'a>,
+}
+
+#[derive(Serialize)]
+struct OutFunctionCall<'a> {
+    name: Cow<'a, str>,
+    arguments: Cow<'a, str>,
+}
+
+#[derive(Serialize)]
+struct OutTool<'a> {
+    r#type: &'static str,
+    function: OutFunction<'a>,
+}
+
+#[derive(Serialize)]
+struct OutFunction<'a> {
+    name: Cow<'a, str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    description: Option<Cow<'a, str>>,
+    parameters: Cow<'a, Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    strict: Option<bool>,
+}
+
+/// A chat-completions request as it is written upstream.
+#[derive(Serialize)]
+struct OutRequest<'a> {
+    model: &'a str,
+    messages: Vec<OutMessage<'a>>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    tools: Vec<OutTool<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tool_choice: Option<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    parallel_tool_calls: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_tokens: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_completion_tokens: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    temperature: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    top_p: Option<f64>,
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    stop: &'a [String],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    n: Option<u64>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    stream: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stream_options: Option<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reasoning_effort: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    response_format: Option<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    user: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    prompt_cache_key: Option<&'a str>,
+}
+
+/// Some parts as chat `content`: a string when they are all text (joined), parts otherwise.
+fn out_content<'a>(parts: &'a [Part], notes: &mut Notes, at: &str) -> OutContent<'a> {
+    if parts.iter().all(|p| matches!(p, Part::Text { .. })) {
+        return OutContent::Text(text_of_parts(parts));
     }
     let mut out = Vec::new();
     for p in parts {
         match p {
-            Part::Text { text, .. } => out.push(json!({"type": "text", "text": text})),
-            Part::Image { source, detail, .. } => match url_of_source(source) {
-                Some(url) => {
-                    let mut u = json!({ "url": url });
-                    if let Some(d) = detail {
-                        u["detail"] = json!(d);
-                    }
-                    out.push(json!({"type": "image_url", "image_url": u}));
-                }
+            Part::Text { text, .. } => out.push(OutPart::Text { text }),
+            Part::Image { source, detail, .. } => match url_of_source_cow(source) {
+                Some(url) => out.push(OutPart::ImageUrl {
+                    image_url: OutImage {
+                        url,
+                        detail: detail.as_deref(),
+                    },
+                }),
                 None => notes.push(format!("{at}: an image given by file id left out")),
             },
             Part::File {
                 source, filename, ..
             } => {
-                let mut f = Map::new();
-                match source {
-                    Source::FileId(id) => {
-                        f.insert("file_id".into(), json!(id));
-                    }
-                    other => {
-                        if let Some(u) = url_of_source(other) {
-                            f.insert("file_data".into(), json!(u));
-                        }
-                    }
-                }
-                if let Some(n) = filename {
-                    f.insert("filename".into(), json!(n));
-                }
-                out.push(json!({"type": "file", "file": f}));
+                let (file_id, file_data) = match source {
+                    Source::FileId(id) => (Some(id.as_str()), None),
+                    other => (None, url_of_source(other)),
+                };
+                out.push(OutPart::File {
+                    file: OutFile {
+                        file_id,
+                        file_data,
+                        filename: filename.as_deref(),
+                    },
+                });
             }
         }
     }
-    Value::Array(out)
+    OutContent::Parts(out)
+}
+
+/// The text of some parts (joined by a blank line), borrowed when there is one.
+fn text_of_parts(parts: &[Part]) -> Cow<'_, str> {
+    let mut texts = parts.iter().filter_map(Part::as_text);
+    match (texts.next(), texts.next()) {
+        (None, _) => Cow::Borrowed(""),
+        (Some(one), None) => Cow::Borrowed(one),
+        _ => Cow::Owned(join_text(parts)),
+    }
+}
+
+fn url_of_source_cow(s: &Source) -> Option<Cow<'_, str>> {
+    match s {
+        Source::Url(u) => Some(Cow::Borrowed(u)),
+        other => url_of_source(other).map(Cow::Owned),
+    }
+}
+
+/// A tool's name as an upstream without namespaces knows it.
+fn upstream_name<'a>(names: &ToolNames, name: &'a str, namespace: Option<&str>) -> Cow<'a, str> {
+    match namespace {
+        None => Cow::Borrowed(name),
+        Some(_) => Cow::Owned(names.upstream(name, namespace)),
+    }
 }
 
 pub fn encode_request(
@@ -509,28 +644,37 @@ pub fn encode_request(
     target: &Target<'_>,
     names: &ToolNames,
     notes: &mut Notes,
-) -> Result<Obj, WireError> {
-    let mut messages: Vec<Value> = Vec::new();
+) -> Result<Vec<u8>, WireError> {
+    let mut messages: Vec<OutMessage<'_>> = Vec::with_capacity(req.items.len() + 1);
+    let message = |role, content| OutMessage {
+        role,
+        content,
+        tool_calls: Vec::new(),
+        tool_call_id: None,
+    };
     if !req.system.is_empty() {
-        messages.push(json!({"role": "system", "content": join_text(&req.system)}));
+        messages.push(message(
+            "system",
+            OutContent::Text(text_of_parts(&req.system)),
+        ));
     }
     // Whether the last message is an assistant message that tool calls may join.
     let mut open_assistant = false;
     for (i, item) in req.items.iter().enumerate() {
-        let at = format!("input item {i}");
         match item {
             Item::Message { role, content } => {
-                let role_name = match role {
-                    Role::Developer | Role::System => "system",
-                    Role::User => "user",
-                    Role::Assistant => "assistant",
+                let (role_name, content) = match role {
+                    Role::Developer | Role::System => (
+                        "system",
+                        out_content(content, notes, &format!("input item {i}")),
+                    ),
+                    Role::User => (
+                        "user",
+                        out_content(content, notes, &format!("input item {i}")),
+                    ),
+                    Role::Assistant => ("assistant", OutContent::Text(text_of_parts(content))),
                 };
-                let content = if *role == Role::Assistant {
-                    Value::String(join_text(content))
-                } else {
-                    encode_parts(content, notes, &at)
-                };
-                messages.push(json!({"role": role_name, "content": content}));
+                messages.push(message(role_name, content));
                 open_assistant = *role == Role::Assistant;
             }
             Item::ToolCall {
@@ -541,30 +685,28 @@ pub fn encode_request(
                 kind,
             } => {
                 let arguments = match kind {
-                    CallKind::Function => arguments.clone(),
-                    CallKind::Custom => custom_args(arguments),
+                    CallKind::Function => Cow::Borrowed(arguments.as_str()),
+                    CallKind::Custom => Cow::Owned(custom_args(arguments)),
                 };
-                let call = json!({
-                    "id": call_id,
-                    "type": "function",
-                    "function": {"name": names.upstream(name, namespace.as_deref()), "arguments": arguments},
-                });
+                let call = OutCall {
+                    id: call_id,
+                    r#type: "function",
+                    function: OutFunctionCall {
+                        name: upstream_name(names, name, namespace.as_deref()),
+                        arguments,
+                    },
+                };
                 match messages.last_mut() {
                     Some(m) if open_assistant => {
-                        if m.get("tool_calls").is_none() {
-                            m["tool_calls"] = json!([]);
-                            if m["content"] == "" {
-                                m["content"] = Value::Null;
-                            }
+                        if matches!(&m.content, OutContent::Text(t) if t.is_empty()) {
+                            m.content = OutContent::Null(());
                         }
-                        if let Some(a) = m["tool_calls"].as_array_mut() {
-                            a.push(call);
-                        }
+                        m.tool_calls.push(call);
                     }
                     _ => {
-                        messages.push(
-                            json!({"role": "assistant", "content": null, "tool_calls": [call]}),
-                        );
+                        let mut m = message("assistant", OutContent::Null(()));
+                        m.tool_calls.push(call);
+                        messages.push(m);
                         open_assistant = true;
                     }
                 }
@@ -577,24 +719,25 @@ pub fn encode_request(
             } => {
                 if content.iter().any(|p| !matches!(p, Part::Text { .. })) {
                     notes.push(format!(
-                        "{at}: images in a tool result left out (chat tool messages carry text)"
+                        "input item {i}: images in a tool result left out (chat tool messages carry text)"
                     ));
                 }
-                let mut text = join_text(content);
-                if *is_error {
-                    text = format!("Error: {text}");
-                }
-                messages.push(json!({"role": "tool", "tool_call_id": call_id, "content": text}));
+                let text = text_of_parts(content);
+                let text = if *is_error {
+                    Cow::Owned(format!("Error: {text}"))
+                } else {
+                    text
+                };
+                let mut m = message("tool", OutContent::Text(text));
+                m.tool_call_id = Some(call_id);
+                messages.push(m);
                 open_assistant = false;
             }
             // Reasoning from earlier turns has no place in a chat request.
             Item::Reasoning { .. } => {}
         }
     }
-    let mut r = Obj::new();
-    r.insert("model".into(), json!(target.model));
-    r.insert("messages".into(), Value::Array(messages));
-    let mut tools = Vec::new();
+    let mut tools = Vec::with_capacity(req.tools.len());
     for (i, t) in req.tools.iter().enumerate() {
         match t {
             Tool::Function {
@@ -604,28 +747,31 @@ pub fn encode_request(
                 strict,
                 namespace,
                 ..
-            } => {
-                let mut f = json!({
-                    "name": names.upstream(name, namespace.as_deref()),
-                    "parameters": parameters,
-                });
-                if let Some(d) = description {
-                    f["description"] = json!(d);
-                }
-                if let Some(s) = strict {
-                    f["strict"] = json!(s);
-                }
-                tools.push(json!({"type": "function", "function": f}));
-            }
+            } => tools.push(OutTool {
+                r#type: "function",
+                function: OutFunction {
+                    name: upstream_name(names, name, namespace.as_deref()),
+                    description: description.as_deref().map(Cow::Borrowed),
+                    parameters: Cow::Borrowed(parameters),
+                    strict: *strict,
+                },
+            }),
             Tool::Custom {
                 name,
                 description,
                 format,
-            } => tools.push(json!({"type": "function", "function": {
-                "name": name,
-                "description": custom_tool_description(description.as_deref(), format.as_ref()),
-                "parameters": custom_tool_schema(),
-            }})),
+            } => tools.push(OutTool {
+                r#type: "function",
+                function: OutFunction {
+                    name: Cow::Borrowed(name),
+                    description: Some(Cow::Owned(custom_tool_description(
+                        description.as_deref(),
+                        format.as_ref(),
+                    ))),
+                    parameters: Cow::Owned(custom_tool_schema()),
+                    strict: None,
+                },
+            }),
             Tool::Hosted { spec, .. } => notes.push(format!(
                 "tools[{i}] ({}): hosted tool left out (a chat-completions upstream cannot run it)",
                 get_str(spec, "type").unwrap_or("?")
@@ -633,91 +779,81 @@ pub fn encode_request(
         }
     }
     let has_tools = !tools.is_empty();
-    if has_tools {
-        r.insert("tools".into(), Value::Array(tools));
-        if let Some(c) = &req.tool_choice {
-            r.insert(
-                "tool_choice".into(),
-                match c {
-                    ToolChoice::Auto => json!("auto"),
-                    ToolChoice::None => json!("none"),
-                    ToolChoice::Required => json!("required"),
-                    ToolChoice::Named(n) => {
-                        json!({"type": "function", "function": {"name": names.upstream(n, None)}})
-                    }
-                },
-            );
-        }
-        if let Some(p) = req.parallel_tool_calls {
-            r.insert("parallel_tool_calls".into(), json!(p));
-        }
-    }
-    if let Some(n) = req.max_output_tokens {
-        // Reasoning models take only the newer name; other OpenAI-compatible servers may know
-        // only the older one.
-        let k = if target.caps.reasoning {
-            "max_completion_tokens"
-        } else {
-            "max_tokens"
-        };
-        r.insert(k.into(), json!(n));
-    }
-    if let Some(t) = req.temperature {
-        r.insert("temperature".into(), json!(t));
-    }
-    if let Some(p) = req.top_p {
-        r.insert("top_p".into(), json!(p));
-    }
+    let tool_choice = req
+        .tool_choice
+        .as_ref()
+        .filter(|_| has_tools)
+        .map(|c| match c {
+            ToolChoice::Auto => json!("auto"),
+            ToolChoice::None => json!("none"),
+            ToolChoice::Required => json!("required"),
+            ToolChoice::Named(n) => {
+                json!({"type": "function", "function": {"name": names.upstream(n, None)}})
+            }
+        });
     if req.top_k.is_some() {
         notes.push("top_k: left out (chat completions has no top_k)".into());
     }
-    if !req.stop.is_empty() {
-        r.insert("stop".into(), json!(req.stop));
-    }
-    if let Some(n) = req.n {
-        r.insert("n".into(), json!(n));
-    }
-    if req.stream {
-        r.insert("stream".into(), json!(true));
-        r.insert("stream_options".into(), json!({"include_usage": true}));
-    }
-    encode_reasoning(req, target, &mut r, notes);
-    if let Some(f) = &req.output_format {
-        if !target.caps.structured_output {
+    let reasoning_effort = if !req.reasoning.on() {
+        None
+    } else if !target.caps.reasoning {
+        notes.push("reasoning: left out (the model does not take reasoning settings)".into());
+        None
+    } else {
+        req.reasoning.wanted_effort().map(Effort::openai)
+    };
+    let response_format = match &req.output_format {
+        None => None,
+        Some(_) if !target.caps.structured_output => {
             return Err(WireError::cannot(
                 output_format_field(req),
                 "this model cannot be held to a JSON format (structured_output: false)",
-            ));
+            ))
         }
-        r.insert(
-            "response_format".into(),
-            match f {
-                OutputFormat::JsonObject => json!({"type": "json_object"}),
-                OutputFormat::JsonSchema {
-                    name,
-                    schema,
-                    strict,
-                    description,
-                } => {
-                    let mut s = json!({"name": name, "schema": schema});
-                    if let Some(st) = strict {
-                        s["strict"] = json!(st);
-                    }
-                    if let Some(d) = description {
-                        s["description"] = json!(d);
-                    }
-                    json!({"type": "json_schema", "json_schema": s})
-                }
-            },
-        );
-    }
-    if let Some(u) = &req.user {
-        r.insert("user".into(), json!(u));
-    }
-    if let Some(k) = &req.prompt_cache_key {
-        r.insert("prompt_cache_key".into(), json!(k));
-    }
-    Ok(r)
+        Some(OutputFormat::JsonObject) => Some(json!({"type": "json_object"})),
+        Some(OutputFormat::JsonSchema {
+            name,
+            schema,
+            strict,
+            description,
+        }) => {
+            let mut s = json!({"name": name, "schema": schema});
+            if let Some(st) = strict {
+                s["strict"] = json!(st);
+            }
+            if let Some(d) = description {
+                s["description"] = json!(d);
+            }
+            Some(json!({"type": "json_schema", "json_schema": s}))
+        }
+    };
+    // Reasoning models take only the newer name of the output cap; other OpenAI-compatible
+    // servers may know only the older one.
+    let (max_tokens, max_completion_tokens) = if target.caps.reasoning {
+        (None, req.max_output_tokens)
+    } else {
+        (req.max_output_tokens, None)
+    };
+    let out = OutRequest {
+        model: target.model,
+        messages,
+        tool_choice,
+        parallel_tool_calls: req.parallel_tool_calls.filter(|_| has_tools),
+        tools,
+        max_tokens,
+        max_completion_tokens,
+        temperature: req.temperature,
+        top_p: req.top_p,
+        stop: &req.stop,
+        n: req.n,
+        stream: req.stream,
+        stream_options: req.stream.then(|| json!({"include_usage": true})),
+        reasoning_effort,
+        response_format,
+        user: req.user.as_deref(),
+        prompt_cache_key: req.prompt_cache_key.as_deref(),
+    };
+    serde_json::to_vec(&out).map_err(|e| WireError::new("", e.to_string()))
 }
 
 /// The client's name for the output-format field (for errors).
@@ -726,19 +862,6 @@ pub(crate) fn output_format_field(req: &Request) -> &'static str {
         Some(Format::Responses) => "text.format",
         Some(Format::Messages) => "output_config.format",
         Some(Format::Chat) | None => "response_format",
-    }
-}
-
-fn encode_reasoning(req: &Request, target: &Target<'_>, r: &mut Obj, notes: &mut Notes) {
-    if !req.reasoning.on() {
-        return;
-    }
-    if !target.caps.reasoning {
-        notes.push("reasoning: left out (the model does not take reasoning settings)".into());
-        return;
-    }
-    if let Some(e) = req.reasoning.wanted_effort() {
-        r.insert("reasoning_effort".into(), json!(e.openai()));
     }
 }
 

@@ -121,8 +121,16 @@ pub type Notes = Vec<String>;
 /// A request translated for one upstream.
 #[derive(Debug, Clone)]
 pub struct Translated {
-    pub body: Obj,
+    /// The JSON body, ready to send.
+    pub body: Vec<u8>,
     pub notes: Notes,
+}
+
+impl Translated {
+    /// The body as a JSON object (for inspection; the proxy sends [`Translated::body`]).
+    pub fn json(&self) -> Obj {
+        serde_json::from_slice(&self.body).unwrap_or_default()
+    }
 }
 
 /// Decodes a request body of `format`.
@@ -200,10 +208,15 @@ pub fn encode_request(req: &Request, target: &Target<'_>) -> Result<Translated, 
     let names = ToolNames::new(req);
     let body = match target.format {
         Format::Chat => chat::encode_request(req, target, &names, &mut notes)?,
-        Format::Messages => messages::encode_request(req, target, &names, &mut notes)?,
-        Format::Responses => responses::encode_request(req, target, &mut notes)?,
+        Format::Messages => to_vec(&messages::encode_request(req, target, &names, &mut notes)?),
+        Format::Responses => to_vec(&responses::encode_request(req, target, &mut notes)?),
     };
     Ok(Translated { body, notes })
+}
+
+fn to_vec(body: &Obj) -> Vec<u8> {
+    // Serializing a map of JSON values cannot fail.
+    serde_json::to_vec(body).unwrap_or_default()
 }
 
 /// The fixes a request forwarded in its own format still needs: the model id, and reasoning
@@ -241,16 +254,14 @@ pub struct Echo {
     pub created: u64,
     /// Responses: the request's fields a response object repeats (`instructions`, `tools`,
     /// `tool_choice`, `temperature`, `metadata`, `previous_response_id`, …).
-    pub request: Obj,
-    /// Responses: send `encrypted_content` on reasoning items.
-    pub include_encrypted: bool,
+    pub fields: responses::EchoFields,
 }
 
-/// Encodes a whole answer in `format`.
-pub fn encode_response(format: Format, r: &Response, echo: &Echo) -> Value {
+/// Encodes a whole answer in `format`, as JSON text.
+pub fn encode_response(format: Format, r: &Response, echo: &Echo) -> String {
     match format {
-        Format::Chat => chat::encode_response(r, echo),
-        Format::Messages => messages::encode_response(r, echo),
+        Format::Chat => chat::encode_response(r, echo).to_string(),
+        Format::Messages => messages::encode_response(r, echo).to_string(),
         Format::Responses => responses::encode_response(r, echo),
     }
 }

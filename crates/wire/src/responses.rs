@@ -867,53 +867,184 @@ fn call_item(
     v
 }
 
-/// A whole `response` object: the request's echoed fields, the output, the status.
+/// The request fields a `response` object repeats, and what it says when the request did not
+/// set them.
+const ECHOED: &[(&str, &str)] = &[
+    ("instructions", "null"),
+    ("max_output_tokens", "null"),
+    ("max_tool_calls", "null"),
+    ("metadata", "{}"),
+    ("parallel_tool_calls", "true"),
+    ("previous_response_id", "null"),
+    ("prompt_cache_key", "null"),
+    ("reasoning", r#"{"effort":null,"summary":null}"#),
+    ("safety_identifier", "null"),
+    ("store", "true"),
+    ("temperature", "1.0"),
+    ("text", r#"{"format":{"type":"text"}}"#),
+    ("tool_choice", r#""auto""#),
+    ("tools", "[]"),
+    ("top_logprobs", "0"),
+    ("top_p", "1.0"),
+    ("truncation", r#""disabled""#),
+    ("user", "null"),
+];
+
+/// The fields of a Responses request its answer repeats (`instructions`, `tools`, …), kept
+/// as the JSON text the client sent: a response object (every event of a stream carries one)
+/// splices them in as they are, never cloning or re-serializing them.
+#[derive(Debug, Clone, Default)]
+pub struct EchoFields {
+    /// `"key":value` for every repeated field, comma-separated (the request's, else the
+    /// default); shared by every response object of the request.
+    raw: std::sync::Arc<str>,
+}
+
+/// The repeated fields of a request body, borrowed as raw JSON (nothing else is read).
+#[derive(serde::Deserialize)]
+struct RawEcho<'a> {
+    #[serde(borrow)]
+    instructions: Option<&'a serde_json::value::RawValue>,
+    #[serde(borrow)]
+    max_output_tokens: Option<&'a serde_json::value::RawValue>,
+    #[serde(borrow)]
+    max_tool_calls: Option<&'a serde_json::value::RawValue>,
+    #[serde(borrow)]
+    metadata: Option<&'a serde_json::value::RawValue>,
+    #[serde(borrow)]
+    parallel_tool_calls: Option<&'a serde_json::value::RawValue>,
+    #[serde(borrow)]
+    previous_response_id: Option<&'a serde_json::value::RawValue>,
+    #[serde(borrow)]
+    prompt_cache_key: Option<&'a serde_json::value::RawValue>,
+    #[serde(borrow)]
+    reasoning: Option<&'a serde_json::value::RawValue>,
+    #[serde(borrow)]
+    safety_identifier: Option<&'a serde_json::value::RawValue>,
+    #[serde(borrow)]
+    store: Option<&'a serde_json::value::RawValue>,
+    #[serde(borrow)]
+    temperature: Option<&'a serde_json::value::RawValue>,
+    #[serde(borrow)]
+    text: Option<&'a serde_json::value::RawValue>,
+    #[serde(borrow)]
+    tool_choice: Option<&'a serde_json::value::RawValue>,
+    #[serde(borrow)]
+    tools: Option<&'a serde_json::value::RawValue>,
+    #[serde(borrow)]
+    top_logprobs: Option<&'a serde_json::value::RawValue>,
+    #[serde(borrow)]
+    top_p: Option<&'a serde_json::value::RawValue>,
+    #[serde(borrow)]
+    truncation: Option<&'a serde_json::value::RawValue>,
+    #[serde(borrow)]
+    user: Option<&'a serde_json::value::RawValue>,
+}
+
+impl RawEcho<'_> {
+    /// The field named `k` of [`ECHOED`].
+    fn get(&self, k: &str) -> Option<&str> {
+        let v = match k {
+            "instructions" => self.instructions,
+            "max_output_tokens" => self.max_output_tokens,
+            "max_tool_calls" => self.max_tool_calls,
+            "metadata" => self.metadata,
+            "parallel_tool_calls" => self.parallel_tool_calls,
+            "previous_response_id" => self.previous_response_id,
+            "prompt_cache_key" => self.prompt_cache_key,
+            "reasoning" => self.reasoning,
+            "safety_identifier" => self.safety_identifier,
+            "store" => self.store,
+            "temperature" => self.temperature,
+            "text" => self.text,
+            "tool_choice" => self.tool_choice,
+            "tools" => self.tools,
+            "top_logprobs" => self.top_logprobs,
+            "top_p" => self.top_p,
+            "truncation" => self.truncation,
+            "user" => self.user,
+            _ => None,
+        };
+        v.map(serde_json::value::RawValue::get)
+    }
+}
+
+impl EchoFields {
+    /// From the raw request body (a JSON object; anything else repeats only defaults).
+    pub fn from_body(body: &[u8]) -> Self {
+        match serde_json::from_slice::<RawEcho<'_>>(body) {
+            Ok(raw) => Self::build(|k| raw.get(k)),
+            Err(_) => Self::build(|_| None),
+        }
+    }
+
+    /// From a request already parsed.
+    pub fn from_obj(body: &Obj) -> Self {
+        let texts: Vec<(&str, String)> = ECHOED
+            .iter()
+            .filter_map(|(k, _)| body.get(*k).map(|v| (*k, v.to_string())))
+            .collect();
+        Self::build(|k| texts.iter().find(|(n, _)| *n == k).map(|(_, v)| v.as_str()))
+    }
+
+    fn build<'a>(get: impl Fn(&str) -> Option<&'a str>) -> Self {
+        let mut raw = String::new();
+        for (k, default) in ECHOED {
+            if !raw.is_empty() {
+                raw.push(',');
+            }
+            raw.push('"');
+            raw.push_str(k);
+            raw.push_str("\":");
+            raw.push_str(get(k).unwrap_or(default));
+        }
+        Self { raw: raw.into() }
+    }
+}
+
+/// A whole `response` object as JSON text: the output, the status, the usage, and the
+/// request's repeated fields spliced in as the client sent them.
 fn response_object(
     echo: &Echo,
     model: &str,
-    output: Vec<Value>,
+    output: &[Value],
     status: &str,
     stop: &Stop,
     usage: Option<&Usage>,
-) -> Value {
-    let req = &echo.request;
-    let field = |k: &str, default: Value| req.get(k).cloned().unwrap_or(default);
+    error: Option<Value>,
+) -> String {
     let incomplete = match (status, stop) {
         ("incomplete", Stop::ContentFilter) => json!({"reason": "content_filter"}),
         ("incomplete", _) => json!({"reason": "max_output_tokens"}),
         _ => Value::Null,
     };
-    json!({
+    let own = json!({
         "id": echo.response_id,
         "object": "response",
         "created_at": if echo.created > 0 { echo.created } else { unix_now() },
         "status": status,
         "background": false,
-        "error": null,
+        "error": error,
         "incomplete_details": incomplete,
-        "instructions": field("instructions", Value::Null),
-        "max_output_tokens": field("max_output_tokens", Value::Null),
-        "max_tool_calls": field("max_tool_calls", Value::Null),
         "model": model,
         "output": output,
-        "parallel_tool_calls": field("parallel_tool_calls", json!(true)),
-        "previous_response_id": field("previous_response_id", Value::Null),
-        "prompt_cache_key": field("prompt_cache_key", Value::Null),
-        "reasoning": field("reasoning", json!({"effort": null, "summary": null})),
-        "safety_identifier": field("safety_identifier", Value::Null),
         "service_tier": "default",
-        "store": field("store", json!(true)),
-        "temperature": field("temperature", json!(1.0)),
-        "text": field("text", json!({"format": {"type": "text"}})),
-        "tool_choice": field("tool_choice", json!("auto")),
-        "tools": field("tools", json!([])),
-        "top_logprobs": field("top_logprobs", json!(0)),
-        "top_p": field("top_p", json!(1.0)),
-        "truncation": field("truncation", json!("disabled")),
         "usage": usage.map_or(Value::Null, encode_usage),
-        "user": field("user", Value::Null),
-        "metadata": field("metadata", json!({})),
-    })
+    });
+    let mut s = own.to_string();
+    let defaults;
+    let fields = if echo.fields.raw.is_empty() {
+        defaults = EchoFields::build(|_| None);
+        &defaults.raw
+    } else {
+        &echo.fields.raw
+    };
+    s.reserve(fields.len() + 2);
+    s.pop();
+    s.push(',');
+    s.push_str(fields);
+    s.push('}');
+    s
 }
 
 fn status_of(stop: &Stop) -> &'static str {
@@ -923,7 +1054,7 @@ fn status_of(stop: &Stop) -> &'static str {
     }
 }
 
-pub fn encode_response(r: &Response, echo: &Echo) -> Value {
+pub fn encode_response(r: &Response, echo: &Echo) -> String {
     let mut output = Vec::new();
     for (n, item) in r.output.iter().enumerate() {
         match item {
@@ -963,10 +1094,11 @@ pub fn encode_response(r: &Response, echo: &Echo) -> Value {
     response_object(
         echo,
         r.model.as_deref().unwrap_or_default(),
-        output,
+        &output,
         status_of(&r.stop),
         &r.stop,
         r.usage.as_ref(),
+        None,
     )
 }
 
@@ -1195,17 +1327,33 @@ impl StreamEncoder {
         sse(out, Some(&name), &v);
     }
 
-    fn snapshot(&self, status: &str, usage: Option<&Usage>) -> Value {
+    fn snapshot(&self, status: &str, usage: Option<&Usage>, error: Option<Value>) -> String {
         let mut output = self.output.clone();
         output.sort_by_key(|(i, _)| *i);
+        let output: Vec<Value> = output.into_iter().map(|(_, v)| v).collect();
         response_object(
             &self.echo,
             &self.model,
-            output.into_iter().map(|(_, v)| v).collect(),
+            &output,
             status,
             &self.stop,
             usage,
+            error,
         )
+    }
+
+    /// An event carrying the whole response object.
+    fn emit_response(&mut self, out: &mut Vec<u8>, ty: &str, response: &str) {
+        let text = format!(
+            "{{\"type\":\"{ty}\",\"sequence_number\":{},\"response\":{response}}}",
+            self.seq
+        );
+        self.seq += 1;
+        out.extend_from_slice(b"event: ");
+        out.extend_from_slice(ty.as_bytes());
+        out.extend_from_slice(b"\ndata: ");
+        out.extend_from_slice(text.as_bytes());
+        out.extend_from_slice(b"\n\n");
     }
 
     fn start(&mut self, out: &mut Vec<u8>) {
@@ -1213,10 +1361,9 @@ impl StreamEncoder {
             return;
         }
         self.started = true;
-        let r = self.snapshot("in_progress", None);
-        self.emit(out, json!({"type": "response.created", "response": r}));
-        let r = self.snapshot("in_progress", None);
-        self.emit(out, json!({"type": "response.in_progress", "response": r}));
+        let r = self.snapshot("in_progress", None, None);
+        self.emit_response(out, "response.created", &r);
+        self.emit_response(out, "response.in_progress", &r);
     }
 
     fn open_index(&mut self) -> usize {
@@ -1474,22 +1621,22 @@ impl StreamEncoder {
             Event::Error { message, kind } => {
                 self.start(out);
                 self.close_all(out);
-                let mut r = self.snapshot("failed", self.usage.as_ref());
-                r["error"] = json!({"code": kind, "message": message});
-                self.emit(out, json!({"type": "response.failed", "response": r}));
+                let error = json!({"code": kind, "message": message});
+                let r = self.snapshot("failed", self.usage.as_ref(), Some(error));
+                self.emit_response(out, "response.failed", &r);
                 self.ended = true;
             }
             Event::Done => {
                 self.start(out);
                 self.close_all(out);
                 let status = status_of(&self.stop);
-                let r = self.snapshot(status, self.usage.as_ref());
+                let r = self.snapshot(status, self.usage.as_ref(), None);
                 let name = if status == "incomplete" {
                     "response.incomplete"
                 } else {
                     "response.completed"
                 };
-                self.emit(out, json!({"type": name, "response": r}));
+                self.emit_response(out, name, &r);
                 self.ended = true;
             }
         }
@@ -1502,7 +1649,8 @@ impl StreamEncoder {
         } else {
             "in_progress"
         };
-        self.snapshot(status, self.usage.as_ref())
+        serde_json::from_str(&self.snapshot(status, self.usage.as_ref(), None))
+            .unwrap_or(Value::Null)
     }
 }
 

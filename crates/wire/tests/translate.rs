@@ -422,7 +422,7 @@ fn claude_code_request_to_chat_and_responses() {
         }
     ));
     let chat = encode_request(&req, &target(Format::Chat)).unwrap();
-    let b = &chat.body;
+    let b = &chat.json();
     assert_eq!(b["model"], "up-model");
     assert_eq!(b["reasoning_effort"], "high");
     assert_eq!(b["max_completion_tokens"], 32000);
@@ -465,7 +465,7 @@ fn claude_code_request_to_chat_and_responses() {
 
     let resp = encode_request(&req, &target(Format::Responses))
         .unwrap()
-        .body;
+        .json();
     assert_eq!(resp["instructions"], "billing header\n\nYou are an agent.");
     assert_eq!(resp["reasoning"]["effort"], "high");
     assert_eq!(resp["store"], false);
@@ -491,7 +491,7 @@ fn claude_code_request_to_chat_and_responses() {
         ..target(Format::Chat)
     };
     let t = encode_request(&req, &plain).unwrap();
-    assert!(t.body.get("reasoning_effort").is_none());
+    assert!(t.json().get("reasoning_effort").is_none());
     assert!(t.notes.iter().any(|n| n.starts_with("reasoning")));
 }
 
@@ -500,7 +500,7 @@ fn anthropic_round_trip_keeps_signed_thinking_and_cache_control() {
     let req = decode_request(Format::Messages, &claude_code_request()).unwrap();
     let back = encode_request(&req, &target(Format::Messages))
         .unwrap()
-        .body;
+        .json();
     assert_eq!(
         back["system"][1]["cache_control"],
         json!({"type": "ephemeral"})
@@ -570,7 +570,7 @@ fn codex_request_to_messages_and_chat() {
     assert_eq!(req.tools.len(), 4);
     assert!(matches!(&req.tools[1], Tool::Function { namespace: Some(ns), .. } if ns == "agents"));
     let msgs = encode_request(&req, &target(Format::Messages)).unwrap();
-    let b = &msgs.body;
+    let b = &msgs.json();
     assert_eq!(b["system"][0]["text"], "You are Codex.");
     let m = b["messages"].as_array().unwrap();
     assert_eq!(
@@ -612,14 +612,14 @@ fn codex_request_to_messages_and_chat() {
     early.items.truncate(6);
     let b = encode_request(&early, &target(Format::Messages))
         .unwrap()
-        .body;
+        .json();
     assert_eq!(
         b["thinking"],
         json!({"type": "enabled", "budget_tokens": 8192})
     );
     assert!(b["max_tokens"].as_u64().unwrap() > 8192);
 
-    let chat = encode_request(&req, &target(Format::Chat)).unwrap().body;
+    let chat = encode_request(&req, &target(Format::Chat)).unwrap().json();
     assert_eq!(chat["reasoning_effort"], "medium");
     assert_eq!(chat["prompt_cache_key"], "k1");
     let m = chat["messages"].as_array().unwrap();
@@ -657,7 +657,7 @@ fn calls_to_namespaced_and_custom_tools_come_back_as_the_client_named_them() {
             {"id": "call_b", "type": "function", "function": {"name": "apply_patch", "arguments": "{\"input\":\"*** Begin Patch\\nx\"}"}}
         ]}}], "usage": {"prompt_tokens": 5, "completion_tokens": 2}});
     let r = decode_response(Format::Chat, &answer).unwrap();
-    let out = encode_response(Format::Responses, &r, &echo);
+    let out: Value = serde_json::from_str(&encode_response(Format::Responses, &r, &echo)).unwrap();
     let items = out["output"].as_array().unwrap();
     assert_eq!(items[0]["type"], "function_call");
     assert_eq!(items[0]["namespace"], "agents");
@@ -719,7 +719,7 @@ fn whole_answers_cross_every_pair() {
                 response_id: "resp_z".into(),
                 ..Default::default()
             };
-            let out = encode_response(to, &r, &echo);
+            let out: Value = serde_json::from_str(&encode_response(to, &r, &echo)).unwrap();
             let back = decode_response(to, &out).unwrap();
             assert_eq!(back.text(), "Hi", "{from:?}→{to:?}: {out}");
             assert_eq!(back.stop, Stop::MaxTokens, "{from:?}→{to:?}: {out}");
@@ -770,9 +770,11 @@ fn refusals_name_the_field() {
         encode_request(&r, &no_schema).unwrap_err().field,
         "text.format"
     );
-    let ok = encode_request(&r, &target(Format::Chat)).unwrap().body;
+    let ok = encode_request(&r, &target(Format::Chat)).unwrap().json();
     assert_eq!(ok["response_format"]["json_schema"]["name"], "a");
-    let to_msgs = encode_request(&r, &target(Format::Messages)).unwrap().body;
+    let to_msgs = encode_request(&r, &target(Format::Messages))
+        .unwrap()
+        .json();
     assert_eq!(
         to_msgs["output_config"]["format"]["schema"],
         json!({"type": "object"})
