@@ -226,6 +226,6 @@ providers:
         .json()
         .await
         .unwrap();
-    assert_eq!(stored["previous_response_id"], id);
+    assert_eq!(stored["previous_response_id"], id, "{stored}\n{}", p.log());
     assert_eq!(stored["status"], "completed");
 }

@@ -464,6 +464,8 @@ async fn chat(
     let mut echo_fields = wire::responses::EchoFields::default();
     if ctx.format == Format::Responses {
         echo_fields = wire::responses::EchoFields::from_body(&body);
+        // This turn's own input (what a stored response keeps), before any history is added.
+        let turn_input = stored::turn_input(&request.body);
         let previous_id = request
             .body
             .get("previous_response_id")
@@ -474,15 +476,14 @@ async fn chat(
             let mut body = request.body.clone();
             body.remove("previous_response_id");
             let mut input = history;
-            if let serde_json::Value::Array(turn) = stored::turn_input(&request.body) {
-                input.extend(turn);
+            if let serde_json::Value::Array(turn) = &turn_input {
+                input.extend(turn.iter().cloned());
             }
             body.insert("input".into(), serde_json::Value::Array(input));
             request.set_body(body)?;
         }
         let wants_store = request.body.get("store") != Some(&serde_json::Value::Bool(false));
         if wants_store && state.config.response_store.enabled {
-            let turn_input = stored::turn_input(&request.body);
             sink = Some(stored::Sink {
                 store: state.store.clone(),
                 control: state.control.clone(),

@@ -199,7 +199,11 @@ pub async fn relay(
         .overhead
         .observe((overhead_so_far + started.elapsed()).as_secs_f64());
 
-    let mut filter = filter_sse.then(|| SseFilter::between(upstream_format, client_format, echo));
+    let mut filter = filter_sse.then(|| {
+        let mut f = SseFilter::between(upstream_format, client_format, echo);
+        f.keep_final = keep_answer;
+        f
+    });
     // A passed-through answer is scanned for its usage (and kept whole when it is to be
     // stored), within bounds.
     let scan_cap = if keep_answer { cap } else { USAGE_SCAN_BYTES };

@@ -874,15 +874,19 @@ pub fn decode_usage(u: &Value) -> Option<Usage> {
         return None;
     }
     let prompt = get_u64(u, "prompt_tokens").unwrap_or(0);
-    let cached = u
-        .get("prompt_tokens_details")
+    let details = u.get("prompt_tokens_details");
+    let cached = details
         .and_then(|d| get_u64(d, "cached_tokens"))
         .unwrap_or(0)
         .min(prompt);
+    let written = details
+        .and_then(|d| get_u64(d, "cache_write_tokens"))
+        .unwrap_or(0)
+        .min(prompt - cached);
     Some(Usage {
-        input: prompt - cached,
+        input: prompt - cached - written,
         cache_read: cached,
-        cache_write: 0,
+        cache_write: written,
         output: get_u64(u, "completion_tokens").unwrap_or(0),
         reasoning: u
             .get("completion_tokens_details")
@@ -896,7 +900,7 @@ pub(crate) fn encode_usage(u: &Usage) -> Value {
         "prompt_tokens": u.prompt(),
         "completion_tokens": u.output,
         "total_tokens": u.prompt() + u.output,
-        "prompt_tokens_details": {"cached_tokens": u.cache_read},
+        "prompt_tokens_details": {"cached_tokens": u.cache_read, "cache_write_tokens": u.cache_write},
         "completion_tokens_details": {"reasoning_tokens": u.reasoning},
     })
 }

@@ -708,15 +708,19 @@ pub(crate) fn decode_usage(u: &Value) -> Option<Usage> {
         return None;
     }
     let input = get_u64(u, "input_tokens").unwrap_or(0);
-    let cached = u
-        .get("input_tokens_details")
+    let details = u.get("input_tokens_details");
+    let cached = details
         .and_then(|d| get_u64(d, "cached_tokens"))
         .unwrap_or(0)
         .min(input);
+    let written = details
+        .and_then(|d| get_u64(d, "cache_write_tokens"))
+        .unwrap_or(0)
+        .min(input - cached);
     Some(Usage {
-        input: input - cached,
+        input: input - cached - written,
         cache_read: cached,
-        cache_write: 0,
+        cache_write: written,
         output: get_u64(u, "output_tokens").unwrap_or(0),
         reasoning: u
             .get("output_tokens_details")
@@ -728,7 +732,7 @@ pub(crate) fn decode_usage(u: &Value) -> Option<Usage> {
 pub(crate) fn encode_usage(u: &Usage) -> Value {
     json!({
         "input_tokens": u.prompt(),
-        "input_tokens_details": {"cached_tokens": u.cache_read},
+        "input_tokens_details": {"cached_tokens": u.cache_read, "cache_write_tokens": u.cache_write},
         "output_tokens": u.output,
         "output_tokens_details": {"reasoning_tokens": u.reasoning},
         "total_tokens": u.prompt() + u.output,

@@ -207,6 +207,14 @@ fn every_stream_pair_keeps_the_answer() {
             assert_eq!(t.usage().unwrap().prompt(), 30);
             // The stream the translator gathered is the upstream's.
             assert_eq!(t.collected().response.text(), "Hello world");
+            if to == Format::Responses {
+                let r = t.final_response().expect("a final response object");
+                assert_eq!(r["id"], "resp_test", "{what}");
+                assert_eq!(r["status"], "completed", "{what}");
+                assert_eq!(r["output"].as_array().unwrap().len(), 3, "{r}");
+            } else {
+                assert!(t.final_response().is_none());
+            }
         }
     }
 }
