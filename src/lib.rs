@@ -11,7 +11,7 @@
 
 pub mod admin;
 pub mod cli;
-pub mod config;
+pub use dualrouter_core::config;
 pub mod demo;
 pub mod encoder;
 pub mod error;
@@ -19,7 +19,7 @@ pub mod eval;
 pub mod faultmock;
 pub mod fuzzing;
 pub mod live;
-pub mod metrics;
+pub use dualrouter_core::metrics;
 pub mod mirt;
 pub mod plugins;
 pub mod proxy;

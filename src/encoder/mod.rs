@@ -24,8 +24,8 @@ use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use serde::{Deserialize, Serialize};
 
+pub use dualrouter_core::config::encoder::{EncoderConfig, EncoderKind};
 pub use minilm::{MiniLm, SessionTuning};
 pub use static_emb::StaticEmbedder;
 
@@ -50,101 +50,6 @@ pub enum EncoderError {
 
 pub type Result<T, E = EncoderError> = std::result::Result<T, E>;
 
-/// Which encoder backend.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum EncoderKind {
-    /// all-MiniLM-L6-v2, fp32, from its safetensors weights.
-    Minilm,
-    /// all-MiniLM-L6-v2 from its safetensors weights, computed in dynamic int8.
-    #[default]
-    #[serde(rename = "minilm-int8")]
-    MinilmInt8,
-    /// model2vec potion-base-8M static embeddings.
-    Static,
-}
-
-/// Encoder settings (`mirt.encoder` in the config file).
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct EncoderConfig {
-    #[serde(default)]
-    pub kind: EncoderKind,
-    /// The folder `scripts/fetch-models.sh` fills (`minilm/`, `potion-base-8M/`, `onnxruntime/`).
-    #[serde(default = "default_models_dir")]
-    pub models_dir: PathBuf,
-    /// Token budget per prompt, special tokens included.
-    #[serde(default = "default_max_tokens")]
-    pub max_tokens: usize,
-    /// Of a long prompt, keep this many tokens from the start; the rest of the budget comes from the end.
-    #[serde(default = "default_head_tokens")]
-    pub head_tokens: usize,
-    /// Prompts per ONNX run.
-    #[serde(default = "default_batch")]
-    pub batch_size: usize,
-    /// Embeddings kept in the LRU cache (0 disables it).
-    #[serde(default = "default_cache")]
-    pub cache_size: usize,
-    /// ONNX Runtime intra-op threads.
-    #[serde(default = "default_threads")]
-    pub threads: usize,
-}
-
-fn default_models_dir() -> PathBuf {
-    PathBuf::from("models")
-}
-fn default_max_tokens() -> usize {
-    256
-}
-fn default_head_tokens() -> usize {
-    32
-}
-fn default_batch() -> usize {
-    16
-}
-fn default_cache() -> usize {
-    4096
-}
-fn default_threads() -> usize {
-    1
-}
-
-impl Default for EncoderConfig {
-    fn default() -> Self {
-        Self {
-            kind: EncoderKind::default(),
-            models_dir: default_models_dir(),
-            max_tokens: default_max_tokens(),
-            head_tokens: default_head_tokens(),
-            batch_size: default_batch(),
-            cache_size: default_cache(),
-            threads: default_threads(),
-        }
-    }
-}
-
-impl EncoderConfig {
-    pub fn validate(&self) -> Result<()> {
-        if self.max_tokens < 8 || self.max_tokens > 512 {
-            return Err(EncoderError::Config(format!(
-                "max_tokens must be in 8..=512, got {}",
-                self.max_tokens
-            )));
-        }
-        if self.head_tokens + 2 > self.max_tokens {
-            return Err(EncoderError::Config(format!(
-                "head_tokens ({}) must leave room in max_tokens ({})",
-                self.head_tokens, self.max_tokens
-            )));
-        }
-        if self.batch_size == 0 || self.threads == 0 {
-            return Err(EncoderError::Config(
-                "batch_size and threads must be at least 1".into(),
-            ));
-        }
-        Ok(())
-    }
-}
 
 /// Keep `head` tokens from the start and fill the remaining `budget - head` from the end.
 pub(crate) fn head_tail(ids: &[u32], budget: usize, head: usize) -> Vec<u32> {
@@ -194,7 +99,7 @@ fn prompt_hash(text: &str) -> u64 {
 impl Encoder {
     /// Load the encoder the config names. Fails with a message naming the missing file and the fetch script.
     pub fn load(cfg: &EncoderConfig) -> Result<Self> {
-        cfg.validate()?;
+        cfg.validate().map_err(EncoderError::Config)?;
         let (backend, id) = match cfg.kind {
             EncoderKind::Minilm | EncoderKind::MinilmInt8 => {
                 let (precision, name) = if cfg.kind == EncoderKind::MinilmInt8 {
@@ -300,22 +205,6 @@ pub(crate) fn load_tokenizer(path: &Path, what: &'static str) -> Result<tokenize
     tok.with_truncation(None)
         .map_err(|e| EncoderError::Tokenizer(e.to_string()))?;
     Ok(tok)
-}
-
-impl std::str::FromStr for EncoderKind {
-    type Err = String;
-
-    /// `minilm`, `minilm-int8`, or `static` (also `potion`).
-    fn from_str(s: &str) -> std::result::Result<Self, String> {
-        match s {
-            "minilm" => Ok(Self::Minilm),
-            "minilm-int8" => Ok(Self::MinilmInt8),
-            "static" | "potion" => Ok(Self::Static),
-            other => Err(format!(
-                "unknown encoder `{other}` (minilm | minilm-int8 | static)"
-            )),
-        }
-    }
 }
 
 #[cfg(test)]

@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
 
 pub use data::{DataError, Dataset};
 pub use model::{TrainConfig, TrainReport, Weights};
+pub use dualrouter_core::config::mirt::{parse_interval, MirtSettings, Objective};
 
 /// Checkpoint format name and version written into every checkpoint.
 pub const CHECKPOINT_FORMAT: &str = "dualrouter-mirt";
@@ -52,133 +53,6 @@ pub enum MirtError {
 
 pub type Result<T, E = MirtError> = std::result::Result<T, E>;
 
-/// The `mirt:` section of the config file.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct MirtSettings {
-    /// Checkpoint file (`dualrouter train` writes one).
-    #[serde(default = "default_checkpoint")]
-    pub checkpoint: PathBuf,
-    /// Objective knob: maximise P − cost_weight · price / (dearest model's price).
-    #[serde(default = "default_cost_weight")]
-    pub cost_weight: f64,
-    /// If set, the objective is instead "the cheapest candidate with P ≥ target".
-    #[serde(default)]
-    pub target: Option<f64>,
-    /// How often to refit on logged outcomes (e.g. `30m`, `24h`); off when unset. A refit
-    /// is activated only if it is no worse than the active checkpoint on the held-out slice.
-    #[serde(default)]
-    pub retrain_every: Option<String>,
-    /// Outcome data (a file `dualrouter train` reads) that refits start from, beside the
-    /// logged outcomes. Its `test` split joins the held-out slice.
-    #[serde(default)]
-    pub base_data: Option<PathBuf>,
-    /// Where refits write their checkpoints (`v{version}.json`).
-    #[serde(default = "default_checkpoints_dir")]
-    pub checkpoints_dir: PathBuf,
-    /// Share of logged decisions (by the hash of their id, so always the same ones) kept out of
-    /// training to judge checkpoints on.
-    #[serde(default = "default_holdout_percent")]
-    pub holdout_percent: u32,
-    /// Fewest logged outcomes a refit needs (without them it would only repeat the base data).
-    #[serde(default = "default_min_outcomes")]
-    pub min_outcomes: usize,
-    /// The prompt encoder (must match the checkpoint's encoder id).
-    #[serde(default)]
-    pub encoder: crate::encoder::EncoderConfig,
-}
-
-fn default_checkpoint() -> PathBuf {
-    PathBuf::from("checkpoints/default.json")
-}
-fn default_cost_weight() -> f64 {
-    0.2
-}
-fn default_checkpoints_dir() -> PathBuf {
-    PathBuf::from("checkpoints/trained")
-}
-fn default_holdout_percent() -> u32 {
-    10
-}
-fn default_min_outcomes() -> usize {
-    20
-}
-
-/// A duration written as a number and a unit: `90s`, `30m`, `24h`, `7d`.
-pub fn parse_interval(s: &str) -> std::result::Result<std::time::Duration, String> {
-    let s = s.trim();
-    let split = s
-        .find(|c: char| !c.is_ascii_digit())
-        .ok_or_else(|| format!("'{s}' has no unit (s, m, h or d)"))?;
-    let (n, unit) = s.split_at(split);
-    let n: u64 = n
-        .parse()
-        .map_err(|_| format!("'{s}' does not start with a whole number"))?;
-    let secs = match unit {
-        "s" => n,
-        "m" => n * 60,
-        "h" => n * 3600,
-        "d" => n * 86_400,
-        _ => return Err(format!("'{s}': unknown unit '{unit}' (s, m, h or d)")),
-    };
-    if secs == 0 {
-        return Err(format!("'{s}' must be longer than zero"));
-    }
-    Ok(std::time::Duration::from_secs(secs))
-}
-
-impl Default for MirtSettings {
-    fn default() -> Self {
-        Self {
-            checkpoint: default_checkpoint(),
-            cost_weight: default_cost_weight(),
-            target: None,
-            retrain_every: None,
-            base_data: None,
-            checkpoints_dir: default_checkpoints_dir(),
-            holdout_percent: default_holdout_percent(),
-            min_outcomes: default_min_outcomes(),
-            encoder: crate::encoder::EncoderConfig::default(),
-        }
-    }
-}
-
-impl MirtSettings {
-    /// Check values; errors name the field path under `mirt`.
-    pub fn validate(&self) -> std::result::Result<(), String> {
-        if !self.cost_weight.is_finite() || self.cost_weight < 0.0 {
-            return Err(format!(
-                "mirt.cost_weight: must be a finite number ≥ 0, got {}",
-                self.cost_weight
-            ));
-        }
-        if let Some(t) = self.target {
-            if !(0.0..=1.0).contains(&t) {
-                return Err(format!("mirt.target: must be in [0, 1], got {t}"));
-            }
-        }
-        if let Some(every) = &self.retrain_every {
-            parse_interval(every).map_err(|e| format!("mirt.retrain_every: {e}"))?;
-        }
-        if self.holdout_percent > 50 {
-            return Err(format!(
-                "mirt.holdout_percent: must be in 0..=50, got {}",
-                self.holdout_percent
-            ));
-        }
-        self.encoder
-            .validate()
-            .map_err(|e| format!("mirt.encoder: {e}"))
-    }
-
-    pub fn objective(&self) -> Objective {
-        match self.target {
-            Some(t) => Objective::CheapestAbove(t),
-            None => Objective::CostWeight(self.cost_weight),
-        }
-    }
-}
-
 /// Built-in prompt features that can join the embedding in x (names are stored in the checkpoint).
 pub const BUILTIN_FEATURES: [&str; 3] = ["bias", "log_chars", "code"];
 
@@ -200,14 +74,6 @@ pub fn builtin_feature(name: &str, text: &str) -> Option<f32> {
     }
 }
 
-/// What a router optimises when it picks among candidates.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum Objective {
-    /// Maximise P − w · price / cost_ref.
-    CostWeight(f64),
-    /// The cheapest candidate with P ≥ target; if none reaches it, the most likely to succeed.
-    CheapestAbove(f64),
-}
 
 /// Order candidate indices best-first under the objective. `p[i]` and `price[i]` belong to candidate i.
 pub fn rank(p: &[f32], price: &[f64], cost_ref: f64, obj: Objective) -> Vec<usize> {

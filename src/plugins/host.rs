@@ -113,12 +113,6 @@ pub struct PluginStatus {
     pub from_cache: bool,
 }
 
-impl serde::Serialize for PluginKind {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(self.world())
-    }
-}
-
 enum Pre {
     Executor(ExecutorPre<HostState>),
     Extractor(FeatureExtractorPre<HostState>),

@@ -16,7 +16,7 @@
 
 pub mod bindings;
 pub mod capabilities;
-pub mod config;
+pub use dualrouter_core::config::plugins as config;
 pub mod engine;
 pub mod error;
 pub mod freshness;

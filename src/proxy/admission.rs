@@ -246,11 +246,12 @@ mod tests {
     use super::*;
 
     fn limits(max_connections: usize, max_queue_ms: u64) -> Limits {
-        crate::config::validated::limits_for_tests(&crate::config::raw::RawLimits {
+        Limits::from_raw(&crate::config::raw::RawLimits {
             max_connections,
             max_queue_ms,
             ..Default::default()
         })
+        .unwrap()
     }
 
     #[test]

@@ -11,9 +11,9 @@
 
 pub mod affinity;
 pub mod classify;
-pub mod conversation;
+pub use dualrouter_core::conversation;
 pub mod scorer;
-pub mod settings;
+pub use dualrouter_core::config::routing as settings;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;

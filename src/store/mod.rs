@@ -11,7 +11,6 @@
 
 mod decision;
 mod log;
-mod policy;
 mod spool;
 
 use std::str::FromStr;
@@ -29,14 +28,13 @@ pub use decision::{
     DecisionRecord, ExcludedModel, StoredFeatures,
 };
 pub use log::{DecisionLog, DecisionLogError, DecisionLogMetrics, FlushError};
-pub use policy::{Policy, PolicyProblem, PolicySpec};
+pub use dualrouter_core::policy::{Policy, PolicyProblem, PolicySpec};
 pub use responses::StoredResponse;
 
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/sqlite");
 static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/postgres");
 
-/// The default `database:` value.
-pub const DEFAULT_DATABASE_URL: &str = "sqlite://dualrouter.db";
+pub use dualrouter_core::config::{redact_url, DEFAULT_DATABASE_URL};
 
 /// The most rows `GET /api/decisions` returns at once.
 pub const MAX_DECISIONS_PAGE: u32 = 1000;
@@ -240,27 +238,6 @@ fn policy_conflict(e: sqlx::Error, spec: &PolicySpec) -> StoreError {
             action: spec.action.clone(),
         },
         _ => StoreError::Db(e),
-    }
-}
-
-/// The URL with any password replaced, for logs and errors.
-pub fn redact_url(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_string();
-    };
-    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
-    let (authority, tail) = rest.split_at(authority_end);
-    match authority.rsplit_once('@') {
-        Some((userinfo, host)) => {
-            let user = userinfo.split(':').next().unwrap_or("");
-            let masked = if userinfo.contains(':') {
-                format!("{user}:***")
-            } else {
-                user.to_string()
-            };
-            format!("{scheme}://{masked}@{host}{tail}")
-        }
-        None => url.to_string(),
     }
 }
 

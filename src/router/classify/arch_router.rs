@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use super::RouteSpec;
-use crate::config::Secret;
+pub use dualrouter_core::config::ArchRouterSettings;
 use crate::router::conversation::Conversation;
 
 /// The prompt, word for word as the model was trained on (ARCHITECTURE §6).
@@ -29,38 +29,6 @@ Your task is to decide which route is best suit with user intent on the conversa
 \n\
 Based on your analysis, provide your response in the following JSON formats if you decide to match any route:\n\
 {\"route\": \"route_name\"}\n";
-
-/// Settings of the client (from `classifier.arch_router`).
-#[derive(Debug, Clone)]
-pub struct ArchRouterSettings {
-    /// e.g. `http://127.0.0.1:8008/v1`; `/chat/completions` is appended.
-    pub base_url: String,
-    pub model: String,
-    pub api_key: Option<Secret>,
-    pub timeout: Duration,
-    pub max_tokens: u32,
-    /// Conversation budget in tokens (estimated at 4 bytes a token); oldest turns go first.
-    pub context_tokens: usize,
-    /// Consecutive failures that open the circuit breaker.
-    pub breaker_failures: u32,
-    /// How long the breaker stays open before one probe request is let through.
-    pub breaker_cooldown: Duration,
-}
-
-impl Default for ArchRouterSettings {
-    fn default() -> Self {
-        Self {
-            base_url: "http://127.0.0.1:8008/v1".into(),
-            model: "katanemo/Arch-Router-1.5B".into(),
-            api_key: None,
-            timeout: Duration::from_millis(300),
-            max_tokens: 32,
-            context_tokens: 2048,
-            breaker_failures: 3,
-            breaker_cooldown: Duration::from_secs(30),
-        }
-    }
-}
 
 /// Why the Arch-Router gave no usable answer (the caller falls back to the embedded classifier).
 #[derive(Debug, thiserror::Error)]

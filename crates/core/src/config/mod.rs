@@ -1,7 +1,40 @@
 //! Config: parse strictly ([`raw`]), then validate into runtime types ([`validated`]).
 
+pub mod arch_router;
+pub mod encoder;
+pub mod mirt;
+pub mod plugins;
 pub mod raw;
+pub mod reload;
+pub mod routing;
 pub mod validated;
+
+pub use arch_router::ArchRouterSettings;
+
+/// The default `database:` value.
+pub const DEFAULT_DATABASE_URL: &str = "sqlite://dualrouter.db";
+
+/// The URL with any password replaced, for logs and errors.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(authority_end);
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split(':').next().unwrap_or("");
+            let masked = if userinfo.contains(':') {
+                format!("{user}:***")
+            } else {
+                user.to_string()
+            };
+            format!("{scheme}://{masked}@{host}{tail}")
+        }
+        None => url.to_string(),
+    }
+}
+
 
 use std::fmt;
 use std::path::Path;

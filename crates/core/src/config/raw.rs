@@ -28,18 +28,18 @@ pub struct RawConfig {
     pub demo: Option<RawDemo>,
     #[serde(default)]
     pub providers: Vec<RawProvider>,
-    /// MIRT scoring: checkpoint, objective, encoder (see `crate::mirt::MirtSettings`).
+    /// MIRT scoring: checkpoint, objective, encoder (see `crate::config::mirt::MirtSettings`).
     #[serde(default)]
-    pub mirt: Option<crate::mirt::MirtSettings>,
+    pub mirt: Option<crate::config::mirt::MirtSettings>,
     /// Route classification (Arch-Router client, embedded classifier).
     #[serde(default)]
     pub classifier: RawClassifier,
     /// `model: "auto"`: aliases, fallback chain, circuit breaker, session affinity.
     #[serde(default)]
-    pub routing: crate::router::settings::RoutingSettings,
+    pub routing: crate::config::routing::RoutingSettings,
     /// Watching the config file and resyncing policies (see `crate::live`).
     #[serde(default)]
-    pub reload: crate::live::ReloadSettings,
+    pub reload: crate::config::reload::ReloadSettings,
     /// The store: `sqlite://FILE` (embedded, WAL, created if missing) or
     /// `postgres://USER[:PASSWORD]@HOST[:PORT]/DB` (shared by several instances).
     #[serde(default = "default_database")]
@@ -52,23 +52,23 @@ pub struct RawConfig {
     /// Routing policies that seed the store at start (upsert by domain/action); afterwards the
     /// store is the source of truth and the admin API edits it.
     #[serde(default)]
-    pub policies: Vec<crate::store::PolicySpec>,
+    pub policies: Vec<crate::policy::PolicySpec>,
     /// WASM plugins with an explicit `kind` (see `crate::plugins::config`).
     #[serde(default)]
-    pub plugins: Vec<crate::plugins::PluginSpec>,
+    pub plugins: Vec<crate::config::plugins::PluginSpec>,
     /// Executor plugins (kind implied).
     #[serde(default)]
-    pub executors: Vec<crate::plugins::PluginSpec>,
+    pub executors: Vec<crate::config::plugins::PluginSpec>,
     /// Feature-extractor plugins (kind implied).
     #[serde(default)]
-    pub feature_extractors: Vec<crate::plugins::PluginSpec>,
+    pub feature_extractors: Vec<crate::config::plugins::PluginSpec>,
     /// Host-wide plugin settings: compiled-artifact cache, epoch tick, failure cooldown.
     #[serde(default)]
-    pub plugin_host: crate::plugins::config::PluginHostSettings,
+    pub plugin_host: crate::config::plugins::PluginHostSettings,
 }
 
 fn default_database() -> String {
-    crate::store::DEFAULT_DATABASE_URL.into()
+    crate::config::DEFAULT_DATABASE_URL.into()
 }
 
 /// Stored responses of the Responses API (see `store::StoredResponse`).

@@ -551,3 +551,10 @@ mod tests {
         assert!(!format!("{:?}", cfg.plugins[0]).contains("sk-123"));
     }
 }
+
+impl serde::Serialize for PluginKind {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.world())
+    }
+}
+

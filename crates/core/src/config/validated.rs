@@ -26,19 +26,19 @@ pub struct Config {
     /// Public ids in config order (for `GET /v1/models`).
     pub model_order: Vec<String>,
     pub classifier: ClassifierSettings,
-    pub routing: crate::router::settings::RoutingSettings,
-    pub reload: crate::live::ReloadSettings,
+    pub routing: crate::config::routing::RoutingSettings,
+    pub reload: crate::config::reload::ReloadSettings,
     /// MIRT and the prompt encoder it shares with the embedded classifier.
-    pub mirt: crate::mirt::MirtSettings,
+    pub mirt: crate::config::mirt::MirtSettings,
     /// The store's URL (`sqlite://…` or `postgres://…`); may hold a password: log it through
     /// `store::redact_url`.
     pub database: String,
     pub decision_log: DecisionLogConfig,
     pub response_store: ResponseStoreSettings,
     /// Policies that seed the store at start.
-    pub policies: Vec<crate::store::PolicySpec>,
+    pub policies: Vec<crate::policy::PolicySpec>,
     /// WASM plugins to load at start (`crate::plugins::PluginHost::new`).
-    pub plugins: crate::plugins::PluginsConfig,
+    pub plugins: crate::config::plugins::PluginsConfig,
 }
 
 /// The decision-log writer's settings (see `raw::RawDecisionLog`).
@@ -77,7 +77,7 @@ impl Default for DecisionLogConfig {
 
 #[derive(Debug, Clone)]
 pub struct ClassifierSettings {
-    pub arch_router: Option<crate::router::classify::arch_router::ArchRouterSettings>,
+    pub arch_router: Option<crate::config::ArchRouterSettings>,
     pub min_confidence: f32,
 }
 
@@ -399,7 +399,7 @@ pub fn validate(raw: RawConfig, env: EnvLookup<'_>) -> Result<Config, ConfigErro
             "database",
             format!(
                 "'{}' is not sqlite://FILE or postgres://USER@HOST/DB",
-                crate::store::redact_url(&raw.database)
+                crate::config::redact_url(&raw.database)
             ),
         );
     }
@@ -421,8 +421,8 @@ pub fn validate(raw: RawConfig, env: EnvLookup<'_>) -> Result<Config, ConfigErro
         prune_interval: Duration::from_secs(rs.prune_interval_s),
         prune_batch: i64::try_from(rs.prune_batch).unwrap_or(i64::MAX),
     };
-    let plugins = crate::plugins::config::validate(
-        crate::plugins::config::RawPluginLists {
+    let plugins = crate::config::plugins::validate(
+        crate::config::plugins::RawPluginLists {
             plugins: &raw.plugins,
             executors: &raw.executors,
             feature_extractors: &raw.feature_extractors,
@@ -441,7 +441,7 @@ pub fn validate(raw: RawConfig, env: EnvLookup<'_>) -> Result<Config, ConfigErro
         || plugins
             .plugins
             .iter()
-            .any(|p| p.kind == crate::plugins::PluginKind::Executor);
+            .any(|p| p.kind == crate::config::plugins::PluginKind::Executor);
     let known = |m: &str| dynamic || models.contains_key(m);
     p.0.extend(
         raw.routing
@@ -513,7 +513,7 @@ fn classifier(
                 "must be at least 1",
             );
         }
-        crate::router::classify::arch_router::ArchRouterSettings {
+        crate::config::ArchRouterSettings {
             base_url: a.base_url.clone(),
             model: a.model.clone(),
             api_key: a.api_key_env.as_deref().and_then(|name| {
@@ -563,10 +563,10 @@ fn decision_log(d: &super::raw::RawDecisionLog, p: &mut Problems) -> DecisionLog
 }
 
 fn policies(
-    raw: &[crate::store::PolicySpec],
+    raw: &[crate::policy::PolicySpec],
     known: &dyn Fn(&str) -> bool,
     p: &mut Problems,
-) -> Vec<crate::store::PolicySpec> {
+) -> Vec<crate::policy::PolicySpec> {
     let mut seen: HashMap<(String, String), usize> = HashMap::new();
     let mut out = Vec::with_capacity(raw.len());
     for (i, rp) in raw.iter().enumerate() {
@@ -575,10 +575,10 @@ fn policies(
             p.push(
                 format!("policies[{i}].{}", problem.field()),
                 match &problem {
-                    crate::store::PolicyProblem::UnknownModel { model, .. } => {
+                    crate::policy::PolicyProblem::UnknownModel { model, .. } => {
                         format!("model '{model}' is not served by any provider")
                     }
-                    crate::store::PolicyProblem::Invalid { message, .. } => message.clone(),
+                    crate::policy::PolicyProblem::Invalid { message, .. } => message.clone(),
                 },
             );
         }
@@ -664,10 +664,17 @@ fn client_auth(
     Some(ClientAuth { keys })
 }
 
-/// The limits of `l` as validated, for unit tests elsewhere (problems ignored).
-#[cfg(test)]
-pub(crate) fn limits_for_tests(l: &RawLimits) -> Limits {
-    limits(l, &mut Problems(Vec::new()))
+impl Limits {
+    /// The `limits:` section validated on its own (every problem named).
+    pub fn from_raw(l: &RawLimits) -> Result<Limits, Vec<String>> {
+        let mut p = Problems(Vec::new());
+        let out = limits(l, &mut p);
+        if p.0.is_empty() {
+            Ok(out)
+        } else {
+            Err(p.0)
+        }
+    }
 }
 
 fn limits(l: &RawLimits, p: &mut Problems) -> Limits {
