@@ -15,7 +15,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
-use dualrouter::encoder::{Encoder, EncoderConfig, EncoderKind};
+use dualrouter_ml::encoder::{Encoder, EncoderConfig, EncoderKind};
 use dualrouter::router::classify::embedded::{EmbeddedClassifier, HeadTraining};
 use dualrouter::router::classify::RouteSpec;
 

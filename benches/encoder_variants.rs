@@ -12,8 +12,8 @@ use common::pct;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use dualrouter::encoder::bert_onnx::Precision;
-use dualrouter::encoder::{EncoderConfig, MiniLm, SessionTuning};
+use dualrouter_ml::encoder::bert_onnx::Precision;
+use dualrouter_ml::encoder::{EncoderConfig, MiniLm, SessionTuning};
 
 fn hwu64(n: usize) -> Vec<String> {
     let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/data/classify/hwu64.csv");

@@ -9,10 +9,10 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::Instant;
 
-use dualrouter::encoder::bert_onnx::Precision;
-use dualrouter::encoder::{Encoder, EncoderConfig, EncoderKind, MiniLm};
-use dualrouter::mirt::model::{Rng, Weights};
-use dualrouter::mirt::{
+use dualrouter_ml::encoder::bert_onnx::Precision;
+use dualrouter_ml::encoder::{Encoder, EncoderConfig, EncoderKind, MiniLm};
+use dualrouter_ml::mirt::model::{Rng, Weights};
+use dualrouter_ml::mirt::{
     rank, Mirt, ModelInfo, Objective, TrainingSummary, CHECKPOINT_FORMAT, CHECKPOINT_VERSION,
 };
 

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use dualrouter::plugins::freshness::dist_artifact;
 use dualrouter::plugins::{PluginConfig, PluginHost, PluginKind, PluginsConfig};
-use dualrouter::router::conversation::Conversation;
+use dualrouter_core::conversation::Conversation;
 
 fn report(name: &str, unit: &str, samples: Vec<f64>) {
     println!(

@@ -23,7 +23,7 @@ use sha2::{Digest, Sha256};
 
 use crate::config::Config;
 use crate::encoder::Encoder;
-use crate::mirt::cli::{embed_prompts, fit_xy, FitArgs, FitInput};
+use crate::mirt::fit::{embed_prompts, fit_xy, FitInput, FitOptions};
 use crate::mirt::{Dataset, Mirt, MirtError};
 use crate::router::scorer::Scorer;
 use crate::router::DualRouter;
@@ -452,7 +452,7 @@ impl Trainer {
             PromptPart::of(&active.mirt),
         )
         .await?;
-        let args = FitArgs::refit_of(&config.mirt.encoder, &active.mirt);
+        let args = FitOptions::refit_of(&config.mirt.encoder, &active.mirt);
         drop(active);
         let rows = prepared.input.xs.len();
         let holdout = prepared.holdout;
@@ -591,7 +591,7 @@ impl Trainer {
         let id = self
             .next_job
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let args = FitArgs::refit_of(&self.config().mirt.encoder, &self.router().scorer().mirt);
+        let args = FitOptions::refit_of(&self.config().mirt.encoder, &self.router().scorer().mirt);
         let status = JobStatus {
             id,
             state: "running",
@@ -716,7 +716,7 @@ pub fn train_from_db_command(
         let base = data.or(config.mirt.base_data.as_deref());
         let active = active_checkpoint(&store, &encoder, &config).await?;
         let prompt = PromptPart::of(&active);
-        let mut args = FitArgs::refit_of(&config.mirt.encoder, &active);
+        let mut args = FitOptions::refit_of(&config.mirt.encoder, &active);
         args.quiet = false;
         let layout = prompt.describe();
         let prepared = prepare(&store, &encoder, &config, base, prompt).await?;

@@ -526,8 +526,8 @@ policies:
   - { domain: a, action: b, models: [small, ghost-model] }
   - { domain: a, action: b, models: [small] }
 "#;
-    let raw = dualrouter::config::parse(yaml, "t.yaml").unwrap();
-    let err = dualrouter::config::validated::validate(raw, &|_| None)
+    let raw = dualrouter_core::config::parse(yaml, "t.yaml").unwrap();
+    let err = dualrouter_core::config::validated::validate(raw, &|_| None)
         .unwrap_err()
         .to_string();
     assert!(
@@ -545,14 +545,14 @@ policies:
     assert!(!err.contains("hunter2"), "{err}");
 
     // Unknown keys are refused with their path.
-    let err = dualrouter::config::parse("decision_log: { batch_row: 5 }", "t.yaml")
+    let err = dualrouter_core::config::parse("decision_log: { batch_row: 5 }", "t.yaml")
         .unwrap_err()
         .to_string();
     assert!(
         err.contains("decision_log") && err.contains("batch_row"),
         "{err}"
     );
-    let err = dualrouter::config::parse(
+    let err = dualrouter_core::config::parse(
         "policies: [ { domain: a, action: b, models: [x], modles: [] } ]",
         "t.yaml",
     )
@@ -564,8 +564,8 @@ policies:
     );
 
     // Defaults.
-    let cfg = dualrouter::config::validated::validate(
-        dualrouter::config::parse("{}", "t.yaml").unwrap(),
+    let cfg = dualrouter_core::config::validated::validate(
+        dualrouter_core::config::parse("{}", "t.yaml").unwrap(),
         &|_| None,
     )
     .unwrap();

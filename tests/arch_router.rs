@@ -12,7 +12,7 @@ use dualrouter::router::classify::arch_router::{
     ArchRouterClient, ArchRouterError, ArchRouterSettings,
 };
 use dualrouter::router::classify::RouteSpec;
-use dualrouter::router::conversation::{Conversation, Turn};
+use dualrouter_core::conversation::{Conversation, Turn};
 use serde_json::{json, Value};
 
 #[derive(Default)]

@@ -9,7 +9,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use common::TestDb;
-use dualrouter::config::validated::DecisionLogConfig;
+use dualrouter_core::config::validated::DecisionLogConfig;
 use dualrouter::store::{DecisionLog, DecisionRecord, FlushError, Store};
 use prometheus::Registry;
 

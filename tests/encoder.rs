@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use dualrouter::encoder::{Encoder, EncoderConfig, EncoderKind};
+use dualrouter_ml::encoder::{Encoder, EncoderConfig, EncoderKind};
 
 fn models_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models")

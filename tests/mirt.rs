@@ -2,9 +2,9 @@
 
 use std::io::Write;
 
-use dualrouter::mirt::data::Dataset;
-use dualrouter::mirt::model::{train, Rng, TrainConfig};
-use dualrouter::mirt::{
+use dualrouter_ml::mirt::data::Dataset;
+use dualrouter_ml::mirt::model::{train, Rng, TrainConfig};
+use dualrouter_ml::mirt::{
     Mirt, MirtError, ModelInfo, TrainingSummary, CHECKPOINT_FORMAT, CHECKPOINT_VERSION,
 };
 
@@ -36,7 +36,7 @@ fn synthetic(n: usize, seed: u64) -> Synthetic {
 }
 
 fn mean_p(
-    w: &dualrouter::mirt::Weights,
+    w: &dualrouter_ml::mirt::Weights,
     xs: &[Vec<f32>],
     pick: impl Fn(usize) -> bool,
 ) -> Vec<f64> {
@@ -254,9 +254,9 @@ fn wide_and_long_shapes_agree() {
 
 #[test]
 fn a_cluster_layout_learns_each_kind_of_prompt_and_round_trips() {
-    use dualrouter::mirt::cli::{fit_xy, FitArgs, FitInput};
-    use dualrouter::mirt::clusters::kmeans;
-    use dualrouter::mirt::XLayout;
+    use dualrouter_ml::mirt::fit::{fit_xy, FitInput, FitOptions};
+    use dualrouter_ml::mirt::clusters::kmeans;
+    use dualrouter_ml::mirt::XLayout;
     use std::collections::HashMap;
 
     let (xs, ys, cluster) = synthetic(1200, 11);
@@ -308,7 +308,7 @@ fn a_cluster_layout_learns_each_kind_of_prompt_and_round_trips() {
         split: None,
         command: "test".into(),
     };
-    let mut args = FitArgs::defaults(&dualrouter::encoder::EncoderConfig::default());
+    let mut args = FitOptions::defaults(&dualrouter_ml::encoder::EncoderConfig::default());
     args.latent = 4;
     args.ensemble = 1;
     let m = fit_xy(input, "enc", 12, &args, &mut |_, _, _| {}).unwrap();

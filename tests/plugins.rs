@@ -11,13 +11,13 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, Once};
 use std::time::{Duration, Instant};
 
-use dualrouter::config::Secret;
+use dualrouter_core::config::Secret;
 use dualrouter::plugins::freshness;
 use dualrouter::plugins::{
     ExecutorErrorKind, HealthStatus, InvokeRequest, PluginConfig, PluginError, PluginHost,
     PluginKind, PluginsConfig,
 };
-use dualrouter::router::conversation::{Conversation, Turn};
+use dualrouter_core::conversation::{Conversation, Turn};
 
 fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -960,7 +960,7 @@ fn plugins_load_from_the_config_file() {
     );
     let path = dir.path().join("dualrouter.yaml");
     std::fs::write(&path, yaml).unwrap();
-    let cfg = dualrouter::config::load(&path).unwrap();
+    let cfg = dualrouter_core::config::load(&path).unwrap();
     assert_eq!(cfg.plugins.plugins.len(), 3);
     assert_eq!(cfg.plugins.epoch_tick, Duration::from_millis(2));
     let echo = cfg
@@ -1009,7 +1009,7 @@ fn plugins_load_from_the_config_file() {
         "feature_extractors:\n  - { name: x, plugin: x.wasm, allow_commands: [sh] }\n",
     )
     .unwrap();
-    let err = dualrouter::config::load(&path).unwrap_err().to_string();
+    let err = dualrouter_core::config::load(&path).unwrap_err().to_string();
     assert!(
         err.contains("feature_extractors[0]: feature extractors get no process"),
         "{err}"

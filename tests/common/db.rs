@@ -21,7 +21,7 @@ use std::process::{Command, Output, Stdio};
 use std::sync::Arc;
 
 use dualrouter::admin::{api_router, AdminState};
-use dualrouter::config::{self, Config};
+use dualrouter_core::config::{self, Config};
 use dualrouter::store::Store;
 use tempfile::TempDir;
 

@@ -1,5 +1,7 @@
 //! The command line: one subcommand per job (ARCHITECTURE §2).
 
+pub mod mirt;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -26,9 +28,9 @@ pub enum Command {
     /// an `x-fault` header picks the behaviour: see `src/faultmock.rs`).
     MockUpstream(MockArgs),
     /// Fit MIRT on outcome data (CSV/JSONL) and write a checkpoint.
-    Train(crate::mirt::cli::TrainArgs),
+    Train(crate::cli::mirt::TrainArgs),
     /// Routing quality on outcome data: MIRT vs baselines, metrics and plot.
-    Eval(crate::mirt::cli::EvalArgs),
+    Eval(crate::cli::mirt::EvalArgs),
     /// Print the routing decision for a prompt (nothing is sent upstream).
     Route(RouteArgs),
     /// Accuracy and latency of the embedded route classifier on labelled utterances.
@@ -168,8 +170,8 @@ pub fn main() -> ExitCode {
         Command::Migrate(args) => {
             crate::store::migrate_command(args.config.as_deref(), args.database.as_deref())
         }
-        Command::Train(args) => crate::mirt::cli::run_train(&args),
-        Command::Eval(args) => crate::mirt::cli::run_eval(&args),
+        Command::Train(args) => crate::cli::mirt::run_train(&args),
+        Command::Eval(args) => crate::cli::mirt::run_eval(&args),
         Command::Plugin(cmd) => plugin_command(cmd),
     };
     match result {

@@ -6,7 +6,7 @@
 //! - [`Mirt`]: a trained router (weights + model table + feature layout), saved as a versioned JSON checkpoint.
 //! - [`cli`]: `dualrouter train` and `dualrouter eval`.
 
-pub mod cli;
+pub mod fit;
 pub mod clusters;
 pub mod data;
 pub mod logistic;

@@ -1,4 +1,6 @@
-//! `dualrouter train` and `dualrouter eval`.
+//! Fitting and evaluating MIRT checkpoints on outcome data: what `dualrouter train` and
+//! `dualrouter eval` (the app's command line) and the background trainer run. Options are
+//! plain structs ([`FitOptions`], [`EvalOptions`]); the command line maps its flags onto them.
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
@@ -17,55 +19,60 @@ use super::{
 use crate::encoder::{Encoder, EncoderConfig, EncoderKind};
 use crate::eval::{self, Curve, Metrics, Outcomes};
 
-/// Encoder and training options shared by `train` and `eval`.
-#[derive(Debug, Clone, clap::Args)]
-pub struct FitArgs {
-    /// Encoder: `minilm-int8` (all-MiniLM-L6-v2 in dynamic int8), `minilm` (the same in fp32) or `static` (potion-base-8M).
-    #[arg(long, default_value = "minilm-int8", value_parser = parse_kind)]
+/// Encoder and training options shared by `train`, `eval` and refits.
+#[derive(Debug, Clone)]
+pub struct FitOptions {
+    /// `minilm-int8` (all-MiniLM-L6-v2 in dynamic int8), `minilm` (the same in fp32) or `static`.
     pub encoder: EncoderKind,
     /// Folder filled by scripts/fetch-models.sh.
-    #[arg(long, default_value = "models", env = "DUALROUTER_MODELS_DIR")]
     pub models_dir: PathBuf,
     /// Token budget per prompt.
-    #[arg(long, default_value_t = 256)]
     pub max_tokens: usize,
     /// Tokens kept from the start of a long prompt (the rest from its end).
-    #[arg(long, default_value_t = 32)]
     pub head_tokens: usize,
     /// Latent dimension of θ and a.
-    #[arg(long, default_value_t = 25)]
     pub latent: usize,
-    #[arg(long, default_value_t = 42)]
     pub seed: u64,
-    #[arg(long, default_value_t = 200)]
     pub max_epochs: usize,
-    #[arg(long, default_value_t = 2e-3)]
     pub lr: f32,
-    #[arg(long, default_value_t = 1e-4)]
     pub weight_decay: f32,
-    /// Ensemble members (each trained with its own seed and early-stopping slice; P is their mean). 5 by
-    /// default: chosen by `eval --cv 5` inside the train splits (routerbench +0.0024 AIQ, routerdc +0.0047 quality,
-    /// no fold worse).
-    #[arg(long, default_value_t = 5)]
+    /// Ensemble members (each trained with its own seed and early-stopping slice; P is their
+    /// mean). 5 by default: chosen by `eval --cv 5` inside the train splits (routerbench
+    /// +0.0024 AIQ, routerdc +0.0047 quality, no fold worse).
     pub ensemble: usize,
     /// Features joined to the embedding (comma list of: bias, log_chars, code).
-    #[arg(long, default_value = "bias,log_chars,code")]
     pub features: String,
-    /// What of the prompt enters x besides the features: `embedding` (default), `clusters:K` (a
-    /// one-hot of the nearest of K k-means centroids of the training embeddings, not the
-    /// embedding itself) or `embedding+clusters:K`.
-    #[arg(long, default_value = "embedding", value_parser = parse_prompt_x)]
+    /// What of the prompt enters x besides the features.
     pub prompt_x: PromptX,
-    /// Where computed embeddings are cached between runs (keyed by encoder id and prompts).
-    #[arg(long)]
+    /// Where computed embeddings are cached between runs (keyed by encoder id and prompts);
+    /// `None`: `<models_dir>/.embcache`.
     pub embedding_cache: Option<PathBuf>,
     /// No progress bars.
-    #[arg(long)]
     pub quiet: bool,
 }
 
-fn parse_kind(s: &str) -> Result<EncoderKind, String> {
-    s.parse()
+impl Default for FitOptions {
+    fn default() -> Self {
+        Self {
+            encoder: EncoderKind::MinilmInt8,
+            models_dir: PathBuf::from("models"),
+            max_tokens: 256,
+            head_tokens: 32,
+            latent: 25,
+            seed: 42,
+            max_epochs: 200,
+            lr: 2e-3,
+            weight_decay: 1e-4,
+            ensemble: 5,
+            features: "bias,log_chars,code".into(),
+            prompt_x: PromptX {
+                embedding: true,
+                clusters: 0,
+            },
+            embedding_cache: None,
+            quiet: false,
+        }
+    }
 }
 
 /// The prompt's part of x (`--prompt-x`).
@@ -83,6 +90,15 @@ impl std::fmt::Display for PromptX {
             (false, k) => write!(f, "clusters:{k}"),
             (true, k) => write!(f, "embedding+clusters:{k}"),
         }
+    }
+}
+
+impl std::str::FromStr for PromptX {
+    type Err = String;
+
+    /// `embedding`, `clusters:K` or `embedding+clusters:K` (K ≥ 2).
+    fn from_str(s: &str) -> Result<Self, String> {
+        parse_prompt_x(s)
     }
 }
 
@@ -110,83 +126,28 @@ fn parse_prompt_x(s: &str) -> Result<PromptX, String> {
     })
 }
 
-#[derive(Debug, Clone, clap::Args)]
-pub struct TrainArgs {
-    /// Outcome data: wide CSV, long CSV (prompt,model,score[,cost][,split]) or JSONL. With
-    /// `--from-db`, the base data joined to the logged outcomes (default: `mirt.base_data`).
-    #[arg(long, required_unless_present = "from_db")]
-    pub data: Option<PathBuf>,
-    /// Fit on the outcomes logged in the config's store (failed attempts score 0, feedback
-    /// scores the model that served), register the checkpoint there (not active).
-    #[arg(long)]
-    pub from_db: bool,
-    /// The config file whose store, encoder and models `--from-db` uses.
-    #[arg(
-        long,
-        default_value = "config/dualrouter.yaml",
-        env = "DUALROUTER_CONFIG"
-    )]
-    pub config: PathBuf,
-    /// Checkpoint to write.
-    #[arg(long, default_value = "checkpoints/mirt.json")]
-    pub out: PathBuf,
-    /// Split to train on (ignored if the file has no `split` column).
-    #[arg(long, default_value = "train")]
-    pub split: String,
-    /// Do not evaluate the checkpoint on the file's `test` split (by default, when the file has
-    /// one, its metrics go into the checkpoint's `eval`, as `dualrouter eval --checkpoint` computes them).
-    #[arg(long)]
-    pub no_eval: bool,
-    #[command(flatten)]
-    pub fit: FitArgs,
-}
+/// Neighbours of the kNN baseline unless the evaluation says otherwise.
+pub const KNN_K: usize = 40;
 
-/// Neighbours of the kNN baseline unless `eval --knn-k` says otherwise.
-const KNN_K: usize = 40;
-
-#[derive(Debug, Clone, clap::Args)]
-pub struct EvalArgs {
-    #[arg(long)]
+/// What `dualrouter eval` (and its cross-validation) evaluates.
+#[derive(Debug, Clone)]
+pub struct EvalOptions {
     pub data: PathBuf,
     /// Split to evaluate on.
-    #[arg(long, default_value = "test")]
     pub split: String,
     /// Route with this checkpoint instead of training on the file's train split.
-    #[arg(long)]
     pub checkpoint: Option<PathBuf>,
-    /// Print one JSON object instead of a table.
-    #[arg(long)]
-    pub json: bool,
-    /// Write the cost-quality plot here (SVG).
-    #[arg(long)]
-    pub plot: Option<PathBuf>,
     /// Neighbours of the kNN baseline.
-    #[arg(long, default_value_t = KNN_K)]
     pub knn_k: usize,
-    /// The cost-weight values each router's curve is made of: `exact` (every routing the knob
-    /// can give) or a number N (0 and N − 1 values from 1e-4 to 1e3, geometric).
-    #[arg(long, default_value = "exact")]
+    /// The cost-weight values each router's curve is made of.
     pub sweep: eval::Sweep,
-    /// Tuning mode: K-fold cross-validation inside the `train` split (folds drawn with --seed); the test split is
-    /// not read. Prints the mean over the folds (and each fold with --json).
-    #[arg(long)]
-    pub cv: Option<usize>,
-    #[command(flatten)]
-    pub fit: FitArgs,
+    pub fit: FitOptions,
 }
 
-/// `FitArgs` with the command line's defaults (what `dualrouter train` uses without flags).
-#[derive(Debug, clap::Parser)]
-struct DefaultFit {
-    #[command(flatten)]
-    fit: FitArgs,
-}
-
-impl FitArgs {
-    /// The defaults of `dualrouter train`, for the given encoder.
+impl FitOptions {
+    /// The defaults of `dualrouter train`, for the given encoder (quiet).
     pub fn defaults(encoder: &EncoderConfig) -> Self {
-        use clap::Parser;
-        let mut fit = DefaultFit::parse_from(["dualrouter"]).fit;
+        let mut fit = Self::default();
         fit.encoder = encoder.kind;
         fit.models_dir = encoder.models_dir.clone();
         fit.max_tokens = encoder.max_tokens;
@@ -228,7 +189,7 @@ impl FitArgs {
         }
     }
 
-    fn train_config(&self) -> TrainConfig {
+    pub fn train_config(&self) -> TrainConfig {
         TrainConfig {
             latent: self.latent,
             seed: self.seed,
@@ -239,7 +200,7 @@ impl FitArgs {
         }
     }
 
-    fn feature_names(&self) -> anyhow::Result<Vec<String>> {
+    pub fn feature_names(&self) -> anyhow::Result<Vec<String>> {
         let mut v = Vec::new();
         for f in self
             .features
@@ -333,7 +294,7 @@ pub fn embed_prompts(
 }
 
 /// The embeddings of `rows`' prompts, cached in `--embedding-cache` (default `<models>/.embcache`).
-fn embed_rows(enc: &Encoder, rows: &[&Row], fit: &FitArgs) -> anyhow::Result<Vec<Vec<f32>>> {
+pub fn embed_rows(enc: &Encoder, rows: &[&Row], fit: &FitOptions) -> anyhow::Result<Vec<Vec<f32>>> {
     let cache = fit
         .embedding_cache
         .clone()
@@ -343,7 +304,7 @@ fn embed_rows(enc: &Encoder, rows: &[&Row], fit: &FitArgs) -> anyhow::Result<Vec
 }
 
 /// Each row with its embedding.
-fn paired<'a>(rows: &[&'a Row], emb: &'a [Vec<f32>]) -> Vec<(&'a Row, &'a [f32])> {
+pub fn paired<'a>(rows: &[&'a Row], emb: &'a [Vec<f32>]) -> Vec<(&'a Row, &'a [f32])> {
     rows.iter()
         .copied()
         .zip(emb.iter().map(Vec::as_slice))
@@ -351,12 +312,12 @@ fn paired<'a>(rows: &[&'a Row], emb: &'a [Vec<f32>]) -> Vec<(&'a Row, &'a [f32])
 }
 
 /// Fit a checkpoint on `rows` of `ds` (embeddings given, one per row).
-fn fit(
+pub fn fit(
     ds: &Dataset,
     rows: &[&Row],
     emb: &[Vec<f32>],
     enc: &Encoder,
-    args: &FitArgs,
+    args: &FitOptions,
     split: Option<&str>,
     command: String,
 ) -> anyhow::Result<Mirt> {
@@ -423,7 +384,7 @@ pub fn fit_xy(
     input: FitInput,
     encoder_id: &str,
     embed_dim: usize,
-    args: &FitArgs,
+    args: &FitOptions,
     progress: &mut dyn FnMut(usize, usize, f64),
 ) -> anyhow::Result<Mirt> {
     let cfg = args.train_config();
@@ -513,7 +474,7 @@ pub fn fit_xy(
     Ok(m)
 }
 
-fn split_rows<'a>(ds: &'a Dataset, split: &str) -> Vec<&'a Row> {
+pub fn split_rows<'a>(ds: &'a Dataset, split: &str) -> Vec<&'a Row> {
     if ds.has_splits() {
         ds.split(Some(split))
     } else {
@@ -521,40 +482,32 @@ fn split_rows<'a>(ds: &'a Dataset, split: &str) -> Vec<&'a Row> {
     }
 }
 
-pub fn run_train(args: &TrainArgs) -> anyhow::Result<()> {
-    if args.from_db {
-        return crate::trainer::train_from_db_command(
-            &args.config,
-            args.data.as_deref(),
-            &args.out,
-        );
-    }
-    let Some(data) = &args.data else {
-        bail!("--data FILE is required (or --from-db)");
-    };
+/// Fits a checkpoint on `split` of the outcome file `data` and, unless `no_eval` or there is
+/// no other split, scores it on the file's `test` split (its metrics go into the checkpoint's
+/// `eval`, as `dualrouter eval --checkpoint` computes them). `command` is recorded in it.
+pub fn train(
+    data: &Path,
+    split: &str,
+    no_eval: bool,
+    fit_opts: &FitOptions,
+    command: String,
+) -> anyhow::Result<Mirt> {
     let ds = Dataset::load(data)?;
-    let rows = split_rows(&ds, &args.split);
+    let rows = split_rows(&ds, split);
     if rows.is_empty() {
-        bail!("{}: no rows in split `{}`", data.display(), args.split);
+        bail!("{}: no rows in split `{split}`", data.display());
     }
-    let enc = Encoder::load(&args.fit.encoder_config())?;
-    let emb = embed_rows(&enc, &rows, &args.fit)?;
-    let command = std::env::args().collect::<Vec<_>>().join(" ");
-    let split = ds.has_splits().then_some(args.split.as_str());
-    let mut m = fit(&ds, &rows, &emb, &enc, &args.fit, split, command)?;
-    if let Some(r) = &m.training.train {
-        eprintln!(
-            "trained on {} prompts ({} outcomes, {} for validation): best epoch {} of {}, val BCE {:.4}",
-            r.train_prompts, r.outcomes, r.val_prompts, r.best_epoch, r.epochs_run, r.val_bce
-        );
-    }
-    let test = if ds.has_splits() && args.split != "test" && !args.no_eval {
+    let enc = Encoder::load(&fit_opts.encoder_config())?;
+    let emb = embed_rows(&enc, &rows, fit_opts)?;
+    let split_name = ds.has_splits().then_some(split);
+    let mut m = fit(&ds, &rows, &emb, &enc, fit_opts, split_name, command)?;
+    let test = if ds.has_splits() && split != "test" && !no_eval {
         ds.split(Some("test"))
     } else {
         Vec::new()
     };
     if !test.is_empty() {
-        let test_emb = embed_rows(&enc, &test, &args.fit)?;
+        let test_emb = embed_rows(&enc, &test, fit_opts)?;
         let pairs = paired(&test, &test_emb);
         let sweep = eval::Sweep::Exact;
         let res = score_routers(&ds, &m, &rows, &emb, &pairs, KNN_K, sweep, "split `test`")?;
@@ -562,21 +515,6 @@ pub fn run_train(args: &TrainArgs) -> anyhow::Result<()> {
         for (name, _, metrics) in &res.routers {
             routers.insert(name.clone(), serde_json::to_value(metrics)?);
         }
-        let aiq = |r: &str| {
-            res.routers
-                .iter()
-                .find(|(n, _, _)| n == r)
-                .and_then(|(_, _, x)| x.aiq_linear)
-                .map_or("null".to_string(), |v| format!("{v:.4}"))
-        };
-        eprintln!(
-            "test split ({} rows): AIQ {} (kNN {}, random mixing {}, oracle {})",
-            res.test_rows,
-            aiq("mirt"),
-            aiq("knn"),
-            aiq("random_mixing"),
-            aiq("oracle")
-        );
         m.eval = json!({
             "split": "test",
             "rows": res.test_rows,
@@ -585,9 +523,7 @@ pub fn run_train(args: &TrainArgs) -> anyhow::Result<()> {
             "routers": routers,
         });
     }
-    m.save(&args.out)?;
-    eprintln!("wrote {}", args.out.display());
-    Ok(())
+    Ok(m)
 }
 
 /// Everything `eval` computes, before printing.
@@ -598,94 +534,8 @@ pub struct EvalResult {
     pub skipped: usize,
 }
 
-pub fn run_eval(args: &EvalArgs) -> anyhow::Result<()> {
-    if let Some(k) = args.cv {
-        return run_cv(args, k);
-    }
-    let res = evaluate(args)?;
-    let mut routers = serde_json::Map::new();
-    for (name, _, m) in &res.routers {
-        routers.insert(name.clone(), serde_json::to_value(m)?);
-    }
-    if args.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&json!({ "routers": routers }))?
-        );
-    } else {
-        println!(
-            "{} split `{}`: {} queries ({} skipped for missing outcomes)",
-            args.data.display(),
-            args.split,
-            res.test_rows,
-            res.skipped
-        );
-        println!("single models:");
-        for (n, p) in res.singles.names.iter().zip(&res.singles.points) {
-            println!(
-                "  {:<40} cost {:>10.6}  quality {:.4}",
-                n, p.cost, p.quality
-            );
-        }
-        let f = |v: Option<f64>| v.map_or("null".to_string(), |x| format!("{x:.4}"));
-        let mirt_points = res.routers.first().map_or(0, |(_, c, _)| c.points.len());
-        println!(
-            "cost-weight sweep: {} ({mirt_points} points on the mirt curve)",
-            args.sweep
-        );
-        println!(
-            "{:<14} {:>10} {:>10} {:>9} {:>11} {:>12} {:>8} {:>8} {:>8}",
-            "router",
-            "aiq_linear",
-            "aiq_log",
-            "savings",
-            "max_quality",
-            "at_cost",
-            "apgr",
-            "cpt50",
-            "cpt80"
-        );
-        for (name, _, m) in &res.routers {
-            println!(
-                "{:<14} {:>10} {:>10} {:>9} {:>11.4} {:>12.6} {:>8} {:>8} {:>8}",
-                name,
-                f(m.aiq_linear),
-                f(m.aiq_log),
-                f(m.savings_at_parity),
-                m.max_quality,
-                m.max_quality_cost,
-                f(m.apgr),
-                f(m.cpt50),
-                f(m.cpt80)
-            );
-        }
-    }
-    if let Some(plot) = &args.plot {
-        let lines: Vec<(String, Vec<eval::Point>)> = res
-            .routers
-            .iter()
-            .map(|(n, c, _)| (n.clone(), c.points.clone()))
-            .collect();
-        let singles: Vec<(String, eval::Point)> = res
-            .singles
-            .names
-            .iter()
-            .cloned()
-            .zip(res.singles.points.iter().copied())
-            .collect();
-        let lo = res.singles.cheapest();
-        let hi = res.singles.dearest();
-        let log = lo > 0.0 && hi / lo > 5.0;
-        let title = format!("{} ({} split)", args.data.display(), args.split);
-        std::fs::write(plot, eval::svg::plot(&title, &lines, &singles, log))
-            .with_context(|| format!("writing {}", plot.display()))?;
-        eprintln!("wrote {}", plot.display());
-    }
-    Ok(())
-}
-
 /// K-fold cross-validation inside the train split (for choosing settings without touching the test split).
-pub fn cross_validate(args: &EvalArgs, k: usize) -> anyhow::Result<Vec<EvalResult>> {
+pub fn cross_validate(args: &EvalOptions, k: usize) -> anyhow::Result<Vec<EvalResult>> {
     if k < 2 {
         bail!("--cv needs at least 2 folds");
     }
@@ -737,68 +587,6 @@ pub fn cross_validate(args: &EvalArgs, k: usize) -> anyhow::Result<Vec<EvalResul
         )?);
     }
     Ok(out)
-}
-
-fn run_cv(args: &EvalArgs, k: usize) -> anyhow::Result<()> {
-    let folds = cross_validate(args, k)?;
-    let names: Vec<String> = folds[0].routers.iter().map(|(n, _, _)| n.clone()).collect();
-    let mean = |get: &dyn Fn(&Metrics) -> Option<f64>, r: usize| -> Option<f64> {
-        let v: Vec<f64> = folds.iter().filter_map(|f| get(&f.routers[r].2)).collect();
-        (v.len() == folds.len()).then(|| v.iter().sum::<f64>() / v.len() as f64)
-    };
-    let mut routers = serde_json::Map::new();
-    for (r, n) in names.iter().enumerate() {
-        routers.insert(
-            n.clone(),
-            json!({
-                "aiq_linear": mean(&|m| m.aiq_linear, r),
-                "aiq_log": mean(&|m| m.aiq_log, r),
-                "savings_at_parity": mean(&|m| m.savings_at_parity, r),
-                "max_quality": mean(&|m| Some(m.max_quality), r),
-            }),
-        );
-    }
-    if args.json {
-        let per_fold: Vec<serde_json::Value> = folds
-            .iter()
-            .map(|f| {
-                let mut m = serde_json::Map::new();
-                for (n, _, x) in &f.routers {
-                    m.insert(
-                        n.clone(),
-                        json!({"aiq_linear": x.aiq_linear, "max_quality": x.max_quality}),
-                    );
-                }
-                serde_json::Value::Object(m)
-            })
-            .collect();
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&json!({"cv": k, "routers": routers, "folds": per_fold}))?
-        );
-    } else {
-        println!(
-            "{}: {k}-fold cross-validation inside the train split (mean over folds)",
-            args.data.display()
-        );
-        let f = |v: &serde_json::Value| v.as_f64().map_or("null".into(), |x| format!("{x:.4}"));
-        println!(
-            "{:<14} {:>10} {:>10} {:>9} {:>11}",
-            "router", "aiq_linear", "aiq_log", "savings", "max_quality"
-        );
-        for n in &names {
-            let m = &routers[n];
-            println!(
-                "{:<14} {:>10} {:>10} {:>9} {:>11}",
-                n,
-                f(&m["aiq_linear"]),
-                f(&m["aiq_log"]),
-                f(&m["savings_at_parity"]),
-                f(&m["max_quality"])
-            );
-        }
-    }
-    Ok(())
 }
 
 /// The models both the checkpoint and the file know, as (file column, checkpoint index); none is an error.
@@ -976,7 +764,7 @@ fn mixing_curve(singles: &eval::Singles) -> Curve {
     }
 }
 
-pub fn evaluate(args: &EvalArgs) -> anyhow::Result<EvalResult> {
+pub fn evaluate(args: &EvalOptions) -> anyhow::Result<EvalResult> {
     let ds = Dataset::load(&args.data)?;
     let enc = Encoder::load(&args.fit.encoder_config())?;
     let train_rows: Vec<&Row> = if ds.has_splits() {
