@@ -26,5 +26,4 @@ pub mod proxy;
 pub mod registry;
 pub mod router;
 pub mod server;
-pub mod store;
 pub mod trainer;

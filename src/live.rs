@@ -32,10 +32,9 @@ use crate::proxy::ProxyState;
 use crate::registry::Registry;
 use crate::router::scorer::Scorer;
 use crate::router::{DualRouter, RouterError};
-use crate::store::{DecisionLog, Store, StoreError};
+use dualrouter_store::{DecisionLog, Store, StoreError};
 
 pub use dualrouter_core::config::reload::ReloadSettings;
-
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReloadError {
@@ -199,13 +198,13 @@ impl Live {
         let state = self.current();
         let registry = state.router.registry();
         let models = crate::admin::api::Catalog::executors(registry.as_ref());
-        let services: Vec<crate::store::ExecutorService> = registry
+        let services: Vec<dualrouter_store::ExecutorService> = registry
             .plugins()
             .map(|h| {
                 h.statuses()
                     .into_iter()
                     .filter(|s| s.kind == crate::plugins::PluginKind::Executor)
-                    .map(|s| crate::store::ExecutorService::from_status(&s, &h.executor_models()))
+                    .map(|s| executor_service(&s, &h.executor_models()))
                     .collect()
             })
             .unwrap_or_default();
@@ -589,7 +588,7 @@ pub async fn active_scorer(
     let active = rows.iter().find(|r| r.active);
     // An active row that only a config registered (an earlier config's file) gives way to the
     // config's file now; one activated through the API or a refit outlives restarts.
-    let from_config = |r: &crate::store::CheckpointRow| r.metrics["source"] == "config";
+    let from_config = |r: &dualrouter_store::CheckpointRow| r.metrics["source"] == "config";
     let keep_active =
         active.filter(|a| a.version != own.version && !config_changed && !from_config(a));
     if let Some(a) = keep_active {
@@ -611,6 +610,35 @@ pub async fn active_scorer(
     }
     let scorer = Scorer::new(own_mirt, Some(own.version), path, registry.models())?;
     Ok((scorer, sha))
+}
+
+/// The store's row for an executor plugin: its id, models and last error (never a secret).
+fn executor_service(
+    s: &crate::plugins::PluginStatus,
+    models: &[crate::plugins::ExecutorModel],
+) -> dualrouter_store::ExecutorService {
+    use chrono::Utc;
+    use sqlx::types::Json;
+
+    let mine: Vec<&crate::plugins::ExecutorModel> =
+        models.iter().filter(|m| m.plugin == s.name).collect();
+    dualrouter_store::ExecutorService {
+        name: s.name.clone(),
+        plugin: s.path.clone(),
+        kind: mine
+            .first()
+            .map(|m| m.executor_kind.clone())
+            .unwrap_or_else(|| "executor".into()),
+        settings: Json(serde_json::json!({
+            "executor_id": mine.first().map(|m| m.executor_id.clone()),
+            "wit_version": s.wit_version,
+            "models": mine.iter().map(|m| &m.id).collect::<Vec<_>>(),
+            "last_error": s.last_error,
+            "reported": s.reported,
+        })),
+        health: if s.healthy { "healthy" } else { "unhealthy" }.into(),
+        last_check: Some(Utc::now()),
+    }
 }
 
 pub fn file_sha256(path: &Path) -> Result<String, ReloadError> {

@@ -22,8 +22,8 @@ use crate::metrics::Metrics;
 use crate::proxy::Proxy;
 use crate::registry::Registry;
 use crate::router::DualRouter;
-use crate::store::{self, DecisionLog};
 use crate::trainer::Trainer;
+use dualrouter_store::{self as store, DecisionLog};
 
 /// How long the decision log may take to drain at shutdown before the rest stays in its spool.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -50,7 +50,7 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let plugin_metrics = crate::plugins::PluginMetrics::new()?;
     plugin_metrics.register(&metrics.registry)?;
     let store = control
-        .block_on(store::open_and_seed(&config))
+        .block_on(store::open_and_seed(&config.database, &config.policies))
         .with_context(|| format!("opening the store {}", store::redact_url(&config.database)))?;
     let decision_log = DecisionLog::start_on(
         control.handle(),
@@ -369,7 +369,7 @@ pub fn route_command(args: &crate::cli::RouteArgs) -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::new()?);
     let decision = rt.block_on(async {
         // The store is the source of truth for policies; the config's seed them.
-        let store = store::open_and_seed(&config).await?;
+        let store = store::open_and_seed(&config.database, &config.policies).await?;
         let policies = store.list_policies().await?;
         // The models `serve` would know: the config's, the discovered ones, the plugins'.
         let plugins =

@@ -27,7 +27,7 @@ use crate::mirt::fit::{embed_prompts, fit_xy, FitInput, FitOptions};
 use crate::mirt::{Dataset, Mirt, MirtError};
 use crate::router::scorer::Scorer;
 use crate::router::DualRouter;
-use crate::store::{CheckpointRow, Store, StoreError};
+use dualrouter_store::{CheckpointRow, Store, StoreError};
 
 /// How much worse (in mean BCE) a checkpoint may be than the active one and still be
 /// activated: numerical noise, not a real difference.

@@ -6,7 +6,7 @@ mod common;
 
 use common::{serve_admin, test_config, TestDb, ADMIN_TOKEN};
 use dualrouter::admin::AdminState;
-use dualrouter::store::{CandidateScore, DecisionRecord, Store};
+use dualrouter_store::{CandidateScore, DecisionRecord, Store};
 use reqwest::{Client, StatusCode};
 use serde_json::{json, Value};
 
@@ -53,7 +53,9 @@ impl Api {
 /// Starts the API on `db` with the test config's policies seeded.
 async fn start(db: &TestDb) -> (Api, Store) {
     let cfg = test_config(&db.url());
-    let store = dualrouter::store::open_and_seed(&cfg).await.unwrap();
+    let store = dualrouter_store::open_and_seed(&cfg.database, &cfg.policies)
+        .await
+        .unwrap();
     let base = serve_admin(AdminState::from_config(store.clone(), &cfg)).await;
     (
         Api {
@@ -344,7 +346,7 @@ async fn decisions(api: &Api, store: &Store) {
     for i in 0..30 {
         let mut r = DecisionRecord::new("ok");
         r.created_at = base + chrono::Duration::milliseconds(i * 1500);
-        r.prompt_hash = dualrouter::store::prompt_hash(&format!("prompt {i}"));
+        r.prompt_hash = dualrouter_store::prompt_hash(&format!("prompt {i}"));
         r.domain = Some(if i % 3 == 0 { "math" } else { "programming" }.into());
         r.action = Some("solve".into());
         r.selected_model = Some(if i % 2 == 0 { "small" } else { "large" }.into());

@@ -16,7 +16,7 @@ use chrono::Utc;
 use common::mock::Mock;
 use common::synthetic::{self, ask, chat, easy, hard};
 use common::{repo_root, Proxy, TestDb};
-use dualrouter::store::{Attempt, CandidateScore, DecisionRecord, Store};
+use dualrouter_store::{Attempt, CandidateScore, DecisionRecord, Store};
 use serde_json::{json, Value};
 
 /// One browser at a time: the machine is small and shared.

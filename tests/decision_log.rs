@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use common::TestDb;
 use dualrouter_core::config::validated::DecisionLogConfig;
-use dualrouter::store::{DecisionLog, DecisionRecord, FlushError, Store};
+use dualrouter_store::{DecisionLog, DecisionRecord, FlushError, Store};
 use prometheus::Registry;
 
 fn log_cfg(spool_dir: &Path, queue_capacity: usize) -> DecisionLogConfig {
@@ -26,7 +26,7 @@ fn log_cfg(spool_dir: &Path, queue_capacity: usize) -> DecisionLogConfig {
 
 fn rec(i: usize) -> DecisionRecord {
     let mut r = DecisionRecord::new(if i.is_multiple_of(10) { "error" } else { "ok" });
-    r.prompt_hash = dualrouter::store::prompt_hash(&format!("prompt {i}"));
+    r.prompt_hash = dualrouter_store::prompt_hash(&format!("prompt {i}"));
     r.requested_model = Some("auto".into());
     r.domain = Some("programming".into());
     r.action = Some("code-generation".into());

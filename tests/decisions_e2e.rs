@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use common::mock::Mock;
 use common::{chat_body, PgCluster, Proxy};
-use dualrouter::store::Store;
+use dualrouter_store::Store;
 use futures::StreamExt;
 
 fn config(base_url: &str, database: &str, spool: &std::path::Path) -> String {

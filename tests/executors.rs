@@ -264,7 +264,7 @@ async fn every_source_of_models_is_listed_routable_and_answers_in_the_clients_fo
     assert_eq!(sent["model"], "gw-a");
 
     // The store's catalog: every model with its source, every executor plugin.
-    let store = dualrouter::store::Store::open(&format!(
+    let store = dualrouter_store::Store::open(&format!(
         "sqlite://{}/dualrouter.db",
         p.dir.path().display()
     ))

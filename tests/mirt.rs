@@ -254,8 +254,8 @@ fn wide_and_long_shapes_agree() {
 
 #[test]
 fn a_cluster_layout_learns_each_kind_of_prompt_and_round_trips() {
-    use dualrouter_ml::mirt::fit::{fit_xy, FitInput, FitOptions};
     use dualrouter_ml::mirt::clusters::kmeans;
+    use dualrouter_ml::mirt::fit::{fit_xy, FitInput, FitOptions};
     use dualrouter_ml::mirt::XLayout;
     use std::collections::HashMap;
 

@@ -11,12 +11,12 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, Once};
 use std::time::{Duration, Instant};
 
-use dualrouter_core::config::Secret;
 use dualrouter::plugins::freshness;
 use dualrouter::plugins::{
     ExecutorErrorKind, HealthStatus, InvokeRequest, PluginConfig, PluginError, PluginHost,
     PluginKind, PluginsConfig,
 };
+use dualrouter_core::config::Secret;
 use dualrouter_core::conversation::{Conversation, Turn};
 
 fn root() -> &'static Path {
@@ -1009,7 +1009,9 @@ fn plugins_load_from_the_config_file() {
         "feature_extractors:\n  - { name: x, plugin: x.wasm, allow_commands: [sh] }\n",
     )
     .unwrap();
-    let err = dualrouter_core::config::load(&path).unwrap_err().to_string();
+    let err = dualrouter_core::config::load(&path)
+        .unwrap_err()
+        .to_string();
     assert!(
         err.contains("feature_extractors[0]: feature extractors get no process"),
         "{err}"

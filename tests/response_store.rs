@@ -7,7 +7,7 @@ mod common;
 
 use chrono::{Duration, Utc};
 use common::TestDb;
-use dualrouter::store::{Store, StoredResponse};
+use dualrouter_store::{Store, StoredResponse};
 use serde_json::{json, Value};
 
 fn row(

@@ -42,11 +42,10 @@ pub use error::AdminError;
 pub use dualrouter_core::catalog::{Catalog, ConfigCatalog, ExecutorInfo, Price};
 
 use crate::config::{Config, Secret};
-use crate::store::{DecisionQuery, PolicyProblem, PolicySpec, Store, MAX_DECISIONS_PAGE};
+use dualrouter_store::{DecisionQuery, PolicyProblem, PolicySpec, Store, MAX_DECISIONS_PAGE};
 
 /// Decisions returned when `limit` is not given.
 pub const DEFAULT_DECISIONS_PAGE: u32 = 50;
-
 
 /// Everything the admin API's handlers need.
 #[derive(Clone)]

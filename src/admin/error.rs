@@ -7,7 +7,7 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
-use crate::store::StoreError;
+use dualrouter_store::StoreError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AdminError {

@@ -2,7 +2,7 @@
 //!
 //! | route | answers |
 //! |---|---|
-//! | `GET /api/stats?window=24h` | requests, cost, estimated savings and mean feedback per model over the window, in 24 buckets ([`crate::store::Stats`]) |
+//! | `GET /api/stats?window=24h` | requests, cost, estimated savings and mean feedback per model over the window, in 24 buckets ([`dualrouter_store::Stats`]) |
 //! | `POST /api/training-data[?name=NAME]` | CSV or JSONL body, validated as MIRT training data, kept as `mirt.checkpoints_dir/uploads/NAME.csv` (or `.jsonl`); `201` + what it holds |
 //! | `GET /api/training-data` | the uploads, newest first |
 //!

@@ -8,9 +8,7 @@ use serde_json::json;
 
 use dualrouter_ml::encoder::EncoderKind;
 use dualrouter_ml::eval::{self, Metrics};
-use dualrouter_ml::mirt::fit::{
-    cross_validate, evaluate, EvalOptions, FitOptions, PromptX, KNN_K,
-};
+use dualrouter_ml::mirt::fit::{cross_validate, evaluate, EvalOptions, FitOptions, PromptX, KNN_K};
 
 fn parse_kind(s: &str) -> Result<EncoderKind, String> {
     s.parse()
@@ -66,7 +64,6 @@ pub struct FitArgs {
     #[arg(long)]
     pub quiet: bool,
 }
-
 
 impl From<&FitArgs> for FitOptions {
     fn from(a: &FitArgs) -> Self {
@@ -356,4 +353,3 @@ fn run_cv(args: &EvalArgs, k: usize) -> anyhow::Result<()> {
     }
     Ok(())
 }
-

@@ -167,9 +167,7 @@ pub fn main() -> ExitCode {
         Command::MockUpstream(args) => crate::faultmock::run_standalone(&args.listen, args.threads),
         Command::Route(args) => crate::server::route_command(&args),
         Command::EvalClassifier(args) => crate::router::classify::eval::run_cli(&args),
-        Command::Migrate(args) => {
-            crate::store::migrate_command(args.config.as_deref(), args.database.as_deref())
-        }
+        Command::Migrate(args) => migrate_command(args.config.as_deref(), args.database.as_deref()),
         Command::Train(args) => crate::cli::mirt::run_train(&args),
         Command::Eval(args) => crate::cli::mirt::run_eval(&args),
         Command::Plugin(cmd) => plugin_command(cmd),
@@ -181,6 +179,32 @@ pub fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `dualrouter migrate`: the URL from `--database`, else the config file's `database:` (read
+/// without resolving secrets, so provider keys need not be set).
+fn migrate_command(config: Option<&std::path::Path>, database: Option<&str>) -> anyhow::Result<()> {
+    use dualrouter_store::{redact_url, Store, StoreError, DEFAULT_DATABASE_URL};
+    let url = match (database, config) {
+        (Some(url), _) => url.to_string(),
+        (None, Some(path)) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| anyhow::anyhow!("cannot read config file {}: {e}", path.display()))?;
+            crate::config::parse(&text, &path.display().to_string())?.database
+        }
+        (None, None) => DEFAULT_DATABASE_URL.to_string(),
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let store = Store::connect(&url).await?;
+        store.migrate().await?;
+        store.close().await;
+        Ok::<_, StoreError>(())
+    })?;
+    tracing::info!(database = %redact_url(&url), "migrations applied");
+    Ok(())
 }
 
 fn init_tracing() {

@@ -39,7 +39,7 @@ use crate::metrics::Metrics;
 use crate::registry::Verdict;
 use crate::router::conversation::Conversation;
 use crate::router::{DualRouter, RouteOptions, RoutingDecision};
-use crate::store::{
+use dualrouter_store::{
     prompt_hash, Attempt, CandidateScore, DecisionDetails, DecisionLog, DecisionRecord,
     ExcludedModel, Store, StoredFeatures,
 };
@@ -417,7 +417,7 @@ async fn record_feedback(state: &ProxyState, fb: &ingress::Feedback) -> Result<(
     let log = state.decision_log.clone();
     let fb = fb.clone();
     let task = state.control.spawn(async move {
-        let unavailable = |e: crate::store::StoreError| {
+        let unavailable = |e: dualrouter_store::StoreError| {
             tracing::warn!("feedback not recorded: {e}");
             ApiError::Unavailable("the decision store")
         };

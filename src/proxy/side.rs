@@ -18,7 +18,7 @@ use crate::config::raw::ProviderKind;
 use crate::config::validated::Backend;
 use crate::config::{Model, Provider};
 use crate::error::ApiError;
-use crate::store::DecisionRecord;
+use dualrouter_store::DecisionRecord;
 
 /// The header saying a token count is the proxy's estimate, not the provider's.
 pub const ESTIMATE_HEADER: &str = "x-dualrouter-token-count";

@@ -13,7 +13,7 @@ use serde_json::{json, Map, Value};
 use super::ProxyState;
 use crate::error::ApiError;
 use crate::metrics::Metrics;
-use crate::store::{Store, StoredResponse};
+use dualrouter_store::{Store, StoredResponse};
 
 /// This turn's input items (a string input is one user message).
 pub fn turn_input(body: &Map<String, Value>) -> Value {
@@ -25,14 +25,14 @@ pub fn turn_input(body: &Map<String, Value>) -> Value {
     }
 }
 
-fn unavailable(e: crate::store::StoreError) -> ApiError {
+fn unavailable(e: dualrouter_store::StoreError) -> ApiError {
     tracing::warn!("stored responses: {e}");
     ApiError::Unavailable("the response store")
 }
 
 async fn on_control<T: Send + 'static>(
     state: &ProxyState,
-    f: impl std::future::Future<Output = Result<T, crate::store::StoreError>> + Send + 'static,
+    f: impl std::future::Future<Output = Result<T, dualrouter_store::StoreError>> + Send + 'static,
 ) -> Result<T, ApiError> {
     state
         .control

@@ -33,7 +33,7 @@ use crate::encoder::{Encoder, EncoderError};
 use crate::metrics::Metrics;
 use crate::mirt::{MirtError, Objective};
 use crate::registry::Registry;
-use crate::store::Policy;
+use dualrouter_store::Policy;
 
 /// The domain of the default route's policy (`default/<anything>`).
 pub const DEFAULT_DOMAIN: &str = "default";

@@ -22,7 +22,7 @@ use std::sync::Arc;
 
 use dualrouter::admin::{api_router, AdminState};
 use dualrouter_core::config::{self, Config};
-use dualrouter::store::Store;
+use dualrouter_store::Store;
 use tempfile::TempDir;
 
 /// A port nobody listens on right now.

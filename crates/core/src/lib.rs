@@ -7,6 +7,7 @@
 pub mod catalog;
 pub mod config;
 pub mod conversation;
+pub mod floats;
 pub mod metrics;
 pub mod policy;
 

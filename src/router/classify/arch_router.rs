@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use super::RouteSpec;
-pub use dualrouter_core::config::ArchRouterSettings;
 use crate::router::conversation::Conversation;
+pub use dualrouter_core::config::ArchRouterSettings;
 
 /// The prompt, word for word as the model was trained on (ARCHITECTURE §6).
 const PROMPT_HEAD: &str = "You are a helpful assistant designed to find the best suited route.\n\

@@ -98,7 +98,6 @@ impl EncoderConfig {
     }
 }
 
-
 impl std::str::FromStr for EncoderKind {
     type Err = String;
 
@@ -114,4 +113,3 @@ impl std::str::FromStr for EncoderKind {
         }
     }
 }
-

@@ -35,7 +35,6 @@ pub fn redact_url(url: &str) -> String {
     }
 }
 
-
 use std::fmt;
 use std::path::Path;
 
@@ -215,5 +214,20 @@ providers:
         assert!(!s.matches(b"sk-canar"));
         assert!(!s.matches(b"sk-canary1"));
         assert!(!s.matches(b""));
+    }
+}
+
+#[cfg(test)]
+mod redact_tests {
+    use super::*;
+
+    #[test]
+    fn redacts_passwords() {
+        assert_eq!(
+            redact_url("postgres://u:secret@h:5432/db?x=1"),
+            "postgres://u:***@h:5432/db?x=1"
+        );
+        assert_eq!(redact_url("postgres://u@h/db"), "postgres://u@h/db");
+        assert_eq!(redact_url("sqlite://x.db"), "sqlite://x.db");
     }
 }

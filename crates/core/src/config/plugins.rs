@@ -557,4 +557,3 @@ impl serde::Serialize for PluginKind {
         s.serialize_str(self.world())
     }
 }
-

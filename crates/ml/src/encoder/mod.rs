@@ -24,7 +24,6 @@ use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-
 pub use dualrouter_core::config::encoder::{EncoderConfig, EncoderKind};
 pub use minilm::{MiniLm, SessionTuning};
 pub use static_emb::StaticEmbedder;
@@ -49,7 +48,6 @@ pub enum EncoderError {
 }
 
 pub type Result<T, E = EncoderError> = std::result::Result<T, E>;
-
 
 /// Keep `head` tokens from the start and fill the remaining `budget - head` from the end.
 pub(crate) fn head_tail(ids: &[u32], budget: usize, head: usize) -> Vec<u32> {

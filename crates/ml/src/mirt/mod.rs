@@ -6,9 +6,9 @@
 //! - [`Mirt`]: a trained router (weights + model table + feature layout), saved as a versioned JSON checkpoint.
 //! - [`cli`]: `dualrouter train` and `dualrouter eval`.
 
-pub mod fit;
 pub mod clusters;
 pub mod data;
+pub mod fit;
 pub mod logistic;
 pub mod model;
 
@@ -18,8 +18,8 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 pub use data::{DataError, Dataset};
-pub use model::{TrainConfig, TrainReport, Weights};
 pub use dualrouter_core::config::mirt::{parse_interval, MirtSettings, Objective};
+pub use model::{TrainConfig, TrainReport, Weights};
 
 /// Checkpoint format name and version written into every checkpoint.
 pub const CHECKPOINT_FORMAT: &str = "dualrouter-mirt";
@@ -73,7 +73,6 @@ pub fn builtin_feature(name: &str, text: &str) -> Option<f32> {
         _ => None,
     }
 }
-
 
 /// Order candidate indices best-first under the objective. `p[i]` and `price[i]` belong to candidate i.
 pub fn rank(p: &[f32], price: &[f64], cost_ref: f64, obj: Objective) -> Vec<usize> {

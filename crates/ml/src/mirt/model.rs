@@ -70,82 +70,26 @@ pub struct Weights {
     pub theta: Vec<Vec<f32>>,
 }
 
-const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-
-/// Standard base64 (with padding) of bytes.
-pub fn b64_encode(bytes: &[u8]) -> String {
-    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
-    for c in bytes.chunks(3) {
-        let n = (u32::from(c[0]) << 16)
-            | (u32::from(*c.get(1).unwrap_or(&0)) << 8)
-            | u32::from(*c.get(2).unwrap_or(&0));
-        for i in 0..4 {
-            if i <= c.len() {
-                out.push(B64[((n >> (18 - 6 * i)) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
-}
-
-pub fn b64_decode(s: &str) -> Result<Vec<u8>, String> {
-    let s = s.trim_end_matches('=');
-    let mut out = Vec::with_capacity(s.len() * 3 / 4);
-    let (mut acc, mut bits) = (0u32, 0u32);
-    for ch in s.bytes() {
-        let v = B64
-            .iter()
-            .position(|&b| b == ch)
-            .ok_or_else(|| format!("invalid base64 character `{}`", ch as char))?
-            as u32;
-        acc = (acc << 6) | v;
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((acc >> bits) as u8);
-            acc &= (1 << bits) - 1;
-        }
-    }
-    Ok(out)
-}
-
-fn floats_to_b64(v: &[f32]) -> String {
-    let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
-    b64_encode(&bytes)
-}
-
-fn b64_to_floats(s: &str) -> Result<Vec<f32>, String> {
-    let b = b64_decode(s)?;
-    if b.len() % 4 != 0 {
-        return Err("base64 float data is not a multiple of 4 bytes".into());
-    }
-    Ok(b.chunks_exact(4)
-        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-        .collect())
-}
-
 mod f32_b64 {
     use serde::{Deserialize, Deserializer, Serializer};
     pub fn serialize<S: Serializer>(v: &[f32], s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&super::floats_to_b64(v))
+        s.serialize_str(&dualrouter_core::floats::to_b64(v))
     }
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<f32>, D::Error> {
         let s = String::deserialize(d)?;
-        super::b64_to_floats(&s).map_err(serde::de::Error::custom)
+        dualrouter_core::floats::from_b64(&s).map_err(serde::de::Error::custom)
     }
 }
 
 pub(crate) mod f32_b64_nested {
     use serde::{Deserialize, Deserializer, Serializer};
     pub fn serialize<S: Serializer>(v: &[Vec<f32>], s: S) -> Result<S::Ok, S::Error> {
-        s.collect_seq(v.iter().map(|x| super::floats_to_b64(x)))
+        s.collect_seq(v.iter().map(|x| dualrouter_core::floats::to_b64(x)))
     }
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Vec<f32>>, D::Error> {
         let v = Vec::<String>::deserialize(d)?;
         v.iter()
-            .map(|s| super::b64_to_floats(s).map_err(serde::de::Error::custom))
+            .map(|s| dualrouter_core::floats::from_b64(s).map_err(serde::de::Error::custom))
             .collect()
     }
 }

@@ -31,7 +31,7 @@ use tokio::time::Instant;
 use super::decision::{prompt_preview, DecisionRecord};
 use super::spool::Spool;
 use super::Store;
-use crate::config::validated::DecisionLogConfig;
+use dualrouter_core::config::validated::DecisionLogConfig;
 
 /// Waits between attempts at a failed batch before it is spooled.
 const RETRY_DELAYS: [Duration; 3] = [

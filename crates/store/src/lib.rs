@@ -27,8 +27,8 @@ pub use decision::{
     prompt_hash, prompt_preview, Attempt, CandidateScore, DecisionDetails, DecisionQuery,
     DecisionRecord, ExcludedModel, StoredFeatures,
 };
-pub use log::{DecisionLog, DecisionLogError, DecisionLogMetrics, FlushError};
 pub use dualrouter_core::policy::{Policy, PolicyProblem, PolicySpec};
+pub use log::{DecisionLog, DecisionLogError, DecisionLogMetrics, FlushError};
 pub use responses::StoredResponse;
 
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -764,60 +764,16 @@ impl Store {
     }
 }
 
-/// What `serve` does at start: connect to `cfg.database`, migrate, and seed the config's
-/// policies (upsert by domain/action; the store stays the source of truth for the rest).
-pub async fn open_and_seed(cfg: &crate::config::Config) -> Result<Store, StoreError> {
-    let store = Store::open(&cfg.database).await?;
-    let seeded = store.seed_policies(&cfg.policies).await?;
+/// What `serve` does at start: connect to `database`, migrate, and seed the config's policies
+/// (upsert by domain/action; the store stays the source of truth for the rest).
+pub async fn open_and_seed(database: &str, policies: &[PolicySpec]) -> Result<Store, StoreError> {
+    let store = Store::open(database).await?;
+    let seeded = store.seed_policies(policies).await?;
     tracing::info!(
-        database = %redact_url(&cfg.database),
+        database = %redact_url(database),
         backend = store.backend(),
         policies_seeded = seeded,
         "store ready"
     );
     Ok(store)
-}
-
-/// `dualrouter migrate`: the URL from `--database`, else the config file's `database:` (read
-/// without resolving secrets, so provider keys need not be set).
-pub fn migrate_command(
-    config: Option<&std::path::Path>,
-    database: Option<&str>,
-) -> anyhow::Result<()> {
-    let url = match (database, config) {
-        (Some(url), _) => url.to_string(),
-        (None, Some(path)) => {
-            let text = std::fs::read_to_string(path)
-                .map_err(|e| anyhow::anyhow!("cannot read config file {}: {e}", path.display()))?;
-            let raw = crate::config::parse(&text, &path.display().to_string())?;
-            raw.database
-        }
-        (None, None) => DEFAULT_DATABASE_URL.to_string(),
-    };
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    rt.block_on(async {
-        let store = Store::connect(&url).await?;
-        store.migrate().await?;
-        store.close().await;
-        Ok::<_, StoreError>(())
-    })?;
-    tracing::info!(database = %redact_url(&url), "migrations applied");
-    Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn redacts_passwords() {
-        assert_eq!(
-            redact_url("postgres://u:secret@h:5432/db?x=1"),
-            "postgres://u:***@h:5432/db?x=1"
-        );
-        assert_eq!(redact_url("postgres://u@h/db"), "postgres://u@h/db");
-        assert_eq!(redact_url("sqlite://x.db"), "sqlite://x.db");
-    }
 }

@@ -58,7 +58,7 @@ pub struct DecisionRecord {
     pub status: String,
     /// The HTTP status sent to the client.
     pub http_status: Option<u16>,
-    /// Low-cardinality error label (`crate::error::ApiError::kind`), never a message.
+    /// Low-cardinality error label (the proxy's `ApiError::kind`), never a message.
     pub error_kind: Option<String>,
     /// Every prompt token, cached or not.
     pub input_tokens: Option<u64>,
@@ -142,29 +142,16 @@ pub struct StoredFeatures {
 
 impl StoredFeatures {
     pub fn new(encoder: &str, embedding: &[f32], extra: BTreeMap<String, f32>) -> Self {
-        let mut bytes = Vec::with_capacity(embedding.len() * 4);
-        for v in embedding {
-            bytes.extend_from_slice(&v.to_le_bytes());
-        }
         Self {
             encoder: encoder.to_string(),
-            embedding: crate::mirt::model::b64_encode(&bytes),
+            embedding: dualrouter_core::floats::to_b64(embedding),
             extra,
         }
     }
 
     /// The embedding back, or `None` if the stored text is damaged.
     pub fn embedding(&self) -> Option<Vec<f32>> {
-        let bytes = crate::mirt::model::b64_decode(&self.embedding).ok()?;
-        if bytes.len() % 4 != 0 {
-            return None;
-        }
-        Some(
-            bytes
-                .chunks_exact(4)
-                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                .collect(),
-        )
+        dualrouter_core::floats::from_b64(&self.embedding).ok()
     }
 }
 
@@ -183,7 +170,7 @@ impl DecisionRecord {
     /// the model's configured price (`cost_usd` stays `None` until a token count is known).
     pub fn served_by(
         &mut self,
-        model: &crate::config::Model,
+        model: &dualrouter_core::config::Model,
         usage: Option<&dualrouter_wire::Usage>,
     ) -> &mut Self {
         self.selected_model = Some(model.id.clone());

@@ -20,7 +20,7 @@ pub const MAX_CHAIN: i64 = 10_000;
 pub struct StoredResponse {
     /// `resp_…`, as the client saw it.
     pub id: String,
-    /// The client key that made it, as [`crate::proxy::ingress::key_owner`] names it.
+    /// The client key that made it, as the proxy's ingress names it (a hash, never the key).
     pub owner: String,
     pub previous_id: Option<String>,
     pub model: Option<String>,

@@ -8,8 +8,7 @@ use serde::Serialize;
 use sqlx::types::Json;
 
 use super::{Store, StoreError};
-use crate::admin::api::ExecutorInfo;
-use crate::plugins::{ExecutorModel, PluginStatus};
+use dualrouter_core::catalog::ExecutorInfo;
 
 /// One row of `executor_services`.
 #[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow)]
@@ -25,29 +24,6 @@ pub struct ExecutorService {
     /// `healthy` or `unhealthy`.
     pub health: String,
     pub last_check: Option<DateTime<Utc>>,
-}
-
-impl ExecutorService {
-    pub fn from_status(s: &PluginStatus, models: &[ExecutorModel]) -> Self {
-        let mine: Vec<&ExecutorModel> = models.iter().filter(|m| m.plugin == s.name).collect();
-        Self {
-            name: s.name.clone(),
-            plugin: s.path.clone(),
-            kind: mine
-                .first()
-                .map(|m| m.executor_kind.clone())
-                .unwrap_or_else(|| "executor".into()),
-            settings: Json(serde_json::json!({
-                "executor_id": mine.first().map(|m| m.executor_id.clone()),
-                "wit_version": s.wit_version,
-                "models": mine.iter().map(|m| &m.id).collect::<Vec<_>>(),
-                "last_error": s.last_error,
-                "reported": s.reported,
-            })),
-            health: if s.healthy { "healthy" } else { "unhealthy" }.into(),
-            last_check: Some(Utc::now()),
-        }
-    }
 }
 
 /// One row of `candidate_models`.
