@@ -14,9 +14,9 @@ use common::pct;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use dualrouter::plugins::freshness::dist_artifact;
-use dualrouter::plugins::{PluginConfig, PluginHost, PluginKind, PluginsConfig};
 use dualrouter_core::conversation::Conversation;
+use dualrouter_plugins::{PluginConfig, PluginHost, PluginKind, PluginsConfig};
+use dualrouter_testkit::freshness::dist_artifact;
 
 fn report(name: &str, unit: &str, samples: Vec<f64>) {
     println!(

@@ -21,7 +21,6 @@ pub mod fuzzing;
 pub mod live;
 pub use dualrouter_core::metrics;
 pub use dualrouter_ml::mirt;
-pub mod plugins;
 pub mod proxy;
 pub mod registry;
 pub mod router;

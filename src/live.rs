@@ -77,7 +77,7 @@ pub struct ReloadReport {
 pub struct Shared {
     pub metrics: Arc<Metrics>,
     /// The plugin instruments, registered once; every plugin host a reload loads counts here.
-    pub plugin_metrics: crate::plugins::PluginMetrics,
+    pub plugin_metrics: dualrouter_plugins::PluginMetrics,
     pub decision_log: DecisionLog,
     pub store: Store,
     pub control: tokio::runtime::Handle,
@@ -203,7 +203,7 @@ impl Live {
             .map(|h| {
                 h.statuses()
                     .into_iter()
-                    .filter(|s| s.kind == crate::plugins::PluginKind::Executor)
+                    .filter(|s| s.kind == dualrouter_plugins::PluginKind::Executor)
                     .map(|s| executor_service(&s, &h.executor_models()))
                     .collect()
             })
@@ -519,7 +519,7 @@ async fn load_plugins(
     config: &Config,
     shared: &Shared,
     prev: Option<&ProxyState>,
-) -> Result<Option<Arc<crate::plugins::PluginHost>>, ReloadError> {
+) -> Result<Option<Arc<dualrouter_plugins::PluginHost>>, ReloadError> {
     let key = plugins_key(&config.plugins);
     if let Some(p) = prev {
         if plugins_key(&p.config.plugins) == key {
@@ -527,14 +527,14 @@ async fn load_plugins(
         }
     }
     let (cfg, metrics) = (config.plugins.clone(), shared.plugin_metrics.clone());
-    tokio::task::spawn_blocking(move || crate::plugins::start(&cfg, &metrics))
+    tokio::task::spawn_blocking(move || dualrouter_plugins::start(&cfg, &metrics))
         .await
         .map_err(|e| ReloadError::Other(format!("loading plugins: {e}")))?
         .map_err(|e| ReloadError::Other(format!("loading plugins: {e}")))
 }
 
 /// What a plugin host depends on: the settings, and each component file's size and time.
-fn plugins_key(cfg: &crate::plugins::PluginsConfig) -> String {
+fn plugins_key(cfg: &dualrouter_plugins::PluginsConfig) -> String {
     let files: Vec<_> = cfg
         .plugins
         .iter()
@@ -614,13 +614,13 @@ pub async fn active_scorer(
 
 /// The store's row for an executor plugin: its id, models and last error (never a secret).
 fn executor_service(
-    s: &crate::plugins::PluginStatus,
-    models: &[crate::plugins::ExecutorModel],
+    s: &dualrouter_plugins::PluginStatus,
+    models: &[dualrouter_plugins::ExecutorModel],
 ) -> dualrouter_store::ExecutorService {
     use chrono::Utc;
     use sqlx::types::Json;
 
-    let mine: Vec<&crate::plugins::ExecutorModel> =
+    let mine: Vec<&dualrouter_plugins::ExecutorModel> =
         models.iter().filter(|m| m.plugin == s.name).collect();
     dualrouter_store::ExecutorService {
         name: s.name.clone(),

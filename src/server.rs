@@ -47,7 +47,7 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::new()?);
     // WASM plugins (src/plugins) are loaded with each generation of the live state (`Live`);
     // their instruments are registered once, here.
-    let plugin_metrics = crate::plugins::PluginMetrics::new()?;
+    let plugin_metrics = dualrouter_plugins::PluginMetrics::new()?;
     plugin_metrics.register(&metrics.registry)?;
     let store = control
         .block_on(store::open_and_seed(&config.database, &config.policies))
@@ -373,7 +373,7 @@ pub fn route_command(args: &crate::cli::RouteArgs) -> anyhow::Result<()> {
         let policies = store.list_policies().await?;
         // The models `serve` would know: the config's, the discovered ones, the plugins'.
         let plugins =
-            crate::plugins::start(&config.plugins, &crate::plugins::PluginMetrics::new()?)?;
+            dualrouter_plugins::start(&config.plugins, &dualrouter_plugins::PluginMetrics::new()?)?;
         let discovered = crate::registry::probe::discover(&config).await;
         let registry = Arc::new(Registry::build(&config, plugins, &discovered, None));
         let encoder = Arc::new(crate::encoder::Encoder::load(&config.mirt.encoder)?);

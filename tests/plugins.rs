@@ -11,13 +11,13 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, Once};
 use std::time::{Duration, Instant};
 
-use dualrouter::plugins::freshness;
-use dualrouter::plugins::{
+use dualrouter_core::config::Secret;
+use dualrouter_core::conversation::{Conversation, Turn};
+use dualrouter_plugins::{
     ExecutorErrorKind, HealthStatus, InvokeRequest, PluginConfig, PluginError, PluginHost,
     PluginKind, PluginsConfig,
 };
-use dualrouter_core::config::Secret;
-use dualrouter_core::conversation::{Conversation, Turn};
+use dualrouter_testkit::freshness;
 
 fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))

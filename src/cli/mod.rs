@@ -60,11 +60,11 @@ pub struct InspectArgs {
 fn plugin_command(cmd: PluginCommand) -> anyhow::Result<()> {
     match cmd {
         PluginCommand::Inspect(args) => {
-            let report = crate::plugins::inspect::inspect(&args.file)?;
+            let report = dualrouter_plugins::inspect::inspect(&args.file)?;
             let text = if args.json {
                 serde_json::to_string_pretty(&report)?
             } else {
-                crate::plugins::inspect::render(&report)
+                dualrouter_plugins::inspect::render(&report)
             };
             use std::io::Write;
             let mut out = std::io::stdout().lock();

@@ -22,8 +22,8 @@ use super::sse::SseFilter;
 use super::{ProxyState, RequestCtx};
 use crate::config::Model;
 use crate::error::{ApiError, Format, TimeoutPhase};
-use crate::plugins::{openai, InvokeRequest, InvokeResponse, PluginError};
 use crate::router::conversation::Conversation;
+use dualrouter_plugins::{openai, InvokeRequest, InvokeResponse, PluginError};
 
 /// What one attempt on an executor plugin came to.
 pub enum Attempt {
@@ -84,7 +84,7 @@ pub fn api_error(e: &PluginError, plugin: &str) -> ApiError {
         },
         other => ApiError::ExecutorFailed {
             plugin: plugin.to_string(),
-            detail: crate::plugins::host::truncate(&other.to_string(), 300),
+            detail: dualrouter_plugins::host::truncate(&other.to_string(), 300),
         },
     }
 }

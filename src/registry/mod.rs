@@ -24,8 +24,8 @@ use serde::Serialize;
 
 use crate::config::validated::{Backend, ModelSource};
 use crate::config::{Config, Cost, Model};
-use crate::plugins::PluginHost;
 use crate::router::settings::{BreakerSettings, HealthCheckSettings};
+use dualrouter_plugins::PluginHost;
 
 /// What discovery found: provider name → the model ids it lists.
 pub type Discovered = BTreeMap<String, Vec<String>>;

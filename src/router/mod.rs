@@ -333,7 +333,7 @@ impl DualRouter {
             .registry
             .plugins()
             .filter(|h| {
-                !h.plugin_names(crate::plugins::PluginKind::FeatureExtractor)
+                !h.plugin_names(dualrouter_plugins::PluginKind::FeatureExtractor)
                     .is_empty()
             })
             .map(|h| (h.clone(), conversation.clone()));

@@ -78,6 +78,7 @@ pub mod agents;
 mod anthropic;
 mod chat;
 mod convo;
+pub mod freshness;
 mod responses;
 
 pub use convo::{clean_tool_result, first_path};

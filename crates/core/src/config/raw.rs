@@ -53,7 +53,7 @@ pub struct RawConfig {
     /// store is the source of truth and the admin API edits it.
     #[serde(default)]
     pub policies: Vec<crate::policy::PolicySpec>,
-    /// WASM plugins with an explicit `kind` (see `crate::plugins::config`).
+    /// WASM plugins with an explicit `kind` (see `dualrouter_plugins::config`).
     #[serde(default)]
     pub plugins: Vec<crate::config::plugins::PluginSpec>,
     /// Executor plugins (kind implied).

@@ -37,7 +37,7 @@ pub struct Config {
     pub response_store: ResponseStoreSettings,
     /// Policies that seed the store at start.
     pub policies: Vec<crate::policy::PolicySpec>,
-    /// WASM plugins to load at start (`crate::plugins::PluginHost::new`).
+    /// WASM plugins to load at start (`dualrouter_plugins::PluginHost::new`).
     pub plugins: crate::config::plugins::PluginsConfig,
 }
 

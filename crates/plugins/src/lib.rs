@@ -1,4 +1,4 @@
-//! The WASM plugin platform (ARCHITECTURE §5, issue 7): executor and feature-extractor plugins
+//! The WASM plugin platform (docs/plugins.md): executor and feature-extractor plugins
 //! as WebAssembly components (`wit/`, package `dualrouter:plugin`), hosted on wasmtime's
 //! component model.
 //!
@@ -10,16 +10,13 @@
 //!   [`PluginHost::invoke`], [`PluginHost::check_health`], [`PluginHost::statuses`].
 //! - [`openai`]: the OpenAI JSON / SSE answer built from an executor's [`InvokeResponse`].
 //! - [`inspect`]: `dualrouter plugin inspect FILE.wasm`.
-//! - [`freshness`]: the check that `plugins/dist/` matches the guest sources.
 //!
 //! The author's guide is `docs/plugins.md`.
 
 pub mod bindings;
 pub mod capabilities;
-pub use dualrouter_core::config::plugins as config;
 pub mod engine;
 pub mod error;
-pub mod freshness;
 pub mod host;
 pub mod inspect;
 pub mod metrics;
@@ -27,7 +24,7 @@ pub mod openai;
 mod state;
 mod stderr_tail;
 
-pub use config::{PluginConfig, PluginKind, PluginSpec, PluginsConfig};
+pub use dualrouter_core::config::plugins::{PluginConfig, PluginKind, PluginSpec, PluginsConfig};
 pub use error::{ExecutorErrorKind, PluginError};
 pub use host::{
     ExecutorModel, HealthReport, HealthStatus, InvokeRequest, InvokeResponse, PluginHost,

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::bindings::v0_1_0::{http, process};
-use super::config::{PluginConfig, MAX_COMMAND_STDERR_BYTES};
+use dualrouter_core::config::plugins::{PluginConfig, MAX_COMMAND_STDERR_BYTES};
 
 /// How often a running command is checked for exit, overflow and deadline.
 const COMMAND_POLL: Duration = Duration::from_millis(2);
@@ -320,8 +320,8 @@ impl Drop for HttpCapability {
 
 #[cfg(test)]
 mod tests {
-    use super::super::config::PluginKind;
     use super::*;
+    use dualrouter_core::config::plugins::PluginKind;
 
     fn cfg() -> PluginConfig {
         let mut c = PluginConfig::new("t", "t.wasm", PluginKind::Executor);

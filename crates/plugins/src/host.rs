@@ -18,12 +18,12 @@ use wasmtime::{Engine, Store};
 use super::bindings::v0_1_0::{self, types};
 use super::bindings::{PACKAGE, SUPPORTED_VERSIONS};
 use super::capabilities::HttpCapability;
-use super::config::{PluginConfig, PluginKind, PluginsConfig};
 use super::engine::{compile_cached, error_chain, new_engine, CompileSource, EpochTicker};
 use super::error::{ExecutorErrorKind, PluginError};
 use super::metrics::PluginMetrics;
 use super::state::HostState;
-use crate::router::conversation::{Conversation, Turn};
+use dualrouter_core::config::plugins::{PluginConfig, PluginKind, PluginsConfig};
+use dualrouter_core::conversation::{Conversation, Turn};
 
 use v0_1_0::executor::{Executor, ExecutorPre};
 use v0_1_0::extractor::{FeatureExtractor, FeatureExtractorPre};

@@ -14,7 +14,7 @@ pub mod v0_1_0 {
     /// http).
     pub mod executor {
         wasmtime::component::bindgen!({
-            path: "wit/v0.1.0",
+            path: "../../wit/v0.1.0",
             world: "executor",
         });
     }
@@ -22,7 +22,7 @@ pub mod v0_1_0 {
     /// The `feature-extractor` world, sharing the executor world's interface bindings.
     pub mod extractor {
         wasmtime::component::bindgen!({
-            path: "wit/v0.1.0",
+            path: "../../wit/v0.1.0",
             world: "feature-extractor",
             with: {
                 "dualrouter:plugin/types": super::executor::dualrouter::plugin::types,

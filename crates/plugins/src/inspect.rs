@@ -6,10 +6,10 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use super::bindings::{PACKAGE, SUPPORTED_VERSIONS};
-use super::config::{PluginConfig, PluginKind, PluginsConfig};
 use super::engine::{compile_cached, new_engine, wasm_sha256};
 use super::error::PluginError;
 use super::host::{ComponentFacts, ExecutorModel, PluginHost};
+use dualrouter_core::config::plugins::{PluginConfig, PluginKind, PluginsConfig};
 
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Inspection {

@@ -12,8 +12,8 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::bindings::v0_1_0::{config, http, log, process, types};
 use super::capabilities::{self, HttpCapability};
-use super::config::{PluginConfig, MAX_LOG_LINE_BYTES};
 use super::stderr_tail::StderrTail;
+use dualrouter_core::config::plugins::{PluginConfig, MAX_LOG_LINE_BYTES};
 
 /// Most instances, tables and memories one plugin instance may create (a Rust guest needs one
 /// of each, plus WASI's).
