@@ -15,9 +15,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
-use dualrouter::router::classify::embedded::{EmbeddedClassifier, HeadTraining};
-use dualrouter::router::classify::RouteSpec;
 use dualrouter_ml::encoder::{Encoder, EncoderConfig, EncoderKind};
+use dualrouter_routing::classify::embedded::{EmbeddedClassifier, HeadTraining};
+use dualrouter_routing::classify::RouteSpec;
 
 const PER_ROUTE: usize = 12;
 const TIMED: usize = 400;

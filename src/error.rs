@@ -77,7 +77,7 @@ pub enum ApiError {
     Routing(String),
     /// Every candidate is cooling down, over budget or over the request's price cap.
     #[error("{0}")]
-    NoCandidate(crate::router::NoCandidate),
+    NoCandidate(dualrouter_routing::NoCandidate),
     /// `POST /v1/feedback` for a decision this proxy never logged.
     #[error("decision '{0}' not found")]
     UnknownDecision(String),

@@ -13,8 +13,8 @@ use dualrouter_wire as wire;
 use crate::error::Format;
 use crate::proxy::ingress::ChatRequest;
 use crate::proxy::sse::SseFilter;
-use crate::router::classify::arch_router;
-use crate::router::classify::RouteSpec;
+use dualrouter_routing::classify::arch_router;
+use dualrouter_routing::classify::RouteSpec;
 
 /// A fuzz entry point and its name (the fuzz target's and its corpus directory's).
 pub type Target = (&'static str, fn(&[u8]));
@@ -125,7 +125,7 @@ pub fn responses_request(data: &[u8]) {
     if let Ok(req) = ChatRequest::parse_responses(data) {
         assert_eq!(req.format, Format::Responses);
         check_request(&req);
-        let _ = crate::router::conversation::Conversation::from_responses(&req.body);
+        let _ = dualrouter_core::conversation::Conversation::from_responses(&req.body);
     }
 }
 
@@ -254,7 +254,7 @@ pub fn arch_router_answer(data: &[u8]) {
         );
     }
     // The answer's text can also come back as the conversation of the next prompt.
-    let c = crate::router::conversation::Conversation::from_prompt(&text);
+    let c = dualrouter_core::conversation::Conversation::from_prompt(&text);
     let p = arch_router::prompt(&routes, &c, 64);
     assert!(p.contains("<routes>"));
 }

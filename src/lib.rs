@@ -22,7 +22,5 @@ pub mod live;
 pub use dualrouter_core::metrics;
 pub use dualrouter_ml::mirt;
 pub mod proxy;
-pub mod registry;
-pub mod router;
 pub mod server;
 pub mod trainer;

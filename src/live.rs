@@ -29,9 +29,9 @@ use crate::metrics::Metrics;
 use crate::mirt::{Mirt, MirtError};
 use crate::proxy::forward::Upstream;
 use crate::proxy::ProxyState;
-use crate::registry::Registry;
-use crate::router::scorer::Scorer;
-use crate::router::{DualRouter, RouterError};
+use dualrouter_routing::registry::Registry;
+use dualrouter_routing::scorer::Scorer;
+use dualrouter_routing::{DualRouter, RouterError};
 use dualrouter_store::{DecisionLog, Store, StoreError};
 
 pub use dualrouter_core::config::reload::ReloadSettings;
@@ -99,7 +99,7 @@ impl Live {
         config_path: &Path,
         shared: Shared,
     ) -> Result<Arc<Self>, ReloadError> {
-        let discovered = crate::registry::probe::discover(&config).await;
+        let discovered = dualrouter_routing::registry::probe::discover(&config).await;
         let state = build(config, &shared, None, discovered).await?;
         Ok(Arc::new(Self {
             current: ArcSwap::from_pointee(state),
@@ -134,7 +134,7 @@ impl Live {
             self.shared.store.seed_policies(&config.policies).await?;
             // Lists read now win; a provider that does not answer keeps its last one.
             let mut discovered = old.router.registry().discovered().clone();
-            discovered.extend(crate::registry::probe::discover(&config).await);
+            discovered.extend(dualrouter_routing::registry::probe::discover(&config).await);
             let state = build(config, &self.shared, Some(&old), discovered).await?;
             Ok::<_, ReloadError>((state, restart_needed))
         }
@@ -162,7 +162,7 @@ impl Live {
     /// answered differently at a health check).
     async fn reload_discovered(
         &self,
-        found: crate::registry::Discovered,
+        found: dualrouter_routing::registry::Discovered,
     ) -> Result<Option<ReloadReport>, ReloadError> {
         let _guard = self.lock.lock().await;
         let old = self.current();
@@ -182,8 +182,11 @@ impl Live {
     /// date with what the registry now holds.
     pub async fn check_health(&self) {
         let state = self.current();
-        let found =
-            crate::registry::probe::check_providers(&state.config, state.router.registry()).await;
+        let found = dualrouter_routing::registry::probe::check_providers(
+            &state.config,
+            state.router.registry(),
+        )
+        .await;
         match self.reload_discovered(found).await {
             Ok(Some(r)) => tracing::info!(models = r.models, "discovered models changed"),
             Ok(None) => {}
@@ -439,7 +442,7 @@ async fn build(
     config: Config,
     shared: &Shared,
     prev: Option<&ProxyState>,
-    discovered: crate::registry::Discovered,
+    discovered: dualrouter_routing::registry::Discovered,
 ) -> Result<ProxyState, ReloadError> {
     let store = &shared.store;
     let policies = store.list_policies().await?;

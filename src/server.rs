@@ -20,9 +20,9 @@ use crate::config;
 use crate::live::{Live, Shared};
 use crate::metrics::Metrics;
 use crate::proxy::Proxy;
-use crate::registry::Registry;
-use crate::router::DualRouter;
 use crate::trainer::Trainer;
+use dualrouter_routing::registry::Registry;
+use dualrouter_routing::DualRouter;
 use dualrouter_store::{self as store, DecisionLog};
 
 /// How long the decision log may take to drain at shutdown before the rest stays in its spool.
@@ -374,7 +374,7 @@ pub fn route_command(args: &crate::cli::RouteArgs) -> anyhow::Result<()> {
         // The models `serve` would know: the config's, the discovered ones, the plugins'.
         let plugins =
             dualrouter_plugins::start(&config.plugins, &dualrouter_plugins::PluginMetrics::new()?)?;
-        let discovered = crate::registry::probe::discover(&config).await;
+        let discovered = dualrouter_routing::registry::probe::discover(&config).await;
         let registry = Arc::new(Registry::build(&config, plugins, &discovered, None));
         let encoder = Arc::new(crate::encoder::Encoder::load(&config.mirt.encoder)?);
         // The checkpoint `serve` would use: the store's active one, or the config's.
@@ -383,8 +383,8 @@ pub fn route_command(args: &crate::cli::RouteArgs) -> anyhow::Result<()> {
         store.close().await;
         let router =
             DualRouter::with_parts(&config, encoder, scorer, &policies, registry, metrics, None)?;
-        let conversation = crate::router::conversation::Conversation::from_prompt(&args.prompt);
-        let opts = crate::router::RouteOptions {
+        let conversation = dualrouter_core::conversation::Conversation::from_prompt(&args.prompt);
+        let opts = dualrouter_routing::RouteOptions {
             max_cost_per_mtok: args.max_cost,
             ..Default::default()
         };

@@ -25,8 +25,8 @@ use crate::config::Config;
 use crate::encoder::Encoder;
 use crate::mirt::fit::{embed_prompts, fit_xy, FitInput, FitOptions};
 use crate::mirt::{Dataset, Mirt, MirtError};
-use crate::router::scorer::Scorer;
-use crate::router::DualRouter;
+use dualrouter_routing::scorer::Scorer;
+use dualrouter_routing::DualRouter;
 use dualrouter_store::{CheckpointRow, Store, StoreError};
 
 /// How much worse (in mean BCE) a checkpoint may be than the active one and still be

@@ -8,11 +8,11 @@ use std::time::{Duration, Instant};
 use axum::extract::State;
 use axum::routing::post;
 use axum::Router;
-use dualrouter::router::classify::arch_router::{
+use dualrouter_core::conversation::{Conversation, Turn};
+use dualrouter_routing::classify::arch_router::{
     ArchRouterClient, ArchRouterError, ArchRouterSettings,
 };
-use dualrouter::router::classify::RouteSpec;
-use dualrouter_core::conversation::{Conversation, Turn};
+use dualrouter_routing::classify::RouteSpec;
 use serde_json::{json, Value};
 
 #[derive(Default)]

@@ -1,5 +1,6 @@
 //! The command line: one subcommand per job (ARCHITECTURE §2).
 
+mod classify;
 pub mod mirt;
 
 use std::path::PathBuf;
@@ -34,7 +35,7 @@ pub enum Command {
     /// Print the routing decision for a prompt (nothing is sent upstream).
     Route(RouteArgs),
     /// Accuracy and latency of the embedded route classifier on labelled utterances.
-    EvalClassifier(crate::router::classify::eval::EvalClassifierArgs),
+    EvalClassifier(classify::EvalClassifierArgs),
     /// Apply the store's migrations (`serve` also does this at start).
     Migrate(MigrateArgs),
     /// Work with WASM plugins.
@@ -166,7 +167,7 @@ pub fn main() -> ExitCode {
         ),
         Command::MockUpstream(args) => crate::faultmock::run_standalone(&args.listen, args.threads),
         Command::Route(args) => crate::server::route_command(&args),
-        Command::EvalClassifier(args) => crate::router::classify::eval::run_cli(&args),
+        Command::EvalClassifier(args) => classify::run_cli(&args),
         Command::Migrate(args) => migrate_command(args.config.as_deref(), args.database.as_deref()),
         Command::Train(args) => crate::cli::mirt::run_train(&args),
         Command::Eval(args) => crate::cli::mirt::run_eval(&args),

@@ -22,7 +22,7 @@ use super::sse::SseFilter;
 use super::{ProxyState, RequestCtx};
 use crate::config::Model;
 use crate::error::{ApiError, Format, TimeoutPhase};
-use crate::router::conversation::Conversation;
+use dualrouter_core::conversation::Conversation;
 use dualrouter_plugins::{openai, InvokeRequest, InvokeResponse, PluginError};
 
 /// What one attempt on an executor plugin came to.

@@ -384,7 +384,7 @@ pub fn upstream_request(
     .map_err(internal)?;
     if anthropic {
         // Before the client's and the configured headers, so either may pin another version.
-        req.insert_header("anthropic-version", ANTHROPIC_VERSION)
+        req.insert_header("anthropic-version", dualrouter_wire::ANTHROPIC_VERSION)
             .map_err(internal)?;
     }
     for (name, value) in forwarded.iter().chain(&provider.headers) {
@@ -414,10 +414,6 @@ pub fn upstream_request(
     }
     Ok(req)
 }
-
-/// The `anthropic-version` sent to Anthropic upstreams unless the client or the provider's
-/// `headers` name another.
-pub const ANTHROPIC_VERSION: &str = "2023-06-01";
 
 /// The client headers an Anthropic upstream gets from an Anthropic client: its API version
 /// and beta features (unknown betas are the provider's to judge, never an error here).

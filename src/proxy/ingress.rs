@@ -10,7 +10,7 @@ use dualrouter_wire as wire;
 use crate::config::validated::ClientAuth;
 use crate::config::Limits;
 use crate::error::{ApiError, Format};
-use crate::router::conversation::Conversation;
+use dualrouter_core::conversation::Conversation;
 
 /// The endpoints the proxy port serves.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -697,8 +697,8 @@ pub fn feedback_request(body: &[u8]) -> Result<Feedback, ApiError> {
 }
 
 /// The body of `POST /v1/route`: `{"messages": [...]}` (OpenAI shape) or `{"prompt": "..."}`.
-pub fn route_request(body: &[u8]) -> Result<crate::router::conversation::Conversation, ApiError> {
-    use crate::router::conversation::Conversation;
+pub fn route_request(body: &[u8]) -> Result<dualrouter_core::conversation::Conversation, ApiError> {
+    use dualrouter_core::conversation::Conversation;
     let v = json_object(body)?;
     if let Some(Value::String(p)) = v.get("prompt") {
         if p.trim().is_empty() {

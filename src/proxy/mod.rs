@@ -36,9 +36,9 @@ use crate::config::validated::Backend;
 use crate::config::{Config, Model};
 use crate::error::{ApiError, Format};
 use crate::metrics::Metrics;
-use crate::registry::Verdict;
-use crate::router::conversation::Conversation;
-use crate::router::{DualRouter, RouteOptions, RoutingDecision};
+use dualrouter_core::conversation::Conversation;
+use dualrouter_routing::registry::Verdict;
+use dualrouter_routing::{DualRouter, RouteOptions, RoutingDecision};
 use dualrouter_store::{
     prompt_hash, Attempt, CandidateScore, DecisionDetails, DecisionLog, DecisionRecord,
     ExcludedModel, Store, StoredFeatures,
@@ -345,9 +345,9 @@ fn wants_anthropic_shape(header: &pingora::http::RequestHeader) -> bool {
 }
 
 /// A routing failure as the client sees it: nothing to route on is the request's fault.
-fn routing_error(e: crate::router::RouterError) -> ApiError {
+fn routing_error(e: dualrouter_routing::RouterError) -> ApiError {
     match e {
-        crate::router::RouterError::Empty => ApiError::BadRequest(
+        dualrouter_routing::RouterError::Empty => ApiError::BadRequest(
             "nothing to route on: the conversation has no user message with text".into(),
         ),
         e => ApiError::Routing(e.to_string()),
@@ -705,7 +705,7 @@ async fn chat(
                 .response_header()
                 .and_then(|h| h.headers.get(http::header::RETRY_AFTER))
                 .and_then(|v| v.to_str().ok())
-                .and_then(crate::registry::parse_retry_after);
+                .and_then(dualrouter_routing::registry::parse_retry_after);
             let label = if status.as_u16() == 429 { "429" } else { "5xx" };
             registry.report(&model.id, Verdict::Failure { retry_after }, Some(label));
             push_attempt(state, ctx, model, label, Some(status.as_u16()), tried);
@@ -759,7 +759,7 @@ async fn chat(
     }
     Err(match last_err {
         Some(e) => e,
-        None => ApiError::NoCandidate(crate::router::NoCandidate {
+        None => ApiError::NoCandidate(dualrouter_routing::NoCandidate {
             route: ctx.route.clone().unwrap_or_else(|| request.model.clone()),
             why: "every candidate is cooling down".into(),
             retry_after: registry
@@ -908,7 +908,7 @@ fn fill_record(rec: &mut DecisionRecord, d: &RoutingDecision) {
 /// for Anthropic's clients.
 fn models_list(
     config: &Config,
-    registry: &crate::registry::Registry,
+    registry: &dualrouter_routing::registry::Registry,
     anthropic: bool,
 ) -> serde_json::Value {
     let aliases = config
@@ -933,7 +933,7 @@ fn models_list(
 /// `GET /v1/models/{id}`: one routing alias or model.
 fn model_object(
     config: &Config,
-    registry: &crate::registry::Registry,
+    registry: &dualrouter_routing::registry::Registry,
     id: &str,
     anthropic: bool,
 ) -> Option<serde_json::Value> {

@@ -31,6 +31,10 @@ use serde_json::Value;
 pub use ir::{Event, Obj, Request, Response, Usage};
 pub use names::ToolNames;
 
+/// The `anthropic-version` sent to Anthropic upstreams unless the client or the provider's
+/// `headers` name another.
+pub const ANTHROPIC_VERSION: &str = "2023-06-01";
+
 /// A wire format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Format {

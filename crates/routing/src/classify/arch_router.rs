@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use super::RouteSpec;
-use crate::router::conversation::Conversation;
 pub use dualrouter_core::config::ArchRouterSettings;
+use dualrouter_core::conversation::Conversation;
 
 /// The prompt, word for word as the model was trained on (ARCHITECTURE §6).
 const PROMPT_HEAD: &str = "You are a helpful assistant designed to find the best suited route.\n\
@@ -302,7 +302,7 @@ fn extract_route(text: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::router::conversation::Turn;
+    use dualrouter_core::conversation::Turn;
 
     fn routes() -> Vec<RouteSpec> {
         vec![

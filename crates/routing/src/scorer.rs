@@ -9,8 +9,8 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 
-use crate::config::Model;
-use crate::mirt::{Mirt, MirtError};
+use dualrouter_core::config::Model;
+use dualrouter_ml::mirt::{Mirt, MirtError};
 
 /// Tokens of a "typical" request, to put configured per-token prices on the checkpoint's
 /// per-query price scale when choosing a cold model's prior.

@@ -22,9 +22,9 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use crate::config::validated::{Backend, ModelSource};
-use crate::config::{Config, Cost, Model};
-use crate::router::settings::{BreakerSettings, HealthCheckSettings};
+use dualrouter_core::config::routing::{BreakerSettings, HealthCheckSettings};
+use dualrouter_core::config::validated::{Backend, ModelSource};
+use dualrouter_core::config::{Config, Cost, Model};
 use dualrouter_plugins::PluginHost;
 
 /// What discovery found: provider name → the model ids it lists.
@@ -426,16 +426,16 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-impl crate::admin::api::Catalog for Registry {
-    fn executors(&self) -> Vec<crate::admin::api::ExecutorInfo> {
+impl dualrouter_core::catalog::Catalog for Registry {
+    fn executors(&self) -> Vec<dualrouter_core::catalog::ExecutorInfo> {
         self.models()
             .map(|m| {
                 let h = self.health(&m.id);
-                crate::admin::api::ExecutorInfo {
+                dualrouter_core::catalog::ExecutorInfo {
                     id: m.id.clone(),
                     provider: m.owner().to_string(),
                     source: m.source.as_str().into(),
-                    cost_per_mtok: crate::admin::api::Price {
+                    cost_per_mtok: dualrouter_core::catalog::Price {
                         input: m.cost.input,
                         output: m.cost.output,
                     },
@@ -473,8 +473,8 @@ mod tests {
             "listen: 127.0.0.1:0\nrouting: {{ breaker: {{ failures: {failures}, cooldown_ms: {cooldown_ms} }} }}\n\
              providers:\n  - {{ name: p, kind: openai, base_url: http://127.0.0.1:1/v1, models: [{{ id: a }}, {{ id: b }}] }}\n"
         );
-        let cfg = crate::config::validated::validate(
-            crate::config::parse(&yaml, "t.yaml").unwrap(),
+        let cfg = dualrouter_core::config::validated::validate(
+            dualrouter_core::config::parse(&yaml, "t.yaml").unwrap(),
             &|_| None,
         )
         .unwrap();

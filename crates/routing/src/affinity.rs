@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 use lru::LruCache;
 use sha2::{Digest, Sha256};
 
-use super::conversation::Conversation;
-use super::settings::AffinitySettings;
+use dualrouter_core::config::routing::AffinitySettings;
+use dualrouter_core::conversation::Conversation;
 
 pub struct Affinity {
     settings: AffinitySettings,
@@ -120,7 +120,7 @@ mod tests {
         a.remember(k1, "m2");
         assert_eq!(a.get(&k1).as_deref(), Some("m1"));
         for (role, text) in [("assistant", "hi"), ("user", "more")] {
-            c.turns.push(super::super::conversation::Turn {
+            c.turns.push(dualrouter_core::conversation::Turn {
                 role: role.into(),
                 text: text.into(),
             });

@@ -5,15 +5,14 @@
 //! 2. candidates: the route's policy models that the registry serves and that are not cooling
 //!    down, minus those over the policy's budget or the request's price cap (none left → the
 //!    default route's models);
-//! 3. score each with MIRT (P of success) and weigh it against its price ([`crate::mirt::rank`]);
+//! 3. score each with MIRT (P of success) and weigh it against its price ([`dualrouter_ml::mirt::rank`]);
 //! 4. the best, then the rest as an ordered fallback chain (session affinity may put the
 //!    conversation's earlier model first).
 
 pub mod affinity;
 pub mod classify;
-pub use dualrouter_core::conversation;
+pub mod registry;
 pub mod scorer;
-pub use dualrouter_core::config::routing as settings;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -25,15 +24,15 @@ use serde::Serialize;
 use classify::arch_router::ArchRouterClient;
 use classify::embedded::{EmbeddedClassifier, HeadTraining};
 use classify::{Classifier, Route, RouteSource, RouteSpec};
-use conversation::Conversation;
+use dualrouter_core::conversation::Conversation;
 use scorer::Scorer;
 
-use crate::config::{Config, Model};
-use crate::encoder::{Encoder, EncoderError};
-use crate::metrics::Metrics;
-use crate::mirt::{MirtError, Objective};
 use crate::registry::Registry;
-use dualrouter_store::Policy;
+use dualrouter_core::config::{Config, Model};
+use dualrouter_core::metrics::Metrics;
+use dualrouter_core::policy::Policy;
+use dualrouter_ml::encoder::{Encoder, EncoderError};
+use dualrouter_ml::mirt::{MirtError, Objective};
 
 /// The domain of the default route's policy (`default/<anything>`).
 pub const DEFAULT_DOMAIN: &str = "default";
@@ -179,7 +178,7 @@ pub struct DualRouter {
     policies: PolicyTable,
     scorer: ArcSwap<Scorer>,
     objective: Objective,
-    settings: settings::RoutingSettings,
+    settings: dualrouter_core::config::routing::RoutingSettings,
     affinity: Arc<affinity::Affinity>,
     /// Bytes of a long prompt's start and end the encoder gets (see [`clip`]).
     clip: (usize, usize),
@@ -274,7 +273,7 @@ impl DualRouter {
         &self.registry
     }
 
-    pub fn settings(&self) -> &settings::RoutingSettings {
+    pub fn settings(&self) -> &dualrouter_core::config::routing::RoutingSettings {
         &self.settings
     }
 
@@ -457,7 +456,7 @@ impl DualRouter {
             .models()
             .map(|m| m.cost.usd(input_tokens, output_tokens))
             .fold(0.0, f64::max);
-        let order = crate::mirt::rank(&p, &cost, cost_ref, self.objective);
+        let order = dualrouter_ml::mirt::rank(&p, &cost, cost_ref, self.objective);
         let tokens = (input_tokens + output_tokens).max(1) as f64;
         let mut candidates: Vec<Candidate> = order
             .iter()

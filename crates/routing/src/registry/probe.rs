@@ -10,8 +10,8 @@ use std::time::Duration;
 use futures::StreamExt;
 
 use super::{Discovered, Registry};
-use crate::config::raw::ProviderKind;
-use crate::config::{Config, Provider};
+use dualrouter_core::config::raw::ProviderKind;
+use dualrouter_core::config::{Config, Provider};
 
 /// The most a model list may weigh; a bigger answer is an error, not a memory sink.
 pub const MAX_LIST_BYTES: usize = 4 << 20;
@@ -47,10 +47,7 @@ pub async fn list_models(provider: &Provider, timeout: Duration) -> Result<Vec<S
     );
     let mut req = client(provider, timeout)?.get(&url);
     if provider.kind == ProviderKind::Anthropic {
-        req = req.header(
-            "anthropic-version",
-            crate::proxy::forward::ANTHROPIC_VERSION,
-        );
+        req = req.header("anthropic-version", dualrouter_wire::ANTHROPIC_VERSION);
     }
     for (name, value) in &provider.headers {
         req = req.header(name.clone(), value.clone());

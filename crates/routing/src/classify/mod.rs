@@ -9,7 +9,7 @@ pub mod eval;
 
 use serde::Serialize;
 
-use super::conversation;
+use dualrouter_core::conversation;
 
 /// A route the classifiers can choose: a policy's `domain/action`, its description and
 /// example utterances.
@@ -71,14 +71,14 @@ pub struct Route {
 pub struct Classifier {
     arch: Option<arch_router::ArchRouterClient>,
     embedded: embedded::EmbeddedClassifier,
-    metrics: std::sync::Arc<crate::metrics::Metrics>,
+    metrics: std::sync::Arc<dualrouter_core::metrics::Metrics>,
 }
 
 impl Classifier {
     pub fn new(
         arch: Option<arch_router::ArchRouterClient>,
         embedded: embedded::EmbeddedClassifier,
-        metrics: std::sync::Arc<crate::metrics::Metrics>,
+        metrics: std::sync::Arc<dualrouter_core::metrics::Metrics>,
     ) -> Self {
         Self {
             arch,
