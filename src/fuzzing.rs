@@ -10,9 +10,9 @@ use serde_json::Value;
 
 use dualrouter_wire as wire;
 
-use crate::error::Format;
-use crate::proxy::ingress::ChatRequest;
-use crate::proxy::sse::SseFilter;
+use dualrouter_proxy::error::Format;
+use dualrouter_proxy::ingress::ChatRequest;
+use dualrouter_proxy::sse::SseFilter;
 use dualrouter_routing::classify::arch_router;
 use dualrouter_routing::classify::RouteSpec;
 
@@ -101,9 +101,9 @@ pub fn openai_request(data: &[u8]) {
         assert!(!req.model.trim().is_empty());
         check_request(&req);
     }
-    let _ = crate::proxy::ingress::route_request(data);
-    let _ = crate::proxy::ingress::embeddings_request(data);
-    if let Ok(f) = crate::proxy::ingress::feedback_request(data) {
+    let _ = dualrouter_proxy::ingress::route_request(data);
+    let _ = dualrouter_proxy::ingress::embeddings_request(data);
+    if let Ok(f) = dualrouter_proxy::ingress::feedback_request(data) {
         assert!((0.0..=1.0).contains(&f.score));
         assert!(uuid::Uuid::parse_str(&f.decision_id).is_ok());
     }
@@ -115,7 +115,7 @@ pub fn anthropic_request(data: &[u8]) {
         assert_eq!(req.format, Format::Messages);
         check_request(&req);
     }
-    if let Ok(req) = crate::proxy::ingress::count_tokens_request(data) {
+    if let Ok(req) = dualrouter_proxy::ingress::count_tokens_request(data) {
         let _ = req.ir().map(wire::tokens::estimate);
     }
 }
@@ -161,7 +161,7 @@ pub fn sse_parse_and_translate(data: &[u8]) {
             }
         }
     }
-    let _ = crate::proxy::sse::event_data(stream);
+    let _ = dualrouter_proxy::sse::event_data(stream);
 }
 
 fn check_translated(out: &[u8]) {
@@ -186,7 +186,7 @@ pub fn response_translate(data: &[u8]) {
     }
     if let Ok(v) = serde_json::from_slice::<Value>(data) {
         for from in FORMATS {
-            let _ = crate::proxy::sse::usage_of_body(from, &v);
+            let _ = dualrouter_proxy::sse::usage_of_body(from, &v);
             let Ok(answer) = wire::decode_response(from, &v) else {
                 continue;
             };

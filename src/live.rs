@@ -27,8 +27,8 @@ use crate::config::{Config, ConfigError};
 use crate::encoder::Encoder;
 use crate::metrics::Metrics;
 use crate::mirt::{Mirt, MirtError};
-use crate::proxy::forward::Upstream;
-use crate::proxy::ProxyState;
+use dualrouter_proxy::forward::Upstream;
+use dualrouter_proxy::ProxyState;
 use dualrouter_routing::registry::Registry;
 use dualrouter_routing::scorer::Scorer;
 use dualrouter_routing::{DualRouter, RouterError};
@@ -84,7 +84,8 @@ pub struct Shared {
 }
 
 pub struct Live {
-    current: ArcSwap<ProxyState>,
+    /// Shared with the proxy, which loads it once per request.
+    current: Arc<ArcSwap<ProxyState>>,
     config_path: PathBuf,
     shared: Shared,
     /// One rebuild at a time.
@@ -102,7 +103,7 @@ impl Live {
         let discovered = dualrouter_routing::registry::probe::discover(&config).await;
         let state = build(config, &shared, None, discovered).await?;
         Ok(Arc::new(Self {
-            current: ArcSwap::from_pointee(state),
+            current: Arc::new(ArcSwap::from_pointee(state)),
             config_path: config_path.to_path_buf(),
             shared,
             lock: tokio::sync::Mutex::new(()),
@@ -113,6 +114,11 @@ impl Live {
     /// The state a request should use, whole.
     pub fn current(&self) -> Arc<ProxyState> {
         self.current.load_full()
+    }
+
+    /// The cell the proxy reads: each request loads the state in it once.
+    pub fn states(&self) -> Arc<ArcSwap<ProxyState>> {
+        self.current.clone()
     }
 
     pub fn store(&self) -> &Store {

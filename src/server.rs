@@ -19,8 +19,8 @@ use crate::cli::ServeArgs;
 use crate::config;
 use crate::live::{Live, Shared};
 use crate::metrics::Metrics;
-use crate::proxy::Proxy;
 use crate::trainer::Trainer;
+use dualrouter_proxy::Proxy;
 use dualrouter_routing::registry::Registry;
 use dualrouter_routing::DualRouter;
 use dualrouter_store::{self as store, DecisionLog};
@@ -60,7 +60,7 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
     )
     .context("starting the decision log")?;
     // Expired stored responses go in small batches (the settings of the config at start).
-    control.spawn(crate::proxy::prune_stored_responses(
+    control.spawn(dualrouter_proxy::prune_stored_responses(
         store.clone(),
         config.response_store,
     ));
@@ -157,20 +157,20 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let mut server = Server::new_with_opt_and_conf(opt, conf);
     server.bootstrap();
     let in_flight = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let admission = Arc::new(crate::proxy::admission::Admission::with_histogram(
+    let admission = Arc::new(dualrouter_proxy::admission::Admission::with_histogram(
         live.current().metrics.queue_delay.clone(),
     ));
-    let app = crate::proxy::deadline::GuardedProxy {
+    let app = dualrouter_proxy::deadline::GuardedProxy {
         inner: Arc::new(pingora::proxy::http_proxy(
             &server.configuration,
             Proxy {
-                live: live.clone(),
+                states: live.states(),
                 in_flight: in_flight.clone(),
                 busy: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
                 admission: admission.clone(),
             },
         )),
-        live,
+        states: live.states(),
         admission: admission.clone(),
         drain_linger: config.server.drain_linger,
     };
@@ -265,7 +265,7 @@ impl Cleanup {
 struct Drain {
     in_flight: Arc<std::sync::atomic::AtomicUsize>,
     /// Counts the client connections open.
-    admission: Arc<crate::proxy::admission::Admission>,
+    admission: Arc<dualrouter_proxy::admission::Admission>,
     /// `server.grace_period_seconds`: the least time before exiting.
     min_grace: Duration,
     /// `server.drain_linger_ms`: the most time idle keep-alive connections are waited for.
@@ -396,7 +396,7 @@ pub fn route_command(args: &crate::cli::RouteArgs) -> anyhow::Result<()> {
         Err(none) => anyhow::bail!("{none}"),
     };
     if args.json {
-        println!("{}", crate::proxy::decision_json(&id, &decision));
+        println!("{}", dualrouter_proxy::decision_json(&id, &decision));
         return Ok(());
     }
     let r = &decision.route;

@@ -14,10 +14,10 @@ use dualrouter_wire as wire;
 use super::ingress;
 use super::respond;
 use super::{forward, route_options, routing_error, ProxyState, RequestCtx};
-use crate::config::raw::ProviderKind;
-use crate::config::validated::Backend;
-use crate::config::{Model, Provider};
 use crate::error::ApiError;
+use dualrouter_core::config::raw::ProviderKind;
+use dualrouter_core::config::validated::Backend;
+use dualrouter_core::config::{Model, Provider};
 use dualrouter_store::DecisionRecord;
 
 /// The header saying a token count is the proxy's estimate, not the provider's.

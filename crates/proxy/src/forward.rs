@@ -16,9 +16,9 @@ use pingora::protocols::http::client::HttpSession;
 use pingora::tls::x509::X509;
 use pingora::upstreams::peer::{HttpPeer, ALPN};
 
-use crate::config::raw::{ProviderKind, ResponsesMode};
-use crate::config::validated::{Config, Limits, Provider};
 use crate::error::{ApiError, Format, TimeoutPhase};
+use dualrouter_core::config::raw::{ProviderKind, ResponsesMode};
+use dualrouter_core::config::validated::{Config, Limits, Provider};
 
 /// The system's trusted roots, read once when a provider needs them beside its own CA.
 const SYSTEM_BUNDLES: &[&str] = &[
@@ -422,7 +422,7 @@ pub const ANTHROPIC_FORWARDED: &[&str] = &["anthropic-version", "anthropic-beta"
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{parse, validated};
+    use dualrouter_core::config::{parse, validated};
 
     fn provider(kind: &str) -> Arc<Provider> {
         let yaml = format!(

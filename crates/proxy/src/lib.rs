@@ -11,6 +11,7 @@
 
 pub mod admission;
 pub mod deadline;
+pub mod error;
 pub mod executor;
 pub mod forward;
 pub mod ingress;
@@ -25,6 +26,7 @@ pub use stored::prune_forever as prune_stored_responses;
 use std::sync::Arc;
 use std::time::Instant;
 
+use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use pingora::prelude::*;
 use pingora::proxy::{ProxyHttp, Session};
@@ -32,11 +34,11 @@ use serde_json::json;
 
 use dualrouter_wire as wire;
 
-use crate::config::validated::Backend;
-use crate::config::{Config, Model};
 use crate::error::{ApiError, Format};
-use crate::metrics::Metrics;
+use dualrouter_core::config::validated::Backend;
+use dualrouter_core::config::{Config, Model};
 use dualrouter_core::conversation::Conversation;
+use dualrouter_core::metrics::Metrics;
 use dualrouter_routing::registry::Verdict;
 use dualrouter_routing::{DualRouter, RouteOptions, RoutingDecision};
 use dualrouter_store::{
@@ -45,8 +47,8 @@ use dualrouter_store::{
 };
 use ingress::{ChatRequest, Endpoint};
 
-/// What a request needs: one generation of the live state ([`crate::live`]), rebuilt and
-/// swapped whole on a reload.
+/// What a request needs: one generation of the live state, built by the app (its `live`
+/// module) and swapped whole on a reload.
 pub struct ProxyState {
     pub config: Arc<Config>,
     pub upstream: forward::Upstream,
@@ -64,7 +66,7 @@ pub struct ProxyState {
 
 pub struct Proxy {
     /// The live state; each request takes the current one once and finishes on it.
-    pub live: Arc<crate::live::Live>,
+    pub states: Arc<ArcSwap<ProxyState>>,
     /// Requests being served (a graceful shutdown waits for it to reach 0).
     pub in_flight: Arc<std::sync::atomic::AtomicUsize>,
     /// Chat, messages and route requests being served: admission control
@@ -101,7 +103,7 @@ impl InFlight {
 async fn admit(
     proxy: &Proxy,
     session: &mut Session,
-    limits: &crate::config::Limits,
+    limits: &dualrouter_core::config::Limits,
 ) -> Result<InFlight, ApiError> {
     match try_admit(proxy, limits).await {
         Ok(slot) => Ok(slot),
@@ -112,7 +114,10 @@ async fn admit(
     }
 }
 
-async fn try_admit(proxy: &Proxy, limits: &crate::config::Limits) -> Result<InFlight, ApiError> {
+async fn try_admit(
+    proxy: &Proxy,
+    limits: &dualrouter_core::config::Limits,
+) -> Result<InFlight, ApiError> {
     let busy = &proxy.busy;
     let overloaded = |why| ApiError::Overloaded {
         why,
@@ -185,7 +190,7 @@ impl ProxyHttp for Proxy {
         ctx: &mut RequestCtx,
     ) -> pingora::Result<bool> {
         let _in_flight = InFlight::enter(&self.in_flight);
-        let state = self.live.current();
+        let state = self.states.load_full();
         // The header is in: the next one on this connection has `limits.client_header_ms`
         // from the end of this answer (see `deadline`).
         deadline::header_done(session);

@@ -29,9 +29,9 @@ use std::time::{Duration, Instant, SystemTime};
 use pingora::protocols::Stream;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::config::Limits;
 use crate::error::{ApiError, Format};
-use crate::metrics::Metrics;
+use dualrouter_core::config::Limits;
+use dualrouter_core::metrics::Metrics;
 
 /// How long an accept-wait sample stays relevant to [`Admission::saturated`].
 const WAIT_MEMORY: Duration = Duration::from_secs(1);
@@ -246,7 +246,7 @@ mod tests {
     use super::*;
 
     fn limits(max_connections: usize, max_queue_ms: u64) -> Limits {
-        Limits::from_raw(&crate::config::raw::RawLimits {
+        Limits::from_raw(&dualrouter_core::config::raw::RawLimits {
             max_connections,
             max_queue_ms,
             ..Default::default()

@@ -20,8 +20,8 @@ use super::relay::client_gone;
 use super::respond::{DECISION_HEADER, MODEL_HEADER, ROUTE_HEADER};
 use super::sse::SseFilter;
 use super::{ProxyState, RequestCtx};
-use crate::config::Model;
 use crate::error::{ApiError, Format, TimeoutPhase};
+use dualrouter_core::config::Model;
 use dualrouter_core::conversation::Conversation;
 use dualrouter_plugins::{openai, InvokeRequest, InvokeResponse, PluginError};
 

@@ -7,9 +7,9 @@ use serde_json::Value;
 
 use dualrouter_wire as wire;
 
-use crate::config::validated::ClientAuth;
-use crate::config::Limits;
 use crate::error::{ApiError, Format};
+use dualrouter_core::config::validated::ClientAuth;
+use dualrouter_core::config::Limits;
 use dualrouter_core::conversation::Conversation;
 
 /// The endpoints the proxy port serves.

@@ -12,7 +12,7 @@ use serde_json::{json, Map, Value};
 
 use super::ProxyState;
 use crate::error::ApiError;
-use crate::metrics::Metrics;
+use dualrouter_core::metrics::Metrics;
 use dualrouter_store::{Store, StoredResponse};
 
 /// This turn's input items (a string input is one user message).
@@ -167,7 +167,7 @@ impl Sink {
 /// process ends.
 pub async fn prune_forever(
     store: Store,
-    settings: crate::config::validated::ResponseStoreSettings,
+    settings: dualrouter_core::config::validated::ResponseStoreSettings,
 ) {
     let mut tick = tokio::time::interval(settings.prune_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

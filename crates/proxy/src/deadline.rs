@@ -16,6 +16,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use pingora::apps::ServerApp;
 use pingora::protocols::raw_connect::ProxyDigest;
@@ -298,7 +299,7 @@ impl Peek for HeaderDeadline {
 /// live config's `limits.client_header_ms`.
 pub struct GuardedProxy {
     pub inner: Arc<HttpProxy<Proxy>>,
-    pub live: Arc<crate::live::Live>,
+    pub states: Arc<ArcSwap<crate::ProxyState>>,
     pub admission: Arc<Admission>,
     /// `server.drain_linger_ms`: how long idle keep-alive connections outlive the signal.
     pub drain_linger: Duration,
@@ -312,7 +313,7 @@ impl ServerApp for GuardedProxy {
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
         let (limits, metrics) = {
-            let state = self.live.current();
+            let state = self.states.load_full();
             (state.config.limits, state.metrics.clone())
         };
         let waited = admission::accept_wait(&session);

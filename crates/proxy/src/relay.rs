@@ -16,8 +16,8 @@ use super::forward::Exchange;
 use super::respond::{DECISION_HEADER, MODEL_HEADER, ROUTE_HEADER};
 use super::sse::{usage_of_body, SseFilter};
 use super::{ProxyState, RequestCtx};
-use crate::config::{Model, Provider};
 use crate::error::{ApiError, Format};
+use dualrouter_core::config::{Model, Provider};
 
 /// How much of a non-streamed response is kept to read its usage from.
 const USAGE_SCAN_BYTES: usize = 1024 * 1024;
