@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Load and soak runs of issue #11 against a release build, with the fault-injecting mock
-# upstream (`dualrouter mock-upstream`) and the load generator (`dualrouter-load`, src/bin).
+# Load and soak runs of issue #11 against a release build, with the test kit's mock upstream
+# (`dualrouter-mock`) and load generator (`dualrouter-load`), both in crates/testkit.
 # Writes target/soak/summary.json (one number per result) and prints a human line per result.
 #
 #   scripts/soak.sh                 # every result with the issue's values (about 8 minutes)
@@ -15,6 +15,9 @@
 #   SOAK_SLOW_CLIENTS=200 SOAK_SLOW_SECONDS=60 SOAK_SLOW_RATE=100 SOAK_SLOW_INTERVAL_MS=500 result 4
 #   SOAK_DB_RATE=100 SOAK_DB_DOWN_SECONDS=60 SOAK_DB_MARGIN_SECONDS=20                     result 5
 #   SOAK_PLUGIN_RATE=50 SOAK_PLUGIN_SECONDS=30 SOAK_PLUGIN_FAULT_RATE=5                    result 6
+#   SOAK_MOCK_THREADS=1 (the mock upstream's worker threads)
+#   SOAK_PROFILE=release (`debug` only to try the script itself), SOAK_OUT=target/soak;
+#   binaries are built in (and taken from) $CARGO_TARGET_DIR, else target/
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -44,17 +47,27 @@ DB_MARGIN=${SOAK_DB_MARGIN_SECONDS:-20}
 PLUGIN_RATE=${SOAK_PLUGIN_RATE:-50}
 PLUGIN_SECONDS=${SOAK_PLUGIN_SECONDS:-30}
 PLUGIN_FAULT_RATE=${SOAK_PLUGIN_FAULT_RATE:-5}
+MOCK_THREADS=${SOAK_MOCK_THREADS:-1}
 
 OUT=${SOAK_OUT:-$ROOT/target/soak}
 PROFILE=${SOAK_PROFILE:-release}   # `debug` only to try the script itself: the numbers are for release
-BIN=$ROOT/target/$PROFILE/dualrouter
-LOAD=$ROOT/target/$PROFILE/dualrouter-load
+TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
+BIN=$TARGET_DIR/$PROFILE/dualrouter
+MOCK_BIN=$TARGET_DIR/$PROFILE/dualrouter-mock
+LOAD=$TARGET_DIR/$PROFILE/dualrouter-load
 rm -rf "$OUT" && mkdir -p "$OUT"
 
 say() { printf '\033[1m[soak]\033[0m %s\n' "$*" >&2; }
-if [ ! -x "$BIN" ] || [ ! -x "$LOAD" ] || [ -n "$(find src Cargo.toml -newer "$LOAD" -print -quit)" ]; then
+built=true
+for b in "$BIN" "$MOCK_BIN" "$LOAD"; do
+  if [ ! -x "$b" ] || [ -n "$(find src crates Cargo.toml Cargo.lock -newer "$b" -print -quit)" ]; then built=false; fi
+done
+if [ "$built" = false ]; then
   say "building the $PROFILE binaries"
-  if [ "$PROFILE" = release ]; then cargo build --release --bins; else cargo build --bins; fi
+  release=()
+  if [ "$PROFILE" = release ]; then release=(--release); fi
+  cargo build "${release[@]}" --bin dualrouter
+  cargo build "${release[@]}" -p dualrouter-testkit --bins
 fi
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
@@ -67,9 +80,11 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# --- the fault mock -------------------------------------------------------------------------
+# --- the mock upstream -----------------------------------------------------------------------
+# Its model ids are behaviours (crates/testkit/src/lib.rs): `echo`, `sse:N:S[:MS]` (N pieces of
+# S bytes, MS ms apart, byte for byte predictable), `error:503`, ...
 MOCK_PORT=$(free_port)
-"$BIN" mock-upstream --listen "127.0.0.1:$MOCK_PORT" --threads 1 >"$OUT/mock.log" 2>&1 &
+"$MOCK_BIN" --listen "127.0.0.1:$MOCK_PORT" --threads "$MOCK_THREADS" >"$OUT/mock.log" 2>&1 &
 PIDS+=($!)
 MOCK=http://127.0.0.1:$MOCK_PORT
 for _ in $(seq 100); do curl -sf "$MOCK/healthz" >/dev/null && break; sleep 0.1; done
@@ -107,12 +122,12 @@ providers:
     kind: openai
     base_url: $MOCK/v1
     models:
-      - { id: sse, upstream_id: ok-sse-${SSE_CHUNKS}x${SSE_BYTES} }
-      - { id: ok, upstream_id: ok }
-      - { id: llm, upstream_id: ok-sse-20x64-gap10 }
-      - { id: r-small, upstream_id: ok, cost_per_mtok: { input: 0.1, output: 0.4 }, mirt_model: mistralai/mixtral-8x7b-chat }
-      - { id: r-mid, upstream_id: ok, cost_per_mtok: { input: 0.5, output: 1.5 }, mirt_model: gpt-3.5-turbo-1106 }
-      - { id: r-large, upstream_id: ok, cost_per_mtok: { input: 2.5, output: 10 }, mirt_model: gpt-4-1106-preview }
+      - { id: sse, upstream_id: "sse:${SSE_CHUNKS}:${SSE_BYTES}" }
+      - { id: ok, upstream_id: echo }
+      - { id: llm, upstream_id: "sse:20:64:10" }
+      - { id: r-small, upstream_id: echo, cost_per_mtok: { input: 0.1, output: 0.4 }, mirt_model: mistralai/mixtral-8x7b-chat }
+      - { id: r-mid, upstream_id: echo, cost_per_mtok: { input: 0.5, output: 1.5 }, mirt_model: gpt-3.5-turbo-1106 }
+      - { id: r-large, upstream_id: echo, cost_per_mtok: { input: 2.5, output: 10 }, mirt_model: gpt-4-1106-preview }
 policies:
   - { domain: chat, action: small-talk, description: "greetings and casual conversation", examples: ["hello, how are you?", "say hello"], models: [r-small, r-mid, r-large] }
   - { domain: programming, action: code-generation, description: "writing new code", examples: ["write a function that sorts a list"], models: [r-large, r-mid, r-small] }
@@ -139,7 +154,7 @@ say "machine: $machine"
 if [[ " $RESULTS " == *" 1 "* ]]; then
   start_proxy r1 "sqlite://$OUT/r1/d.db"
   say "1: $SSE_STREAMS SSE streams of $SSE_CHUNKS chunks"
-  "$LOAD" --threads 1 sse --url "$PROXY" --model sse --upstream-model "ok-sse-${SSE_CHUNKS}x${SSE_BYTES}" \
+  "$LOAD" --threads 1 sse --url "$PROXY" --model sse --upstream-model "sse:${SSE_CHUNKS}:${SSE_BYTES}" \
     --chunks "$SSE_CHUNKS" --size "$SSE_BYTES" --streams "$SSE_STREAMS" --concurrency "$SSE_CONCURRENCY" >"$OUT/r1.json"
   stop_proxy
   R[1]=$(jq -c '{byte_mismatches: .mismatched, failed: .failed, identical: .identical}' "$OUT/r1.json")
@@ -149,7 +164,7 @@ fi
 # --- 2. every upstream 503 ------------------------------------------------------------------
 if [[ " $RESULTS " == *" 2 "* ]]; then
   start_proxy r2 "sqlite://$OUT/r2/d.db"
-  mock_force fault-503
+  mock_force error:503
   say "2: every upstream 503 for $R503_SECONDS s at $R503_RATE req/s (model auto, 3 candidates)"
   before=$(mock_requests)
   ( sleep "$R503_COOLED_AFTER"; mock_requests >"$OUT/r2.cooled" ) &
@@ -241,7 +256,7 @@ fi
 if [[ " $RESULTS " == *" 5 "* ]]; then
   PG_BIN=${DUALROUTER_PG_BIN:-$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)}
   [ -x "$PG_BIN/initdb" ] || { echo "PostgreSQL server binaries not found: apt-get install postgresql" >&2; exit 1; }
-  # A throwaway cluster, as the tests start one (tests/common/db.rs): run as `postgres` when root.
+  # A throwaway cluster, as the tests start one (dualrouter_testkit::db): run as `postgres` when root.
   PG_DIR=$(mktemp -d /tmp/dualrouter-soak-pg-XXXXXX)
   chmod 755 "$PG_DIR"
   mkdir -p "$PG_DIR/data" "$PG_DIR/run"

@@ -15,8 +15,6 @@ pub use dualrouter_core::config;
 pub mod demo;
 pub use dualrouter_ml::encoder;
 pub use dualrouter_ml::eval;
-pub mod faultmock;
-pub mod fuzzing;
 pub mod live;
 pub use dualrouter_core::metrics;
 pub use dualrouter_ml::mirt;

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use chrono::Utc;
-use common::mock::Mock;
+use dualrouter_testkit::Mock;
 use common::synthetic::{self, ask, chat, easy, hard};
 use common::{repo_root, Proxy, TestDb};
 use dualrouter_store::{Attempt, CandidateScore, DecisionRecord, Store};

@@ -7,7 +7,7 @@ mod common;
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
-use common::mock::Mock;
+use dualrouter_testkit::Mock;
 use common::{chat_body, PgCluster, Proxy};
 use dualrouter_store::Store;
 use futures::StreamExt;

@@ -9,7 +9,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::mock::Mock;
+use dualrouter_testkit::Mock;
 use common::synthetic::{self, ask, attempts, chat, decision, messages};
 use common::{repo_root, Proxy};
 use serde_json::{json, Value};

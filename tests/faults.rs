@@ -1,8 +1,9 @@
-//! Every fault of the fault-injecting mock upstream (`src/faultmock.rs`) driven through the real
-//! proxy: fallback before the first byte, an error event after it, the idle timeout on a stall,
-//! `Retry-After` honoured, the response size limit, the total deadline on an endless stream;
-//! and the proxy's own limits against clients: admission control (`limits.max_in_flight`) and
-//! slow request headers (`limits.client_header_ms`).
+//! Every fault of the mock upstream (`dualrouter_testkit::Mock`: `error`, `reset`, `slow`,
+//! `stall`, `forever`, `malformed`, `huge`) driven through the real proxy: fallback before the
+//! first byte, an error event after it, the idle timeout on a stall, `Retry-After` honoured, the
+//! response size limit, the total deadline on an endless stream; and the proxy's own limits
+//! against clients: admission control (`limits.max_in_flight`) and slow request headers
+//! (`limits.client_header_ms`).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
@@ -11,17 +12,18 @@ use std::time::Duration;
 
 use common::synthetic::{ask, attempts, chat, checkpoint, decision, easy, messages};
 use common::{repo_root, Proxy};
-use dualrouter::faultmock::FaultMock;
+use dualrouter_testkit::Mock;
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-/// `cheap` (OpenAI format) on `a`, `strong` (Anthropic format) on `b`, both answering `ok`
+/// `cheap` (OpenAI format) on `a`, `strong` (Anthropic format) on `b`, both answering `echo`
 /// unless forced; MIRT (the synthetic checkpoint) puts `cheap` first for easy prompts. Concrete
-/// models on `a`: `c-NAME` → upstream id `NAME` for each of `concrete`.
-fn config(a: &FaultMock, b: &FaultMock, limits: &str, concrete: &[&str], extra: &str) -> String {
+/// models on `a`: `c-NAME` → upstream id `NAME` for each of `concrete` (`:` in NAME becomes `-`
+/// in the public id).
+fn config(a: &Mock, b: &Mock, limits: &str, concrete: &[&str], extra: &str) -> String {
     let models: String = concrete
         .iter()
-        .map(|n| format!("      - {{ id: c-{n}, upstream_id: \"{n}\" }}\n"))
+        .map(|n| format!("      - {{ id: {}, upstream_id: \"{n}\" }}\n", public(n)))
         .collect();
     format!(
         r#"listen: 127.0.0.1:0
@@ -37,12 +39,12 @@ providers:
     kind: openai
     base_url: {a}
     models:
-      - {{ id: cheap, upstream_id: ok, cost_per_mtok: {{ input: 0.1, output: 0.4 }} }}
+      - {{ id: cheap, upstream_id: echo, cost_per_mtok: {{ input: 0.1, output: 0.4 }} }}
 {models}  - name: steady
     kind: anthropic
     base_url: {b}
     models:
-      - {{ id: strong, upstream_id: ok, cost_per_mtok: {{ input: 5, output: 15 }} }}
+      - {{ id: strong, upstream_id: echo, cost_per_mtok: {{ input: 5, output: 15 }} }}
 policies:
   - domain: general
     action: question
@@ -62,11 +64,13 @@ policies:
     )
 }
 
-async fn mocks() -> (FaultMock, FaultMock) {
-    (
-        FaultMock::start("127.0.0.1:0").await.unwrap(),
-        FaultMock::start("127.0.0.1:0").await.unwrap(),
-    )
+/// The public id of the concrete model whose upstream id is `behaviour`.
+fn public(behaviour: &str) -> String {
+    format!("c-{}", behaviour.replace(':', "-"))
+}
+
+async fn mocks() -> (Mock, Mock) {
+    (Mock::start().await, Mock::start_anthropic().await)
 }
 
 fn concrete(model: &str, stream: bool) -> Value {
@@ -94,11 +98,11 @@ async fn faults_before_the_first_byte_fall_back() {
     let (a, b) = mocks().await;
     let p = Proxy::start(&config(&a, &b, "first_byte_ms: 1500", &[], "")).await;
     for (i, (fault, outcome)) in [
-        ("fault-503", "5xx"),
-        ("fault-500", "5xx"),
-        ("fault-reset", "broken"),
-        ("fault-slow-first-byte-5000", "timeout"),
-        ("fault-429-ra-1", "429"),
+        ("error:503", "5xx"),
+        ("error:500", "5xx"),
+        ("reset", "broken"),
+        ("slow:5000", "timeout"),
+        ("error:429:1", "429"),
     ]
     .into_iter()
     .enumerate()
@@ -106,7 +110,7 @@ async fn faults_before_the_first_byte_fall_back() {
         for stream in [false, true] {
             a.force(Some(fault));
             let sid = format!("{fault}-{stream}");
-            let before = (a.stats().count(fault), b.requests());
+            let before = (a.behaviour_count(fault), b.count());
             let r = ask(
                 &p,
                 "/v1/chat/completions",
@@ -118,13 +122,13 @@ async fn faults_before_the_first_byte_fall_back() {
             assert_eq!(r.model.as_deref(), Some("strong"), "{fault}");
             // (A reset on a pooled connection is retried on a fresh one, as for a connection
             // the upstream closed while idle: at most 3 tries.)
-            let tries = a.stats().count(fault) - before.0;
-            if fault == "fault-reset" {
+            let tries = a.behaviour_count(fault) - before.0;
+            if fault == "reset" {
                 assert!((1..=3).contains(&tries), "{fault}: {tries}");
             } else {
                 assert_eq!(tries, 1, "{fault} tried once");
             }
-            assert_eq!(b.requests(), before.1 + 1);
+            assert_eq!(b.count(), before.1 + 1);
             if stream {
                 assert!(r.body.ends_with("data: [DONE]\n\n"), "{fault}: {}", r.body);
                 assert!(final_error(&r.body).is_none(), "{}", r.body);
@@ -149,7 +153,7 @@ async fn faults_before_the_first_byte_fall_back() {
         }
     }
     // The Anthropic client falls back the same way, and gets its own format.
-    a.force(Some("fault-503"));
+    a.force(Some("error:503"));
     let r = ask(&p, "/v1/messages", &messages(&easy(60)), &[]).await;
     assert_eq!((r.status, r.model.as_deref()), (200, Some("strong")));
     let v: Value = serde_json::from_str(&r.body).unwrap();
@@ -175,12 +179,7 @@ async fn faults_after_the_first_byte_end_the_stream_with_an_error_event() {
         &a,
         &b,
         "idle_ms: 800, total_ms: 2500",
-        &[
-            "fault-reset-after-3",
-            "fault-stall-after-5",
-            "fault-endless",
-            "fault-malformed-sse",
-        ],
+        &["reset:3", "stall:5", "forever:10", "malformed"],
         "",
     ))
     .await;
@@ -189,7 +188,7 @@ async fn faults_after_the_first_byte_end_the_stream_with_an_error_event() {
     let r = ask(
         &p,
         "/v1/chat/completions",
-        &concrete("c-fault-reset-after-3", true),
+        &concrete("c-reset-3", true),
         &[],
     )
     .await;
@@ -199,23 +198,20 @@ async fn faults_after_the_first_byte_end_the_stream_with_an_error_event() {
         .iter()
         .filter(|e| e["choices"][0]["delta"]["content"].is_string())
         .count();
-    assert_eq!(content, 1 + 3, "role chunk + 3: {}", r.body);
+    assert_eq!(content, 3, "the 3 pieces sent: {}", r.body);
     let err = final_error(&r.body).expect("an error event");
     assert_eq!(err["code"], "upstream_broken", "{err}");
     assert!(!r.body.contains("[DONE]"));
-    assert_eq!(b.requests(), 0, "nothing is retried after the first byte");
+    assert_eq!(b.count(), 0, "nothing is retried after the first byte");
     let d = decision(&p, r.decision.as_deref().unwrap()).await;
     assert_eq!(d["status"], "error", "{d}");
 
     // A stall: the idle timeout ends it; the upstream connection is closed.
-    let dropped = a
-        .stats()
-        .streams_dropped
-        .load(std::sync::atomic::Ordering::SeqCst);
+    let dropped = a.streams_dropped();
     let r = ask(
         &p,
         "/v1/chat/completions",
-        &concrete("c-fault-stall-after-5", true),
+        &concrete("c-stall-5", true),
         &[],
     )
     .await;
@@ -226,19 +222,13 @@ async fn faults_after_the_first_byte_end_the_stream_with_an_error_event() {
         err["message"].as_str().unwrap().contains("next chunk"),
         "{err}"
     );
-    wait_for(|| {
-        a.stats()
-            .streams_dropped
-            .load(std::sync::atomic::Ordering::SeqCst)
-            > dropped
-    })
-    .await;
+    wait_for(|| a.streams_dropped() > dropped).await;
 
     // Endless: cut by the total deadline although chunks keep coming.
     let r = ask(
         &p,
         "/v1/chat/completions",
-        &concrete("c-fault-endless", true),
+        &concrete("c-forever-10", true),
         &[],
     )
     .await;
@@ -253,7 +243,7 @@ async fn faults_after_the_first_byte_end_the_stream_with_an_error_event() {
     // Not streamed, endless: the body is cut (the status was sent).
     let resp = reqwest::Client::new()
         .post(p.url("/v1/chat/completions"))
-        .json(&concrete("c-fault-endless", false))
+        .json(&concrete("c-forever-10", false))
         .send()
         .await
         .unwrap();
@@ -264,7 +254,7 @@ async fn faults_after_the_first_byte_end_the_stream_with_an_error_event() {
     let r = ask(
         &p,
         "/v1/chat/completions",
-        &concrete("c-fault-malformed-sse", true),
+        &concrete("c-malformed", true),
         &[],
     )
     .await;
@@ -277,7 +267,7 @@ async fn faults_after_the_first_byte_end_the_stream_with_an_error_event() {
     let r = ask(
         &p,
         "/v1/messages",
-        &json!({"model": "c-fault-malformed-sse", "max_tokens": 10, "stream": true,
+        &json!({"model": "c-malformed", "max_tokens": 10, "stream": true,
                 "messages": [{"role": "user", "content": "hi"}]}),
         &[],
     )
@@ -299,12 +289,12 @@ async fn wait_for(cond: impl Fn() -> bool) {
 #[tokio::test]
 async fn retry_after_is_honoured() {
     let (a, b) = mocks().await;
-    let p = Proxy::start(&config(&a, &b, "", &["fault-429-ra-30"], "")).await;
+    let p = Proxy::start(&config(&a, &b, "", &["error:429:30"], "")).await;
     // The only candidate answers 429 with Retry-After: its own answer goes back...
     let r = ask(
         &p,
         "/v1/chat/completions",
-        &concrete("c-fault-429-ra-30", false),
+        &concrete("c-error-429-30", false),
         &[],
     )
     .await;
@@ -314,22 +304,22 @@ async fn retry_after_is_honoured() {
     let r = ask(
         &p,
         "/v1/chat/completions",
-        &concrete("c-fault-429-ra-30", false),
+        &concrete("c-error-429-30", false),
         &[],
     )
     .await;
     assert_eq!(r.status, 503, "{}", r.body);
     let left: u64 = r.retry_after.as_deref().unwrap().parse().unwrap();
     assert!((1..=30).contains(&left), "{left}");
-    assert_eq!(a.stats().count("fault-429-ra-30"), 1);
+    assert_eq!(a.behaviour_count("error:429:30"), 1);
 
     // Routed: `cheap` says 429 for 30 s; `strong` answers, and `cheap` is skipped meanwhile
     // even though it is healthy again.
-    a.force(Some("fault-429-ra-30"));
+    a.force(Some("error:429:30"));
     let r = ask(&p, "/v1/chat/completions", &chat(&easy(2), false), &[]).await;
     assert_eq!((r.status, r.model.as_deref()), (200, Some("strong")));
     a.force(None);
-    let before = a.requests();
+    let before = a.count();
     for i in 0..5 {
         let r = ask(&p, "/v1/chat/completions", &chat(&easy(40 + i), false), &[]).await;
         assert_eq!((r.status, r.model.as_deref()), (200, Some("strong")));
@@ -341,7 +331,7 @@ async fn retry_after_is_honoured() {
             "{d}"
         );
     }
-    assert_eq!(a.requests(), before, "a cooling model is not called");
+    assert_eq!(a.count(), before, "a cooling model is not called");
 }
 
 #[tokio::test]
@@ -351,7 +341,7 @@ async fn a_huge_answer_hits_the_response_limit() {
         &a,
         &b,
         "max_response_bytes: 1048576",
-        &["fault-huge-4mib", "ok-sse-10x1000"],
+        &["huge:4mib", "sse:10:1000"],
         "",
     ))
     .await;
@@ -359,7 +349,7 @@ async fn a_huge_answer_hits_the_response_limit() {
     let r = ask(
         &p,
         "/v1/chat/completions",
-        &concrete("c-fault-huge-4mib", false),
+        &concrete("c-huge-4mib", false),
         &[],
     )
     .await;
@@ -373,7 +363,7 @@ async fn a_huge_answer_hits_the_response_limit() {
     let r = ask(
         &p,
         "/v1/messages",
-        &json!({"model": "c-fault-huge-4mib", "max_tokens": 10, "messages": [{"role": "user", "content": "hi"}]}),
+        &json!({"model": "c-huge-4mib", "max_tokens": 10, "messages": [{"role": "user", "content": "hi"}]}),
         &[],
     )
     .await;
@@ -384,7 +374,7 @@ async fn a_huge_answer_hits_the_response_limit() {
     let r = ask(
         &p,
         "/v1/chat/completions",
-        &concrete("c-fault-huge-4mib", true),
+        &concrete("c-huge-4mib", true),
         &[],
     )
     .await;
@@ -402,13 +392,13 @@ async fn a_huge_answer_hits_the_response_limit() {
     let r = ask(
         &p,
         "/v1/chat/completions",
-        &concrete("c-ok-sse-10x1000", true),
+        &concrete("c-sse-10-1000", true),
         &[],
     )
     .await;
     assert_eq!(
         r.body.as_bytes(),
-        dualrouter::faultmock::openai_stream("ok-sse-10x1000", 10, 1000, false).as_slice()
+        dualrouter_testkit::openai_sse_bytes("sse:10:1000", 10, 1000, false).as_slice()
     );
 }
 
@@ -419,7 +409,7 @@ async fn excess_requests_are_refused_with_503_and_retry_after() {
         &a,
         &b,
         "max_in_flight: 2, overload_retry_after_s: 3, idle_ms: 60000",
-        &["fault-stall-after-1"],
+        &["stall:1"],
         "",
     ))
     .await;
@@ -429,7 +419,7 @@ async fn excess_requests_are_refused_with_503_and_retry_after() {
     for _ in 0..2 {
         let mut resp = client
             .post(p.url("/v1/chat/completions"))
-            .json(&concrete("c-fault-stall-after-1", true))
+            .json(&concrete("c-stall-1", true))
             .send()
             .await
             .unwrap();
@@ -481,8 +471,8 @@ async fn excess_requests_are_refused_with_503_and_retry_after() {
         "the connection was not kept after a refusal"
     );
     // Nothing was queued: the refused requests never reached an upstream.
-    assert_eq!(b.requests(), 0);
-    assert_eq!(a.requests(), 2);
+    assert_eq!(b.count(), 0);
+    assert_eq!(a.count(), 2);
     // A slot freed is a slot taken.
     drop(held.pop());
     let mut served = false;
@@ -590,7 +580,7 @@ async fn connections_over_max_connections_are_refused_at_accept() {
     assert_eq!(r.status, 503, "{}", r.body);
     assert_eq!(r.retry_after.as_deref(), Some("4"));
     assert_eq!(
-        a.requests() + b.requests(),
+        a.count() + b.count(),
         0,
         "a refused request went upstream"
     );
@@ -665,13 +655,13 @@ async fn slow_request_headers_are_cut_off() {
 }
 
 #[tokio::test]
-async fn the_mock_answers_by_header_and_in_both_formats() {
-    let m = FaultMock::start("127.0.0.1:0").await.unwrap();
+async fn the_mock_answers_by_header_in_every_format_and_counts_per_behaviour() {
+    let m = Mock::start().await;
     let c = reqwest::Client::new();
     let r = c
         .post(format!("{}/chat/completions", m.base_url()))
-        .header("x-fault", "fault-503-ra-2")
-        .json(&concrete("ok", false))
+        .header(dualrouter_testkit::BEHAVIOUR_HEADER, "error:503:2")
+        .json(&concrete("echo", false))
         .send()
         .await
         .unwrap();
@@ -679,14 +669,31 @@ async fn the_mock_answers_by_header_and_in_both_formats() {
     assert_eq!(r.headers()["retry-after"], "2");
     let r = c
         .post(format!("{}/messages", m.base_url()))
-        .json(&json!({"model": "ok-sse-3x5", "max_tokens": 5, "stream": true, "messages": [{"role": "user", "content": "hi"}]}))
+        .header("anthropic-version", "2023-06-01")
+        .json(&json!({"model": "sse:3:5", "max_tokens": 5, "stream": true, "messages": [{"role": "user", "content": "hi"}]}))
         .send()
         .await
         .unwrap();
     let body = r.text().await.unwrap();
     assert!(body.starts_with("event: message_start\n"), "{body}");
     assert_eq!(body.matches("content_block_delta").count(), 2 * 3);
+    for i in 0..3 {
+        assert!(body.contains(&dualrouter_testkit::piece(i, 5)), "{body}");
+    }
     assert!(body.ends_with("event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n"));
+    let r = c
+        .post(format!("{}/responses", m.base_url()))
+        .json(&json!({"model": "sse:2:7", "stream": true, "input": "hi"}))
+        .send()
+        .await
+        .unwrap();
+    let body = r.text().await.unwrap();
+    assert_eq!(
+        body.matches("event: response.output_text.delta").count(),
+        2,
+        "{body}"
+    );
+    assert!(body.contains("event: response.completed"), "{body}");
     let r = c
         .post(format!("{}/chat/completions", m.base_url()))
         .json(&concrete("no-such-behaviour", false))
@@ -702,6 +709,8 @@ async fn the_mock_answers_by_header_and_in_both_formats() {
         .json()
         .await
         .unwrap();
-    assert_eq!(stats["requests"], 3);
-    assert_eq!(stats["by_behaviour"]["fault-503-ra-2"], 1);
+    assert_eq!(stats["requests"], 4);
+    assert_eq!(stats["by_behaviour"]["error:503:2"], 1);
+    assert_eq!(stats["by_behaviour"]["sse:3:5"], 1);
+    assert_eq!(stats["by_behaviour"]["no-such-behaviour"], 1);
 }

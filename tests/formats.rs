@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::mock::Mock;
+use dualrouter_testkit::Mock;
 use common::Proxy;
 use serde_json::{json, Value};
 

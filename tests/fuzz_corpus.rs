@@ -1,5 +1,5 @@
 //! Replays every committed fuzz corpus (`fuzz/corpus/TARGET/*`) through the same library entry
-//! points the cargo-fuzz targets call (`dualrouter::fuzzing`), so a crash once found stays
+//! points the cargo-fuzz targets call (`dualrouter_testkit::fuzzing`), so a crash once found stays
 //! fixed without a nightly toolchain. A missing or empty corpus directory is a failure.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -16,12 +16,12 @@ fn corpus_dir(target: &str) -> PathBuf {
 fn every_target_has_a_fuzz_target_file_and_a_corpus() {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fuzz");
     let manifest = std::fs::read_to_string(root.join("Cargo.toml")).expect("fuzz/Cargo.toml");
-    for (name, _) in dualrouter::fuzzing::TARGETS {
+    for (name, _) in dualrouter_testkit::fuzzing::TARGETS {
         let src = std::fs::read_to_string(root.join("fuzz_targets").join(format!("{name}.rs")))
             .unwrap_or_else(|e| panic!("fuzz/fuzz_targets/{name}.rs: {e}"));
         assert!(
-            src.contains(&format!("dualrouter::fuzzing::{name}(")),
-            "fuzz target {name} does not call dualrouter::fuzzing::{name}"
+            src.contains(&format!("dualrouter_testkit::fuzzing::{name}(")),
+            "fuzz target {name} does not call dualrouter_testkit::fuzzing::{name}"
         );
         assert!(
             manifest.contains(&format!("name = \"{name}\"")),
@@ -35,7 +35,7 @@ fn corpora_replay_without_panics() {
     // Every failure is collected (each also prints its panic) and all are reported at the end.
     let mut failures = Vec::new();
     let mut total = 0usize;
-    for (name, entry) in dualrouter::fuzzing::TARGETS {
+    for (name, entry) in dualrouter_testkit::fuzzing::TARGETS {
         let dir = corpus_dir(name);
         let files: Vec<PathBuf> = match std::fs::read_dir(&dir) {
             Ok(rd) => rd
@@ -70,5 +70,5 @@ fn corpora_replay_without_panics() {
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
-    assert!(total >= dualrouter::fuzzing::TARGETS.len());
+    assert!(total >= dualrouter_testkit::fuzzing::TARGETS.len());
 }

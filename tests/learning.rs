@@ -8,7 +8,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::mock::Mock;
+use dualrouter_testkit::Mock;
 use common::synthetic::{ask, chat, clusters_checkpoint, config, config_with, hard};
 use common::{run_cli, Proxy};
 use serde_json::{json, Value};

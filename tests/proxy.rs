@@ -5,7 +5,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::mock::Mock;
+use dualrouter_testkit::Mock;
 use common::{chat_body, Proxy};
 use futures::StreamExt;
 use serde_json::Value;

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::mock::Mock;
+use dualrouter_testkit::Mock;
 use common::synthetic::{ask, chat, config, hard, inverse_checkpoint};
 use common::{PgCluster, Proxy};
 use serde_json::{json, Value};

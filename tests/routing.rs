@@ -9,7 +9,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::mock::Mock;
+use dualrouter_testkit::Mock;
 use common::synthetic::{ask, attempts, chat, checkpoint, config, decision, easy, hard, messages};
 use common::{repo_root, run_cli, Proxy};
 use serde_json::{json, Value};

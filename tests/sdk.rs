@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::mock::Mock;
+use dualrouter_testkit::Mock;
 use common::Proxy;
 
 /// The Python with the SDKs: `DUALROUTER_PYTHON`, or the repository's `.venv`.

@@ -3,5 +3,5 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    dualrouter::fuzzing::arch_router_answer(data);
+    dualrouter_testkit::fuzzing::arch_router_answer(data);
 });

@@ -3,5 +3,5 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    dualrouter::fuzzing::config_parse(data);
+    dualrouter_testkit::fuzzing::config_parse(data);
 });

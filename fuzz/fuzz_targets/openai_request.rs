@@ -3,5 +3,5 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    dualrouter::fuzzing::openai_request(data);
+    dualrouter_testkit::fuzzing::openai_request(data);
 });

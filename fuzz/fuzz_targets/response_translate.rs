@@ -3,5 +3,5 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    dualrouter::fuzzing::response_translate(data);
+    dualrouter_testkit::fuzzing::response_translate(data);
 });

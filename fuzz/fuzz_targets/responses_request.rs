@@ -3,5 +3,5 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    dualrouter::fuzzing::responses_request(data);
+    dualrouter_testkit::fuzzing::responses_request(data);
 });

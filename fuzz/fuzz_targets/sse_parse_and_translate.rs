@@ -3,5 +3,5 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    dualrouter::fuzzing::sse_parse_and_translate(data);
+    dualrouter_testkit::fuzzing::sse_parse_and_translate(data);
 });

@@ -25,9 +25,6 @@ pub enum Command {
     Serve(ServeArgs),
     /// Run the demo upstream alone: an OpenAI-compatible server answering canned text.
     DemoUpstream(DemoArgs),
-    /// Run the fault-injecting mock upstream (OpenAI and Anthropic formats; the model name or
-    /// an `x-fault` header picks the behaviour: see `src/faultmock.rs`).
-    MockUpstream(MockArgs),
     /// Fit MIRT on outcome data (CSV/JSONL) and write a checkpoint.
     Train(crate::cli::mirt::TrainArgs),
     /// Routing quality on outcome data: MIRT vs baselines, metrics and plot.
@@ -135,16 +132,6 @@ pub struct RouteArgs {
 }
 
 #[derive(Debug, clap::Args)]
-pub struct MockArgs {
-    /// Address to listen on; port 0 picks a free one (printed at start).
-    #[arg(long, default_value = "127.0.0.1:8091")]
-    pub listen: String,
-    /// Worker threads.
-    #[arg(long, default_value_t = 1)]
-    pub threads: usize,
-}
-
-#[derive(Debug, clap::Args)]
 pub struct DemoArgs {
     /// Address to listen on; port 0 picks a free one (printed at start).
     #[arg(long, default_value = "127.0.0.1:8090")]
@@ -165,7 +152,6 @@ pub fn main() -> ExitCode {
                 chunk_delay: std::time::Duration::from_millis(args.chunk_delay_ms),
             },
         ),
-        Command::MockUpstream(args) => crate::faultmock::run_standalone(&args.listen, args.threads),
         Command::Route(args) => crate::server::route_command(&args),
         Command::EvalClassifier(args) => classify::run_cli(&args),
         Command::Migrate(args) => migrate_command(args.config.as_deref(), args.database.as_deref()),

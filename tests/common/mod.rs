@@ -1,10 +1,9 @@
-//! Shared test harness: the real `dualrouter` binary on a free port, and mock upstreams on
-//! 127.0.0.1 speaking OpenAI's wire format (see `mock.rs` for their behaviours).
+//! Shared test harness: the real `dualrouter` binary on a free port, database helpers, and a
+//! proxy in front of two mock upstreams (`dualrouter_testkit::Mock`, whose docs list its
+//! behaviours).
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-pub mod anthropic_mock;
 pub mod db;
-pub mod mock;
 pub mod synthetic;
 
 #[allow(unused_imports)]
@@ -13,6 +12,8 @@ pub use db::*;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
+
+use dualrouter_testkit::Mock;
 
 /// A running `dualrouter serve`, killed when dropped.
 pub struct Proxy {
@@ -193,9 +194,9 @@ pub const BOTH_FORMATS_UPSTREAM_KEY: &str = "sk-ant-upstream-secret";
 
 /// Mocks of both kinds and a proxy with `oa-*` models on the OpenAI mock and `an-*` models on
 /// the Anthropic one (`echo`, `tools`, `error` → 429).
-pub async fn both_formats() -> (mock::Mock, mock::Mock, Proxy) {
-    let oa = mock::Mock::start().await;
-    let an = mock::Mock::start_anthropic().await;
+pub async fn both_formats() -> (Mock, Mock, Proxy) {
+    let oa = Mock::start().await;
+    let an = Mock::start_anthropic().await;
     let yaml = format!(
         r#"listen: 127.0.0.1:0
 admin: {{ listen: 127.0.0.1:0 }}

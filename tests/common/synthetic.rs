@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use super::mock::Mock;
+use dualrouter_testkit::Mock;
 use super::{repo_root, run_cli, Proxy};
 
 /// Prompts a cheap model answers as well as a strong one.

@@ -4,6 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::State;
+use axum::Extension;
 use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
@@ -11,8 +12,9 @@ use serde_json::{json, Value};
 
 use crate::convo::Conversation;
 use crate::{
-    answer_for, behaviour_for, named_event, rand_b62, record_model_request, sse, with_retry_after,
-    Answer, Behaviour, MockState, Usage,
+    answer_for, behaviour_for, conn_of, cut_answer, delay_before_answer, malformed,
+    model_behaviour, named_event, rand_b62, record_model_request, reset_now, sse,
+    with_retry_after, After, Answer, Behaviour, Conn, MockState, Usage,
 };
 
 /// An Anthropic error body, with a `request-id` header as the API sends.
@@ -207,6 +209,7 @@ fn precheck(headers: &HeaderMap, body: &Bytes) -> Result<Value, Response> {
 
 pub(crate) async fn handle(
     State(state): State<Arc<MockState>>,
+    conn: Option<Extension<Conn>>,
     uri: Uri,
     headers: HeaderMap,
     body: Bytes,
@@ -224,12 +227,17 @@ pub(crate) async fn handle(
         );
     }
     let model = req["model"].as_str().unwrap_or("").to_string();
-    let (name, behaviour) = behaviour_for(&state, &model);
+    let (name, behaviour) = model_behaviour(&state, &headers, &model);
     let stream = req["stream"] == json!(true);
     let ctx = Ctx {
         id: format!("msg_01{}", rand_b62(22)),
         model,
     };
+    if !stream {
+        if let Some(r) = cut_answer(&state, &behaviour, conn_of(conn.clone()), |a| ctx.whole(a)) {
+            return r;
+        }
+    }
     match behaviour {
         Behaviour::Error { code, retry_after } => {
             return with_retry_after(
@@ -244,9 +252,12 @@ pub(crate) async fn handle(
                 &format!("model: {name} (mock: unknown behaviour)"),
             )
         }
-        Behaviour::Stall(n) => {
-            return sse(state.clone(), ctx.open(n), Some((Duration::ZERO, None)));
+        Behaviour::Reset(None) => return reset_now(conn_of(conn)).await,
+        Behaviour::Reset(Some(n)) => {
+            return sse(state.clone(), ctx.open(n), After::Reset(conn_of(conn)));
         }
+        Behaviour::Malformed => return malformed(state.clone()),
+        Behaviour::Stall(n) => return sse(state.clone(), ctx.open(n), After::Silence),
         Behaviour::Forever(every) => {
             let mut i = 1000;
             let next = move || {
@@ -256,17 +267,20 @@ pub(crate) async fn handle(
             return sse(
                 state.clone(),
                 ctx.open(0),
-                Some((every, Some(Box::new(next)))),
+                After::Every(every, Box::new(next)),
             );
         }
         Behaviour::Fail(n) => {
             let mut out = ctx.open(n);
             out.push(ev(json!({"type": "error", "error": {
                 "type": "overloaded_error", "message": "mock upstream error"}})));
-            return sse(state.clone(), out, None);
+            return sse(state.clone(), out, After::End);
         }
-        Behaviour::Slow(d) => tokio::time::sleep(d).await,
         _ => {}
+    }
+    let wait = delay_before_answer(&behaviour, stream);
+    if !wait.is_zero() {
+        tokio::time::sleep(wait).await;
     }
     let conv = Conversation::anthropic(&req);
     let Some(answer) = answer_for(&behaviour, &conv, stream, body.len()) else {
@@ -277,7 +291,7 @@ pub(crate) async fn handle(
         );
     };
     let mut resp = if stream {
-        sse(state.clone(), ctx.stream(&answer), None)
+        sse(state.clone(), ctx.stream(&answer), After::End)
     } else {
         axum::Json(ctx.whole(&answer)).into_response()
     };
@@ -301,7 +315,7 @@ pub(crate) async fn count_tokens(
         Err(resp) => return resp,
     };
     let model = req["model"].as_str().unwrap_or("");
-    let (name, behaviour) = behaviour_for(&state, model);
+    let (name, behaviour) = behaviour_for(&state, &headers, model);
     let input = match behaviour {
         Behaviour::Error { code, retry_after } => {
             return with_retry_after(

@@ -4,6 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::State;
+use axum::Extension;
 use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
@@ -11,8 +12,9 @@ use serde_json::{json, Value};
 
 use crate::convo::Conversation;
 use crate::{
-    answer_for, behaviour_for, data_event, now_secs, openai_error, rand_b62, record_model_request,
-    sse, with_retry_after, Answer, Behaviour, MockState, Usage,
+    answer_for, conn_of, cut_answer, data_event, delay_before_answer, malformed, model_behaviour,
+    now_secs, openai_error, rand_b62, record_model_request, reset_now, sse, with_retry_after,
+    After, Answer, Behaviour, Conn, MockState, Usage,
 };
 
 struct Ctx {
@@ -35,6 +37,23 @@ fn usage_json(u: &Usage) -> Value {
 }
 
 impl Ctx {
+    /// Random ids and the time now; fixed ones for an answer that asks for them (`sse`).
+    fn new(model: String, fixed: bool) -> Ctx {
+        if fixed {
+            Ctx {
+                id: "chatcmpl-mock".into(),
+                created: 1_700_000_000,
+                model,
+            }
+        } else {
+            Ctx {
+                id: format!("chatcmpl-{}", rand_b62(29)),
+                created: now_secs(),
+                model,
+            }
+        }
+    }
+
     fn chunk(&self, delta: Value, finish: Value) -> Bytes {
         data_event(&json!({
             "id": self.id, "object": "chat.completion.chunk", "created": self.created,
@@ -131,8 +150,18 @@ fn finish_reason(a: &Answer) -> &'static str {
     }
 }
 
+/// The bytes of the stream of `a` (made with fixed ids) for `model`.
+pub(crate) fn fixed_stream(model: &str, a: &Answer, include_usage: bool) -> Vec<u8> {
+    Ctx::new(model.to_string(), true)
+        .stream(a, include_usage)
+        .into_iter()
+        .flat_map(|(_, b)| b.to_vec())
+        .collect()
+}
+
 pub(crate) async fn handle(
     State(state): State<Arc<MockState>>,
+    conn: Option<Extension<Conn>>,
     uri: Uri,
     headers: HeaderMap,
     body: Bytes,
@@ -142,18 +171,24 @@ pub(crate) async fn handle(
         return openai_error(StatusCode::BAD_REQUEST, "mock: not JSON", None);
     };
     let model = req["model"].as_str().unwrap_or("").to_string();
-    let (name, behaviour) = behaviour_for(&state, &model);
+    let (name, behaviour) = model_behaviour(&state, &headers, &model);
     let stream = req["stream"] == json!(true);
     let include_usage = req
         .pointer("/stream_options/include_usage")
         .and_then(Value::as_bool)
         == Some(true);
-    let ctx = Ctx {
-        id: format!("chatcmpl-{}", rand_b62(29)),
-        created: now_secs(),
-        model,
-    };
+    let ctx = Ctx::new(model, matches!(behaviour, Behaviour::Sse { .. }));
     let now = |b: Bytes| (Duration::ZERO, b);
+    let pieces = |n: usize| -> Vec<(Duration, Bytes)> {
+        (0..n)
+            .map(|i| now(ctx.text_chunk(&format!("tok{i} "))))
+            .collect()
+    };
+    if !stream {
+        if let Some(r) = cut_answer(&state, &behaviour, conn_of(conn.clone()), |a| ctx.whole(a)) {
+            return r;
+        }
+    }
     match behaviour {
         Behaviour::Error { code, retry_after } => {
             return with_retry_after(openai_error(code, "mock upstream error", None), retry_after)
@@ -165,42 +200,39 @@ pub(crate) async fn handle(
                 Some("model_not_found"),
             )
         }
-        Behaviour::Stall(n) => {
-            let ev = (0..n)
-                .map(|i| now(ctx.text_chunk(&format!("tok{i} "))))
-                .collect();
-            return sse(state.clone(), ev, Some((Duration::ZERO, None)));
+        Behaviour::Reset(None) => return reset_now(conn_of(conn)).await,
+        Behaviour::Reset(Some(n)) => {
+            return sse(state.clone(), pieces(n), After::Reset(conn_of(conn)));
         }
+        Behaviour::Malformed => return malformed(state.clone()),
+        Behaviour::Stall(n) => return sse(state.clone(), pieces(n), After::Silence),
         Behaviour::Forever(every) => {
             let mut i = 1000;
             let next = move || {
                 i += 1;
                 ctx.text_chunk(&format!("tok{} ", i - 1))
             };
-            return sse(
-                state.clone(),
-                Vec::new(),
-                Some((every, Some(Box::new(next)))),
-            );
+            return sse(state.clone(), Vec::new(), After::Every(every, Box::new(next)));
         }
         Behaviour::Fail(n) => {
-            let mut ev: Vec<_> = (0..n)
-                .map(|i| now(ctx.text_chunk(&format!("tok{i} "))))
-                .collect();
+            let mut ev = pieces(n);
             ev.push(now(data_event(&json!({"error": {
                 "message": "mock upstream error", "type": "server_error", "param": null, "code": null
             }}))));
-            return sse(state.clone(), ev, None);
+            return sse(state.clone(), ev, After::End);
         }
-        Behaviour::Slow(d) => tokio::time::sleep(d).await,
         _ => {}
+    }
+    let wait = delay_before_answer(&behaviour, stream);
+    if !wait.is_zero() {
+        tokio::time::sleep(wait).await;
     }
     let conv = Conversation::chat(&req);
     let Some(answer) = answer_for(&behaviour, &conv, stream, body.len()) else {
         return openai_error(StatusCode::INTERNAL_SERVER_ERROR, "mock: no answer", None);
     };
     if stream {
-        sse(state.clone(), ctx.stream(&answer, include_usage), None)
+        sse(state.clone(), ctx.stream(&answer, include_usage), After::End)
     } else {
         axum::Json(ctx.whole(&answer)).into_response()
     }

@@ -9,19 +9,29 @@
 //! | `POST /v1/responses` | OpenAI Responses: a `response` object; streams of `event: response.*` / `data: JSON` with `type` and `sequence_number`. `previous_response_id` continues a stored response (`store` not false), 404 for an unknown one |
 //! | `POST /v1/embeddings` | OpenAI embeddings: one 8-dimensional vector per input |
 //! | `GET /v1/models`, `GET /v1/models/{id}` | the ids set by [`Mock::list`] (503 while forced to an `error:` behaviour) |
+//! | `GET /stats` | `{"requests": N, "streams_dropped": N, "by_behaviour": {NAME: N}}`: model requests, in all and per behaviour name ([`Mock::stats`]) |
+//! | `PUT /force` | the body (a behaviour) is what every request gets from now on ([`Mock::force`]); an empty body undoes it; 400 for an unknown behaviour |
+//! | `GET /healthz` | `{"status": "ok"}` |
 //!
-//! The **upstream model id** in the request picks the behaviour, one naming scheme for all three
-//! formats (the proxy rewrites public ids to these):
+//! The **upstream model id** in the request picks the behaviour, one naming scheme (`name` or
+//! `name:arg:arg`) for all three formats (the proxy rewrites public ids to these). An
+//! `x-mock-behaviour` header ([`BEHAVIOUR_HEADER`]) picks it instead for a client that talks to
+//! the mock directly (the proxy does not forward it); [`Mock::force`] wins over both.
 //!
 //! | upstream model id | behaviour |
 //! |---|---|
 //! | `echo`            | text "received N bytes" (N: the request body's size); streamed as "tok0 tok1 tok2 " |
 //! | `stream:N:MS`     | a stream of N text pieces "tok0 " … "tok{N-1} ", MS ms apart, then the end (chat: usage chunk if asked, `[DONE]`); a whole answer of the same text without `stream` |
-//! | `slow:MS`         | waits MS ms, then answers "slow answer" (streamed like `echo`) |
-//! | `stall:N`         | a stream (even without `stream`) that sends its start and N text pieces, then nothing, never ending |
-//! | `forever:MS`      | a stream (even without `stream`) that sends its start, then a text piece every MS ms, forever |
+//! | `sse:N:S[:MS]`    | N text pieces of exactly S bytes each ([`piece`]: deterministic, different for each), MS ms apart, with the format's full event sequence (chat: role chunk, pieces, finish chunk, usage chunk if asked, `[DONE]`, with fixed ids, so [`openai_sse_bytes`] gives every byte); without `stream`, after N × MS ms, a whole answer of the same text. For byte-exact load checks |
+//! | `slow:MS`         | waits MS ms before the first byte, then answers "slow answer" (streamed like `echo`) |
+//! | `stall:N`         | a stream that sends its start and N text pieces, then nothing, never ending; without `stream`: status 200 and a JSON answer cut after its text "tok0 … tok{N-1} ", then nothing |
+//! | `forever:MS`      | a stream that sends its start, then a text piece every MS ms (10 when not given), forever; without `stream`: a JSON answer cut at its text, which then grows by a piece every MS ms |
+//! | `reset`           | reads the request, then resets the connection (TCP RST) without a byte of answer |
+//! | `reset:N`         | like `stall:N` (streamed or not), but then the connection is reset instead of left silent |
 //! | `fail:N`          | a stream (even without `stream`) that sends its start and N text pieces, then the format's error event (chat: `data: {"error":…}`, Anthropic: `event: error`, Responses: `response.failed`) and ends |
 //! | `error:CODE[:S]`  | status CODE with the format's error body (message "mock upstream error"), and `Retry-After: S` when S is given |
+//! | `malformed`       | `200 text/event-stream` (streamed or not, every format) whose events are cut JSON, a line that is no SSE field, `data:` that is not JSON and an `event:` without `data:`; no end event |
+//! | `huge:SIZE`       | an answer of SIZE bytes of text (`64mib`, `512kib`, `1000`): whole (with `content-length`), or streamed in pieces of 16 KiB |
 //! | `tools`           | text "Let me check." then a `get_weather` tool call `{"city": "Paris"}` (ids `call_mock` / `toolu_mock` / `fc_mock`); arguments streamed in two pieces |
 //! | `agent`           | a scripted coding-agent turn (below) |
 //! | `think`           | reasoning "Thinking it through: the user wants an answer." then text "The answer is 42." (chat: `reasoning_content`; Anthropic: a `thinking` block with a `signature`; Responses: a `reasoning` item with a summary, and `encrypted_content` when `include` has `reasoning.encrypted_content`) |
@@ -30,7 +40,7 @@
 //! | anything else     | 404 in the format's error body |
 //!
 //! Usage, unless said otherwise: 11 input tokens (none cached), 7 output tokens; `think` reports 27
-//! output tokens of which 20 are reasoning.
+//! output tokens of which 20 are reasoning, `sse:N:…` N output tokens.
 //!
 //! **`agent`.** If the conversation holds **no tool result yet**, the answer is one tool call, of a
 //! tool the request offers (never another): Claude Code's `Read` → `{"file_path": P}`; else
@@ -50,26 +60,34 @@
 //!
 //! Every answer carries the request's own model id in `model`. [`Mock::force`] makes every
 //! request behave as one behaviour whatever its model id (a provider that goes bad, then
-//! recovers). Every request is recorded ([`Seen`]: method, path, query, headers, body, JSON).
+//! recovers). Every request is recorded ([`Seen`]: method, path, query, headers, body, JSON),
+//! unless [`Mock::record_requests`] turned that off (load runs).
 //!
-//! The chat streams of `echo`, `stream`, `stall`, `forever`, `fail` and `cached` carry only the
-//! content chunks (no role chunk, no `finish_reason` chunk), as the mock the tests used before did;
-//! `tools`, `agent` and `think` send the full sequence the API sends.
+//! The chat streams of `echo`, `stream`, `stall`, `forever`, `reset:N`, `fail` and `cached` carry
+//! only the content chunks (no role chunk, no `finish_reason` chunk), as the mock the tests used
+//! before did; `sse`, `huge`, `tools`, `agent` and `think` send the full sequence the API sends.
 //!
-//! [`agents`] builds the commands that run the real agent clients (Claude Code, the Codex CLI,
-//! the OpenAI Agents SDK) against a base URL.
+//! The mock serves HTTP/1.1 (hyper) with `TCP_NODELAY`, on the runtime it was started on;
+//! `dualrouter-mock` runs it as a program (`--threads N` for load runs).
+//!
+//! Beside the mock: [`agents`] builds the commands that run the real agent clients (Claude
+//! Code, the Codex CLI, the OpenAI Agents SDK) against a base URL; [`fuzzing`] holds the fuzz
+//! entry points (`fuzz/`); [`db`] starts a throwaway PostgreSQL cluster; [`freshness`] checks
+//! that `plugins/dist/` was built from the sources as they are; the `dualrouter-load` binary is
+//! the load generator of `scripts/soak.sh`.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::body::Body;
 use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::Extension;
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use axum::Router;
 use bytes::Bytes;
 use serde_json::{json, Value};
@@ -77,10 +95,14 @@ use serde_json::{json, Value};
 pub mod agents;
 mod anthropic;
 mod chat;
+mod conn;
 mod convo;
+pub mod db;
 pub mod freshness;
+pub mod fuzzing;
 mod responses;
 
+use conn::Conn;
 pub use convo::{clean_tool_result, first_path};
 
 /// One request the mock received.
@@ -113,6 +135,10 @@ pub struct MockState {
     pub list_headers: Mutex<Option<HeaderMap>>,
     /// Stored Responses (`store` not false): the conversation's items, input then output.
     pub(crate) stored: Mutex<HashMap<String, Vec<Value>>>,
+    /// Model requests per behaviour name (the forced one, the header's, or the model id).
+    pub by_behaviour: Mutex<BTreeMap<String, usize>>,
+    /// Keep no [`Seen`] (counts only): for load runs, where the recording would grow without end.
+    pub discard_requests: AtomicBool,
 }
 
 pub struct Mock {
@@ -140,10 +166,7 @@ impl Mock {
         let state = Arc::new(MockState::default());
         let listener = tokio::net::TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
-        let app = router(state.clone());
-        let task = tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
+        let task = tokio::spawn(conn::serve(listener, router(state.clone()), None));
         Ok(Mock { addr, state, task })
     }
 
@@ -179,25 +202,11 @@ impl Mock {
             .await
             .expect("bind");
         let addr = listener.local_addr().expect("address");
-        let app = router(state.clone());
-        let task = tokio::spawn(async move {
-            loop {
-                let Ok((tcp, _)) = listener.accept().await else {
-                    return;
-                };
-                let acceptor = acceptor.clone();
-                let app = app.clone();
-                tokio::spawn(async move {
-                    let Ok(stream) = acceptor.accept(tcp).await else {
-                        return;
-                    };
-                    let svc = hyper_util::service::TowerToHyperService::new(app);
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
-                        .await;
-                });
-            }
-        });
+        let task = tokio::spawn(conn::serve(
+            listener,
+            router(state.clone()),
+            Some(acceptor),
+        ));
         (Mock { addr, state, task }, ca.pem())
     }
 
@@ -260,6 +269,29 @@ impl Mock {
     pub fn list_headers(&self) -> Option<HeaderMap> {
         self.state.list_headers.lock().expect("lock").clone()
     }
+
+    /// Model requests that got `behaviour` (a name as forced, sent in `x-mock-behaviour`, or
+    /// the model id).
+    pub fn behaviour_count(&self, behaviour: &str) -> usize {
+        self.state
+            .by_behaviour
+            .lock()
+            .expect("lock")
+            .get(behaviour)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// What `GET /stats` answers: `{"requests", "streams_dropped", "by_behaviour": {NAME: N}}`.
+    pub fn stats(&self) -> Value {
+        stats_json(&self.state)
+    }
+
+    /// `false`: keep no [`Seen`] from now on (counts and stats go on), so a long load run does
+    /// not grow the mock's memory; [`Mock::last`] and the like see nothing new.
+    pub fn record_requests(&self, record: bool) {
+        self.state.discard_requests.store(!record, Ordering::SeqCst);
+    }
 }
 
 impl Drop for Mock {
@@ -277,6 +309,9 @@ fn router(state: Arc<MockState>) -> Router {
         .route("/v1/embeddings", post(embeddings))
         .route("/v1/models", get(list_models))
         .route("/v1/models/{id}", get(get_model))
+        .route("/stats", get(stats))
+        .route("/force", put(force))
+        .route("/healthz", get(healthz))
         .fallback(unknown_path)
         .layer(axum::middleware::from_fn_with_state(state.clone(), record))
         .layer(DefaultBodyLimit::max(256 * 1024 * 1024))
@@ -289,6 +324,9 @@ async fn record(
     req: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
+    if state.discard_requests.load(Ordering::Relaxed) {
+        return next.run(req).await;
+    }
     let (parts, body) = req.into_parts();
     let Ok(bytes) = axum::body::to_bytes(body, 256 * 1024 * 1024).await else {
         return (StatusCode::PAYLOAD_TOO_LARGE, "mock: body too large").into_response();
@@ -318,6 +356,9 @@ pub(crate) fn record_model_request(
     body: &Bytes,
 ) {
     state.count.fetch_add(1, Ordering::SeqCst);
+    if state.discard_requests.load(Ordering::Relaxed) {
+        return;
+    }
     state
         .requests
         .lock()
@@ -368,6 +409,39 @@ async fn get_model(State(state): State<Arc<MockState>>, Path(id): Path<String>) 
 
 fn model_object(id: &str) -> Value {
     json!({"id": id, "object": "model", "created": 1_700_000_000, "owned_by": "mock"})
+}
+
+fn stats_json(state: &MockState) -> Value {
+    json!({
+        "requests": state.count.load(Ordering::SeqCst),
+        "streams_dropped": state.streams_dropped.load(Ordering::SeqCst),
+        "by_behaviour": *state.by_behaviour.lock().expect("lock"),
+    })
+}
+
+/// `GET /stats`: model requests, dropped streams, and model requests per behaviour.
+async fn stats(State(state): State<Arc<MockState>>) -> Response {
+    axum::Json(stats_json(&state)).into_response()
+}
+
+/// `PUT /force` with a behaviour as the body: every request behaves so ([`Mock::force`]); an
+/// empty body undoes it. 400 for a name that is no behaviour.
+async fn force(State(state): State<Arc<MockState>>, body: Bytes) -> Response {
+    let name = String::from_utf8_lossy(&body).trim().to_string();
+    let listed = state.listed.lock().expect("lock").contains(&name);
+    if !name.is_empty() && !listed && Behaviour::parse(&name) == Behaviour::Unknown {
+        return openai_error(
+            StatusCode::BAD_REQUEST,
+            &format!("mock: unknown behaviour `{name}`"),
+            None,
+        );
+    }
+    *state.forced.lock().expect("lock") = (!name.is_empty()).then(|| name.clone());
+    axum::Json(json!({"forced": name})).into_response()
+}
+
+async fn healthz() -> Response {
+    axum::Json(json!({"status": "ok"})).into_response()
 }
 
 fn forced_error(state: &MockState) -> bool {
@@ -446,6 +520,14 @@ pub(crate) enum Behaviour {
     Agent,
     Think,
     Cached,
+    Sse {
+        n: usize,
+        size: usize,
+        gap: Duration,
+    },
+    Reset(Option<usize>),
+    Malformed,
+    Huge(usize),
     Unknown,
 }
 
@@ -466,6 +548,8 @@ impl Behaviour {
             },
             "slow" => Behaviour::Slow(Duration::from_millis(num(1))),
             "stall" => Behaviour::Stall(num(1) as usize),
+            // A zero interval would be a busy loop: 10 ms unless given.
+            "forever" if parts.len() < 2 => Behaviour::Forever(Duration::from_millis(10)),
             "forever" => Behaviour::Forever(Duration::from_millis(num(1))),
             "fail" => Behaviour::Fail(num(1) as usize),
             "error" => Behaviour::Error {
@@ -477,20 +561,83 @@ impl Behaviour {
             "agent" => Behaviour::Agent,
             "think" => Behaviour::Think,
             "cached" => Behaviour::Cached,
+            "sse" => Behaviour::Sse {
+                n: num(1) as usize,
+                size: num(2) as usize,
+                gap: Duration::from_millis(num(3)),
+            },
+            "reset" => Behaviour::Reset((parts.len() > 1).then(|| num(1) as usize)),
+            "malformed" => Behaviour::Malformed,
+            "huge" => match parts.get(1).and_then(|s| parse_size(s)) {
+                Some(size) => Behaviour::Huge(size),
+                None => Behaviour::Unknown,
+            },
             _ => Behaviour::Unknown,
         }
     }
 }
 
-/// The behaviour a request gets: the forced one, else its model id; a listed id is `echo`.
-pub(crate) fn behaviour_for(state: &MockState, model: &str) -> (String, Behaviour) {
+/// `64mib`, `512kib`, `1000` (bytes).
+fn parse_size(s: &str) -> Option<usize> {
+    let s = s.to_ascii_lowercase();
+    let (num, unit) = if let Some(n) = s.strip_suffix("mib") {
+        (n, 1 << 20)
+    } else if let Some(n) = s.strip_suffix("kib") {
+        (n, 1 << 10)
+    } else {
+        (s.as_str(), 1)
+    };
+    num.parse::<usize>().ok()?.checked_mul(unit)
+}
+
+/// The header that picks a behaviour for one request (the proxy does not forward it: through
+/// the proxy the model id picks).
+pub const BEHAVIOUR_HEADER: &str = "x-mock-behaviour";
+
+/// The behaviour a request gets: the forced one, else the `x-mock-behaviour` header's, else its
+/// model id; a listed id is `echo`. Returns the name it was picked by, too.
+pub(crate) fn behaviour_for(
+    state: &MockState,
+    headers: &HeaderMap,
+    model: &str,
+) -> (String, Behaviour) {
     let forced = state.forced.lock().expect("lock").clone();
-    let mut name = forced.unwrap_or_else(|| model.to_string());
+    let header = headers
+        .get(BEHAVIOUR_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let name = forced.or(header).unwrap_or_else(|| model.to_string());
     if state.listed.lock().expect("lock").contains(&name) {
-        name = "echo".into();
+        return (name, Behaviour::Echo);
     }
     let b = Behaviour::parse(&name);
     (name, b)
+}
+
+/// [`behaviour_for`] for a model request, counted under its name (`GET /stats`).
+pub(crate) fn model_behaviour(
+    state: &MockState,
+    headers: &HeaderMap,
+    model: &str,
+) -> (String, Behaviour) {
+    let (name, b) = behaviour_for(state, headers, model);
+    *state
+        .by_behaviour
+        .lock()
+        .expect("lock")
+        .entry(name.clone())
+        .or_insert(0) += 1;
+    (name, b)
+}
+
+/// How long a request waits before its answer: `slow`'s time; a non-streamed `sse` the time its
+/// stream would take.
+pub(crate) fn delay_before_answer(b: &Behaviour, stream: bool) -> Duration {
+    match b {
+        Behaviour::Slow(d) => *d,
+        Behaviour::Sse { n, gap, .. } if !stream => *gap * (*n as u32),
+        _ => Duration::ZERO,
+    }
 }
 
 /// Token counts of an answer; each format reports them its own way.
@@ -562,6 +709,8 @@ pub(crate) struct Answer {
     pub usage: Usage,
     /// Chat streams: only content chunks (no role chunk, no finish chunk), as the earlier mock.
     pub bare: bool,
+    /// Fixed ids and times (chat completions), so the stream's bytes are known in advance.
+    pub fixed_ids: bool,
 }
 
 impl Answer {
@@ -573,6 +722,7 @@ impl Answer {
             calls: Vec::new(),
             usage,
             bare,
+            fixed_ids: false,
         }
     }
 
@@ -587,6 +737,47 @@ impl Answer {
 
 fn toks(n: usize) -> Vec<String> {
     (0..n).map(|i| format!("tok{i} ")).collect()
+}
+
+/// The text of piece `i` of an `sse:N:S` stream: exactly `size` bytes of `[0-9a-z:]`
+/// (JSON-safe), different for every `i`, so a piece lost, doubled or moved shows.
+pub fn piece(i: usize, size: usize) -> String {
+    let mut s: String = format!("{i}:").chars().take(size).collect();
+    let mut k = s.len();
+    while s.len() < size {
+        s.push((b'a' + ((i * 31 + k * 7) % 26) as u8) as char);
+        k += 1;
+    }
+    s
+}
+
+/// The answer of `sse:N:S:MS`: N pieces of S bytes, MS apart, the full event sequence.
+pub(crate) fn sse_answer(n: usize, size: usize, gap: Duration) -> Answer {
+    let usage = Usage {
+        output: n as u64,
+        ..Usage::PLAIN
+    };
+    let mut a = Answer::text((0..n).map(|i| piece(i, size)).collect(), usage, false);
+    a.fixed_ids = true;
+    a.gap = gap;
+    a
+}
+
+/// Every byte of the chat-completions stream of `sse:N:S` (any gap) for the upstream model id
+/// `model`, as the mock sends it, the usage chunk included when `include_usage`. With
+/// `include_usage` false it is also exactly what an OpenAI client of the proxy receives (the
+/// proxy drops the usage chunk it asked for on the client's behalf, and changes no other byte).
+pub fn openai_sse_bytes(model: &str, chunks: usize, size: usize, include_usage: bool) -> Vec<u8> {
+    chat::fixed_stream(model, &sse_answer(chunks, size, Duration::ZERO), include_usage)
+}
+
+/// The answer of `huge:SIZE`: SIZE bytes of text, streamed in pieces of 16 KiB.
+fn huge_answer(size: usize) -> Answer {
+    const PIECE: usize = 16 * 1024;
+    let pieces = (0..size.div_ceil(PIECE))
+        .map(|i| piece(i, PIECE.min(size - i * PIECE)))
+        .collect();
+    Answer::text(pieces, Usage::PLAIN, false)
 }
 
 /// Splits a text into stream pieces of about two words each.
@@ -655,6 +846,7 @@ pub(crate) fn answer_for(
             }],
             usage: Usage::PLAIN,
             bare: false,
+            fixed_ids: false,
         },
         Behaviour::Think => Answer {
             reasoning: pieces("Thinking it through: the user wants an answer."),
@@ -663,6 +855,7 @@ pub(crate) fn answer_for(
             calls: Vec::new(),
             usage: Usage::THINK,
             bare: false,
+            fixed_ids: false,
         },
         Behaviour::Agent => match convo::agent_step(conv) {
             convo::Step::Say(text) => Answer::text(pieces(&text), Usage::PLAIN, false),
@@ -681,9 +874,12 @@ pub(crate) fn answer_for(
                     }],
                     usage: Usage::PLAIN,
                     bare: false,
+                    fixed_ids: false,
                 }
             }
         },
+        Behaviour::Sse { n, size, gap } => sse_answer(*n, *size, *gap),
+        Behaviour::Huge(size) => huge_answer(*size),
         _ => return None,
     })
 }
@@ -704,15 +900,34 @@ impl Drop for DropGuard {
     }
 }
 
-/// Makes one more event of an endless stream.
+/// Makes one more event (or piece of body) of an endless response.
 pub(crate) type Endless = Box<dyn FnMut() -> Bytes + Send>;
 
-/// An SSE response sending `events` (each after its delay), then, with `then`, one event from
-/// the generator every interval forever (a zero-sized generator list: silence forever).
-pub(crate) fn sse(
+/// What a response body does once its scripted pieces are sent.
+pub(crate) enum After {
+    /// It ends.
+    End,
+    /// Nothing more, the connection open, until the client goes.
+    Silence,
+    /// One more piece from the generator every interval, forever.
+    Every(Duration, Endless),
+    /// The connection is reset (TCP RST).
+    Reset(Option<Conn>),
+}
+
+pub(crate) const SSE_TYPE: &str = "text/event-stream; charset=utf-8";
+
+/// An SSE response sending `events` (each after its delay), then doing `after`.
+pub(crate) fn sse(state: Arc<MockState>, events: Vec<(Duration, Bytes)>, after: After) -> Response {
+    streamed(state, SSE_TYPE, events, after)
+}
+
+/// A `content-type` response whose body is `pieces` (each after its delay), then `after`.
+pub(crate) fn streamed(
     state: Arc<MockState>,
-    events: Vec<(Duration, Bytes)>,
-    then: Option<(Duration, Option<Endless>)>,
+    content_type: &'static str,
+    pieces: Vec<(Duration, Bytes)>,
+    after: After,
 ) -> Response {
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::convert::Infallible>>(4);
     tokio::spawn(async move {
@@ -720,7 +935,7 @@ pub(crate) fn sse(
             state,
             finished: false,
         };
-        for (delay, ev) in events {
+        for (delay, ev) in pieces {
             if !delay.is_zero() {
                 tokio::time::sleep(delay).await;
             }
@@ -728,32 +943,124 @@ pub(crate) fn sse(
                 return; // the guard counts the drop
             }
         }
-        match then {
-            Some((every, Some(mut next))) => loop {
+        match after {
+            After::End => {
+                guard.finished = true;
+                drop(tx);
+            }
+            After::Silence => {
+                // Silence, until the client gives up (the send fails only once it is gone).
+                tx.closed().await;
+            }
+            After::Every(every, mut next) => loop {
                 tokio::time::sleep(every).await;
                 if tx.send(Ok(next())).await.is_err() {
                     return;
                 }
             },
-            Some((_, None)) => {
-                // Silence, until the client gives up (the send fails only once it is gone).
-                tx.closed().await;
-            }
-            None => {
+            After::Reset(conn) => {
+                // Let the connection write what was sent, then reset it; the body stays open
+                // meanwhile (dropping `tx` would end it cleanly first).
                 guard.finished = true;
-                drop(tx);
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                if let Some(conn) = conn {
+                    conn.reset();
+                }
+                tx.closed().await;
             }
         }
     });
     let body = Body::from_stream(futures::stream::poll_fn(move |cx| rx.poll_recv(cx)));
     (
-        [
-            ("content-type", "text/event-stream; charset=utf-8"),
-            ("cache-control", "no-cache"),
-        ],
+        [("content-type", content_type), ("cache-control", "no-cache")],
         body,
     )
         .into_response()
+}
+
+/// Marks where a whole answer is cut ([`cut_answer`]).
+const CUT: &str = "\u{1}mock-cut\u{1}";
+
+/// The text of a whole answer that [`cut_answer`] cuts after N pieces.
+pub(crate) fn answer_to_cut(n: usize) -> Answer {
+    let mut text = toks(n);
+    text.push(CUT.into());
+    Answer::text(text, Usage::PLAIN, true)
+}
+
+/// Non-streamed `stall:N`, `forever:MS`, `reset:N`: status 200 and the start of the whole JSON
+/// answer (`whole`, made from [`answer_to_cut`]), up to and with its first N text pieces; then
+/// silence, more text every MS ms, or a reset. `None` for any other behaviour.
+pub(crate) fn cut_answer(
+    state: &Arc<MockState>,
+    b: &Behaviour,
+    conn: Option<Conn>,
+    whole: impl Fn(&Answer) -> Value,
+) -> Option<Response> {
+    let (n, after) = match b {
+        Behaviour::Stall(n) => (*n, After::Silence),
+        Behaviour::Forever(every) => {
+            let mut i = 1000;
+            let next = move || {
+                i += 1;
+                Bytes::from(format!("tok{} ", i - 1))
+            };
+            (0, After::Every(*every, Box::new(next)))
+        }
+        Behaviour::Reset(Some(n)) => (*n, After::Reset(conn)),
+        _ => return None,
+    };
+    let text = whole(&answer_to_cut(n)).to_string();
+    let marker = serde_json::to_string(CUT).expect("JSON string");
+    let marker = &marker[1..marker.len() - 1];
+    let head = match text.find(marker) {
+        Some(at) => text[..at].to_string(),
+        None => text,
+    };
+    Some(streamed(
+        state.clone(),
+        "application/json",
+        vec![(Duration::ZERO, Bytes::from(head))],
+        after,
+    ))
+}
+
+/// `malformed`: `200 text/event-stream` whose events are cut JSON, no SSE field at all, not
+/// JSON, and an event without `data:`; no end event (the same bytes in every format).
+pub(crate) fn malformed(state: Arc<MockState>) -> Response {
+    let events: [&[u8]; 5] = [
+        b"data: {\"id\": \"chatcmpl-mock\", \"choices\": [\n\n"[..],
+        b"this line is not an SSE field at all\n\n",
+        b"data: not json either\n\n",
+        b"event: content_block_delta\n\n",
+        b"event: response.output_text.delta\ndata: {\"type\": \"response.output_text.delta\", \"delta\":\n\n",
+    ];
+    let events = events
+        .iter()
+        .map(|e| (Duration::ZERO, Bytes::from_static(e)))
+        .collect();
+    sse(state, events, After::End)
+}
+
+/// `reset`: the request is read, then the connection is reset before a byte of answer.
+pub(crate) async fn reset_now(conn: Option<Conn>) -> Response {
+    match conn {
+        Some(conn) => {
+            conn.reset();
+            // The connection (and this response with it) is dropped under us.
+            std::future::pending::<Response>().await
+        }
+        None => openai_error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "mock: no connection to reset",
+            None,
+        ),
+    }
+}
+
+/// The request's connection, for the behaviours that reset it.
+pub(crate) fn conn_of(ext: Option<Extension<Conn>>) -> Option<Conn> {
+    ext.map(|Extension(c)| c)
 }
 
 /// `event: NAME` + `data: JSON` (Anthropic, Responses).
@@ -866,6 +1173,57 @@ mod tests {
             }
         );
         assert_eq!(Behaviour::parse("gpt-4o"), Behaviour::Unknown);
+        assert_eq!(
+            Behaviour::parse("sse:200:64"),
+            Behaviour::Sse {
+                n: 200,
+                size: 64,
+                gap: Duration::ZERO
+            }
+        );
+        assert_eq!(
+            Behaviour::parse("sse:20:8:5"),
+            Behaviour::Sse {
+                n: 20,
+                size: 8,
+                gap: Duration::from_millis(5)
+            }
+        );
+        assert_eq!(Behaviour::parse("reset"), Behaviour::Reset(None));
+        assert_eq!(Behaviour::parse("reset:3"), Behaviour::Reset(Some(3)));
+        assert_eq!(Behaviour::parse("malformed"), Behaviour::Malformed);
+        assert_eq!(Behaviour::parse("huge:64mib"), Behaviour::Huge(64 << 20));
+        assert_eq!(Behaviour::parse("huge:512KiB"), Behaviour::Huge(512 << 10));
+        assert_eq!(Behaviour::parse("huge:1000"), Behaviour::Huge(1000));
+        assert_eq!(Behaviour::parse("huge:lots"), Behaviour::Unknown);
+        assert_eq!(
+            Behaviour::parse("forever"),
+            Behaviour::Forever(Duration::from_millis(10))
+        );
+        assert_eq!(
+            Behaviour::parse("forever:50"),
+            Behaviour::Forever(Duration::from_millis(50))
+        );
+    }
+
+    #[test]
+    fn pieces_are_exact_and_distinct() {
+        assert_eq!(piece(7, 64).len(), 64);
+        assert_eq!(piece(123456, 3), "123");
+        assert_ne!(piece(1, 32), piece(2, 32));
+        assert!(piece(9, 100)
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b':'));
+        let text = String::from_utf8(openai_sse_bytes("m", 3, 8, false)).unwrap();
+        // role chunk, 3 pieces, finish chunk, [DONE]
+        assert_eq!(text.matches("data: ").count(), 1 + 3 + 1 + 1, "{text}");
+        assert!(text.contains(&piece(2, 8)));
+        assert!(text.ends_with("data: [DONE]\n\n"));
+        let with_usage = String::from_utf8(openai_sse_bytes("m", 3, 8, true)).unwrap();
+        assert_eq!(with_usage.matches("data: ").count(), 7);
+        let huge = huge_answer(40_000);
+        assert_eq!(huge.full_text().len(), 40_000);
+        assert_eq!(huge.text.len(), 3);
     }
 
     #[test]

@@ -4,6 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::State;
+use axum::Extension;
 use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
@@ -11,8 +12,9 @@ use serde_json::{json, Map, Value};
 
 use crate::convo::Conversation;
 use crate::{
-    answer_for, behaviour_for, named_event, now_secs, openai_error, rand_hex, record_model_request,
-    sse, with_retry_after, Answer, Behaviour, MockState, Usage,
+    answer_for, conn_of, cut_answer, delay_before_answer, malformed, model_behaviour, named_event,
+    now_secs, openai_error, rand_hex, record_model_request, reset_now, sse, with_retry_after,
+    After, Answer, Behaviour, Conn, MockState, Usage,
 };
 
 fn usage_json(u: &Usage) -> Value {
@@ -299,6 +301,7 @@ fn text_delta(item_id: &str, i: usize) -> Value {
 
 pub(crate) async fn handle(
     State(state): State<Arc<MockState>>,
+    conn: Option<Extension<Conn>>,
     uri: Uri,
     headers: HeaderMap,
     body: Bytes,
@@ -308,7 +311,7 @@ pub(crate) async fn handle(
         return openai_error(StatusCode::BAD_REQUEST, "mock: not JSON", None);
     };
     let model = req["model"].as_str().unwrap_or("").to_string();
-    let (name, behaviour) = behaviour_for(&state, &model);
+    let (name, behaviour) = model_behaviour(&state, &headers, &model);
     let stream = req["stream"] == json!(true);
     let ctx = Ctx {
         req: &req,
@@ -331,6 +334,12 @@ pub(crate) async fn handle(
         }
     }
     items.extend(input_items(&req));
+    if !stream {
+        let whole = |a: &Answer| ctx.response("completed", ctx.items(a), Some(&a.usage));
+        if let Some(r) = cut_answer(&state, &behaviour, conn_of(conn.clone()), whole) {
+            return r;
+        }
+    }
     match behaviour {
         Behaviour::Error { code, retry_after } => {
             return with_retry_after(openai_error(code, "mock upstream error", None), retry_after)
@@ -342,9 +351,15 @@ pub(crate) async fn handle(
                 Some("model_not_found"),
             )
         }
+        Behaviour::Reset(None) => return reset_now(conn_of(conn)).await,
+        Behaviour::Reset(Some(n)) => {
+            let (e, _) = ctx.open(n);
+            return sse(state.clone(), e.out, After::Reset(conn_of(conn)));
+        }
+        Behaviour::Malformed => return malformed(state.clone()),
         Behaviour::Stall(n) => {
             let (e, _) = ctx.open(n);
-            return sse(state.clone(), e.out, Some((Duration::ZERO, None)));
+            return sse(state.clone(), e.out, After::Silence);
         }
         Behaviour::Forever(every) => {
             let (e, id) = ctx.open(0);
@@ -358,17 +373,20 @@ pub(crate) async fn handle(
                     text_delta(&id, i - 1),
                 )
             };
-            return sse(state.clone(), e.out, Some((every, Some(Box::new(next)))));
+            return sse(state.clone(), e.out, After::Every(every, Box::new(next)));
         }
         Behaviour::Fail(n) => {
             let (mut e, _) = ctx.open(n);
             let mut failed = ctx.response("failed", Vec::new(), None);
             failed["error"] = json!({"code": "server_error", "message": "mock upstream error"});
             e.push("response.failed", json!({"response": failed}));
-            return sse(state.clone(), e.out, None);
+            return sse(state.clone(), e.out, After::End);
         }
-        Behaviour::Slow(d) => tokio::time::sleep(d).await,
         _ => {}
+    }
+    let wait = delay_before_answer(&behaviour, stream);
+    if !wait.is_zero() {
+        tokio::time::sleep(wait).await;
     }
     let conv = Conversation::responses(&items, &req);
     let Some(answer) = answer_for(&behaviour, &conv, stream, body.len()) else {
@@ -384,7 +402,7 @@ pub(crate) async fn handle(
             .insert(ctx.id.clone(), items);
     }
     if stream {
-        sse(state.clone(), ctx.stream(&answer, &output), None)
+        sse(state.clone(), ctx.stream(&answer, &output), After::End)
     } else {
         axum::Json(ctx.response("completed", output, Some(&answer.usage))).into_response()
     }

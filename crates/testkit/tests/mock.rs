@@ -245,7 +245,7 @@ async fn tls() {
 #[test]
 fn the_binary_serves_the_mock() {
     let mut child = Command::new(env!("CARGO_BIN_EXE_dualrouter-mock"))
-        .args(["--listen", "127.0.0.1:0", "--list", "a,b"])
+        .args(["--listen", "127.0.0.1:0", "--threads", "2", "--list", "a,b"])
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
@@ -259,17 +259,42 @@ fn the_binary_serves_the_mock() {
         .unwrap_or_else(|| panic!("{line}"))
         .to_string();
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let v: serde_json::Value = rt.block_on(async {
-        client()
+    let (v, forced, stats) = rt.block_on(async {
+        let c = client();
+        let v: serde_json::Value = c
             .get(format!("http://{addr}/v1/models"))
             .send()
             .await
             .unwrap()
             .json()
             .await
+            .unwrap();
+        // Scripts force a behaviour over HTTP, and read the counts.
+        c.put(format!("http://{addr}/force"))
+            .body("error:503")
+            .send()
+            .await
+            .unwrap();
+        let forced = c
+            .post(format!("http://{addr}/v1/chat/completions"))
+            .json(&chat_body("echo", false))
+            .send()
+            .await
             .unwrap()
+            .status();
+        let stats: serde_json::Value = c
+            .get(format!("http://{addr}/stats"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        (v, forced, stats)
     });
     child.kill().unwrap();
     child.wait().unwrap();
     assert_eq!(v["data"][1]["id"], "b");
+    assert_eq!(forced, 503);
+    assert_eq!(stats["by_behaviour"]["error:503"], 1);
 }

@@ -1,22 +1,25 @@
 //! `dualrouter-mock`: the test kit's mock LLM upstream as a program, for manual use and benches.
 //!
 //! ```text
-//! dualrouter-mock [--listen ADDR] [--list ID,ID,...] [--force BEHAVIOUR] [--log] [--dump DIR]
+//! dualrouter-mock [--listen ADDR] [--threads N] [--list ID,ID,...] [--force BEHAVIOUR] [--log] [--dump DIR]
 //! ```
 //!
 //! Serves OpenAI chat completions, OpenAI Responses and Anthropic Messages on ADDR (default
-//! 127.0.0.1:0); the model id picks the behaviour (see the `dualrouter_testkit` docs). Prints
-//! `listening on ADDR` once bound; `--log` prints one line per request to stderr
-//! (method, path, model, stream); `--dump DIR` writes each request to `DIR/NNNN.json` (method,
-//! path, query, headers, and the body as JSON, or as text when it is not JSON).
+//! 127.0.0.1:0); the model id picks the behaviour (see the `dualrouter_testkit` docs), and
+//! `GET /stats`, `PUT /force` and `GET /healthz` are there for scripts (`scripts/soak.sh`).
+//! Prints `listening on ADDR` once bound. `--threads N`: N runtime worker threads (default: one
+//! per core). `--log` prints one line per request to stderr (method, path, model, stream);
+//! `--dump DIR` writes each request to `DIR/NNNN.json` (method, path, query, headers, and the
+//! body as JSON, or as text when it is not JSON). Without either, requests are counted, not
+//! kept, so a long load run does not grow the mock's memory.
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use dualrouter_testkit::Mock;
 
-const USAGE: &str =
-    "usage: dualrouter-mock [--listen ADDR] [--list ID,ID,...] [--force BEHAVIOUR] [--log] [--dump DIR]";
+const USAGE: &str = "usage: dualrouter-mock [--listen ADDR] [--threads N] [--list ID,ID,...] \
+     [--force BEHAVIOUR] [--log] [--dump DIR]";
 
 fn main() {
     let mut listen: SocketAddr = "127.0.0.1:0".parse().expect("address");
@@ -24,6 +27,7 @@ fn main() {
     let mut force: Option<String> = None;
     let mut log = false;
     let mut dump: Option<std::path::PathBuf> = None;
+    let mut threads: Option<usize> = None;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         let mut value = |name: &str| {
@@ -40,6 +44,13 @@ fn main() {
                     std::process::exit(2)
                 });
             }
+            "--threads" => {
+                let v = value("--threads");
+                threads = Some(v.parse().ok().filter(|n| *n > 0).unwrap_or_else(|| {
+                    eprintln!("--threads {v}: a number above 0");
+                    std::process::exit(2)
+                }));
+            }
             "--list" => list = value("--list").split(',').map(str::to_string).collect(),
             "--force" => force = Some(value("--force")),
             "--log" => log = true,
@@ -54,10 +65,11 @@ fn main() {
             }
         }
     }
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
+    let mut rt = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = threads {
+        rt.worker_threads(n);
+    }
+    let rt = rt.enable_all().build().expect("tokio runtime");
     rt.block_on(async move {
         let mock = match Mock::bind(listen).await {
             Ok(m) => m,
@@ -69,6 +81,7 @@ fn main() {
         let ids: Vec<&str> = list.iter().map(String::as_str).collect();
         mock.list(&ids);
         mock.force(force.as_deref());
+        mock.record_requests(log || dump.is_some());
         println!("listening on {}", mock.addr);
         let mut seen = 0;
         loop {

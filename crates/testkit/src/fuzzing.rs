@@ -2,7 +2,7 @@
 //! translators that untrusted input reaches, and checks cheap invariants on what it gets back.
 //!
 //! They are used by the cargo-fuzz targets in `fuzz/` and replayed over the committed corpora
-//! by `tests/fuzz_corpus.rs`. None may panic for any input; an invariant that does not hold
+//! by `tests/fuzz_corpus.rs` (and by this crate's own tests). None may panic for any input; an invariant that does not hold
 //! panics on purpose (that is a finding).
 #![allow(clippy::panic)]
 
@@ -216,7 +216,7 @@ pub fn config_parse(data: &[u8]) {
     let Ok(text) = std::str::from_utf8(data) else {
         return;
     };
-    let Ok(mut raw) = crate::config::parse(text, "fuzz.yaml") else {
+    let Ok(mut raw) = dualrouter_core::config::parse(text, "fuzz.yaml") else {
         return;
     };
     // A keys file would be read from disk (and could be /dev/zero); the fuzzer tests parsing.
@@ -224,7 +224,7 @@ pub fn config_parse(data: &[u8]) {
         a.keys_file = None;
     }
     let env = |_: &str| Some(CANARY.to_string());
-    match crate::config::validated::validate(raw, &env) {
+    match dualrouter_core::config::validated::validate(raw, &env) {
         Ok(cfg) => {
             let shown = format!("{cfg:?}");
             assert!(

@@ -1,8 +1,8 @@
 //! `dualrouter-load`: the load generator of `scripts/soak.sh`. Each mode prints one JSON object
 //! on stdout (the script reads it) and a human line on stderr.
 //!
-//! - `sse`: N streams through the proxy, each compared byte for byte with what the fault mock's
-//!   `ok-sse-CxS` stream must look like to an OpenAI client (`faultmock::openai_stream`).
+//! - `sse`: N streams through the proxy, each compared byte for byte with what the mock's
+//!   `sse:C:S` stream must look like to an OpenAI client (`dualrouter_testkit::openai_sse_bytes`).
 //! - `rate`: an open-loop constant rate for a duration (requests are sent on schedule whatever
 //!   the answers do), counting statuses, latencies of answers and refusals, `Retry-After` on
 //!   refusals, and writing the decision id of every answer to a file.
@@ -47,7 +47,7 @@ struct SseArgs {
     /// The model clients ask for.
     #[arg(long)]
     model: String,
-    /// The upstream model id (what the mock puts in each chunk).
+    /// The upstream model id (what the mock puts in each chunk), e.g. `sse:200:64`.
     #[arg(long)]
     upstream_model: String,
     #[arg(long, default_value_t = 200)]
@@ -180,7 +180,7 @@ fn round(x: f64) -> f64 {
 }
 
 async fn sse(a: SseArgs) -> Value {
-    let expected = Arc::new(dualrouter::faultmock::openai_stream(
+    let expected = Arc::new(dualrouter_testkit::openai_sse_bytes(
         &a.upstream_model,
         a.chunks,
         a.size,
