@@ -31,6 +31,7 @@ impl Proxy {
 
     pub async fn start_with_env(yaml: &str, env: &[(&str, &str)]) -> Proxy {
         let dir = tempfile::tempdir().unwrap();
+        link_repo_files(dir.path());
         let config = dir.path().join("config.yaml");
         // Each proxy gets its own store and spool unless the test names them.
         let mut yaml = yaml.to_string();
@@ -173,6 +174,23 @@ pub fn run_cli(args: &[&str]) -> (bool, String) {
     let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
     text.push_str(&String::from_utf8_lossy(&out.stderr));
     (out.status.success(), text)
+}
+
+/// Makes the repository's encoder models and shipped checkpoints visible from `dir` as
+/// `models/` and `checkpoints/*.json` (symbolic links, read only): a config written to `dir`
+/// resolves its relative paths, defaults included, against `dir`, and a test config leaves
+/// `mirt.checkpoint` and `mirt.encoder.models_dir` at their defaults.
+pub fn link_repo_files(dir: &Path) {
+    let root = repo_root();
+    std::os::unix::fs::symlink(root.join("models"), dir.join("models")).unwrap();
+    std::fs::create_dir_all(dir.join("checkpoints")).unwrap();
+    for name in ["default.json", "static.json"] {
+        std::os::unix::fs::symlink(
+            root.join("checkpoints").join(name),
+            dir.join("checkpoints").join(name),
+        )
+        .unwrap();
+    }
 }
 
 /// The repository root.
