@@ -193,10 +193,10 @@ fn route_command_needs_no_secret_and_reads_paths_from_the_config_folder() {
         ),
     )
     .unwrap();
-    let run = |args: &[&str]| {
+    let run = |cwd: &std::path::Path, args: &[&str]| {
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_dualrouter"))
             .args(args)
-            .current_dir("/")
+            .current_dir(cwd)
             .env_remove("DR_TEST_UNSET_TOKEN")
             .env_remove("DR_TEST_UNSET_KEYS")
             .env_remove("DR_TEST_UNSET_KEY")
@@ -207,14 +207,17 @@ fn route_command_needs_no_secret_and_reads_paths_from_the_config_folder() {
         text.push_str(&String::from_utf8_lossy(&out.stderr));
         (out.status.success(), text)
     };
-    let cfg = cfg.to_str().unwrap();
-    let (ok, out) = run(&[
-        "route",
-        "--json",
-        "--config",
-        cfg,
-        "give me a tl;dr of this email",
-    ]);
+    // From the config's folder, named bare (`--config dualrouter.yaml`).
+    let (ok, out) = run(
+        &etc,
+        &[
+            "route",
+            "--json",
+            "--config",
+            "dualrouter.yaml",
+            "give me a tl;dr of this email",
+        ],
+    );
     assert!(ok, "{out}");
     let line = out.lines().find(|l| l.starts_with('{')).unwrap();
     let v: Value = serde_json::from_str(line).unwrap();
@@ -224,7 +227,11 @@ fn route_command_needs_no_secret_and_reads_paths_from_the_config_folder() {
         "the database is not beside the config's folder: {out}"
     );
 
-    let (ok, out) = run(&["serve", "--config", cfg]);
+    // From elsewhere, named by its full path.
+    let (ok, out) = run(
+        std::path::Path::new("/"),
+        &["serve", "--config", cfg.to_str().unwrap()],
+    );
     assert!(!ok, "{out}");
     for key in [
         "admin.token_env",

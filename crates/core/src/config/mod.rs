@@ -79,7 +79,10 @@ pub fn read(path: &Path) -> Result<raw::RawConfig, ConfigError> {
         source,
     })?;
     let mut raw = parse(&text, &path.display().to_string())?;
-    let folder = path.parent().unwrap_or(Path::new(""));
+    let folder = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
     let folder = std::path::absolute(folder).map_err(|source| ConfigError::Read {
         path: path.display().to_string(),
         source,

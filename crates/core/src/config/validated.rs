@@ -682,6 +682,9 @@ fn client_auth(
         return None;
     }
     if keys.is_empty() {
+        if p.1 == Secrets::IfSet {
+            return None;
+        }
         p.push("auth", "no client keys found");
         return None;
     }
