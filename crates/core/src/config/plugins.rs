@@ -469,6 +469,12 @@ fn validate_one(
     (problems.len() == before).then_some(cfg)
 }
 
+impl serde::Serialize for PluginKind {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.world())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -556,11 +562,5 @@ mod tests {
         .unwrap();
         assert_eq!(cfg.plugins[0].secrets["api_key"].expose(), "sk-123");
         assert!(!format!("{:?}", cfg.plugins[0]).contains("sk-123"));
-    }
-}
-
-impl serde::Serialize for PluginKind {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(self.world())
     }
 }
