@@ -18,7 +18,7 @@ lint:
 	cargo clippy --locked --workspace --all-targets -- -D warnings
 
 test: setup lint
-	cargo test --locked --workspace --lib --bins --tests
+	cargo test --locked --no-fail-fast --workspace --lib --bins --tests
 
 # On a CI machine (CI set, as CI services do) every build is a clean one: incremental compilation
 # would only add its caches to target/ (a fresh clone's target/: 4.7 GB with them, 3.4 GB without),

@@ -30,9 +30,19 @@ impl Proxy {
     }
 
     pub async fn start_with_env(yaml: &str, env: &[(&str, &str)]) -> Proxy {
+        Self::start_at(yaml, "config.yaml", env).await
+    }
+
+    /// Starts the proxy with this YAML written at `config_path`, relative to a fresh folder that
+    /// holds the repository's models and checkpoints as `models/` and `checkpoints/` (the shipped
+    /// config, which names them `../models`, runs from `config/dualrouter.yaml`).
+    pub async fn start_at(yaml: &str, config_path: &str, env: &[(&str, &str)]) -> Proxy {
         let dir = tempfile::tempdir().unwrap();
         link_repo_files(dir.path());
-        let config = dir.path().join("config.yaml");
+        let config = dir.path().join(config_path);
+        if let Some(parent) = config.parent() {
+            std::fs::create_dir_all(parent).unwrap();
+        }
         // Each proxy gets its own store and spool unless the test names them.
         let mut yaml = yaml.to_string();
         if !yaml.contains("\ndatabase:") {
