@@ -10,15 +10,15 @@ setup:
 	@scripts/setup.sh
 
 run: setup
-	cargo build --release
+	cargo build --locked --release
 	./target/release/dualrouter serve --config $(CONFIG)
 
 lint:
 	cargo fmt --all --check
-	cargo clippy --workspace --all-targets -- -D warnings
+	cargo clippy --locked --workspace --all-targets -- -D warnings
 
 test: setup lint
-	cargo test --workspace --lib --bins --tests
+	cargo test --locked --no-fail-fast --workspace --lib --bins --tests
 
 # On a CI machine (CI set, as CI services do) every build is a clean one: incremental compilation
 # would only add its caches to target/ (a fresh clone's target/: 4.7 GB with them, 3.4 GB without),
@@ -28,5 +28,5 @@ test lint: export CARGO_INCREMENTAL = 0
 endif
 
 bench: setup
-	cargo build --release
+	cargo build --locked --release
 	scripts/bench-proxy.sh

@@ -5,6 +5,7 @@
 //! prompt of `mirt_scoring` (with a variant number), and HWU64 utterances if `../shared/data/classify/hwu64.csv`
 //! is there. Extra ONNX files to compare: `ENCODER_VARIANTS=/path/a.onnx:/path/b.onnx`.
 //! `BENCH_PACE_MS=50` sleeps before each prompt (caches go cold as in a proxy at 20 requests a second).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
 use common::pct;

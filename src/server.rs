@@ -362,7 +362,8 @@ fn concrete_port(addr: SocketAddr) -> anyhow::Result<SocketAddr> {
 
 /// `dualrouter route`: the decision the proxy would make for a prompt; nothing is sent upstream.
 pub fn route_command(args: &crate::cli::RouteArgs) -> anyhow::Result<()> {
-    let config = config::load(&args.config)?;
+    // It serves nothing: the admin token, client keys and unset provider keys are not needed.
+    let config = config::load_with(&args.config, config::validated::Secrets::IfSet)?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;

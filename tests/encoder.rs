@@ -1,5 +1,6 @@
 //! The encoders against reference embeddings made in Python with numpy, no ONNX (`scripts/make-encoder-fixture.py`):
 //! MiniLM in fp32, MiniLM by the dynamic int8 rule, the static model. Needs `scripts/fetch-models.sh` to have run.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::path::PathBuf;
 

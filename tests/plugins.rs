@@ -1108,6 +1108,7 @@ async fn serve_loads_plugins_at_start_and_exports_their_metrics() {
 #[test]
 fn serve_refuses_a_plugin_built_for_an_unknown_wit_version() {
     let dir = tempfile::tempdir().unwrap();
+    common::link_repo_files(dir.path());
     let path = dir.path().join("config.yaml");
     let yaml = serve_yaml(&format!(
         "database: sqlite://{}/db.sqlite\nfeature_extractors:\n  - {{ name: old, plugin: {} }}\n",

@@ -658,7 +658,13 @@ async fn default_config_demo_upstream_answers() {
         .replace("listen: 127.0.0.1:8080", "listen: 127.0.0.1:0")
         .replace("listen: 127.0.0.1:8081", "listen: 127.0.0.1:0")
         .replace("127.0.0.1:8090", &format!("127.0.0.1:{demo_port}"));
-    let p = Proxy::start(&yaml).await;
+    // Where the repository keeps it, so its `../models`, `../checkpoints` and `../var` resolve
+    // against a copy of the repository's layout.
+    let p = Proxy::start_at(&yaml, "config/dualrouter.yaml", &[]).await;
+    assert!(
+        p.dir.path().join("var/dualrouter.db").exists(),
+        "the shipped config keeps its state in var/ beside config/"
+    );
     let v: Value = post(&p, &chat_body("demo-small", "hello demo", false))
         .await
         .json()

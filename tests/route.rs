@@ -144,6 +144,7 @@ async fn arch_router_answers_then_falls_back_when_it_fails() {
 #[test]
 fn route_command_prints_the_route() {
     let dir = tempfile::tempdir().unwrap();
+    common::link_repo_files(dir.path());
     let cfg = dir.path().join("c.yaml");
     std::fs::write(
         &cfg,
@@ -166,4 +167,80 @@ fn route_command_prints_the_route() {
     let v: Value = serde_json::from_str(line).unwrap();
     assert_eq!(v["route"]["domain"], "writing", "{v}");
     assert_eq!(v["route"]["source"], "embedded");
+}
+
+/// `dualrouter route` serves nothing, so it runs with the admin token, the client keys and the
+/// provider's key unset (`serve` refuses that config, naming each); and the config's relative
+/// paths are its folder's whatever the working directory.
+#[test]
+fn route_command_needs_no_secret_and_reads_paths_from_the_config_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    let (etc, share) = (dir.path().join("etc"), dir.path().join("share"));
+    std::fs::create_dir_all(&etc).unwrap();
+    std::fs::create_dir_all(&share).unwrap();
+    common::link_repo_files(&share);
+    let cfg = etc.join("dualrouter.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "listen: 127.0.0.1:0\n\
+             admin: {{ listen: 0.0.0.0:0, token_env: DR_TEST_UNSET_TOKEN }}\n\
+             auth: {{ keys_env: DR_TEST_UNSET_KEYS }}\n\
+             providers:\n  - {{ name: p, kind: openai, base_url: \"http://127.0.0.1:9/v1\", api_key_env: DR_TEST_UNSET_KEY, models: [ {{ id: m }} ] }}\n\
+             database: sqlite://../var/route.db\n\
+             mirt: {{ checkpoint: ../share/checkpoints/default.json, encoder: {{ models_dir: ../share/models }} }}\n\
+             {POLICIES}"
+        ),
+    )
+    .unwrap();
+    let run = |cwd: &std::path::Path, args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_dualrouter"))
+            .args(args)
+            .current_dir(cwd)
+            .env_remove("DR_TEST_UNSET_TOKEN")
+            .env_remove("DR_TEST_UNSET_KEYS")
+            .env_remove("DR_TEST_UNSET_KEY")
+            .env("NO_COLOR", "1")
+            .output()
+            .unwrap();
+        let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
+        text.push_str(&String::from_utf8_lossy(&out.stderr));
+        (out.status.success(), text)
+    };
+    // From the config's folder, named bare (`--config dualrouter.yaml`).
+    let (ok, out) = run(
+        &etc,
+        &[
+            "route",
+            "--json",
+            "--config",
+            "dualrouter.yaml",
+            "give me a tl;dr of this email",
+        ],
+    );
+    assert!(ok, "{out}");
+    let line = out.lines().find(|l| l.starts_with('{')).unwrap();
+    let v: Value = serde_json::from_str(line).unwrap();
+    assert_eq!(v["route"]["domain"], "writing", "{v}");
+    assert!(
+        dir.path().join("var/route.db").exists(),
+        "the database is not beside the config's folder: {out}"
+    );
+
+    // From elsewhere, named by its full path.
+    let (ok, out) = run(
+        std::path::Path::new("/"),
+        &["serve", "--config", cfg.to_str().unwrap()],
+    );
+    assert!(!ok, "{out}");
+    for key in [
+        "admin.token_env",
+        "auth.keys_env",
+        "providers[0].api_key_env",
+    ] {
+        assert!(
+            out.contains(&format!("{key}: environment variable")),
+            "{key}: {out}"
+        );
+    }
 }

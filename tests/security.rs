@@ -793,7 +793,14 @@ async fn sql_injection_changes_nothing(database: &str) {
     let d = diff(&before, &middle);
     let d: BTreeMap<_, _> = d
         .into_iter()
-        .filter(|(t, _)| t != "sqlite_sequence")
+        // The catalog tables mirror the registry and are rewritten after every round of health
+        // checks (`routing.health_checks.interval_ms`), which a slow run sees go by.
+        .filter(|(t, _)| {
+            !matches!(
+                t.as_str(),
+                "sqlite_sequence" | "candidate_models" | "executor_services"
+            )
+        })
         .collect();
     assert!(
         d.is_empty(),
@@ -818,7 +825,10 @@ async fn sql_injection_changes_nothing(database: &str) {
     .await;
     let after = dump(database).await;
     for (t, (added, removed)) in diff(&middle, &after) {
-        if t == "sqlite_sequence" {
+        if matches!(
+            t.as_str(),
+            "sqlite_sequence" | "candidate_models" | "executor_services"
+        ) {
             continue;
         }
         assert_eq!(t, "feedback", "{t} changed: +{added:?} -{removed:?}");

@@ -174,11 +174,7 @@ fn migrate_command(config: Option<&std::path::Path>, database: Option<&str>) -> 
     use dualrouter_store::{redact_url, Store, StoreError, DEFAULT_DATABASE_URL};
     let url = match (database, config) {
         (Some(url), _) => url.to_string(),
-        (None, Some(path)) => {
-            let text = std::fs::read_to_string(path)
-                .map_err(|e| anyhow::anyhow!("cannot read config file {}: {e}", path.display()))?;
-            crate::config::parse(&text, &path.display().to_string())?.database
-        }
+        (None, Some(path)) => crate::config::read(path)?.database,
         (None, None) => DEFAULT_DATABASE_URL.to_string(),
     };
     let rt = tokio::runtime::Builder::new_current_thread()

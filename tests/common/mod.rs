@@ -31,8 +31,19 @@ impl Proxy {
     }
 
     pub async fn start_with_env(yaml: &str, env: &[(&str, &str)]) -> Proxy {
+        Self::start_at(yaml, "config.yaml", env).await
+    }
+
+    /// Starts the proxy with this YAML written at `config_path`, relative to a fresh folder that
+    /// holds the repository's models and checkpoints as `models/` and `checkpoints/` (the shipped
+    /// config, which names them `../models`, runs from `config/dualrouter.yaml`).
+    pub async fn start_at(yaml: &str, config_path: &str, env: &[(&str, &str)]) -> Proxy {
         let dir = tempfile::tempdir().unwrap();
-        let config = dir.path().join("config.yaml");
+        link_repo_files(dir.path());
+        let config = dir.path().join(config_path);
+        if let Some(parent) = config.parent() {
+            std::fs::create_dir_all(parent).unwrap();
+        }
         // Each proxy gets its own store and spool unless the test names them.
         let mut yaml = yaml.to_string();
         if !yaml.contains("\ndatabase:") {
@@ -174,6 +185,23 @@ pub fn run_cli(args: &[&str]) -> (bool, String) {
     let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
     text.push_str(&String::from_utf8_lossy(&out.stderr));
     (out.status.success(), text)
+}
+
+/// Makes the repository's encoder models and shipped checkpoints visible from `dir` as
+/// `models/` and `checkpoints/*.json` (symbolic links, read only): a config written to `dir`
+/// resolves its relative paths, defaults included, against `dir`, and a test config leaves
+/// `mirt.checkpoint` and `mirt.encoder.models_dir` at their defaults.
+pub fn link_repo_files(dir: &Path) {
+    let root = repo_root();
+    std::os::unix::fs::symlink(root.join("models"), dir.join("models")).unwrap();
+    std::fs::create_dir_all(dir.join("checkpoints")).unwrap();
+    for name in ["default.json", "static.json"] {
+        std::os::unix::fs::symlink(
+            root.join("checkpoints").join(name),
+            dir.join("checkpoints").join(name),
+        )
+        .unwrap();
+    }
 }
 
 /// The repository root.

@@ -251,6 +251,12 @@ impl Store {
                 .foreign_keys(true)
                 .busy_timeout(Duration::from_secs(5));
             if !in_memory {
+                // The file is created if missing, and so is its folder.
+                if let Some(folder) = opts.get_filename().parent() {
+                    if !folder.as_os_str().is_empty() {
+                        std::fs::create_dir_all(folder).map_err(sqlx::Error::Io)?;
+                    }
+                }
                 opts = opts
                     .journal_mode(SqliteJournalMode::Wal)
                     .synchronous(sqlx::sqlite::SqliteSynchronous::Normal);

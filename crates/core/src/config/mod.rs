@@ -58,14 +58,37 @@ pub enum ConfigError {
     Invalid(Vec<String>),
 }
 
-/// Reads, parses and validates a config file, resolving secrets from the process environment.
+/// Reads, parses and validates a config file for `serve`: secrets come from the process
+/// environment and must all be set; relative paths are the file's folder's.
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    load_with(path, validated::Secrets::Required)
+}
+
+/// [`load`] for a command that needs only the secrets that are set ([`validated::Secrets`]).
+pub fn load_with(path: &Path, secrets: validated::Secrets) -> Result<Config, ConfigError> {
+    let raw = read(path)?;
+    validated::validate_with(raw, &|name| std::env::var(name).ok(), secrets)
+}
+
+/// Reads and parses a config file (no validation, no secrets), its relative paths made the
+/// file's folder's: `dualrouter serve --config /etc/dualrouter/config.yaml` finds
+/// `checkpoints/default.json` in `/etc/dualrouter/` whatever the working directory.
+pub fn read(path: &Path) -> Result<raw::RawConfig, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
         path: path.display().to_string(),
         source,
     })?;
-    let raw = parse(&text, &path.display().to_string())?;
-    validated::validate(raw, &|name| std::env::var(name).ok())
+    let mut raw = parse(&text, &path.display().to_string())?;
+    let folder = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let folder = std::path::absolute(folder).map_err(|source| ConfigError::Read {
+        path: path.display().to_string(),
+        source,
+    })?;
+    raw.resolve_paths(&folder);
+    Ok(raw)
 }
 
 /// Parses YAML into the raw config; an unknown or mistyped key is an error naming its path.

@@ -281,6 +281,7 @@ pub struct RawPluginLists<'a> {
 pub fn validate(
     raw: RawPluginLists<'_>,
     env: &dyn Fn(&str) -> Option<String>,
+    secrets: super::validated::Secrets,
 ) -> Result<PluginsConfig, Vec<String>> {
     let mut problems = Vec::new();
     let mut plugins: Vec<PluginConfig> = Vec::new();
@@ -296,7 +297,7 @@ pub fn validate(
     for (list, specs, implied) in lists {
         for (i, spec) in specs.iter().enumerate() {
             let path = format!("{list}[{i}]");
-            if let Some(p) = validate_one(spec, implied, &path, env, &mut problems) {
+            if let Some(p) = validate_one(spec, implied, &path, env, secrets, &mut problems) {
                 if plugins.iter().any(|q| q.name == p.name) {
                     problems.push(format!(
                         "{path}.name: plugin name '{}' is used twice",
@@ -334,6 +335,7 @@ fn validate_one(
     implied: Option<PluginKind>,
     path: &str,
     env: &dyn Fn(&str) -> Option<String>,
+    secrets: super::validated::Secrets,
     problems: &mut Vec<String>,
 ) -> Option<PluginConfig> {
     let before = problems.len();
@@ -458,6 +460,7 @@ fn validate_one(
                 cfg.secrets
                     .insert(key.clone(), Secret::new(v.trim().to_string()));
             }
+            _ if secrets == super::validated::Secrets::IfSet => {}
             _ => problems.push(format!(
                 "{path}.secret_env.{key}: environment variable {var} is not set (or empty)"
             )),
@@ -466,9 +469,16 @@ fn validate_one(
     (problems.len() == before).then_some(cfg)
 }
 
+impl serde::Serialize for PluginKind {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.world())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::validated::Secrets;
 
     fn specs(yaml: &str) -> Vec<PluginSpec> {
         serde_yaml_ng::from_str(yaml).unwrap()
@@ -489,6 +499,7 @@ mod tests {
                 host: &host,
             },
             &|_| None,
+            Secrets::Required,
         )
         .unwrap();
         assert_eq!(cfg.plugins.len(), 2);
@@ -519,6 +530,7 @@ mod tests {
                 host: &host,
             },
             &|_| None,
+            Secrets::Required,
         )
         .unwrap_err();
         let all = err.join("\n");
@@ -545,15 +557,10 @@ mod tests {
                 host: &host,
             },
             &|name| (name == "KEY").then(|| "sk-123".to_string()),
+            Secrets::Required,
         )
         .unwrap();
         assert_eq!(cfg.plugins[0].secrets["api_key"].expose(), "sk-123");
         assert!(!format!("{:?}", cfg.plugins[0]).contains("sk-123"));
-    }
-}
-
-impl serde::Serialize for PluginKind {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(self.world())
     }
 }

@@ -5,7 +5,7 @@
 //! [`super::validated`] turns these into the runtime types the proxy uses.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
@@ -65,6 +65,58 @@ pub struct RawConfig {
     /// Host-wide plugin settings: compiled-artifact cache, epoch tick, failure cooldown.
     #[serde(default)]
     pub plugin_host: crate::config::plugins::PluginHostSettings,
+}
+
+impl RawConfig {
+    /// Makes every relative path of the config (given or defaulted) relative to `base`, the
+    /// config file's folder: the spool, client key file, CA files, MIRT checkpoints and base
+    /// data, the encoder's models, plugin files and their cache, and a `sqlite://` file.
+    pub fn resolve_paths(&mut self, base: &Path) {
+        let at = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        at(&mut self.decision_log.spool_dir);
+        if let Some(f) = self.auth.as_mut().and_then(|a| a.keys_file.as_mut()) {
+            at(f);
+        }
+        for f in self.providers.iter_mut().filter_map(|p| p.ca_file.as_mut()) {
+            at(f);
+        }
+        let mirt = self.mirt.get_or_insert_with(Default::default);
+        at(&mut mirt.checkpoint);
+        at(&mut mirt.checkpoints_dir);
+        at(&mut mirt.encoder.models_dir);
+        if let Some(f) = mirt.base_data.as_mut() {
+            at(f);
+        }
+        for spec in self
+            .plugins
+            .iter_mut()
+            .chain(&mut self.executors)
+            .chain(&mut self.feature_extractors)
+        {
+            at(&mut spec.plugin);
+        }
+        if let Some(d) = self.plugin_host.cache_dir.as_mut() {
+            at(d);
+        }
+        self.database = sqlite_at(&self.database, base);
+    }
+}
+
+/// A `sqlite://FILE[?OPTIONS]` URL with a relative FILE made relative to `base`; any other URL
+/// as it is.
+fn sqlite_at(url: &str, base: &Path) -> String {
+    let Some(rest) = url.strip_prefix("sqlite://") else {
+        return url.to_string();
+    };
+    let (file, options) = rest.split_at(rest.find('?').unwrap_or(rest.len()));
+    if file.is_empty() || file.starts_with(':') || Path::new(file).is_absolute() {
+        return url.to_string();
+    }
+    format!("sqlite://{}{options}", base.join(file).display())
 }
 
 fn default_database() -> String {
@@ -560,4 +612,50 @@ impl Default for RawEmbedded {
 
 fn default_min_confidence() -> f32 {
     0.25
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn relative_paths_become_the_config_folders() {
+        let yaml = "database: sqlite://state/r.db?mode=rwc\n\
+                    auth: { keys_file: keys.txt }\n\
+                    decision_log: { spool_dir: /var/spool/dr }\n\
+                    providers:\n  - { name: p, kind: openai, base_url: http://h/v1, ca_file: ca.pem, models: [ { id: m } ] }\n\
+                    executors:\n  - { name: e, plugin: plugins/e.wasm }\n";
+        let mut raw = crate::config::parse(yaml, "t.yaml").unwrap();
+        raw.resolve_paths(Path::new("/etc/dr"));
+        assert_eq!(raw.database, "sqlite:///etc/dr/state/r.db?mode=rwc");
+        let keys = raw.auth.as_ref().and_then(|a| a.keys_file.clone());
+        assert_eq!(keys.unwrap(), Path::new("/etc/dr/keys.txt"));
+        assert_eq!(raw.decision_log.spool_dir, Path::new("/var/spool/dr"));
+        assert_eq!(
+            raw.providers[0].ca_file.as_deref(),
+            Some(Path::new("/etc/dr/ca.pem"))
+        );
+        assert_eq!(raw.executors[0].plugin, Path::new("/etc/dr/plugins/e.wasm"));
+        // Defaults too.
+        let mirt = raw.mirt.as_ref().unwrap();
+        assert_eq!(
+            mirt.checkpoint,
+            Path::new("/etc/dr/checkpoints/default.json")
+        );
+        assert_eq!(mirt.encoder.models_dir, Path::new("/etc/dr/models"));
+        assert_eq!(
+            raw.plugin_host.cache_dir.as_deref(),
+            Some(Path::new("/etc/dr/plugin_cache"))
+        );
+    }
+
+    #[test]
+    fn only_relative_sqlite_files_move() {
+        let base = Path::new("/srv");
+        assert_eq!(sqlite_at("sqlite://a.db", base), "sqlite:///srv/a.db");
+        assert_eq!(sqlite_at("sqlite:///abs/a.db", base), "sqlite:///abs/a.db");
+        assert_eq!(sqlite_at("sqlite://:memory:", base), "sqlite://:memory:");
+        assert_eq!(sqlite_at("sqlite::memory:", base), "sqlite::memory:");
+        assert_eq!(sqlite_at("postgres://u@h/db", base), "postgres://u@h/db");
+    }
 }

@@ -269,7 +269,18 @@ impl Cost {
 /// the process environment.
 pub type EnvLookup<'a> = &'a dyn Fn(&str) -> Option<String>;
 
-struct Problems(Vec<String>);
+/// Which of the secrets a config names a command needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Secrets {
+    /// `serve`: every secret the config names must be set; a missing one is an error.
+    Required,
+    /// Commands that serve nothing (`route`, `train`): a secret that is set is read, a missing
+    /// one is left out (the admin token, client keys, and provider and plugin keys are then
+    /// absent, which such a command does not need).
+    IfSet,
+}
+
+struct Problems(Vec<String>, Secrets);
 
 impl Problems {
     fn push(&mut self, path: impl std::fmt::Display, msg: impl std::fmt::Display) {
@@ -277,8 +288,19 @@ impl Problems {
     }
 }
 
+/// Validates for `serve`: every secret must be set ([`Secrets::Required`]).
 pub fn validate(raw: RawConfig, env: EnvLookup<'_>) -> Result<Config, ConfigError> {
-    let mut p = Problems(Vec::new());
+    validate_with(raw, env, Secrets::Required)
+}
+
+/// Validates every section, naming every problem; `secrets` says whether a missing secret is
+/// one.
+pub fn validate_with(
+    raw: RawConfig,
+    env: EnvLookup<'_>,
+    secrets: Secrets,
+) -> Result<Config, ConfigError> {
+    let mut p = Problems(Vec::new(), secrets);
 
     let listen = addr(&raw.listen, "listen", &mut p);
     let admin_listen = addr(&raw.admin.listen, "admin.listen", &mut p);
@@ -287,7 +309,7 @@ pub fn validate(raw: RawConfig, env: EnvLookup<'_>) -> Result<Config, ConfigErro
         .token_env
         .as_deref()
         .and_then(|name| secret_from_env(name, "admin.token_env", env, &mut p));
-    if let (Some(a), None) = (admin_listen, &admin_token) {
+    if let (Some(a), None, Secrets::Required) = (admin_listen, &admin_token, secrets) {
         if !a.ip().is_loopback() {
             p.push(
                 "admin.listen",
@@ -429,6 +451,7 @@ pub fn validate(raw: RawConfig, env: EnvLookup<'_>) -> Result<Config, ConfigErro
             host: &raw.plugin_host,
         },
         env,
+        secrets,
     )
     .unwrap_or_else(|problems| {
         p.0.extend(problems);
@@ -609,6 +632,7 @@ fn addr(s: &str, path: &str, p: &mut Problems) -> Option<SocketAddr> {
 fn secret_from_env(name: &str, path: &str, env: EnvLookup<'_>, p: &mut Problems) -> Option<Secret> {
     match env(name) {
         Some(v) if !v.trim().is_empty() => Some(Secret::new(v.trim().to_string())),
+        _ if p.1 == Secrets::IfSet => None,
         _ => {
             p.push(
                 path,
@@ -658,6 +682,9 @@ fn client_auth(
         return None;
     }
     if keys.is_empty() {
+        if p.1 == Secrets::IfSet {
+            return None;
+        }
         p.push("auth", "no client keys found");
         return None;
     }
@@ -667,7 +694,7 @@ fn client_auth(
 impl Limits {
     /// The `limits:` section validated on its own (every problem named).
     pub fn from_raw(l: &RawLimits) -> Result<Limits, Vec<String>> {
-        let mut p = Problems(Vec::new());
+        let mut p = Problems(Vec::new(), Secrets::Required);
         let out = limits(l, &mut p);
         if p.0.is_empty() {
             Ok(out)

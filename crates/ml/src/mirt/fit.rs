@@ -147,13 +147,14 @@ pub struct EvalOptions {
 impl FitOptions {
     /// The defaults of `dualrouter train`, for the given encoder (quiet).
     pub fn defaults(encoder: &EncoderConfig) -> Self {
-        let mut fit = Self::default();
-        fit.encoder = encoder.kind;
-        fit.models_dir = encoder.models_dir.clone();
-        fit.max_tokens = encoder.max_tokens;
-        fit.head_tokens = encoder.head_tokens;
-        fit.quiet = true;
-        fit
+        Self {
+            encoder: encoder.kind,
+            models_dir: encoder.models_dir.clone(),
+            max_tokens: encoder.max_tokens,
+            head_tokens: encoder.head_tokens,
+            quiet: true,
+            ..Self::default()
+        }
     }
 
     /// The options a refit of `active` trains with: the defaults, then what `active`'s own training recorded (latent
