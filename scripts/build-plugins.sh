@@ -16,7 +16,7 @@ say() { printf '\033[1m[plugins]\033[0m %s\n' "$*"; }
 crates=(auggie cursor-agent http-executor code-features test-executor test-extractor test-wrong-version)
 
 sources_sha256() {
-  find wit plugins -type f -not -path 'plugins/target/*' -not -path 'plugins/dist/*' -print0 \
+  find wit plugins -type f -not -path 'plugins/target/*' -not -path 'plugins/dist/*' -not -name '*.md' -print0 \
     | LC_ALL=C sort -z | xargs -0 sha256sum | sha256sum | cut -d' ' -f1
 }
 

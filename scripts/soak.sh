@@ -34,7 +34,7 @@ CAP_SECONDS=${SOAK_CAPACITY_SECONDS:-10}
 CAP_CONCURRENCY=${SOAK_CAPACITY_CONCURRENCY:-64}
 OVERLOAD_SECONDS=${SOAK_OVERLOAD_SECONDS:-60}
 OVERLOAD_CONNECTIONS=${SOAK_OVERLOAD_CONNECTIONS:-1024}
-# limits.max_queue_ms: the default, and a tighter bound for result 3 (see the README)
+# limits.max_queue_ms: the default, and a tighter bound for result 3 (see docs/benchmarks.md#load-and-soak)
 QUEUE_MS=${SOAK_MAX_QUEUE_MS:-200}
 OVERLOAD_QUEUE_MS=${SOAK_OVERLOAD_MAX_QUEUE_MS:-50}
 SLOW_CLIENTS=${SOAK_SLOW_CLIENTS:-200}

@@ -13,10 +13,10 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use chrono::Utc;
-use dualrouter_testkit::Mock;
 use common::synthetic::{self, ask, chat, easy, hard};
 use common::{repo_root, Proxy, TestDb};
 use dualrouter_store::{Attempt, CandidateScore, DecisionRecord, Store};
+use dualrouter_testkit::Mock;
 use serde_json::{json, Value};
 
 /// One browser at a time: the machine is small and shared.

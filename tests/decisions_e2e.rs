@@ -7,9 +7,9 @@ mod common;
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
-use dualrouter_testkit::Mock;
 use common::{chat_body, PgCluster, Proxy};
 use dualrouter_store::Store;
+use dualrouter_testkit::Mock;
 use futures::StreamExt;
 
 fn config(base_url: &str, database: &str, spool: &std::path::Path) -> String {

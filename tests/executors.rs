@@ -10,9 +10,9 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use dualrouter_testkit::Mock;
 use common::synthetic::{self, ask, attempts, chat, decision, messages};
 use common::{repo_root, Proxy};
+use dualrouter_testkit::Mock;
 use serde_json::{json, Value};
 
 fn dist(stem: &str) -> String {

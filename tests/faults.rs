@@ -579,11 +579,7 @@ async fn connections_over_max_connections_are_refused_at_accept() {
     let r = ask(&p, "/v1/chat/completions", &chat(&easy(2), false), &[]).await;
     assert_eq!(r.status, 503, "{}", r.body);
     assert_eq!(r.retry_after.as_deref(), Some("4"));
-    assert_eq!(
-        a.count() + b.count(),
-        0,
-        "a refused request went upstream"
-    );
+    assert_eq!(a.count() + b.count(), 0, "a refused request went upstream");
 
     assert_eq!(metric(&p.metrics().await, refused), 3);
     // Closing a held connection frees its place.

@@ -5,8 +5,8 @@
 
 mod common;
 
-use dualrouter_testkit::Mock;
 use common::Proxy;
+use dualrouter_testkit::Mock;
 use serde_json::{json, Value};
 
 use common::BOTH_FORMATS_UPSTREAM_KEY as UPSTREAM_KEY;

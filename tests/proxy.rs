@@ -5,8 +5,8 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use dualrouter_testkit::Mock;
 use common::{chat_body, Proxy};
+use dualrouter_testkit::Mock;
 use futures::StreamExt;
 use serde_json::Value;
 

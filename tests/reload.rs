@@ -12,9 +12,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use dualrouter_testkit::Mock;
 use common::synthetic::{ask, chat, config, hard, inverse_checkpoint};
 use common::{PgCluster, Proxy};
+use dualrouter_testkit::Mock;
 use serde_json::{json, Value};
 
 async fn post_reload(p: &Proxy) -> (u16, Value) {

@@ -9,9 +9,9 @@ mod common;
 
 use std::time::Duration;
 
-use dualrouter_testkit::Mock;
 use common::synthetic::{ask, attempts, chat, checkpoint, config, decision, easy, hard, messages};
 use common::{repo_root, run_cli, Proxy};
+use dualrouter_testkit::Mock;
 use serde_json::{json, Value};
 
 #[tokio::test]

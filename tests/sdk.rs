@@ -3,8 +3,8 @@
 
 mod common;
 
-use dualrouter_testkit::Mock;
 use common::Proxy;
+use dualrouter_testkit::Mock;
 
 /// The Python with the SDKs: `DUALROUTER_PYTHON`, or the repository's `.venv`.
 fn python() -> std::path::PathBuf {

@@ -1,4 +1,4 @@
-//! The admin REST API (ARCHITECTURE §3, admin port): routing policies, executors, decisions.
+//! The admin REST API (admin port; `docs/operations.md#admin-api`): routing policies, executors, decisions.
 //!
 //! [`api_router`] returns an axum `Router` the admin listener mounts beside `/metrics`. Every
 //! route sits behind the bearer-token check ([`require_token`]): with a token configured, a

@@ -1,4 +1,4 @@
-//! The command line: one subcommand per job (ARCHITECTURE §2).
+//! The command line: one subcommand per job (`docs/operations.md#commands`).
 
 mod classify;
 pub mod mirt;

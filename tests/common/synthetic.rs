@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use dualrouter_testkit::Mock;
 use super::{repo_root, run_cli, Proxy};
+use dualrouter_testkit::Mock;
 
 /// Prompts a cheap model answers as well as a strong one.
 pub fn easy(i: usize) -> String {

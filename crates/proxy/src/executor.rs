@@ -1,4 +1,4 @@
-//! Answers from executor plugins (ARCHITECTURE §5): when a model of the fallback chain belongs
+//! Answers from executor plugins (`docs/plugins.md`): when a model of the fallback chain belongs
 //! to an executor plugin, the request goes to the plugin's `invoke` (on the blocking pool,
 //! under the plugin's own `timeout_ms` and the request's total deadline), and its text comes
 //! back in the client's format: OpenAI JSON, OpenAI SSE when the client streams, or Anthropic

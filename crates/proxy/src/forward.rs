@@ -3,7 +3,7 @@
 //!
 //! The request body is held whole in memory (it was read to route on it), so an exchange can be
 //! replayed against another upstream with a body of any size: this is why the proxy drives the
-//! upstream itself instead of relying on Pingora's 64 KiB retry buffer (ARCHITECTURE §9).
+//! upstream itself instead of relying on Pingora's 64 KiB retry buffer (`docs/architecture.md#why-the-proxy-drives-the-upstream-itself`).
 
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -4,17 +4,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::State;
-use axum::Extension;
 use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
+use axum::Extension;
 use bytes::Bytes;
 use serde_json::{json, Value};
 
 use crate::convo::Conversation;
 use crate::{
     answer_for, behaviour_for, conn_of, cut_answer, delay_before_answer, malformed,
-    model_behaviour, named_event, rand_b62, record_model_request, reset_now, sse,
-    with_retry_after, After, Answer, Behaviour, Conn, MockState, Usage,
+    model_behaviour, named_event, rand_b62, record_model_request, reset_now, sse, with_retry_after,
+    After, Answer, Behaviour, Conn, MockState, Usage,
 };
 
 /// An Anthropic error body, with a `request-id` header as the API sends.

@@ -4,9 +4,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::State;
-use axum::Extension;
 use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
+use axum::Extension;
 use bytes::Bytes;
 use serde_json::{json, Value};
 
@@ -212,7 +212,11 @@ pub(crate) async fn handle(
                 i += 1;
                 ctx.text_chunk(&format!("tok{} ", i - 1))
             };
-            return sse(state.clone(), Vec::new(), After::Every(every, Box::new(next)));
+            return sse(
+                state.clone(),
+                Vec::new(),
+                After::Every(every, Box::new(next)),
+            );
         }
         Behaviour::Fail(n) => {
             let mut ev = pieces(n);
@@ -232,7 +236,11 @@ pub(crate) async fn handle(
         return openai_error(StatusCode::INTERNAL_SERVER_ERROR, "mock: no answer", None);
     };
     if stream {
-        sse(state.clone(), ctx.stream(&answer, include_usage), After::End)
+        sse(
+            state.clone(),
+            ctx.stream(&answer, include_usage),
+            After::End,
+        )
     } else {
         axum::Json(ctx.whole(&answer)).into_response()
     }

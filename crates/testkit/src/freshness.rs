@@ -1,6 +1,6 @@
 //! Whether the committed guest artifacts in `plugins/dist/` were built from the sources as they
 //! are now. `scripts/build-plugins.sh` records, in `plugins/dist/MANIFEST`, a hash over every
-//! source file (`wit/` and `plugins/`, minus `plugins/target/` and `plugins/dist/`) and the
+//! source file (`wit/` and `plugins/`, minus `plugins/target/`, `plugins/dist/` and `*.md`) and the
 //! SHA-256 of each artifact; this module recomputes both the same way.
 //!
 //! The sources hash is the SHA-256 of `sha256sum`'s output over those files in byte order of
@@ -20,7 +20,8 @@ fn collect(root: &Path, rel: &Path, out: &mut Vec<String>) -> std::io::Result<()
         let entry = entry?;
         let rel_path = rel.join(entry.file_name());
         let rel_str = rel_path.to_string_lossy().replace('\\', "/");
-        if rel_str == "plugins/target" || rel_str == "plugins/dist" {
+        // Build output, and prose (a README cannot change an artifact).
+        if rel_str == "plugins/target" || rel_str == "plugins/dist" || rel_str.ends_with(".md") {
             continue;
         }
         let ty = entry.file_type()?;

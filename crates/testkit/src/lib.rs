@@ -84,10 +84,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::body::Body;
 use axum::extract::{DefaultBodyLimit, Path, State};
-use axum::Extension;
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
+use axum::Extension;
 use axum::Router;
 use bytes::Bytes;
 use serde_json::{json, Value};
@@ -202,11 +202,7 @@ impl Mock {
             .await
             .expect("bind");
         let addr = listener.local_addr().expect("address");
-        let task = tokio::spawn(conn::serve(
-            listener,
-            router(state.clone()),
-            Some(acceptor),
-        ));
+        let task = tokio::spawn(conn::serve(listener, router(state.clone()), Some(acceptor)));
         (Mock { addr, state, task }, ca.pem())
     }
 
@@ -768,7 +764,11 @@ pub(crate) fn sse_answer(n: usize, size: usize, gap: Duration) -> Answer {
 /// `include_usage` false it is also exactly what an OpenAI client of the proxy receives (the
 /// proxy drops the usage chunk it asked for on the client's behalf, and changes no other byte).
 pub fn openai_sse_bytes(model: &str, chunks: usize, size: usize, include_usage: bool) -> Vec<u8> {
-    chat::fixed_stream(model, &sse_answer(chunks, size, Duration::ZERO), include_usage)
+    chat::fixed_stream(
+        model,
+        &sse_answer(chunks, size, Duration::ZERO),
+        include_usage,
+    )
 }
 
 /// The answer of `huge:SIZE`: SIZE bytes of text, streamed in pieces of 16 KiB.
@@ -972,7 +972,10 @@ pub(crate) fn streamed(
     });
     let body = Body::from_stream(futures::stream::poll_fn(move |cx| rx.poll_recv(cx)));
     (
-        [("content-type", content_type), ("cache-control", "no-cache")],
+        [
+            ("content-type", content_type),
+            ("cache-control", "no-cache"),
+        ],
         body,
     )
         .into_response()
@@ -1029,7 +1032,7 @@ pub(crate) fn cut_answer(
 /// JSON, and an event without `data:`; no end event (the same bytes in every format).
 pub(crate) fn malformed(state: Arc<MockState>) -> Response {
     let events: [&[u8]; 5] = [
-        b"data: {\"id\": \"chatcmpl-mock\", \"choices\": [\n\n"[..],
+        b"data: {\"id\": \"chatcmpl-mock\", \"choices\": [\n\n",
         b"this line is not an SSE field at all\n\n",
         b"data: not json either\n\n",
         b"event: content_block_delta\n\n",

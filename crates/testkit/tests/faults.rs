@@ -66,7 +66,11 @@ async fn reset_resets_the_connection_before_a_byte() {
             let (got, end) = raw(&mock, format, &body(format, "reset", stream)).await;
             assert_eq!(got, "", "{format}");
             let e = end.expect_err("a reset, not a close");
-            assert_eq!(e.kind(), std::io::ErrorKind::ConnectionReset, "{format}: {e}");
+            assert_eq!(
+                e.kind(),
+                std::io::ErrorKind::ConnectionReset,
+                "{format}: {e}"
+            );
         }
     }
     assert_eq!(mock.behaviour_count("reset"), 6);
@@ -105,9 +109,12 @@ async fn reset_after_n_pieces_in_every_format() {
 async fn malformed_is_broken_sse_in_every_format() {
     let mock = Mock::start().await;
     for format in FORMATS {
-        let a = post(&mock, path(format), &body(format, "malformed", true), &[
-            ("anthropic-version", "2023-06-01"),
-        ])
+        let a = post(
+            &mock,
+            path(format),
+            &body(format, "malformed", true),
+            &[("anthropic-version", "2023-06-01")],
+        )
         .await;
         assert_eq!(a.status, 200);
         assert!(a.headers["content-type"]
@@ -129,11 +136,18 @@ async fn huge_answers_whole_with_a_length_or_streamed() {
     let model = "huge:102405";
     let a = chat(&mock, &body("chat", model, false)).await;
     assert_eq!(a.status, 200);
-    let declared: usize = a.headers["content-length"].to_str().unwrap().parse().unwrap();
+    let declared: usize = a.headers["content-length"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
     assert_eq!(declared, a.text.len());
     let v = a.json();
     assert_eq!(
-        v["choices"][0]["message"]["content"].as_str().unwrap().len(),
+        v["choices"][0]["message"]["content"]
+            .as_str()
+            .unwrap()
+            .len(),
         size
     );
     let a = messages(&mock, &body("messages", "huge:512kib", false)).await;
@@ -146,7 +160,11 @@ async fn huge_answers_whole_with_a_length_or_streamed() {
     let text: String = a
         .events()
         .iter()
-        .filter_map(|(_, d)| d["choices"][0]["delta"]["content"].as_str().map(str::to_string))
+        .filter_map(|(_, d)| {
+            d["choices"][0]["delta"]["content"]
+                .as_str()
+                .map(str::to_string)
+        })
         .collect();
     assert_eq!(text.len(), size);
     assert!(a.text.ends_with("data: [DONE]\n\n"));
@@ -182,7 +200,9 @@ async fn sse_streams_are_byte_exact_and_timed() {
         .collect();
     assert_eq!(text, pieces);
     assert_eq!(a.events().last().unwrap().0, "message_stop");
-    let r = responses(&mock, &body("responses", "sse:4:9", false)).await.json();
+    let r = responses(&mock, &body("responses", "sse:4:9", false))
+        .await
+        .json();
     assert_eq!(r["output"][0]["content"][0]["text"], pieces.as_str());
     assert_eq!(r["usage"]["output_tokens"], 4);
     // MS apart, and a whole answer waits as long.
@@ -190,7 +210,11 @@ async fn sse_streams_are_byte_exact_and_timed() {
         let t = Instant::now();
         let a = chat(&mock, &body("chat", "sse:4:9:60", stream)).await;
         assert_eq!(a.status, 200);
-        assert!(t.elapsed() >= Duration::from_millis(240), "{:?}", t.elapsed());
+        assert!(
+            t.elapsed() >= Duration::from_millis(240),
+            "{:?}",
+            t.elapsed()
+        );
         assert!(a.text.contains(&piece(3, 9)));
     }
 }
@@ -199,8 +223,10 @@ async fn sse_streams_are_byte_exact_and_timed() {
 async fn stall_and_forever_without_stream_cut_a_json_answer() {
     let mock = Mock::start().await;
     for format in FORMATS {
-        for (model, wait, want) in [("stall:2", 300, "tok0 tok1 "), ("forever:20", 300, "tok1003 ")]
-        {
+        for (model, wait, want) in [
+            ("stall:2", 300, "tok0 tok1 "),
+            ("forever:20", 300, "tok1003 "),
+        ] {
             let resp = client()
                 .post(format!("{}{}", mock.root_url(), path(format)))
                 .header("anthropic-version", "2023-06-01")
@@ -229,7 +255,14 @@ async fn stats_force_health_and_the_header_over_http() {
     let mock = Mock::start().await;
     let c = client();
     let root = mock.root_url();
-    let h: Value = c.get(format!("{root}/healthz")).send().await.unwrap().json().await.unwrap();
+    let h: Value = c
+        .get(format!("{root}/healthz"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(h["status"], "ok");
     // The header picks the behaviour; the model id stays in the answer.
     let a = post(
@@ -239,7 +272,10 @@ async fn stats_force_health_and_the_header_over_http() {
         &[(BEHAVIOUR_HEADER, "error:429:4")],
     )
     .await;
-    assert_eq!((a.status, a.headers["retry-after"].to_str().unwrap()), (429, "4"));
+    assert_eq!(
+        (a.status, a.headers["retry-after"].to_str().unwrap()),
+        (429, "4")
+    );
     // PUT /force wins over the header and the model id; an empty body undoes it.
     let put = |b: &'static str| c.put(format!("{root}/force")).body(b).send();
     assert_eq!(put("no-such-thing").await.unwrap().status(), 400);
@@ -256,7 +292,14 @@ async fn stats_force_health_and_the_header_over_http() {
     assert_eq!(a.status, 503);
     assert_eq!(put("").await.unwrap().status(), 200);
     assert_eq!(chat(&mock, &body("chat", "echo", false)).await.status, 200);
-    let stats: Value = c.get(format!("{root}/stats")).send().await.unwrap().json().await.unwrap();
+    let stats: Value = c
+        .get(format!("{root}/stats"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(stats, mock.stats());
     assert_eq!(stats["requests"], 4);
     assert_eq!(

@@ -7,7 +7,7 @@
 //!   for this model. 384 dimensions.
 //! - `minilm-int8` (default): the same graph in dynamic int8 (7-bit weights per channel, activations quantised per
 //!   prompt at run time, integer products): about half the time of `minilm` here, embeddings at cosine ≥ 0.97 to
-//!   it, and the same routing and classification accuracy (README "Prompt encoder and MIRT").
+//!   it, and the same routing and classification accuracy (`docs/routing.md#the-prompt-encoder`).
 //! - `static`: model2vec potion-base-8M: the mean of per-token static vectors, normalised. 256 dimensions, ~100×
 //!   faster, a little weaker.
 //!

@@ -1,4 +1,4 @@
-//! MIRT routing (ARCHITECTURE §7): per-model ability θ_m, per-prompt discrimination a and difficulty b from the
+//! MIRT routing (`docs/routing.md#scoring-mirt`): per-model ability θ_m, per-prompt discrimination a and difficulty b from the
 //! prompt's features x; P(success) = σ(a·θ_m − b). The objective trades P against price.
 //!
 //! - [`data`]: outcome files (wide CSV, long CSV, JSONL).

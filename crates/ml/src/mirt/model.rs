@@ -1,4 +1,4 @@
-//! The MIRT model (ARCHITECTURE §7): P(success | x, m) = σ(a·θ_m − b), a = softplus(W_a·x), b = W_b·x.
+//! The MIRT model (`docs/routing.md#scoring-mirt`): P(success | x, m) = σ(a·θ_m − b), a = softplus(W_a·x), b = W_b·x.
 //! Training: Adam on binary cross-entropy with soft labels in [0, 1], mini-batches of prompts, L2 decay, early
 //! stopping on a held-out validation slice, all from one seed.
 

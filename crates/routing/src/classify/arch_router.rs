@@ -1,6 +1,6 @@
 //! The Arch-Router client: asks katanemo's Arch-Router (served by any OpenAI-compatible server)
 //! which route a conversation belongs to, with exactly the input the model was trained on
-//! (ARCHITECTURE §6), and reads its answer robustly.
+//! (`docs/routing.md#arch-router`), and reads its answer robustly.
 //!
 //! Failures never fail the request: a timeout, an HTTP or network error, or an open circuit
 //! breaker is an [`ArchRouterError`], on which the caller falls back to the embedded classifier.
@@ -16,7 +16,7 @@ use super::RouteSpec;
 pub use dualrouter_core::config::ArchRouterSettings;
 use dualrouter_core::conversation::Conversation;
 
-/// The prompt, word for word as the model was trained on (ARCHITECTURE §6).
+/// The prompt, word for word as the model was trained on (`docs/routing.md#arch-router`).
 const PROMPT_HEAD: &str = "You are a helpful assistant designed to find the best suited route.\n\
 You are provided with route description within <routes></routes> XML tags:\n\
 <routes>\n";
