@@ -1,18 +1,12 @@
-//! dualrouter: an LLM routing proxy on Pingora.
-//!
-//! The modules read as the request's path: [`config`] is parsed and validated once,
-//! [`proxy`] accepts a request (ingress), forwards it (forward) and streams the answer back
-//! (stream); [`admin`] serves the operator's API and metrics; [`error`] chooses every HTTP
-//! status in one place.
+//! The `dualrouter` app: the one place a generation of the live state is assembled from the
+//! library crates (`docs/architecture.md`). [`live`] builds and swaps the router, store and
+//! proxy state; [`server`] runs the Pingora proxy and the admin listener; [`admin`] is the
+//! operator's API and dashboard; [`trainer`] refits MIRT on logged outcomes; [`cli`] holds the
+//! subcommands; [`demo`] is the local upstream `make run` answers from.
 
 pub mod admin;
 pub mod cli;
-pub use dualrouter_core::config;
 pub mod demo;
-pub use dualrouter_ml::encoder;
-pub use dualrouter_ml::eval;
 pub mod live;
-pub use dualrouter_core::metrics;
-pub use dualrouter_ml::mirt;
 pub mod server;
 pub mod trainer;

@@ -23,14 +23,14 @@ use arc_swap::ArcSwap;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use crate::config::{Config, ConfigError};
-use crate::encoder::Encoder;
-use crate::metrics::Metrics;
-use crate::mirt::{Mirt, MirtError};
-use dualrouter_proxy::forward::Upstream;
+use dualrouter_core::config::{Config, ConfigError};
+use dualrouter_core::metrics::Metrics;
+use dualrouter_ml::encoder::Encoder;
+use dualrouter_ml::mirt::{Mirt, MirtError};
 use dualrouter_proxy::ProxyState;
-use dualrouter_routing::registry::Registry;
-use dualrouter_routing::scorer::Scorer;
+use dualrouter_proxy::Upstream;
+use dualrouter_routing::Registry;
+use dualrouter_routing::Scorer;
 use dualrouter_routing::{DualRouter, RouterError};
 use dualrouter_store::{DecisionLog, Store, StoreError};
 
@@ -100,7 +100,7 @@ impl Live {
         config_path: &Path,
         shared: Shared,
     ) -> Result<Arc<Self>, ReloadError> {
-        let discovered = dualrouter_routing::registry::probe::discover(&config).await;
+        let discovered = dualrouter_routing::probe::discover(&config).await;
         let state = build(config, &shared, None, discovered).await?;
         Ok(Arc::new(Self {
             current: Arc::new(ArcSwap::from_pointee(state)),
@@ -131,16 +131,17 @@ impl Live {
         let _guard = self.lock.lock().await;
         let result = async {
             let path = self.config_path.clone();
-            let mut config = tokio::task::spawn_blocking(move || crate::config::load(&path))
-                .await
-                .map_err(|e| ReloadError::Other(format!("reading the config: {e}")))??;
+            let mut config =
+                tokio::task::spawn_blocking(move || dualrouter_core::config::load(&path))
+                    .await
+                    .map_err(|e| ReloadError::Other(format!("reading the config: {e}")))??;
             let old = self.current();
             let restart_needed = restart_only_changes(&old.config, &mut config);
             // The config's policies seed the store on a reload as at start.
             self.shared.store.seed_policies(&config.policies).await?;
             // Lists read now win; a provider that does not answer keeps its last one.
             let mut discovered = old.router.registry().discovered().clone();
-            discovered.extend(dualrouter_routing::registry::probe::discover(&config).await);
+            discovered.extend(dualrouter_routing::probe::discover(&config).await);
             let state = build(config, &self.shared, Some(&old), discovered).await?;
             Ok::<_, ReloadError>((state, restart_needed))
         }
@@ -168,7 +169,7 @@ impl Live {
     /// answered differently at a health check).
     async fn reload_discovered(
         &self,
-        found: dualrouter_routing::registry::Discovered,
+        found: dualrouter_routing::Discovered,
     ) -> Result<Option<ReloadReport>, ReloadError> {
         let _guard = self.lock.lock().await;
         let old = self.current();
@@ -188,11 +189,9 @@ impl Live {
     /// date with what the registry now holds.
     pub async fn check_health(&self) {
         let state = self.current();
-        let found = dualrouter_routing::registry::probe::check_providers(
-            &state.config,
-            state.router.registry(),
-        )
-        .await;
+        let found =
+            dualrouter_routing::probe::check_providers(&state.config, state.router.registry())
+                .await;
         match self.reload_discovered(found).await {
             Ok(Some(r)) => tracing::info!(models = r.models, "discovered models changed"),
             Ok(None) => {}
@@ -448,7 +447,7 @@ async fn build(
     config: Config,
     shared: &Shared,
     prev: Option<&ProxyState>,
-    discovered: dualrouter_routing::registry::Discovered,
+    discovered: dualrouter_routing::Discovered,
 ) -> Result<ProxyState, ReloadError> {
     let store = &shared.store;
     let policies = store.list_policies().await?;

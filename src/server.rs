@@ -16,13 +16,13 @@ use pingora::server::{RunArgs, Server};
 
 use crate::admin::{self, AdminState};
 use crate::cli::ServeArgs;
-use crate::config;
 use crate::live::{Live, Shared};
-use crate::metrics::Metrics;
 use crate::trainer::Trainer;
+use dualrouter_core::config;
+use dualrouter_core::metrics::Metrics;
 use dualrouter_proxy::Proxy;
-use dualrouter_routing::registry::Registry;
 use dualrouter_routing::DualRouter;
+use dualrouter_routing::Registry;
 use dualrouter_store::{self as store, DecisionLog};
 
 /// How long the decision log may take to drain at shutdown before the rest stays in its spool.
@@ -104,7 +104,7 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let trainer = Arc::new(Trainer::new(live.clone()));
     if let Some(every) = &config.mirt.retrain_every {
         // Validated with the config.
-        if let Ok(every) = crate::mirt::parse_interval(every) {
+        if let Ok(every) = dualrouter_ml::mirt::parse_interval(every) {
             let _guard = control.enter();
             trainer.clone().schedule(every);
             tracing::info!(every = %every.as_secs(), "scheduled MIRT refits (seconds)");
@@ -157,10 +157,10 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let mut server = Server::new_with_opt_and_conf(opt, conf);
     server.bootstrap();
     let in_flight = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let admission = Arc::new(dualrouter_proxy::admission::Admission::with_histogram(
+    let admission = Arc::new(dualrouter_proxy::Admission::with_histogram(
         live.current().metrics.queue_delay.clone(),
     ));
-    let app = dualrouter_proxy::deadline::GuardedProxy {
+    let app = dualrouter_proxy::GuardedProxy {
         inner: Arc::new(pingora::proxy::http_proxy(
             &server.configuration,
             Proxy {
@@ -265,7 +265,7 @@ impl Cleanup {
 struct Drain {
     in_flight: Arc<std::sync::atomic::AtomicUsize>,
     /// Counts the client connections open.
-    admission: Arc<dualrouter_proxy::admission::Admission>,
+    admission: Arc<dualrouter_proxy::Admission>,
     /// `server.grace_period_seconds`: the least time before exiting.
     min_grace: Duration,
     /// `server.drain_linger_ms`: the most time idle keep-alive connections are waited for.
@@ -375,9 +375,9 @@ pub fn route_command(args: &crate::cli::RouteArgs) -> anyhow::Result<()> {
         // The models `serve` would know: the config's, the discovered ones, the plugins'.
         let plugins =
             dualrouter_plugins::start(&config.plugins, &dualrouter_plugins::PluginMetrics::new()?)?;
-        let discovered = dualrouter_routing::registry::probe::discover(&config).await;
+        let discovered = dualrouter_routing::probe::discover(&config).await;
         let registry = Arc::new(Registry::build(&config, plugins, &discovered, None));
-        let encoder = Arc::new(crate::encoder::Encoder::load(&config.mirt.encoder)?);
+        let encoder = Arc::new(dualrouter_ml::encoder::Encoder::load(&config.mirt.encoder)?);
         // The checkpoint `serve` would use: the store's active one, or the config's.
         let (scorer, _) =
             crate::live::active_scorer(&store, &config, None, &encoder, &registry).await?;

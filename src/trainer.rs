@@ -21,12 +21,12 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use crate::config::Config;
-use crate::encoder::Encoder;
-use crate::mirt::fit::{embed_prompts, fit_xy, FitInput, FitOptions};
-use crate::mirt::{Dataset, Mirt, MirtError};
-use dualrouter_routing::scorer::Scorer;
+use dualrouter_core::config::Config;
+use dualrouter_ml::encoder::Encoder;
+use dualrouter_ml::mirt::fit::{embed_prompts, fit_xy, FitInput, FitOptions};
+use dualrouter_ml::mirt::{Dataset, Mirt, MirtError};
 use dualrouter_routing::DualRouter;
+use dualrouter_routing::Scorer;
 use dualrouter_store::{CheckpointRow, Store, StoreError};
 
 /// How much worse (in mean BCE) a checkpoint may be than the active one and still be
@@ -113,7 +113,7 @@ pub fn is_held_out(decision_id: &str, percent: u32) -> bool {
 
 /// x of a held-out or training row for a checkpoint's layout (built-in features from the text
 /// when there is one, else as logged).
-fn x_for(layout: crate::mirt::XLayout<'_>, h: &HeldOut) -> Vec<f32> {
+fn x_for(layout: dualrouter_ml::mirt::XLayout<'_>, h: &HeldOut) -> Vec<f32> {
     let mut x = Vec::new();
     layout.build(&h.embedding, h.text.as_deref(), &h.extra, &mut x);
     x
@@ -210,12 +210,12 @@ pub async fn prepare(
         .collect::<std::collections::BTreeSet<_>>()
         .into_iter()
         .collect();
-    let mut features: Vec<String> = crate::mirt::BUILTIN_FEATURES
+    let mut features: Vec<String> = dualrouter_ml::mirt::BUILTIN_FEATURES
         .iter()
         .map(|s| s.to_string())
         .collect();
     features.append(&mut plugin_features);
-    let layout = crate::mirt::XLayout {
+    let layout = dualrouter_ml::mirt::XLayout {
         embedding: prompt.embedding_in_x,
         centroids: &prompt.centroids,
         features: &features,
@@ -289,7 +289,7 @@ async fn base_rows_of(
         let prompts: Vec<&str> = ds.rows.iter().map(|r| r.prompt.as_str()).collect();
         let emb = embed_prompts(&encoder, &prompts, cache.as_deref(), true)
             .map_err(|e| TrainerError::Other(format!("embedding {}: {e}", path.display())))?;
-        let all: Vec<&crate::mirt::data::Row> = ds.rows.iter().collect();
+        let all: Vec<&dualrouter_ml::mirt::data::Row> = ds.rows.iter().collect();
         let prices = ds
             .models
             .iter()
@@ -706,7 +706,10 @@ pub fn train_from_db_command(
     out: &Path,
 ) -> anyhow::Result<()> {
     // It serves nothing: only the store and the encoder are used, no secret.
-    let config = crate::config::load_with(config_path, crate::config::validated::Secrets::IfSet)?;
+    let config = dualrouter_core::config::load_with(
+        config_path,
+        dualrouter_core::config::validated::Secrets::IfSet,
+    )?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

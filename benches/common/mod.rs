@@ -1,5 +1,5 @@
 //! What the benches share: child processes killed on drop, free ports, percentiles.
-#![allow(dead_code, clippy::unwrap_used)]
+#![allow(dead_code, unreachable_pub, clippy::unwrap_used)]
 
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;

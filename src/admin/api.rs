@@ -41,7 +41,7 @@ pub use error::AdminError;
 
 pub use dualrouter_core::catalog::{Catalog, ConfigCatalog, ExecutorInfo, Price};
 
-use crate::config::{Config, Secret};
+use dualrouter_core::config::{Config, Secret};
 use dualrouter_store::{DecisionQuery, PolicyProblem, PolicySpec, Store, MAX_DECISIONS_PAGE};
 
 /// Decisions returned when `limit` is not given.

@@ -20,7 +20,7 @@ use axum::Router;
 pub use api::{api_router, require_token, AdminState, Catalog, ConfigCatalog, ExecutorInfo};
 pub use error::AdminError;
 
-use crate::metrics::Metrics;
+use dualrouter_core::metrics::Metrics;
 
 /// The whole admin app: the API, `/metrics`, `/healthz` and the dashboard.
 pub fn router(state: AdminState, metrics: Arc<Metrics>) -> Router {

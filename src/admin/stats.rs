@@ -6,7 +6,7 @@
 //! | `POST /api/training-data[?name=NAME]` | CSV or JSONL body, validated as MIRT training data, kept as `mirt.checkpoints_dir/uploads/NAME.csv` (or `.jsonl`); `201` + what it holds |
 //! | `GET /api/training-data` | the uploads, newest first |
 //!
-//! An upload is read by [`crate::mirt::Dataset`], the same reader `dualrouter train` uses, so
+//! An upload is read by [`dualrouter_ml::mirt::Dataset`], the same reader `dualrouter train` uses, so
 //! a bad file is refused (`422`, field `body`) with the row that is wrong. `POST /api/mirt/train`
 //! `{"data": NAME}` refits with that upload as its base data.
 
@@ -23,8 +23,8 @@ use serde::{Deserialize, Serialize};
 
 use super::api::{AdminState, ApiQuery};
 use super::AdminError;
-use crate::mirt::data::DataError;
-use crate::mirt::Dataset;
+use dualrouter_ml::mirt::data::DataError;
+use dualrouter_ml::mirt::Dataset;
 
 /// Buckets in each chart of `GET /api/stats`.
 pub const STATS_BUCKETS: u32 = 24;
@@ -64,7 +64,7 @@ async fn stats(
     ApiQuery(params): ApiQuery<StatsParams>,
 ) -> Result<Response, AdminError> {
     let raw = params.window.unwrap_or_else(|| "24h".into());
-    let window = crate::mirt::parse_interval(&raw)
+    let window = dualrouter_ml::mirt::parse_interval(&raw)
         .ok()
         .filter(|w| (MIN_WINDOW..=MAX_WINDOW).contains(w))
         .ok_or_else(|| AdminError::Invalid {

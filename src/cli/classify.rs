@@ -30,7 +30,7 @@ pub struct EvalClassifierArgs {
     pub epochs: usize,
 }
 
-pub fn run_cli(args: &EvalClassifierArgs) -> anyhow::Result<()> {
+pub(super) fn run_cli(args: &EvalClassifierArgs) -> anyhow::Result<()> {
     use dualrouter_ml::encoder::{Encoder, EncoderConfig};
     let rows = load_csv(&args.data)?;
     let cfg = EncoderConfig {

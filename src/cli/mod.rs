@@ -174,7 +174,7 @@ fn migrate_command(config: Option<&std::path::Path>, database: Option<&str>) -> 
     use dualrouter_store::{redact_url, Store, StoreError, DEFAULT_DATABASE_URL};
     let url = match (database, config) {
         (Some(url), _) => url.to_string(),
-        (None, Some(path)) => crate::config::read(path)?.database,
+        (None, Some(path)) => dualrouter_core::config::read(path)?.database,
         (None, None) => DEFAULT_DATABASE_URL.to_string(),
     };
     let rt = tokio::runtime::Builder::new_current_thread()

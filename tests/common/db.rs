@@ -3,6 +3,7 @@
 //! test config.
 #![allow(
     dead_code,
+    unreachable_pub,
     unused_imports,
     clippy::unwrap_used,
     clippy::expect_used,

@@ -1,7 +1,13 @@
 //! Shared test harness: the real `dualrouter` binary on a free port, database helpers, and a
 //! proxy in front of two mock upstreams (`dualrouter_testkit::Mock`, whose docs list its
 //! behaviours).
-#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    dead_code,
+    unreachable_pub,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic
+)]
 
 pub mod db;
 pub mod synthetic;

@@ -1,7 +1,13 @@
 //! A two-model world for routing tests: `cheap` (OpenAI mock) answers easy prompts as well as
 //! `strong` (Anthropic mock), and only `strong` gets hard ones right. A MIRT checkpoint is
 //! trained on it once per test binary (static encoder), and helpers talk to the proxy.
-#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    dead_code,
+    unreachable_pub,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic
+)]
 
 use std::path::PathBuf;
 use std::sync::OnceLock;

@@ -3,16 +3,16 @@
 //! [`SUPPORTED_VERSIONS`]; older modules stay so plugins built against them keep loading.
 
 /// The WIT package every plugin is built against.
-pub const PACKAGE: &str = "dualrouter:plugin";
+pub(crate) const PACKAGE: &str = "dualrouter:plugin";
 
 /// The versions of [`PACKAGE`] this host can load, oldest first.
-pub const SUPPORTED_VERSIONS: &[&str] = &["0.1.0"];
+pub(crate) const SUPPORTED_VERSIONS: &[&str] = &["0.1.0"];
 
 /// `dualrouter:plugin@0.1.0`.
-pub mod v0_1_0 {
+pub(crate) mod v0_1_0 {
     /// The `executor` world (and with it every shared interface: types, log, config, process,
     /// http).
-    pub mod executor {
+    pub(crate) mod executor {
         wasmtime::component::bindgen!({
             path: "../../wit/v0.1.0",
             world: "executor",
@@ -20,7 +20,7 @@ pub mod v0_1_0 {
     }
 
     /// The `feature-extractor` world, sharing the executor world's interface bindings.
-    pub mod extractor {
+    pub(crate) mod extractor {
         wasmtime::component::bindgen!({
             path: "../../wit/v0.1.0",
             world: "feature-extractor",
@@ -32,9 +32,5 @@ pub mod v0_1_0 {
         });
     }
 
-    pub use executor::dualrouter::plugin::{config, http, log, process, types};
-    /// The name of the exported interface that marks an executor.
-    pub const EXECUTOR_EXPORT: &str = "dualrouter:plugin/executor-api@0.1.0";
-    /// The name of the exported interface that marks a feature extractor.
-    pub const EXTRACTOR_EXPORT: &str = "dualrouter:plugin/extractor-api@0.1.0";
+    pub(crate) use executor::dualrouter::plugin::{config, http, log, process, types};
 }

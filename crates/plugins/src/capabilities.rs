@@ -31,12 +31,12 @@ fn millis(d: Duration) -> u32 {
 
 /// Whether `program` is granted: exactly one of `allow_commands` (a bare name, looked up on
 /// PATH when run, or an absolute path).
-pub fn command_allowed(cfg: &PluginConfig, program: &str) -> bool {
+pub(crate) fn command_allowed(cfg: &PluginConfig, program: &str) -> bool {
     !program.is_empty() && cfg.allow_commands.iter().any(|c| c == program)
 }
 
 /// Runs a granted program to completion (see the WIT `process.run`).
-pub fn run_command(
+pub(crate) fn run_command(
     cfg: &PluginConfig,
     cmd: process::Command,
     deadline: Instant,
@@ -170,7 +170,7 @@ pub fn run_command(
 
 /// Whether `host` (lower case) on `port` is granted by `allow_hosts`: `host` (any port),
 /// `host:port`, or `*.domain` (any subdomain, any port).
-pub fn host_allowed(cfg: &PluginConfig, host: &str, port: u16) -> bool {
+pub(crate) fn host_allowed(cfg: &PluginConfig, host: &str, port: u16) -> bool {
     cfg.allow_hosts.iter().any(|entry| {
         let (pattern, want_port) = match entry.rsplit_once(':') {
             Some((h, p)) if !h.is_empty() && p.chars().all(|c| c.is_ascii_digit()) => {
@@ -191,12 +191,12 @@ pub fn host_allowed(cfg: &PluginConfig, host: &str, port: u16) -> bool {
 /// plugin to another) on a small runtime of its own, so guest calls block only their own thread.
 /// Both are made on first use: a host whose plugins never send HTTP starts no thread for it.
 #[derive(Default)]
-pub struct HttpCapability {
+pub(crate) struct HttpCapability {
     inner: std::sync::OnceLock<Result<(tokio::runtime::Runtime, reqwest::Client), String>>,
 }
 
 impl HttpCapability {
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self::default()
     }
 
@@ -220,7 +220,7 @@ impl HttpCapability {
     }
 
     /// Sends a granted request (see the WIT `http.send`).
-    pub fn send(
+    pub(crate) fn send(
         &self,
         cfg: &PluginConfig,
         req: http::Request,

@@ -15,10 +15,10 @@ use wasmtime::{Config, Engine};
 use super::error::PluginError;
 
 /// The wasmtime major version the host is built on; part of every cache key.
-pub const WASMTIME_MAJOR: &str = "48";
+pub(crate) const WASMTIME_MAJOR: &str = "48";
 
 /// The shared engine: component model on, epoch interruption on (every call gets a deadline).
-pub fn new_engine() -> Result<Engine, PluginError> {
+pub(crate) fn new_engine() -> Result<Engine, PluginError> {
     let mut config = Config::new();
     config.wasm_component_model(true);
     config.epoch_interruption(true);
@@ -27,14 +27,14 @@ pub fn new_engine() -> Result<Engine, PluginError> {
 }
 
 /// Increments the engine's epoch every `tick`, on one thread, until dropped.
-pub struct EpochTicker {
+pub(crate) struct EpochTicker {
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
     pub tick: Duration,
 }
 
 impl EpochTicker {
-    pub fn start(engine: &Engine, tick: Duration) -> Result<Self, PluginError> {
+    pub(crate) fn start(engine: &Engine, tick: Duration) -> Result<Self, PluginError> {
         let stop = Arc::new(AtomicBool::new(false));
         let engine = engine.clone();
         let flag = stop.clone();
@@ -63,7 +63,7 @@ impl EpochTicker {
     }
 
     /// Epoch ticks that cover `timeout` (rounded up, plus the tick already under way).
-    pub fn ticks_for(&self, timeout: Duration) -> u64 {
+    pub(crate) fn ticks_for(&self, timeout: Duration) -> u64 {
         let tick = self.tick.as_nanos().max(1);
         let n = timeout.as_nanos().div_ceil(tick);
         u64::try_from(n).unwrap_or(u64::MAX / 2).saturating_add(1)
@@ -80,13 +80,13 @@ impl Drop for EpochTicker {
 }
 
 /// The SHA-256 of a wasm file, hex.
-pub fn wasm_sha256(bytes: &[u8]) -> String {
+pub(crate) fn wasm_sha256(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
 
 /// The cache file for a wasm with this hash on this engine: keyed by the wasm's SHA-256, the
 /// wasmtime major version and the engine's compatibility hash (its settings and target).
-pub fn cache_path(engine: &Engine, dir: &Path, wasm_sha: &str) -> PathBuf {
+pub(crate) fn cache_path(engine: &Engine, dir: &Path, wasm_sha: &str) -> PathBuf {
     let mut h = std::collections::hash_map::DefaultHasher::new();
     engine.precompile_compatibility_hash().hash(&mut h);
     dir.join(format!(
@@ -97,7 +97,7 @@ pub fn cache_path(engine: &Engine, dir: &Path, wasm_sha: &str) -> PathBuf {
 
 /// How a component was obtained.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CompileSource {
+pub(crate) enum CompileSource {
     /// Deserialized from the disk cache.
     Cache,
     /// Compiled now (and written to the cache when one is configured).
@@ -109,7 +109,7 @@ pub enum CompileSource {
 ///
 /// The cache directory must be writable by the operator only: a compiled artifact is trusted
 /// machine code.
-pub fn compile_cached(
+pub(crate) fn compile_cached(
     engine: &Engine,
     plugin: &str,
     path: &Path,
@@ -164,7 +164,7 @@ fn write_cache(component: &Component, file: &Path) -> Result<(), PluginError> {
 }
 
 /// A wasmtime error with its causes, `outer: inner: …`.
-pub fn error_chain(e: &wasmtime::Error) -> String {
+pub(crate) fn error_chain(e: &wasmtime::Error) -> String {
     let mut parts: Vec<String> = Vec::new();
     for cause in e.chain() {
         let s = cause.to_string();

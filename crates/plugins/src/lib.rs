@@ -13,13 +13,13 @@
 //!
 //! The author's guide is `docs/plugins.md`.
 
-pub mod bindings;
-pub mod capabilities;
-pub mod engine;
-pub mod error;
+mod bindings;
+mod capabilities;
+mod engine;
+mod error;
 pub mod host;
 pub mod inspect;
-pub mod metrics;
+mod metrics;
 pub mod openai;
 mod state;
 mod stderr_tail;

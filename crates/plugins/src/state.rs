@@ -24,7 +24,7 @@ const MAX_MEMORIES: usize = 16;
 const MAX_TABLE_ELEMENTS: usize = 1 << 20;
 
 /// The memory limit, remembering whether the guest ran into it (so the error says so).
-pub struct Limiter {
+pub(crate) struct Limiter {
     pub memory_bytes: usize,
     pub hit: bool,
 }
@@ -64,7 +64,7 @@ impl ResourceLimiter for Limiter {
 }
 
 /// One instance's store data.
-pub struct HostState {
+pub(crate) struct HostState {
     pub cfg: Arc<PluginConfig>,
     pub http: Arc<HttpCapability>,
     pub limiter: Limiter,
@@ -76,7 +76,7 @@ pub struct HostState {
 }
 
 impl HostState {
-    pub fn new(cfg: Arc<PluginConfig>, http: Arc<HttpCapability>) -> Self {
+    pub(crate) fn new(cfg: Arc<PluginConfig>, http: Arc<HttpCapability>) -> Self {
         let stderr = StderrTail::default();
         let mut b = WasiCtx::builder();
         b.stderr(stderr.clone())

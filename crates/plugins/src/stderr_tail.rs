@@ -13,10 +13,10 @@ use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
 
 /// Bytes of guest stderr kept.
-pub const STDERR_TAIL_BYTES: usize = 2048;
+pub(crate) const STDERR_TAIL_BYTES: usize = 2048;
 
 #[derive(Clone, Default)]
-pub struct StderrTail(Arc<Mutex<VecDeque<u8>>>);
+pub(crate) struct StderrTail(Arc<Mutex<VecDeque<u8>>>);
 
 impl StderrTail {
     fn push(&self, bytes: &[u8]) {
@@ -28,7 +28,7 @@ impl StderrTail {
     }
 
     /// What is kept, lossily decoded and trimmed; clears the buffer.
-    pub fn take(&self) -> String {
+    pub(crate) fn take(&self) -> String {
         let mut buf = self.0.lock().unwrap_or_else(|p| p.into_inner());
         let bytes: Vec<u8> = buf.drain(..).collect();
         String::from_utf8_lossy(&bytes).trim().to_string()

@@ -153,7 +153,7 @@ impl Admission {
 }
 
 /// How long ago Pingora accepted this connection (0 if it cannot tell).
-pub fn accept_wait(stream: &Stream) -> Duration {
+pub(crate) fn accept_wait(stream: &Stream) -> Duration {
     stream
         .get_timing_digest()
         .first()
@@ -164,7 +164,7 @@ pub fn accept_wait(stream: &Stream) -> Duration {
 
 /// The client format of a request from its first line: Anthropic's for `/v1/messages…`, the
 /// Responses API's for `/v1/responses…` (OpenAI's error JSON either way), else chat's.
-pub fn format_of(head: &[u8]) -> Format {
+pub(crate) fn format_of(head: &[u8]) -> Format {
     let line = head
         .split(|&b| b == b'\r' || b == b'\n')
         .next()
@@ -184,7 +184,7 @@ pub fn format_of(head: &[u8]) -> Format {
 }
 
 /// The whole answer to a refused connection: status line, headers, JSON body.
-pub fn refusal_response(err: &ApiError, format: Format) -> Vec<u8> {
+pub(crate) fn refusal_response(err: &ApiError, format: Format) -> Vec<u8> {
     let status = err.status();
     let body = err.body(format);
     let mut out = format!(
@@ -204,7 +204,7 @@ pub fn refusal_response(err: &ApiError, format: Format) -> Vec<u8> {
 
 /// Answers a connection over `limits.max_connections` and closes it; never takes longer than
 /// about three times `limits.refused_linger_ms`.
-pub async fn refuse(mut stream: Stream, limits: &Limits, metrics: &Metrics) {
+pub(crate) async fn refuse(mut stream: Stream, limits: &Limits, metrics: &Metrics) {
     let err = refusal(limits);
     metrics
         .connections_refused

@@ -37,7 +37,7 @@ use super::Proxy;
 /// wake-up that says the client's bytes are readable to the poll that reads them (its task
 /// waited that long in the run queue). Each measure goes to [`Admission::sample`], which
 /// `admit` consults to refuse requests while the workers are saturated.
-pub struct HeaderDeadline {
+pub(crate) struct HeaderDeadline {
     inner: Stream,
     /// Origin of the deadline's clock.
     origin: Instant,
@@ -83,7 +83,7 @@ impl std::fmt::Debug for HeaderDeadline {
 impl HeaderDeadline {
     /// A new connection: its first header is due within `limit`. Queueing delays go to
     /// `admission`, if given.
-    pub fn new(inner: Stream, limit: Duration, admission: Option<Arc<Admission>>) -> Self {
+    pub(crate) fn new(inner: Stream, limit: Duration, admission: Option<Arc<Admission>>) -> Self {
         let s = Self {
             inner,
             origin: Instant::now(),
@@ -148,14 +148,14 @@ fn wrapper(session: &Session) -> Option<&HeaderDeadline> {
 }
 
 /// The request header is in: no deadline while the request is served.
-pub fn header_done(session: &Session) {
+pub(crate) fn header_done(session: &Session) {
     if let Some(w) = wrapper(session) {
         w.disarm();
     }
 }
 
 /// The answer is done: the next header on this connection is due within `limit`.
-pub fn await_next_header(session: &Session, limit: Duration) {
+pub(crate) fn await_next_header(session: &Session, limit: Duration) {
     if let Some(w) = wrapper(session) {
         w.arm(limit);
     }

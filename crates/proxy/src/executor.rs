@@ -26,7 +26,7 @@ use dualrouter_core::conversation::Conversation;
 use dualrouter_plugins::{openai, InvokeRequest, InvokeResponse, PluginError};
 
 /// What one attempt on an executor plugin came to.
-pub enum Attempt {
+pub(crate) enum Attempt {
     /// The answer went to the client with this status.
     Answered(http::StatusCode),
     /// The plugin did not answer; the next candidate may.
@@ -37,7 +37,7 @@ pub enum Attempt {
 
 impl Attempt {
     /// The attempt's outcome label (decision record, `dualrouter_upstream_attempts_total`).
-    pub fn outcome(err: &ApiError) -> &'static str {
+    pub(crate) fn outcome(err: &ApiError) -> &'static str {
         match err {
             ApiError::UpstreamTimeout { .. } => "timeout",
             _ => "executor",
@@ -76,7 +76,7 @@ fn invoke_request(request: &ChatRequest, model: &Model) -> Result<InvokeRequest,
 
 /// The proxy's error for a plugin failure: its deadline is a timeout, the rest a failed
 /// executor. The detail names the plugin and the failure's kind; it is cut short.
-pub fn api_error(e: &PluginError, plugin: &str) -> ApiError {
+pub(crate) fn api_error(e: &PluginError, plugin: &str) -> ApiError {
     match e {
         PluginError::Timeout { .. } => ApiError::UpstreamTimeout {
             provider: plugin.to_string(),
@@ -90,7 +90,7 @@ pub fn api_error(e: &PluginError, plugin: &str) -> ApiError {
 }
 
 /// What one executor attempt is for.
-pub struct Call<'a> {
+pub(crate) struct Call<'a> {
     pub model: &'a Model,
     pub plugin: &'a str,
     pub request: &'a ChatRequest,
@@ -102,7 +102,7 @@ pub struct Call<'a> {
 /// One attempt: `invoke`, then the answer written in the client's format. `Err` only for what
 /// no other candidate could change (the request cannot be expressed for a plugin, or writing
 /// the answer failed).
-pub async fn attempt(
+pub(crate) async fn attempt(
     state: &ProxyState,
     session: &mut Session,
     ctx: &mut RequestCtx,
@@ -144,7 +144,7 @@ pub async fn attempt(
 /// The answer's body and content type in the client's format: the plugin's answer as a
 /// chat completion (or its stream), translated like any chat upstream's answer for a client of
 /// another format.
-pub fn render(
+pub(crate) fn render(
     format: Format,
     stream: bool,
     echo: dualrouter_wire::Echo,
@@ -199,7 +199,7 @@ async fn write_answer(
         ctx,
         request,
         Format::Chat,
-        dualrouter_wire::responses::EchoFields::from_obj(&request.body),
+        dualrouter_wire::EchoFields::from_obj(&request.body),
     );
     let (content_type, body) = render(ctx.format, request.stream, echo, &id, &model.id, resp);
     if let (Some(sink), Format::Responses) = (sink, ctx.format) {
@@ -207,7 +207,7 @@ async fn write_answer(
         let answer = if request.stream {
             body.split(|&b| b == b'\n')
                 .filter_map(|l| l.strip_prefix(b"data: "))
-                .find_map(dualrouter_wire::responses::final_response)
+                .find_map(dualrouter_wire::final_response)
         } else {
             serde_json::from_slice(&body).ok()
         };

@@ -320,7 +320,7 @@ fn system_roots() -> Vec<X509> {
 /// The wire format a provider takes a request in, for a client speaking `client`: Anthropic's
 /// Messages for an Anthropic provider; for an OpenAI one, Responses when it serves them and
 /// the client speaks them (or when it serves nothing else), chat completions otherwise.
-pub fn upstream_format(provider: &Provider, client: Format) -> Format {
+pub(crate) fn upstream_format(provider: &Provider, client: Format) -> Format {
     match provider.kind {
         ProviderKind::Anthropic => Format::Messages,
         ProviderKind::Openai => match (provider.responses, client) {
@@ -333,7 +333,7 @@ pub fn upstream_format(provider: &Provider, client: Format) -> Format {
 }
 
 /// The API path (after the provider's base path) a request of `format` goes to.
-pub fn path_of(format: Format) -> &'static str {
+pub(crate) fn path_of(format: Format) -> &'static str {
     match format {
         Format::Chat => "/chat/completions",
         Format::Messages => "/messages",
@@ -346,7 +346,7 @@ pub fn path_of(format: Format) -> &'static str {
 /// proxy sets goes upstream, plus `forwarded`: the client headers a provider of the client's
 /// own format is meant to see (Anthropic's `anthropic-beta` and `anthropic-version`). The
 /// provider's configured `headers` come last and win.
-pub fn upstream_request(
+pub(crate) fn upstream_request(
     provider: &Provider,
     path: &str,
     body_len: usize,
@@ -417,7 +417,7 @@ pub fn upstream_request(
 
 /// The client headers an Anthropic upstream gets from an Anthropic client: its API version
 /// and beta features (unknown betas are the provider's to judge, never an error here).
-pub const ANTHROPIC_FORWARDED: &[&str] = &["anthropic-version", "anthropic-beta"];
+pub(crate) const ANTHROPIC_FORWARDED: &[&str] = &["anthropic-version", "anthropic-beta"];
 
 #[cfg(test)]
 mod tests {

@@ -14,7 +14,7 @@ use dualrouter_core::conversation::Conversation;
 
 /// The endpoints the proxy port serves.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Endpoint {
+pub(crate) enum Endpoint {
     ChatCompletions,
     /// Anthropic's Messages API.
     Messages,
@@ -41,7 +41,7 @@ pub enum Endpoint {
 
 impl Endpoint {
     /// The wire format errors on this endpoint use.
-    pub fn format(&self) -> Format {
+    pub(crate) fn format(&self) -> Format {
         match self {
             Self::Messages | Self::CountTokens => Format::Messages,
             Self::Responses
@@ -80,7 +80,7 @@ fn path_segment(s: &str) -> Result<String, ApiError> {
 }
 
 /// Matches method and path (the query string, e.g. Claude Code's `?beta=true`, is ignored).
-pub fn endpoint(method: &http::Method, path: &str) -> Result<Endpoint, ApiError> {
+pub(crate) fn endpoint(method: &http::Method, path: &str) -> Result<Endpoint, ApiError> {
     let path = path.trim_end_matches('/');
     let not_found = || ApiError::NotFound {
         method: method.to_string(),
@@ -135,7 +135,10 @@ pub fn endpoint(method: &http::Method, path: &str) -> Result<Endpoint, ApiError>
 
 /// Checks the client key (`Authorization: Bearer KEY` or `x-api-key: KEY`) against every
 /// configured key in constant time.
-pub fn authorize(auth: Option<&ClientAuth>, headers: &http::HeaderMap) -> Result<(), ApiError> {
+pub(crate) fn authorize(
+    auth: Option<&ClientAuth>,
+    headers: &http::HeaderMap,
+) -> Result<(), ApiError> {
     let Some(auth) = auth else {
         return Ok(());
     };
@@ -155,7 +158,7 @@ pub fn authorize(auth: Option<&ClientAuth>, headers: &http::HeaderMap) -> Result
 /// Who a request's stored responses belong to: `key:` and the first 16 hex digits of the
 /// client key's SHA-256 when client keys are configured (never the key itself), else
 /// `anonymous` (one shared owner: without keys the proxy does not tell clients apart).
-pub fn key_owner(auth: Option<&ClientAuth>, headers: &http::HeaderMap) -> String {
+pub(crate) fn key_owner(auth: Option<&ClientAuth>, headers: &http::HeaderMap) -> String {
     use sha2::{Digest, Sha256};
     if auth.is_none() {
         return "anonymous".into();
@@ -196,7 +199,7 @@ fn declared_length(session: &Session) -> Option<u64> {
 /// a body of up to 64 KiB (within `limits.refused_linger_ms`), so the connection can stay open
 /// for the client's next request instead of being closed; a larger, chunked or slower body is
 /// left, and the connection closed after the answer.
-pub async fn drain_refused_body(session: &mut Session, limits: &Limits) {
+pub(crate) async fn drain_refused_body(session: &mut Session, limits: &Limits) {
     let declared = declared_length(session);
     let expects_continue = session
         .req_header()
@@ -209,7 +212,7 @@ pub async fn drain_refused_body(session: &mut Session, limits: &Limits) {
 
 /// Reads the whole request body, refusing more than `limits.max_body_bytes` and a client that
 /// takes longer than `limits.client_body`.
-pub async fn read_body(session: &mut Session, limits: &Limits) -> Result<Bytes, ApiError> {
+pub(crate) async fn read_body(session: &mut Session, limits: &Limits) -> Result<Bytes, ApiError> {
     let cap = limits.max_body_bytes;
     let declared = declared_length(session);
     if declared.is_some_and(|n| n > cap as u64) {
@@ -644,7 +647,7 @@ pub struct Feedback {
 }
 
 /// Longest feedback comment kept.
-pub const MAX_COMMENT_CHARS: usize = 2000;
+pub(crate) const MAX_COMMENT_CHARS: usize = 2000;
 
 pub fn feedback_request(body: &[u8]) -> Result<Feedback, ApiError> {
     let v = json_object(body)?;

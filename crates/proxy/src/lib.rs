@@ -9,18 +9,26 @@
 //! prompts would reach the upstream empty. Holding the body ourselves also lets one request be
 //! replayed on another upstream (fallback) and answered by non-HTTP executors later.
 
-pub mod admission;
-pub mod deadline;
-pub mod error;
-pub mod executor;
-pub mod forward;
-pub mod ingress;
-pub mod relay;
-pub mod respond;
+mod admission;
+mod deadline;
+mod error;
+mod executor;
+mod forward;
+mod ingress;
+mod relay;
+mod respond;
 mod side;
-pub mod sse;
+mod sse;
 mod stored;
 
+pub use admission::Admission;
+pub use deadline::GuardedProxy;
+pub use error::Format;
+pub use forward::Upstream;
+pub use ingress::{
+    count_tokens_request, embeddings_request, feedback_request, route_request, ChatRequest,
+};
+pub use sse::{event_data, usage_of_body, SseFilter};
 pub use stored::prune_forever as prune_stored_responses;
 
 use std::sync::Arc;
@@ -34,18 +42,18 @@ use serde_json::json;
 
 use dualrouter_wire as wire;
 
-use crate::error::{ApiError, Format};
+use crate::error::ApiError;
 use dualrouter_core::config::validated::Backend;
 use dualrouter_core::config::{Config, Model};
 use dualrouter_core::conversation::Conversation;
 use dualrouter_core::metrics::Metrics;
-use dualrouter_routing::registry::Verdict;
+use dualrouter_routing::Verdict;
 use dualrouter_routing::{DualRouter, RouteOptions, RoutingDecision};
 use dualrouter_store::{
     prompt_hash, Attempt, CandidateScore, DecisionDetails, DecisionLog, DecisionRecord,
     ExcludedModel, Store, StoredFeatures,
 };
-use ingress::{ChatRequest, Endpoint};
+use ingress::Endpoint;
 
 /// What a request needs: one generation of the live state, built by the app (its `live`
 /// module) and swapped whole on a reload.
@@ -129,11 +137,6 @@ async fn try_admit(
         return Err(overloaded("limits.max_in_flight requests in flight"));
     }
     if proxy.admission.saturated(limits.max_queue) {
-        return Err(overloaded("its workers are saturated: limits.max_queue_ms"));
-    }
-    let queued = Instant::now();
-    tokio::task::yield_now().await;
-    if queued.elapsed() > limits.max_queue {
         return Err(overloaded("its workers are saturated: limits.max_queue_ms"));
     }
     Ok(slot)
@@ -466,9 +469,9 @@ async fn chat(
     let body_len = body.len();
     // A Responses request: what its answer repeats, and the conversation it continues.
     let mut sink = None;
-    let mut echo_fields = wire::responses::EchoFields::default();
+    let mut echo_fields = wire::EchoFields::default();
     if ctx.format == Format::Responses {
-        echo_fields = wire::responses::EchoFields::from_body(&body);
+        echo_fields = wire::EchoFields::from_body(&body);
         // This turn's own input (what a stored response keeps), before any history is added.
         let turn_input = stored::turn_input(&request.body);
         let previous_id = request
@@ -710,7 +713,7 @@ async fn chat(
                 .response_header()
                 .and_then(|h| h.headers.get(http::header::RETRY_AFTER))
                 .and_then(|v| v.to_str().ok())
-                .and_then(dualrouter_routing::registry::parse_retry_after);
+                .and_then(dualrouter_routing::parse_retry_after);
             let label = if status.as_u16() == 429 { "429" } else { "5xx" };
             registry.report(&model.id, Verdict::Failure { retry_after }, Some(label));
             push_attempt(state, ctx, model, label, Some(status.as_u16()), tried);
@@ -799,7 +802,7 @@ fn echo_for(
     ctx: &RequestCtx,
     request: &ChatRequest,
     upstream: Format,
-    fields: wire::responses::EchoFields,
+    fields: wire::EchoFields,
 ) -> wire::Echo {
     let ir = (upstream != ctx.format)
         .then(|| request.ir().ok())
@@ -810,7 +813,7 @@ fn echo_for(
         // Only Anthropic's stream says the prompt's size before the answer.
         input_estimate: ir
             .filter(|_| ctx.format == Format::Messages)
-            .map(wire::tokens::estimate)
+            .map(wire::estimate_tokens)
             .unwrap_or_default(),
         response_id: format!("resp_{}", ctx.decision_id.simple()),
         created: std::time::SystemTime::now()
@@ -913,7 +916,7 @@ fn fill_record(rec: &mut DecisionRecord, d: &RoutingDecision) {
 /// for Anthropic's clients.
 fn models_list(
     config: &Config,
-    registry: &dualrouter_routing::registry::Registry,
+    registry: &dualrouter_routing::Registry,
     anthropic: bool,
 ) -> serde_json::Value {
     let aliases = config
@@ -938,7 +941,7 @@ fn models_list(
 /// `GET /v1/models/{id}`: one routing alias or model.
 fn model_object(
     config: &Config,
-    registry: &dualrouter_routing::registry::Registry,
+    registry: &dualrouter_routing::Registry,
     id: &str,
     anthropic: bool,
 ) -> Option<serde_json::Value> {

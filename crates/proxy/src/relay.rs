@@ -38,7 +38,7 @@ const NOT_FORWARDED: &[&str] = &[
     ROUTE_HEADER,
 ];
 
-pub struct Relay<'a> {
+pub(crate) struct Relay<'a> {
     pub model: &'a Model,
     /// The provider answering (the model's backend).
     pub provider: &'a Provider,
@@ -59,7 +59,7 @@ pub struct Relay<'a> {
 }
 
 /// Resolves when the client has closed its connection (never while it stays open).
-pub async fn client_gone(session: &mut Session) {
+pub(crate) async fn client_gone(session: &mut Session) {
     loop {
         match session.downstream_session.read_body_or_idle(true).await {
             Err(_) => return,
@@ -69,7 +69,7 @@ pub async fn client_gone(session: &mut Session) {
     }
 }
 
-pub async fn relay(
+pub(crate) async fn relay(
     state: &ProxyState,
     session: &mut Session,
     ctx: &mut RequestCtx,
@@ -401,7 +401,7 @@ async fn read_whole(
 }
 
 /// `body` with every occurrence of `secret` replaced by `[redacted]`.
-pub fn redact(body: &[u8], secret: &str) -> bytes::Bytes {
+pub(crate) fn redact(body: &[u8], secret: &str) -> bytes::Bytes {
     let needle = secret.as_bytes();
     if needle.is_empty() || body.len() < needle.len() {
         return bytes::Bytes::copy_from_slice(body);

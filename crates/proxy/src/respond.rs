@@ -7,12 +7,12 @@ use pingora::proxy::Session;
 use super::{ProxyState, RequestCtx};
 use crate::error::ApiError;
 
-pub const DECISION_HEADER: &str = "x-dualrouter-decision-id";
-pub const MODEL_HEADER: &str = "x-dualrouter-model";
-pub const ROUTE_HEADER: &str = "x-dualrouter-route";
+pub(crate) const DECISION_HEADER: &str = "x-dualrouter-decision-id";
+pub(crate) const MODEL_HEADER: &str = "x-dualrouter-model";
+pub(crate) const ROUTE_HEADER: &str = "x-dualrouter-route";
 
 /// Writes a whole JSON response.
-pub async fn json(
+pub(crate) async fn json(
     session: &mut Session,
     status: http::StatusCode,
     value: &serde_json::Value,
@@ -26,7 +26,7 @@ pub async fn json(
 }
 
 /// Writes a whole response body of `content_type` as it is.
-pub async fn raw(
+pub(crate) async fn raw(
     session: &mut Session,
     status: http::StatusCode,
     body: Bytes,
@@ -72,7 +72,7 @@ async fn write_whole_as(
 }
 
 /// Logs an overload refusal at most once every 10 s, with how many there were since.
-pub fn overload_warning(err: &ApiError) {
+pub(crate) fn overload_warning(err: &ApiError) {
     use std::sync::atomic::{AtomicU64, Ordering};
     static REFUSED: AtomicU64 = AtomicU64::new(0);
     static LAST_S: AtomicU64 = AtomicU64::new(0);
@@ -97,7 +97,7 @@ pub fn overload_warning(err: &ApiError) {
 
 /// Answers with `err` in the client's format and counts it. If the request body may not have
 /// been read whole, the connection is closed afterwards rather than reused.
-pub async fn error(
+pub(crate) async fn error(
     state: &ProxyState,
     session: &mut Session,
     ctx: &RequestCtx,

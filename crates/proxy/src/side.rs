@@ -21,12 +21,12 @@ use dualrouter_core::config::{Model, Provider};
 use dualrouter_store::DecisionRecord;
 
 /// The header saying a token count is the proxy's estimate, not the provider's.
-pub const ESTIMATE_HEADER: &str = "x-dualrouter-token-count";
+pub(crate) const ESTIMATE_HEADER: &str = "x-dualrouter-token-count";
 
 /// `POST /v1/messages/count_tokens`: the count of the model the request names, or of the one
 /// routing picks for `auto`. An Anthropic model's provider counts; for any other model the
-/// answer is [`wire::tokens::estimate`] (and says so in `x-dualrouter-token-count: estimate`).
-pub async fn count_tokens(
+/// answer is [`wire::estimate_tokens`] (and says so in `x-dualrouter-token-count: estimate`).
+pub(crate) async fn count_tokens(
     state: &ProxyState,
     session: &mut Session,
     ctx: &mut RequestCtx,
@@ -75,7 +75,7 @@ pub async fn count_tokens(
             Ok(status)
         }
         _ => {
-            let n = request.ir().map(wire::tokens::estimate)?;
+            let n = request.ir().map(wire::estimate_tokens)?;
             respond::json(
                 session,
                 http::StatusCode::OK,
@@ -89,7 +89,7 @@ pub async fn count_tokens(
 
 /// `POST /v1/embeddings`: a concrete model of an OpenAI-compatible provider, its body passed on
 /// with the provider's model id; the tokens it reports are charged at the model's input price.
-pub async fn embeddings(
+pub(crate) async fn embeddings(
     state: &ProxyState,
     session: &mut Session,
     ctx: &mut RequestCtx,
@@ -139,7 +139,7 @@ pub async fn embeddings(
     .await?;
     let usage = serde_json::from_slice::<Value>(&answer)
         .ok()
-        .and_then(|v| v.get("usage").and_then(wire::chat::decode_usage));
+        .and_then(|v| v.get("usage").and_then(wire::decode_chat_usage));
     if let Some(rec) = ctx.record.as_mut() {
         rec.served_by(&model, usage.as_ref());
     }

@@ -12,10 +12,10 @@ use dualrouter_wire as wire;
 use crate::error::Format;
 
 /// An event larger than this is passed on unparsed rather than buffered further.
-pub const MAX_EVENT_BYTES: usize = 4 * 1024 * 1024;
+pub(crate) const MAX_EVENT_BYTES: usize = 4 * 1024 * 1024;
 
 /// Token counts as the upstream reported them (cached input apart).
-pub type Usage = wire::Usage;
+pub(crate) type Usage = wire::Usage;
 
 /// Reads the usage of a whole (non-streamed) answer in `format`.
 pub fn usage_of_body(format: Format, v: &serde_json::Value) -> Option<Usage> {
@@ -201,7 +201,7 @@ impl SseFilter {
                 self.done |= collector.done;
                 self.saw_error |= collector.errored;
                 if self.keep_final && (collector.done || collector.errored) {
-                    if let Some(r) = wire::responses::final_response(&data) {
+                    if let Some(r) = wire::final_response(&data) {
                         self.final_response = Some(r);
                     }
                 }
@@ -236,7 +236,7 @@ impl SseFilter {
         if v.get("error").is_some_and(|e| !e.is_null()) {
             self.saw_error = true;
         }
-        if let Some(u) = v.get("usage").and_then(wire::chat::decode_usage) {
+        if let Some(u) = v.get("usage").and_then(wire::decode_chat_usage) {
             self.usage = Some(u);
             let usage_only = v
                 .get("choices")
@@ -289,7 +289,7 @@ pub fn event_data(event: &[u8]) -> Option<Vec<u8>> {
 }
 
 /// An SSE event carrying an error in OpenAI's shape, for a stream that must end early.
-pub fn openai_error_event(message: &str, code: &str) -> Bytes {
+pub(crate) fn openai_error_event(message: &str, code: &str) -> Bytes {
     let v = serde_json::json!({
         "error": { "message": message, "type": "api_error", "param": null, "code": code }
     });

@@ -16,7 +16,7 @@ use dualrouter_core::metrics::Metrics;
 use dualrouter_store::{Store, StoredResponse};
 
 /// This turn's input items (a string input is one user message).
-pub fn turn_input(body: &Map<String, Value>) -> Value {
+pub(crate) fn turn_input(body: &Map<String, Value>) -> Value {
     match body.get("input") {
         Some(Value::String(s)) => json!([{"type": "message", "role": "user",
                                           "content": [{"type": "input_text", "text": s}]}]),
@@ -44,7 +44,11 @@ async fn on_control<T: Send + 'static>(
 
 /// The conversation a `previous_response_id` names, as input items; 404 when it does not
 /// exist, expired, or belongs to another key.
-pub async fn history(state: &ProxyState, id: &str, owner: &str) -> Result<Vec<Value>, ApiError> {
+pub(crate) async fn history(
+    state: &ProxyState,
+    id: &str,
+    owner: &str,
+) -> Result<Vec<Value>, ApiError> {
     let (store, id2, owner) = (state.store.clone(), id.to_string(), owner.to_string());
     on_control(state, async move {
         store
@@ -58,7 +62,11 @@ pub async fn history(state: &ProxyState, id: &str, owner: &str) -> Result<Vec<Va
     })
 }
 
-pub async fn get(state: &ProxyState, id: &str, owner: &str) -> Result<StoredResponse, ApiError> {
+pub(crate) async fn get(
+    state: &ProxyState,
+    id: &str,
+    owner: &str,
+) -> Result<StoredResponse, ApiError> {
     let (store, id2, owner) = (state.store.clone(), id.to_string(), owner.to_string());
     on_control(state, async move {
         store.get_response(&id2, &owner, chrono::Utc::now()).await
@@ -70,7 +78,7 @@ pub async fn get(state: &ProxyState, id: &str, owner: &str) -> Result<StoredResp
     })
 }
 
-pub async fn delete(state: &ProxyState, id: &str, owner: &str) -> Result<(), ApiError> {
+pub(crate) async fn delete(state: &ProxyState, id: &str, owner: &str) -> Result<(), ApiError> {
     let (store, id2, owner) = (state.store.clone(), id.to_string(), owner.to_string());
     let deleted = on_control(
         state,
@@ -88,7 +96,7 @@ pub async fn delete(state: &ProxyState, id: &str, owner: &str) -> Result<(), Api
 }
 
 /// `GET /v1/responses/{id}/input_items`: the input items of that turn, in OpenAI's list shape.
-pub fn input_items(r: &StoredResponse) -> Value {
+pub(crate) fn input_items(r: &StoredResponse) -> Value {
     let data: Vec<Value> = r.input.as_array().cloned().unwrap_or_default();
     let id_of = |v: Option<&Value>| v.and_then(|i| i.get("id")).cloned().unwrap_or(Value::Null);
     json!({
@@ -101,7 +109,7 @@ pub fn input_items(r: &StoredResponse) -> Value {
 }
 
 /// Where one answer goes to be stored.
-pub struct Sink {
+pub(crate) struct Sink {
     pub store: Store,
     pub control: tokio::runtime::Handle,
     pub owner: String,
@@ -116,7 +124,7 @@ pub struct Sink {
 impl Sink {
     /// Stores the `response` object the client is about to receive whole. A failure is
     /// logged and counted, and the answer still goes out (a later request naming it gets 404).
-    pub async fn save(&self, response: &Value) {
+    pub(crate) async fn save(&self, response: &Value) {
         let Some(id) = response.get("id").and_then(Value::as_str) else {
             return;
         };

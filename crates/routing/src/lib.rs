@@ -9,10 +9,13 @@
 //! 4. the best, then the rest as an ordered fallback chain (session affinity may put the
 //!    conversation's earlier model first).
 
-pub mod affinity;
+mod affinity;
 pub mod classify;
-pub mod registry;
-pub mod scorer;
+mod registry;
+mod scorer;
+
+pub use registry::{parse_retry_after, probe, Discovered, Registry, Verdict};
+pub use scorer::Scorer;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -25,9 +28,7 @@ use classify::arch_router::ArchRouterClient;
 use classify::embedded::{EmbeddedClassifier, HeadTraining};
 use classify::{Classifier, Route, RouteSource, RouteSpec};
 use dualrouter_core::conversation::Conversation;
-use scorer::Scorer;
 
-use crate::registry::Registry;
 use dualrouter_core::config::{Config, Model};
 use dualrouter_core::metrics::Metrics;
 use dualrouter_core::policy::Policy;

@@ -13,7 +13,7 @@ use serde_json::Value;
 use super::{Store, StoreError};
 
 /// The longest chain of `previous_response_id`s read back for one request.
-pub const MAX_CHAIN: i64 = 10_000;
+pub(crate) const MAX_CHAIN: i64 = 10_000;
 
 /// One stored response.
 #[derive(Debug, Clone, PartialEq)]

@@ -10,9 +10,9 @@ use serde_json::Value;
 
 use dualrouter_wire as wire;
 
-use dualrouter_proxy::error::Format;
-use dualrouter_proxy::ingress::ChatRequest;
-use dualrouter_proxy::sse::SseFilter;
+use dualrouter_proxy::ChatRequest;
+use dualrouter_proxy::Format;
+use dualrouter_proxy::SseFilter;
 use dualrouter_routing::classify::arch_router;
 use dualrouter_routing::classify::RouteSpec;
 
@@ -49,7 +49,7 @@ fn check_request(req: &ChatRequest) {
     let _ = req.max_output_tokens();
     let _ = req.conversation();
     if let Ok(ir) = req.ir() {
-        let _ = wire::tokens::estimate(ir);
+        let _ = wire::estimate_tokens(ir);
         let _ = wire::ToolNames::new(ir);
     }
     for upstream in FORMATS {
@@ -101,9 +101,9 @@ pub fn openai_request(data: &[u8]) {
         assert!(!req.model.trim().is_empty());
         check_request(&req);
     }
-    let _ = dualrouter_proxy::ingress::route_request(data);
-    let _ = dualrouter_proxy::ingress::embeddings_request(data);
-    if let Ok(f) = dualrouter_proxy::ingress::feedback_request(data) {
+    let _ = dualrouter_proxy::route_request(data);
+    let _ = dualrouter_proxy::embeddings_request(data);
+    if let Ok(f) = dualrouter_proxy::feedback_request(data) {
         assert!((0.0..=1.0).contains(&f.score));
         assert!(uuid::Uuid::parse_str(&f.decision_id).is_ok());
     }
@@ -115,8 +115,8 @@ pub fn anthropic_request(data: &[u8]) {
         assert_eq!(req.format, Format::Messages);
         check_request(&req);
     }
-    if let Ok(req) = dualrouter_proxy::ingress::count_tokens_request(data) {
-        let _ = req.ir().map(wire::tokens::estimate);
+    if let Ok(req) = dualrouter_proxy::count_tokens_request(data) {
+        let _ = req.ir().map(wire::estimate_tokens);
     }
 }
 
@@ -161,7 +161,7 @@ pub fn sse_parse_and_translate(data: &[u8]) {
             }
         }
     }
-    let _ = dualrouter_proxy::sse::event_data(stream);
+    let _ = dualrouter_proxy::event_data(stream);
 }
 
 fn check_translated(out: &[u8]) {
@@ -186,7 +186,7 @@ pub fn response_translate(data: &[u8]) {
     }
     if let Ok(v) = serde_json::from_slice::<Value>(data) {
         for from in FORMATS {
-            let _ = dualrouter_proxy::sse::usage_of_body(from, &v);
+            let _ = dualrouter_proxy::usage_of_body(from, &v);
             let Ok(answer) = wire::decode_response(from, &v) else {
                 continue;
             };

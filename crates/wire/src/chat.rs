@@ -46,7 +46,7 @@ const CHAT_OUTPUT_ONLY: &[(&str, &str)] = &[
     ),
 ];
 
-pub fn decode_request(body: &Obj) -> Result<Request, WireError> {
+pub(crate) fn decode_request(body: &Obj) -> Result<Request, WireError> {
     let mut r = Request {
         origin: Some(Format::Chat),
         model: body
@@ -639,7 +639,7 @@ fn upstream_name<'a>(names: &ToolNames, name: &'a str, namespace: Option<&str>) 
     }
 }
 
-pub fn encode_request(
+pub(crate) fn encode_request(
     req: &Request,
     target: &Target<'_>,
     names: &ToolNames,
@@ -924,7 +924,7 @@ fn encode_stop(stop: &Stop, has_calls: bool) -> &'static str {
     }
 }
 
-pub fn decode_response(v: &Value) -> Result<Response, WireError> {
+pub(crate) fn decode_response(v: &Value) -> Result<Response, WireError> {
     let choice = v
         .get("choices")
         .and_then(|c| c.get(0))
@@ -967,7 +967,7 @@ fn encode_call(
     }
 }
 
-pub fn encode_response(r: &Response, echo: &Echo) -> Value {
+pub(crate) fn encode_response(r: &Response, echo: &Echo) -> Value {
     let mut text = String::new();
     let mut reasoning = String::new();
     let mut calls = Vec::new();

@@ -17,19 +17,22 @@
 //! (fuzzed in `fuzz/`). What is carried across and what is not is tabled in
 //! `docs/translation.md`.
 
-pub mod chat;
+mod chat;
 pub mod ir;
-pub mod messages;
-pub mod names;
-pub mod responses;
-pub mod seal;
-pub mod tokens;
+mod messages;
+mod names;
+mod responses;
+mod seal;
+mod tokens;
 mod util;
 
 use serde_json::Value;
 
+pub use chat::decode_usage as decode_chat_usage;
 pub use ir::{Event, Obj, Request, Response, Usage};
 pub use names::ToolNames;
+pub use responses::{final_response, EchoFields};
+pub use tokens::estimate as estimate_tokens;
 
 /// The `anthropic-version` sent to Anthropic upstreams unless the client or the provider's
 /// `headers` name another.

@@ -13,7 +13,7 @@ use crate::util::{get_str, get_u64, sse};
 use crate::{Echo, Format, Notes, Target, WireError};
 
 /// `max_tokens` sent when the client set no output cap (Anthropic requires one).
-pub const DEFAULT_MAX_TOKENS: u64 = 4096;
+pub(crate) const DEFAULT_MAX_TOKENS: u64 = 4096;
 
 /// Anthropic fields with no counterpart in the OpenAI formats (left out, with a note, when
 /// the request crosses). `context_management` edits only what Anthropic itself keeps of a
@@ -26,7 +26,7 @@ const MESSAGES_ONLY: &[&str] = &[
 ];
 
 /// Anthropic's `error.type` for an HTTP status.
-pub fn error_type(status: u16) -> &'static str {
+pub(crate) fn error_type(status: u16) -> &'static str {
     match status {
         400 | 405 | 408 | 422 => "invalid_request_error",
         401 => "authentication_error",
@@ -43,7 +43,7 @@ pub fn error_type(status: u16) -> &'static str {
 // ---------------------------------------------------------------------------------------------
 // Requests
 
-pub fn decode_request(body: &Obj) -> Result<Request, WireError> {
+pub(crate) fn decode_request(body: &Obj) -> Result<Request, WireError> {
     let mut r = Request {
         origin: Some(Format::Messages),
         model: get_str_o(body, "model").unwrap_or_default().to_string(),
@@ -427,7 +427,7 @@ fn push_blocks(
     }
 }
 
-pub fn encode_request(
+pub(crate) fn encode_request(
     req: &Request,
     target: &Target<'_>,
     names: &ToolNames,
@@ -740,7 +740,7 @@ fn last_tool_turn_thinks(turns: &[(&'static str, Vec<Value>)]) -> bool {
 /// A request forwarded to Anthropic as sent, less the thinking blocks no Anthropic model
 /// signed (issued by another provider, or unsigned) — Anthropic refuses those. If that leaves
 /// the last tool call without its thinking, thinking is turned off for the request.
-pub fn prepare_native(body: &mut Obj) -> Notes {
+pub(crate) fn prepare_native(body: &mut Obj) -> Notes {
     let mut notes = Notes::new();
     let mut removed = 0;
     if let Some(Value::Array(messages)) = body.get_mut("messages") {
@@ -845,7 +845,7 @@ fn encode_stop(stop: &Stop, has_calls: bool) -> (&'static str, Option<String>) {
     }
 }
 
-pub fn decode_response(v: &Value) -> Result<Response, WireError> {
+pub(crate) fn decode_response(v: &Value) -> Result<Response, WireError> {
     let mut r = Request::default();
     decode_turn(Role::Assistant, v.get("content"), 0, &mut r)?;
     Ok(Response {
@@ -876,7 +876,7 @@ fn call_input(names: &ToolNames, name: &str, arguments: &str, kind: CallKind) ->
         .unwrap_or_else(|| json!({}))
 }
 
-pub fn encode_response(r: &Response, echo: &Echo) -> Value {
+pub(crate) fn encode_response(r: &Response, echo: &Echo) -> Value {
     let mut content = Vec::new();
     let mut calls = false;
     for item in &r.output {

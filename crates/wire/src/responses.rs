@@ -45,7 +45,7 @@ const RESPONSES_REQUIRED: &[(&str, &str)] = &[
 // ---------------------------------------------------------------------------------------------
 // Requests
 
-pub fn decode_request(body: &Obj) -> Result<Request, WireError> {
+pub(crate) fn decode_request(body: &Obj) -> Result<Request, WireError> {
     let mut r = Request {
         origin: Some(Format::Responses),
         model: body
@@ -458,7 +458,7 @@ fn encode_parts(parts: &[Part], assistant: bool) -> Vec<Value> {
         .collect()
 }
 
-pub fn encode_request(
+pub(crate) fn encode_request(
     req: &Request,
     target: &Target<'_>,
     notes: &mut Notes,
@@ -681,7 +681,7 @@ pub fn encode_request(
 
 /// A request forwarded to a Responses upstream as sent, less the reasoning items OpenAI did not
 /// issue (an Anthropic signature carried in `encrypted_content`): OpenAI refuses those.
-pub fn prepare_native(body: &mut Obj) -> Notes {
+pub(crate) fn prepare_native(body: &mut Obj) -> Notes {
     let mut notes = Notes::new();
     if let Some(Value::Array(items)) = body.get_mut("input") {
         let before = items.len();
@@ -787,7 +787,7 @@ fn decode_output_item(it: &Value) -> Option<Item> {
     }
 }
 
-pub fn decode_response(v: &Value) -> Result<Response, WireError> {
+pub(crate) fn decode_response(v: &Value) -> Result<Response, WireError> {
     if get_str(v, "status") == Some("failed") {
         let msg = v
             .get("error")
@@ -1058,7 +1058,7 @@ fn status_of(stop: &Stop) -> &'static str {
     }
 }
 
-pub fn encode_response(r: &Response, echo: &Echo) -> String {
+pub(crate) fn encode_response(r: &Response, echo: &Echo) -> String {
     let mut output = Vec::new();
     for (n, item) in r.output.iter().enumerate() {
         match item {
@@ -1668,9 +1668,4 @@ pub fn final_response(data: &[u8]) -> Option<Value> {
         }
         _ => None,
     }
-}
-
-/// The usage a Responses answer or final event reports.
-pub fn usage_of(response: &Value) -> Option<Usage> {
-    response.get("usage").and_then(decode_usage)
 }

@@ -20,17 +20,11 @@ const ANTHROPIC_REDACTED: &str = "dr1:ar:";
 const OPENAI_ENCRYPTED: &str = "dr1:oe:";
 /// The signature of reasoning that came without one (e.g. a chat upstream's
 /// `reasoning_content`): no provider takes it back.
-pub const UNSIGNED: &str = "dr1:none";
-
-/// Whether raw request bytes may carry a token of the other provider (a cheap check before a
-/// native request is inspected).
-pub fn may_hold_foreign(body: &[u8]) -> bool {
-    body.windows(4).any(|w| w == b"dr1:")
-}
+pub(crate) const UNSIGNED: &str = "dr1:none";
 
 /// The token for an Anthropic client's thinking `signature` (reasoning without one gets
 /// [`UNSIGNED`]).
-pub fn to_anthropic(s: Option<&Sealed>) -> String {
+pub(crate) fn to_anthropic(s: Option<&Sealed>) -> String {
     match s {
         None => UNSIGNED.to_string(),
         Some(s) => match s.origin {
@@ -41,7 +35,7 @@ pub fn to_anthropic(s: Option<&Sealed>) -> String {
 }
 
 /// A thinking `signature` from an Anthropic client (`None`: there is no token to return).
-pub fn from_anthropic(token: &str) -> Option<Sealed> {
+pub(crate) fn from_anthropic(token: &str) -> Option<Sealed> {
     if token.is_empty() || token == UNSIGNED {
         return None;
     }
@@ -59,7 +53,7 @@ pub fn from_anthropic(token: &str) -> Option<Sealed> {
 
 /// The token for a Responses client's `encrypted_content` (`redacted`: an Anthropic
 /// `redacted_thinking` block's data).
-pub fn to_openai(s: &Sealed, redacted: bool) -> String {
+pub(crate) fn to_openai(s: &Sealed, redacted: bool) -> String {
     match s.origin {
         Origin::OpenAi => s.value.clone(),
         Origin::Anthropic if redacted => format!("{ANTHROPIC_REDACTED}{}", s.value),
@@ -68,7 +62,7 @@ pub fn to_openai(s: &Sealed, redacted: bool) -> String {
 }
 
 /// An `encrypted_content` from a Responses client; `true` when it is redacted thinking.
-pub fn from_openai(token: &str) -> (Sealed, bool) {
+pub(crate) fn from_openai(token: &str) -> (Sealed, bool) {
     if let Some(v) = token.strip_prefix(ANTHROPIC_SIGNATURE) {
         return (
             Sealed {
@@ -117,7 +111,5 @@ mod tests {
         assert_eq!(from_anthropic(&to_anthropic(Some(&a))), Some(a.clone()));
         assert_eq!(to_anthropic(Some(&a)), "EqQBCkYI");
         assert_eq!(from_anthropic(&to_anthropic(None)), None);
-        assert!(may_hold_foreign(to_openai(&a, false).as_bytes()));
-        assert!(!may_hold_foreign(b"{\"signature\":\"EqQBCkYI\"}"));
     }
 }

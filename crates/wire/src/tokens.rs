@@ -16,7 +16,7 @@ const PER_ITEM: u64 = 4;
 const PER_IMAGE: u64 = 1600;
 
 /// One token per 4 bytes, rounded up.
-pub fn of_text(text: &str) -> u64 {
+pub(crate) fn of_text(text: &str) -> u64 {
     (text.len() as u64).div_ceil(4)
 }
 

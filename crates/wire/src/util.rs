@@ -2,16 +2,16 @@
 
 use serde_json::Value;
 
-pub fn get_str<'a>(v: &'a Value, k: &str) -> Option<&'a str> {
+pub(crate) fn get_str<'a>(v: &'a Value, k: &str) -> Option<&'a str> {
     v.get(k).and_then(Value::as_str)
 }
 
-pub fn get_u64(v: &Value, k: &str) -> Option<u64> {
+pub(crate) fn get_u64(v: &Value, k: &str) -> Option<u64> {
     v.get(k).and_then(Value::as_u64)
 }
 
 /// Seconds since the Unix epoch.
-pub fn unix_now() -> u64 {
+pub(crate) fn unix_now() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
@@ -19,7 +19,7 @@ pub fn unix_now() -> u64 {
 }
 
 /// An SSE event carrying `data` and, when given, its `event:` name.
-pub fn sse(out: &mut Vec<u8>, name: Option<&str>, data: &Value) {
+pub(crate) fn sse(out: &mut Vec<u8>, name: Option<&str>, data: &Value) {
     if let Some(name) = name {
         out.extend_from_slice(b"event: ");
         out.extend_from_slice(name.as_bytes());
@@ -33,7 +33,7 @@ pub fn sse(out: &mut Vec<u8>, name: Option<&str>, data: &Value) {
 
 /// The message of an upstream error body in any format, or the body's text (its first 500
 /// characters); and its `error.type` when it has one.
-pub fn error_message(body: &[u8]) -> (String, Option<String>) {
+pub(crate) fn error_message(body: &[u8]) -> (String, Option<String>) {
     let v: Option<Value> = serde_json::from_slice(body).ok();
     let err = v.as_ref().and_then(|v| v.get("error"));
     let message = err
@@ -59,7 +59,7 @@ pub fn error_message(body: &[u8]) -> (String, Option<String>) {
 }
 
 /// OpenAI's `error.type` for an HTTP status.
-pub fn openai_error_type(status: u16) -> &'static str {
+pub(crate) fn openai_error_type(status: u16) -> &'static str {
     match status {
         400 | 404 | 405 | 408 | 413 | 422 => "invalid_request_error",
         401 => "authentication_error",
@@ -70,7 +70,7 @@ pub fn openai_error_type(status: u16) -> &'static str {
 }
 
 /// The text of a JSON value that should be a string (anything else as its JSON).
-pub fn text_of(v: &Value) -> String {
+pub(crate) fn text_of(v: &Value) -> String {
     match v {
         Value::String(s) => s.clone(),
         Value::Null => String::new(),

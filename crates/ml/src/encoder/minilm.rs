@@ -13,13 +13,13 @@ use super::{
 };
 
 /// The ONNX Runtime library file `scripts/fetch-models.sh` extracts.
-pub const ORT_LIB_FILE: &str = "libonnxruntime.so.1.32.0";
+pub(super) const ORT_LIB_FILE: &str = "libonnxruntime.so.1.32.0";
 
 static ORT_ENV: OnceLock<ort::environment::Environment> = OnceLock::new();
 static ORT_INIT: Mutex<()> = Mutex::new(());
 
 /// Where the ONNX Runtime library is: `ORT_DYLIB_PATH`, else `<models>/onnxruntime/libonnxruntime.so.1.32.0`.
-pub fn ort_dylib_path(models_dir: &Path) -> PathBuf {
+pub(super) fn ort_dylib_path(models_dir: &Path) -> PathBuf {
     match std::env::var_os("ORT_DYLIB_PATH") {
         Some(p) if !p.is_empty() => PathBuf::from(p),
         _ => models_dir.join("onnxruntime").join(ORT_LIB_FILE),

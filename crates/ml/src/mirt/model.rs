@@ -72,10 +72,10 @@ pub struct Weights {
 
 mod f32_b64 {
     use serde::{Deserialize, Deserializer, Serializer};
-    pub fn serialize<S: Serializer>(v: &[f32], s: S) -> Result<S::Ok, S::Error> {
+    pub(super) fn serialize<S: Serializer>(v: &[f32], s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(&dualrouter_core::floats::to_b64(v))
     }
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<f32>, D::Error> {
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<f32>, D::Error> {
         let s = String::deserialize(d)?;
         dualrouter_core::floats::from_b64(&s).map_err(serde::de::Error::custom)
     }
@@ -83,10 +83,10 @@ mod f32_b64 {
 
 pub(crate) mod f32_b64_nested {
     use serde::{Deserialize, Deserializer, Serializer};
-    pub fn serialize<S: Serializer>(v: &[Vec<f32>], s: S) -> Result<S::Ok, S::Error> {
+    pub(crate) fn serialize<S: Serializer>(v: &[Vec<f32>], s: S) -> Result<S::Ok, S::Error> {
         s.collect_seq(v.iter().map(|x| dualrouter_core::floats::to_b64(x)))
     }
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Vec<f32>>, D::Error> {
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Vec<f32>>, D::Error> {
         let v = Vec::<String>::deserialize(d)?;
         v.iter()
             .map(|s| dualrouter_core::floats::from_b64(s).map_err(serde::de::Error::custom))

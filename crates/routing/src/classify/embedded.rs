@@ -192,15 +192,6 @@ impl EmbeddedClassifier {
         })
     }
 
-    /// From an already trained head (evaluation trains on data sets rather than policies).
-    pub fn from_parts(routes: Vec<RouteSpec>, head: SoftmaxHead, min_confidence: f32) -> Self {
-        Self {
-            routes,
-            head,
-            min_confidence,
-        }
-    }
-
     pub fn routes(&self) -> &[RouteSpec] {
         &self.routes
     }

@@ -93,14 +93,6 @@ impl Registry {
         Self::build(config, None, &Discovered::new(), None)
     }
 
-    /// A registry for a reloaded config with the same sources as `prev`: models that stay keep
-    /// their health.
-    pub fn from_config_after(config: &Config, prev: Option<&Registry>) -> Self {
-        let plugins = prev.and_then(|p| p.plugins.clone());
-        let discovered = prev.map(|p| p.discovered.clone()).unwrap_or_default();
-        Self::build(config, plugins, &discovered, prev)
-    }
-
     /// Every model of the config, then the discovered ones, then the executor plugins'.
     /// `prev` (the registry this one replaces) lends the health of the models that stay.
     pub fn build(
