@@ -31,7 +31,7 @@ use dualrouter_proxy::ProxyState;
 use dualrouter_proxy::Upstream;
 use dualrouter_routing::Registry;
 use dualrouter_routing::Scorer;
-use dualrouter_routing::{DualRouter, RouterError};
+use dualrouter_routing::{DualRouter, RouterError, RouterSections};
 use dualrouter_store::{DecisionLog, Store, StoreError};
 
 pub use dualrouter_core::config::reload::ReloadSettings;
@@ -100,7 +100,7 @@ impl Live {
         config_path: &Path,
         shared: Shared,
     ) -> Result<Arc<Self>, ReloadError> {
-        let discovered = dualrouter_routing::probe::discover(&config).await;
+        let discovered = discover(&config).await;
         let state = build(config, &shared, None, discovered).await?;
         Ok(Arc::new(Self {
             current: Arc::new(ArcSwap::from_pointee(state)),
@@ -141,7 +141,7 @@ impl Live {
             self.shared.store.seed_policies(&config.policies).await?;
             // Lists read now win; a provider that does not answer keeps its last one.
             let mut discovered = old.router.registry().discovered().clone();
-            discovered.extend(dualrouter_routing::probe::discover(&config).await);
+            discovered.extend(discover(&config).await);
             let state = build(config, &self.shared, Some(&old), discovered).await?;
             Ok::<_, ReloadError>((state, restart_needed))
         }
@@ -189,9 +189,12 @@ impl Live {
     /// date with what the registry now holds.
     pub async fn check_health(&self) {
         let state = self.current();
-        let found =
-            dualrouter_routing::probe::check_providers(&state.config, state.router.registry())
-                .await;
+        let found = dualrouter_routing::probe::check_providers(
+            &state.config.providers,
+            probe_timeout(&state.config),
+            state.router.registry(),
+        )
+        .await;
         match self.reload_discovered(found).await {
             Ok(Some(r)) => tracing::info!(models = r.models, "discovered models changed"),
             Ok(None) => {}
@@ -449,13 +452,59 @@ async fn build(
     prev: Option<&ProxyState>,
     discovered: dualrouter_routing::Discovered,
 ) -> Result<ProxyState, ReloadError> {
-    let store = &shared.store;
-    let policies = store.list_policies().await?;
     let plugins = load_plugins(&config, shared, prev).await?;
-    let registry = Arc::new(Registry::build(
+    let upstream =
+        Upstream::new(&config.providers).map_err(|e| ReloadError::Other(e.to_string()))?;
+    let config = Arc::new(config);
+    let (router, checkpoint_sha) = build_router(
         &config,
+        &shared.store,
         plugins,
         &discovered,
+        prev,
+        shared.metrics.clone(),
+    )
+    .await?;
+    Ok(ProxyState {
+        config,
+        upstream,
+        metrics: shared.metrics.clone(),
+        decision_log: shared.decision_log.clone(),
+        router: Arc::new(router),
+        store: shared.store.clone(),
+        control: shared.control.clone(),
+        checkpoint_sha,
+    })
+}
+
+/// How long a provider may take to answer a model list (discovery and health checks).
+fn probe_timeout(config: &Config) -> Duration {
+    Duration::from_millis(config.routing.health_checks.timeout_ms)
+}
+
+/// The lists of the providers with `discover_models` that answer now.
+pub async fn discover(config: &Config) -> dualrouter_routing::Discovered {
+    dualrouter_routing::probe::discover(&config.providers, probe_timeout(config)).await
+}
+
+/// The router of a generation: the store's policies and active checkpoint, the config's models
+/// with those `plugins` and `discovered` add, and what `prev` lends (the encoder when its
+/// settings are the same, the models' health, the conversations' models when the checkpoint is).
+/// Returns it with the checkpoint's SHA-256. Every generation of `serve` and the dry run of
+/// `route` are built here.
+pub async fn build_router(
+    config: &Arc<Config>,
+    store: &Store,
+    plugins: Option<Arc<dualrouter_plugins::PluginHost>>,
+    discovered: &dualrouter_routing::Discovered,
+    prev: Option<&ProxyState>,
+    metrics: Arc<dualrouter_core::metrics::Metrics>,
+) -> Result<(DualRouter, String), ReloadError> {
+    let policies = store.list_policies().await?;
+    let registry = Arc::new(Registry::build(
+        config,
+        plugins,
+        discovered,
         prev.map(|p| p.router.registry().as_ref()),
     ));
     let unplaced = registry.unplaced(
@@ -485,7 +534,7 @@ async fn build(
     };
     let (scorer, checkpoint_sha) = active_scorer(
         store,
-        &config,
+        config,
         prev.map(|p| p.checkpoint_sha.as_str()),
         &encoder,
         &registry,
@@ -497,28 +546,22 @@ async fn build(
             s.version == scorer.version && s.path == scorer.path
         })
         .map(|p| p.router.affinity());
-    let upstream = Upstream::new(&config).map_err(|e| ReloadError::Other(e.to_string()))?;
-    let config = Arc::new(config);
-    let router = {
-        let (config, metrics) = (config.clone(), shared.metrics.clone());
-        tokio::task::spawn_blocking(move || {
-            DualRouter::with_parts(
-                &config, encoder, scorer, &policies, registry, metrics, affinity,
-            )
-        })
-        .await
-        .map_err(|e| ReloadError::Other(format!("building the router: {e}")))??
-    };
-    Ok(ProxyState {
-        config,
-        upstream,
-        metrics: shared.metrics.clone(),
-        decision_log: shared.decision_log.clone(),
-        router: Arc::new(router),
-        store: shared.store.clone(),
-        control: shared.control.clone(),
-        checkpoint_sha,
+    let config = config.clone();
+    // Training the embedded classifier's head embeds every policy example: off the runtime.
+    let router = tokio::task::spawn_blocking(move || {
+        DualRouter::with_parts(
+            RouterSections::of(&config),
+            encoder,
+            scorer,
+            &policies,
+            registry,
+            metrics,
+            affinity,
+        )
     })
+    .await
+    .map_err(|e| ReloadError::Other(format!("building the router: {e}")))??;
+    Ok((router, checkpoint_sha))
 }
 
 /// The plugin host for `config`: the previous generation's when the plugin settings and files

@@ -21,8 +21,6 @@ use crate::trainer::Trainer;
 use dualrouter_core::config;
 use dualrouter_core::metrics::Metrics;
 use dualrouter_proxy::Proxy;
-use dualrouter_routing::DualRouter;
-use dualrouter_routing::Registry;
 use dualrouter_store::{self as store, DecisionLog};
 
 /// How long the decision log may take to drain at shutdown before the rest stays in its spool.
@@ -363,7 +361,10 @@ fn concrete_port(addr: SocketAddr) -> anyhow::Result<SocketAddr> {
 /// `dualrouter route`: the decision the proxy would make for a prompt; nothing is sent upstream.
 pub fn route_command(args: &crate::cli::RouteArgs) -> anyhow::Result<()> {
     // It serves nothing: the admin token, client keys and unset provider keys are not needed.
-    let config = config::load_with(&args.config, config::validated::Secrets::IfSet)?;
+    let config = Arc::new(config::load_with(
+        &args.config,
+        config::validated::Secrets::IfSet,
+    )?);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -371,19 +372,14 @@ pub fn route_command(args: &crate::cli::RouteArgs) -> anyhow::Result<()> {
     let decision = rt.block_on(async {
         // The store is the source of truth for policies; the config's seed them.
         let store = store::open_and_seed(&config.database, &config.policies).await?;
-        let policies = store.list_policies().await?;
         // The models `serve` would know: the config's, the discovered ones, the plugins'.
         let plugins =
             dualrouter_plugins::start(&config.plugins, &dualrouter_plugins::PluginMetrics::new()?)?;
-        let discovered = dualrouter_routing::probe::discover(&config).await;
-        let registry = Arc::new(Registry::build(&config, plugins, &discovered, None));
-        let encoder = Arc::new(dualrouter_ml::encoder::Encoder::load(&config.mirt.encoder)?);
-        // The checkpoint `serve` would use: the store's active one, or the config's.
-        let (scorer, _) =
-            crate::live::active_scorer(&store, &config, None, &encoder, &registry).await?;
+        let discovered = crate::live::discover(&config).await;
+        // Built as `serve` builds a generation: the store's active checkpoint, or the config's.
+        let (router, _) =
+            crate::live::build_router(&config, &store, plugins, &discovered, None, metrics).await?;
         store.close().await;
-        let router =
-            DualRouter::with_parts(&config, encoder, scorer, &policies, registry, metrics, None)?;
         let conversation = dualrouter_core::conversation::Conversation::from_prompt(&args.prompt);
         let opts = dualrouter_routing::RouteOptions {
             max_cost_per_mtok: args.max_cost,

@@ -18,7 +18,7 @@ use pingora::upstreams::peer::{HttpPeer, ALPN};
 
 use crate::error::{ApiError, Format, TimeoutPhase};
 use dualrouter_core::config::raw::{ProviderKind, ResponsesMode};
-use dualrouter_core::config::validated::{Config, Limits, Provider};
+use dualrouter_core::config::validated::{Limits, Provider};
 
 /// The system's trusted roots, read once when a provider needs them beside its own CA.
 const SYSTEM_BUNDLES: &[&str] = &[
@@ -40,9 +40,10 @@ pub struct Upstream {
 const DNS_TTL: Duration = Duration::from_secs(60);
 
 impl Upstream {
-    pub fn new(config: &Config) -> anyhow::Result<Self> {
+    /// The connector for these providers (each one's `ca_file` read now).
+    pub fn new(providers: &[Arc<Provider>]) -> anyhow::Result<Self> {
         let mut cas = HashMap::new();
-        for p in &config.providers {
+        for p in providers {
             if let Some(file) = &p.ca_file {
                 let mut certs = system_roots();
                 let pem = std::fs::read(file).map_err(|e| {

@@ -29,6 +29,9 @@ use classify::embedded::{EmbeddedClassifier, HeadTraining};
 use classify::{Classifier, Route, RouteSource, RouteSpec};
 use dualrouter_core::conversation::Conversation;
 
+use dualrouter_core::config::mirt::MirtSettings;
+use dualrouter_core::config::routing::RoutingSettings;
+use dualrouter_core::config::validated::ClassifierSettings;
 use dualrouter_core::config::{Config, Model};
 use dualrouter_core::metrics::Metrics;
 use dualrouter_core::policy::Policy;
@@ -221,11 +224,30 @@ pub fn routes_from_policies(policies: &[Policy]) -> Vec<RouteSpec> {
         .collect()
 }
 
+/// The config sections a router reads: its classifier, MIRT (objective and encoder limits) and
+/// routing settings.
+#[derive(Clone, Copy)]
+pub struct RouterSections<'a> {
+    pub classifier: &'a ClassifierSettings,
+    pub mirt: &'a MirtSettings,
+    pub routing: &'a RoutingSettings,
+}
+
+impl<'a> RouterSections<'a> {
+    pub fn of(config: &'a Config) -> Self {
+        Self {
+            classifier: &config.classifier,
+            mirt: &config.mirt,
+            routing: &config.routing,
+        }
+    }
+}
+
 impl DualRouter {
     /// A router from its parts; `affinity` carries conversations over from the router this one
     /// replaces (a reload with the same checkpoint).
     pub fn with_parts(
-        config: &Config,
+        config: RouterSections<'_>,
         encoder: Arc<Encoder>,
         scorer: Scorer,
         policies: &[Policy],

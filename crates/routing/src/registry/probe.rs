@@ -5,13 +5,14 @@
 //! `discover_models` its list is what discovery found. Errors are short labels (`connect`,
 //! `timeout`, `status 503`, …): never a URL with credentials, never a key.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
 
 use super::{Discovered, Registry};
 use dualrouter_core::config::raw::ProviderKind;
-use dualrouter_core::config::{Config, Provider};
+use dualrouter_core::config::Provider;
 
 /// The most a model list may weigh; a bigger answer is an error, not a memory sink.
 pub const MAX_LIST_BYTES: usize = 4 << 20;
@@ -129,12 +130,10 @@ fn bracket_v6(host: &str) -> String {
     }
 }
 
-/// Asks the providers with `discover_models` for their lists (at start and on reload); a
-/// provider that does not answer is logged and left out of the result.
-pub async fn discover(config: &Config) -> Discovered {
-    let timeout = Duration::from_millis(config.routing.health_checks.timeout_ms);
-    let asks = config
-        .providers
+/// Asks the providers with `discover_models` for their lists (at start and on reload), each
+/// within `timeout`; a provider that does not answer is logged and left out of the result.
+pub async fn discover(providers: &[Arc<Provider>], timeout: Duration) -> Discovered {
+    let asks = providers
         .iter()
         .filter(|p| p.discover_models)
         .map(|p| async move { (p.name.clone(), list_models(p, timeout).await) });
@@ -151,12 +150,15 @@ pub async fn discover(config: &Config) -> Discovered {
     found
 }
 
-/// One round of checks: every provider asked once, concurrently; each answer recorded in
-/// `registry`. Returns the lists of the providers with `discover_models` that answered.
-pub async fn check_providers(config: &Config, registry: &Registry) -> Discovered {
-    let timeout = Duration::from_millis(config.routing.health_checks.timeout_ms);
-    let asks = config
-        .providers
+/// One round of checks: every provider asked once, concurrently, within `timeout`; each answer
+/// recorded in `registry`. Returns the lists of the providers with `discover_models` that
+/// answered.
+pub async fn check_providers(
+    providers: &[Arc<Provider>],
+    timeout: Duration,
+    registry: &Registry,
+) -> Discovered {
+    let asks = providers
         .iter()
         .map(|p| async move { (p, list_models(p, timeout).await) });
     let mut found = Discovered::new();
