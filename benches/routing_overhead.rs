@@ -7,7 +7,12 @@
 //! Run: `cargo bench --bench routing_overhead` (or `make bench`).
 //! Knobs (env): BENCH_RATES="20,50", BENCH_SECONDS=10, BENCH_MINILM_THREADS="1" (the MiniLM
 //! proxy's `mirt.encoder.threads`; a list such as "1,2" starts one MiniLM proxy per value, all
-//! interleaved in the same run).
+//! interleaved in the same run), BENCH_BASELINE_BIN=/path/to/an/older/dualrouter (adds a static
+//! proxy run by that binary to the same run, and prints new ÷ baseline for the added latencies:
+//! how a refactor is checked to cost nothing).
+//!
+//! Beside the proxies, the demo upstream is asked directly (same rate, interleaved), so each
+//! proxy's pass-through and routed latency is also given as added over the upstream alone.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -232,6 +237,13 @@ fn main() {
         })
         .collect();
     proxies.push(("static".into(), start_proxy(bin, up_port, "static", 1)));
+    let baseline = std::env::var("BENCH_BASELINE_BIN").ok();
+    if let Some(old) = &baseline {
+        proxies.push((
+            "static, baseline".into(),
+            start_proxy(old, up_port, "static", 1),
+        ));
+    }
     let rss_idle: Vec<(f64, f64)> = proxies
         .iter()
         .map(|(_, p)| rss_mb(p.child.0.id()))
@@ -258,6 +270,8 @@ fn main() {
         );
         for rate in rates {
             // Per proxy: its pass-through series, then its routed one.
+            // The upstream alone comes last.
+            let direct = format!("http://127.0.0.1:{up_port}/v1/chat/completions");
             let series: Vec<Arc<Series>> = proxies
                 .iter()
                 .flat_map(|(label, p)| {
@@ -266,6 +280,7 @@ fn main() {
                         (format!("routed, {label}"), url(p), "auto"),
                     ]
                 })
+                .chain([("direct (upstream alone)".to_string(), direct, "small")])
                 .map(|(name, url, model)| {
                     Arc::new(Series {
                         name,
@@ -293,7 +308,9 @@ fn main() {
             for (label, p) in &proxies {
                 steps.push((label, step_medians(&client, &p.admin, rate * secs / 3).await));
             }
-            for (i, s) in series.iter().enumerate() {
+            let direct = &base[series.len() - 1];
+            let (d50, d99) = (pct_ms(direct, 0.5), pct_ms(direct, 0.99));
+            for (i, s) in series.iter().enumerate().take(series.len() - 1) {
                 let pass = &base[i - i % 2];
                 let (p50, p99) = (pct_ms(&base[i], 0.5), pct_ms(&base[i], 0.99));
                 let (b50, b99) = (pct_ms(pass, 0.5), pct_ms(pass, 0.99));
@@ -311,6 +328,32 @@ fn main() {
             }
             for (label, m) in steps {
                 println!("{rate:>6} {label:>30} decision steps, median ms: {m}");
+            }
+            // Over the upstream alone: (pass p50, pass p99, routed p50, routed p99) per proxy.
+            let mut over_direct = Vec::new();
+            for (k, (label, _)) in proxies.iter().enumerate() {
+                let (pass, routed) = (&base[2 * k], &base[2 * k + 1]);
+                let added = [
+                    pct_ms(pass, 0.5) - d50,
+                    pct_ms(pass, 0.99) - d99,
+                    pct_ms(routed, 0.5) - d50,
+                    pct_ms(routed, 0.99) - d99,
+                ];
+                println!(
+                    "{rate:>6} {label:>30} over the upstream alone ({d50:.3} / {d99:.3} ms): \
+                     pass-through added p50 {:.3} ms, p99 {:.3} ms; routed added p50 {:.3} ms, p99 {:.3} ms",
+                    added[0], added[1], added[2], added[3]
+                );
+                over_direct.push(added);
+            }
+            if baseline.is_some() {
+                let (new, old) = (over_direct[proxies.len() - 2], over_direct[proxies.len() - 1]);
+                println!(
+                    "{rate:>6} {:>30} pass-through added p99 {:.2}x, routed added p50 {:.2}x",
+                    "static: new / baseline",
+                    new[1] / old[1],
+                    new[2] / old[2]
+                );
             }
         }
     });

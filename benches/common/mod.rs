@@ -59,7 +59,7 @@ pub fn demo_upstream(bin: &str) -> (Kill, u16) {
 
 /// One line naming what a run measured on: the CPU's model name, the vector extensions the encoder's integer
 /// kernels depend on, the cores and the load average at the start. Encoder timings differ more between CPUs than
-/// between anything we change (docs/mirt-measurements.md), so a figure goes with its machine.
+/// between anything we change (docs/benchmarks.md#encoder-and-classification), so a figure goes with its machine.
 pub fn machine() -> String {
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
     let field = |name: &str| {

@@ -1,4 +1,4 @@
-//! Routing-quality metrics (definitions of `../shared/data/README.md`), baselines and the cost-quality plot.
+//! Routing-quality metrics (defined in `docs/routing.md#evaluation`), baselines and the cost-quality plot.
 //!
 //! - hull: the non-decreasing upper convex hull of a router's (cost, quality) points: the upper concave chain up to
 //!   the highest point, then flat to the right (spending more never has to lower quality).

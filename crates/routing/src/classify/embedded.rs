@@ -2,7 +2,7 @@
 //! scores with), by a small softmax-regression head trained on each route's description and
 //! example utterances.
 //!
-//! Why a trained head rather than nearest centroid: on HWU64 (`../shared/data/README.md`) a
+//! Why a trained head rather than nearest centroid: on HWU64 (`docs/routing.md#the-embedded-classifier`) a
 //! logistic head over all-MiniLM-L6-v2 embeddings measured 91.2% domain/action against 85.9% for
 //! nearest centroid. The head needs examples; a route with only a description still works (its
 //! description is its one example).
