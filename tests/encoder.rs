@@ -174,3 +174,49 @@ fn corrupt_model_is_a_clear_error() {
         "{err}"
     );
 }
+
+#[test]
+fn a_pool_of_sessions_encodes_concurrent_prompts_as_one_session_does_serially() {
+    let cfg = |sessions| EncoderConfig {
+        kind: EncoderKind::MinilmInt8,
+        models_dir: models_dir(),
+        // Every pass a real one: no cached answer.
+        cache_size: 0,
+        sessions,
+        ..EncoderConfig::default()
+    };
+    let prompts: Vec<String> = (0..24)
+        .map(|i| format!("prompt {i}: fix the failing test in module {}", i * 7))
+        .collect();
+    let one = Encoder::load(&cfg(1)).unwrap();
+    let serial: Vec<_> = prompts.iter().map(|p| one.embed(p).unwrap()).collect();
+    let pool = Encoder::load(&cfg(3)).unwrap();
+    let concurrent: Vec<Vec<std::sync::Arc<[f32]>>> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..4)
+            .map(|t| {
+                let (pool, prompts) = (&pool, &prompts);
+                s.spawn(move || {
+                    prompts
+                        .iter()
+                        .skip(t)
+                        .step_by(4)
+                        .map(|p| pool.embed(p).unwrap())
+                        .collect()
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for (t, vecs) in concurrent.iter().enumerate() {
+        for (k, v) in vecs.iter().enumerate() {
+            let i = t + 4 * k;
+            let diff = v
+                .iter()
+                .zip(serial[i].iter())
+                .map(|(a, b)| (a - b).abs())
+                .fold(0f32, f32::max);
+            assert!(diff <= 1e-6, "prompt {i}: off by {diff}");
+        }
+    }
+    assert_eq!(concurrent.iter().map(Vec::len).sum::<usize>(), prompts.len());
+}

@@ -42,6 +42,11 @@ pub struct EncoderConfig {
     /// ONNX Runtime intra-op threads.
     #[serde(default = "default_threads")]
     pub threads: usize,
+    /// ONNX Runtime sessions, each one encoder pass at a time, so this many prompts are encoded
+    /// at once. 0 (the default): one per proxy worker thread (`server.threads`); a command
+    /// without workers (`train`, `eval`) uses one.
+    #[serde(default)]
+    pub sessions: usize,
 }
 
 fn default_models_dir() -> PathBuf {
@@ -73,6 +78,7 @@ impl Default for EncoderConfig {
             batch_size: default_batch(),
             cache_size: default_cache(),
             threads: default_threads(),
+            sessions: 0,
         }
     }
 }

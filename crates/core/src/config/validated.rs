@@ -408,7 +408,10 @@ pub fn validate_with(
     }
 
     let classifier = classifier(&raw.classifier, env, &mut p);
-    let mirt = raw.mirt.clone().unwrap_or_default();
+    let mut mirt = raw.mirt.clone().unwrap_or_default();
+    if mirt.encoder.sessions == 0 {
+        mirt.encoder.sessions = raw.server.threads.max(1);
+    }
     if let Err(e) = mirt.validate() {
         // The message starts with its field path (`mirt.…: …`).
         p.0.push(e);

@@ -4,6 +4,8 @@
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
 
+use super::pool::Pool;
+
 use ort::session::Session;
 use ort::value::Tensor;
 
@@ -53,7 +55,9 @@ fn environment(models_dir: &Path) -> Result<ort::environment::Environment> {
 
 pub struct MiniLm {
     tokenizer: tokenizers::Tokenizer,
-    session: Mutex<Session>,
+    /// ONNX Runtime sessions: each runs one pass at a time, so with N of them N prompts are
+    /// encoded at once (a session holds its own copy of the graph's weights and arena).
+    sessions: Pool<Session>,
     input_names: Vec<String>,
     cls: u32,
     sep: u32,
@@ -161,12 +165,19 @@ impl MiniLm {
             .map_err(rt)?
             .with_memory_pattern(tuning.memory_pattern)
             .map_err(rt)?;
-        let session = match &onnx_bytes {
-            Some(b) => builder.commit_from_memory(b),
-            None => builder.commit_from_file(&model),
+        let mut sessions = Vec::new();
+        for _ in 0..cfg.sessions.max(1) {
+            let session = match &onnx_bytes {
+                Some(b) => builder.commit_from_memory(b),
+                None => builder.commit_from_file(&model),
+            }
+            .map_err(|e| corrupt(e.to_string()))?;
+            sessions.push(session);
         }
-        .map_err(|e| corrupt(e.to_string()))?;
         drop(onnx_bytes);
+        let session = sessions
+            .first()
+            .ok_or_else(|| corrupt("no session".into()))?;
         let input_names: Vec<String> = session
             .inputs()
             .iter()
@@ -185,7 +196,7 @@ impl MiniLm {
             .ok_or_else(|| EncoderError::Tokenizer("no [SEP] token".into()))?;
         let mut me = Self {
             tokenizer,
-            session: Mutex::new(session),
+            sessions: Pool::new(sessions),
             input_names,
             cls,
             sep,
@@ -273,9 +284,9 @@ impl MiniLm {
             inputs.push((name.clone().into(), t.into()));
         }
         let mut session = self
-            .session
-            .lock()
-            .map_err(|_| EncoderError::Runtime("session lock poisoned".into()))?;
+            .sessions
+            .lend()
+            .map_err(|_| EncoderError::Runtime("session pool lock poisoned".into()))?;
         let outputs = session.run(inputs).map_err(rt)?;
         let (shape, data) = outputs[0].try_extract_tensor::<f32>().map_err(rt)?;
         if shape.len() != 3 || shape[0] as usize != b || shape[1] as usize != l {

@@ -17,6 +17,7 @@
 
 pub mod bert_onnx;
 mod minilm;
+mod pool;
 mod static_emb;
 
 use std::hash::{Hash, Hasher};
