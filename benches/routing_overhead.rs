@@ -6,8 +6,8 @@
 //!
 //! Run: `cargo bench --bench routing_overhead` (or `make bench`).
 //! Knobs (env): BENCH_RATES="20,50", BENCH_SECONDS=10, BENCH_MINILM_THREADS="1" (the MiniLM
-//! proxy's `mirt.encoder.threads`; a list such as "1,2" starts one MiniLM proxy per value, all
-//! interleaved in the same run), BENCH_BASELINE_BIN=/path/to/an/older/dualrouter (adds a static
+//! proxy's `mirt.encoder.threads`, or "T:S" with `mirt.encoder.sessions` S too; a list such as
+//! "1:1,1:2" starts one MiniLM proxy per value, all interleaved in the same run), BENCH_BASELINE_BIN=/path/to/an/older/dualrouter (adds a static
 //! proxy run by that binary to the same run, and prints new ÷ baseline for the added latencies:
 //! how a refactor is checked to cost nothing).
 //!
@@ -51,7 +51,13 @@ struct Proxy {
     _dir: tempfile::TempDir,
 }
 
-fn start_proxy(bin: &str, up_port: u16, encoder: &str, threads: usize) -> Proxy {
+fn start_proxy(
+    bin: &str,
+    up_port: u16,
+    encoder: &str,
+    threads: usize,
+    sessions: Option<usize>,
+) -> Proxy {
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("bench.yaml");
     let root = env!("CARGO_MANIFEST_DIR");
@@ -64,7 +70,7 @@ database: sqlite://{db}
 decision_log: {{ spool_dir: {spool} }}
 mirt:
   checkpoint: {root}/checkpoints/{checkpoint}
-  encoder: {{ kind: {encoder}, models_dir: {root}/models, threads: {threads} }}
+  encoder: {{ kind: {encoder}, models_dir: {root}/models, threads: {threads}{sessions} }}
 providers:
   - name: demo
     kind: openai
@@ -81,6 +87,7 @@ policies:
             db = dir.path().join("b.db").display(),
             checkpoint = if encoder == "static" { "static.json" } else { "default.json" },
             spool = dir.path().join("spool").display(),
+            sessions = sessions.map(|s| format!(", sessions: {s}")).unwrap_or_default(),
         ),
     )
     .unwrap();
@@ -219,29 +226,39 @@ fn main() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(10);
 
-    let threads: Vec<usize> = std::env::var("BENCH_MINILM_THREADS")
+    // "T" or "T:S": intra-op threads, and sessions (default: one per worker thread).
+    let threads: Vec<(usize, Option<usize>)> = std::env::var("BENCH_MINILM_THREADS")
         .unwrap_or_else(|_| "1".into())
         .split(',')
-        .filter_map(|t| t.trim().parse().ok())
+        .filter_map(|t| match t.trim().split_once(':') {
+            Some((t, s)) => Some((t.parse().ok()?, Some(s.parse().ok()?))),
+            None => Some((t.trim().parse().ok()?, None)),
+        })
         .collect();
 
     let (_upstream, up_port) = demo_upstream(bin);
     // (label, proxy): the MiniLM proxies, then the static one.
     let mut proxies: Vec<(String, Proxy)> = threads
         .iter()
-        .map(|&t| {
+        .map(|&(t, s)| {
             (
-                format!("MiniLM, {t} thr"),
-                start_proxy(bin, up_port, "minilm-int8", t),
+                match s {
+                    Some(s) => format!("MiniLM, {t} thr, {s} sess"),
+                    None => format!("MiniLM, {t} thr"),
+                },
+                start_proxy(bin, up_port, "minilm-int8", t, s),
             )
         })
         .collect();
-    proxies.push(("static".into(), start_proxy(bin, up_port, "static", 1)));
+    proxies.push((
+        "static".into(),
+        start_proxy(bin, up_port, "static", 1, None),
+    ));
     let baseline = std::env::var("BENCH_BASELINE_BIN").ok();
     if let Some(old) = &baseline {
         proxies.push((
             "static, baseline".into(),
-            start_proxy(old, up_port, "static", 1),
+            start_proxy(old, up_port, "static", 1, None),
         ));
     }
     let rss_idle: Vec<(f64, f64)> = proxies
