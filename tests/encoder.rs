@@ -218,5 +218,8 @@ fn a_pool_of_sessions_encodes_concurrent_prompts_as_one_session_does_serially() 
             assert!(diff <= 1e-6, "prompt {i}: off by {diff}");
         }
     }
-    assert_eq!(concurrent.iter().map(Vec::len).sum::<usize>(), prompts.len());
+    assert_eq!(
+        concurrent.iter().map(Vec::len).sum::<usize>(),
+        prompts.len()
+    );
 }

@@ -15,6 +15,7 @@ mod error;
 mod executor;
 mod forward;
 mod ingress;
+mod ready;
 mod relay;
 mod respond;
 mod side;
@@ -28,6 +29,7 @@ pub use forward::Upstream;
 pub use ingress::{
     count_tokens_request, embeddings_request, feedback_request, route_request, ChatRequest,
 };
+pub use ready::{readiness, Readiness};
 pub use sse::{event_data, usage_of_body, SseFilter};
 pub use stored::prune_forever as prune_stored_responses;
 
@@ -274,13 +276,20 @@ async fn handle(
     let endpoint = ingress::endpoint(&header.method, path)?;
     ctx.format = endpoint.format();
     let auth = state.config.auth.as_ref();
-    if endpoint != Endpoint::Health {
+    if !matches!(endpoint, Endpoint::Health | Endpoint::Ready) {
         ingress::authorize(auth, &session.req_header().headers)?;
     }
     let owner = ingress::key_owner(auth, &session.req_header().headers);
     match endpoint {
         Endpoint::Health => {
             respond::json(session, http::StatusCode::OK, &json!({"status": "ok"}), &[]).await
+        }
+        Endpoint::Ready => {
+            let r = ready::readiness(state).await;
+            if !r.ready {
+                return Err(ApiError::NotReady(r.body));
+            }
+            respond::json(session, http::StatusCode::OK, &r.body, &[]).await
         }
         Endpoint::Models => {
             let anthropic = wants_anthropic_shape(session.req_header());
