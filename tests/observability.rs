@@ -127,3 +127,157 @@ async fn readyz_says_no_model_is_healthy_when_every_provider_fails_its_checks() 
     assert_eq!(body["checks"]["store"]["ok"], true, "{body}");
     assert_eq!(body["checks"]["store"]["backend"], "sqlite", "{body}");
 }
+
+/// The log's lines, each parsed as JSON (every line must be one).
+fn json_lines(p: &Proxy) -> Vec<serde_json::Value> {
+    p.log()
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            serde_json::from_str(l).unwrap_or_else(|e| panic!("not a JSON log line ({e}): {l}"))
+        })
+        .collect()
+}
+
+/// The access line of `decision_id`, once it is in the log (bounded wait).
+async fn access_line(p: &Proxy, decision_id: &str) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(line) = json_lines(p)
+            .into_iter()
+            .find(|l| l["target"] == "dualrouter::access" && l["decision_id"] == decision_id)
+        {
+            return line;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no access line for {decision_id}:\n{}",
+            p.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn post_chat(p: &Proxy, key: &str, model: &str, stream: bool) -> String {
+    let r = reqwest::Client::new()
+        .post(p.url("/v1/chat/completions"))
+        .bearer_auth(key)
+        .json(&chat_body(model, "hello there", stream))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let id = r.headers()["x-dualrouter-decision-id"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    r.bytes().await.unwrap();
+    id
+}
+
+const CLIENT_KEY: &str = "sk-client-canary-7f3a9c";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_access_lines_carry_the_request_and_a_reload_changes_the_level() {
+    let mock = Mock::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}/d.db", dir.path().display());
+    let with_level = |level: &str| {
+        config(
+            &mock.base_url(),
+            &db,
+            &format!(
+                "auth: {{ keys_env: TEST_CLIENT_KEYS }}\nlog: {{ format: json, level: \"{level}\" }}\n"
+            ),
+        )
+    };
+    let p = Proxy::start_with_env(&with_level("info"), &[("TEST_CLIENT_KEYS", CLIENT_KEY)]).await;
+
+    let id = post_chat(&p, CLIENT_KEY, "m-cached", false).await;
+    let line = access_line(&p, &id).await;
+    assert_eq!(line["level"], "INFO", "{line}");
+    assert!(line["timestamp"].is_string(), "{line}");
+    assert_eq!(line["message"], "request", "{line}");
+    assert_eq!(line["method"], "POST", "{line}");
+    assert_eq!(line["path"], "/v1/chat/completions", "{line}");
+    assert_eq!(line["model"], "m-cached", "{line}");
+    assert_eq!(line["provider"], "mock", "{line}");
+    assert_eq!(line["status"], 200, "{line}");
+    assert_eq!(line["outcome"], "ok", "{line}");
+    assert_eq!(line["attempts"], 1, "{line}");
+    assert!(line["input_tokens"].as_u64().unwrap() > 0, "{line}");
+    assert!(line["output_tokens"].as_u64().unwrap() > 0, "{line}");
+    assert!(line["cached_tokens"].as_u64().unwrap() > 0, "{line}");
+    assert!(line["cost_usd"].as_f64().unwrap() > 0.0, "{line}");
+    assert!(line["latency_ms"].as_f64().unwrap() > 0.0, "{line}");
+    let steps: serde_json::Value =
+        serde_json::from_str(line["steps_ms"].as_str().unwrap()).unwrap();
+    assert!(steps["first_byte"].as_f64().is_some(), "{line}");
+    let key_id = line["key_id"].as_str().unwrap();
+    assert!(key_id.starts_with("key:") && key_id.len() == 20, "{line}");
+
+    // A refused request has its line too (no model, no tokens).
+    let r = reqwest::Client::new()
+        .post(p.url("/v1/chat/completions"))
+        .bearer_auth("sk-wrong-key-0000")
+        .json(&chat_body("m", "hi", false))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let refused = r.headers()["x-dualrouter-decision-id"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    let line = access_line(&p, &refused).await;
+    assert_eq!(line["status"], 401, "{line}");
+    assert_eq!(line["error_kind"], "unauthorized", "{line}");
+
+    // The level follows the config on reload: at `warn` no access line is written …
+    std::fs::write(p.dir.path().join("config.yaml"), with_level("warn")).unwrap();
+    let admin = reqwest::Client::new();
+    let r = admin
+        .post(format!("{}/api/reload", p.admin))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    let quiet = post_chat(&p, CLIENT_KEY, "m", false).await;
+    // … and back at `info` the next one is. Lines are written in order, so once the second
+    // request's line is in, the first one's would be too.
+    std::fs::write(p.dir.path().join("config.yaml"), with_level("info")).unwrap();
+    let r = admin
+        .post(format!("{}/api/reload", p.admin))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let loud = post_chat(&p, CLIENT_KEY, "m", true).await;
+    access_line(&p, &loud).await;
+    assert!(
+        !json_lines(&p)
+            .iter()
+            .any(|l| l["decision_id"] == quiet.as_str() && l["target"] == "dualrouter::access"),
+        "an access line was written at level warn"
+    );
+
+    // A level that is not a filter is refused, naming the key; the old level stays.
+    std::fs::write(
+        p.dir.path().join("config.yaml"),
+        with_level("info,dualrouter=nonsense"),
+    )
+    .unwrap();
+    let r = admin
+        .post(format!("{}/api/reload", p.admin))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 422);
+    assert!(r.text().await.unwrap().contains("log.level"));
+    let after = post_chat(&p, CLIENT_KEY, "m", false).await;
+    access_line(&p, &after).await;
+
+    // No secret in any line.
+    assert!(!p.log().contains(CLIENT_KEY));
+    assert!(!p.log().contains("sk-wrong-key-0000"));
+}

@@ -9,6 +9,7 @@
 //! prompts would reach the upstream empty. Holding the body ourselves also lets one request be
 //! replayed on another upstream (fallback) and answered by non-HTTP executors later.
 
+mod access;
 mod admission;
 mod deadline;
 mod error;
@@ -165,6 +166,8 @@ pub struct RequestCtx {
     pub affinity_key: Option<[u8; 16]>,
     /// The kind of the error answered, if any.
     pub error_kind: Option<&'static str>,
+    /// The client key's id (`key:` and 16 hex digits of its SHA-256), when keys are configured.
+    pub key_id: Option<String>,
     /// A non-SSE answer was cut after its header went out: the connection is closed without
     /// ending the body, so the client sees a truncated response rather than a complete one.
     pub abort_downstream: bool,
@@ -184,6 +187,7 @@ impl ProxyHttp for Proxy {
             record: None,
             affinity_key: None,
             error_kind: None,
+            key_id: None,
             abort_downstream: false,
         }
     }
@@ -212,13 +216,17 @@ impl ProxyHttp for Proxy {
             .requests
             .with_label_values(&[model, status.as_str()])
             .inc();
-        if let Some(mut rec) = ctx.record.take() {
+        let mut rec = ctx.record.take();
+        if let Some(rec) = rec.as_mut() {
             rec.http_status = Some(status.as_u16());
             if rec.status == "ok" && (status.is_client_error() || status.is_server_error()) {
                 rec.status = "error".into();
             }
-            rec.error_kind = ctx.error_kind.map(str::to_string).or(rec.error_kind);
+            rec.error_kind = ctx.error_kind.map(str::to_string).or(rec.error_kind.take());
             rec.total_latency_ms = Some(ctx.started.elapsed().as_secs_f64() * 1e3);
+        }
+        access::log(session, ctx, status, rec.as_ref());
+        if let Some(rec) = rec {
             state.decision_log.record(rec);
         }
         deadline::await_next_header(session, state.config.limits.client_header);
@@ -280,6 +288,9 @@ async fn handle(
         ingress::authorize(auth, &session.req_header().headers)?;
     }
     let owner = ingress::key_owner(auth, &session.req_header().headers);
+    if auth.is_some() {
+        ctx.key_id = Some(owner.clone());
+    }
     match endpoint {
         Endpoint::Health => {
             respond::json(session, http::StatusCode::OK, &json!({"status": "ok"}), &[]).await

@@ -296,7 +296,6 @@ pub(crate) async fn relay(
             .ok()
             .and_then(|v| usage_of_body(upstream_format, &v)),
     };
-    let u = usage.unwrap_or_default();
     if let Some(rec) = ctx.record.as_mut() {
         if let Some(u) = &usage {
             rec.served_by(model, Some(u));
@@ -336,19 +335,6 @@ pub(crate) async fn relay(
             session.set_keepalive(None);
         }
     }
-    tracing::info!(
-        target: "dualrouter::access",
-        decision_id = %ctx.decision_id,
-        model = %model.id,
-        provider = %provider.name,
-        status = status.as_u16(),
-        latency_ms = ctx.started.elapsed().as_millis() as u64,
-        input_tokens = u.prompt(),
-        cached_tokens = u.cache_read,
-        output_tokens = u.output,
-        cost_usd = model.cost.usd_of(&u),
-        "forwarded"
-    );
     Ok(status)
 }
 

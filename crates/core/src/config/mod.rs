@@ -2,6 +2,7 @@
 
 pub mod arch_router;
 pub mod encoder;
+pub mod log;
 pub mod mirt;
 pub mod plugins;
 pub mod raw;

@@ -17,6 +17,9 @@ pub struct RawConfig {
     pub listen: String,
     #[serde(default)]
     pub admin: RawAdmin,
+    /// Log format and level.
+    #[serde(default)]
+    pub log: crate::config::log::LogSettings,
     #[serde(default)]
     pub auth: Option<RawAuth>,
     #[serde(default)]

@@ -16,6 +16,8 @@ use super::{ConfigError, Secret};
 pub struct Config {
     pub listen: SocketAddr,
     pub admin: AdminConfig,
+    /// Log format (read at start) and level (applied by reloads).
+    pub log: crate::config::log::LogSettings,
     pub auth: Option<ClientAuth>,
     pub limits: Limits,
     pub server: ServerSettings,
@@ -429,6 +431,7 @@ pub fn validate_with(
         );
     }
     p.0.extend(raw.reload.problems());
+    p.0.extend(raw.log.problems());
     let decision_log = decision_log(&raw.decision_log, &mut p);
     let rs = &raw.response_store;
     for (field, v) in [
@@ -489,6 +492,7 @@ pub fn validate_with(
             token: admin_token,
             token_env: raw.admin.token_env.clone(),
         },
+        log: raw.log.clone(),
         auth,
         limits,
         server: ServerSettings {
