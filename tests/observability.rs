@@ -281,3 +281,168 @@ async fn json_access_lines_carry_the_request_and_a_reload_changes_the_level() {
     assert!(!p.log().contains(CLIENT_KEY));
     assert!(!p.log().contains("sk-wrong-key-0000"));
 }
+
+/// The value of the series `name{labels}` in a scrape (labels as the text format writes them).
+fn series(metrics: &str, name_and_labels: &str) -> Option<f64> {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(name_and_labels)?.trim().parse().ok())
+}
+
+/// The metric names a PromQL expression reads (every `dualrouter_…` identifier).
+fn metric_names(expr: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut rest = expr;
+    while let Some(i) = rest.find("dualrouter_") {
+        let tail = &rest[i..];
+        let end = tail
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == ':'))
+            .unwrap_or(tail.len());
+        out.push(tail[..end].to_string());
+        rest = &tail[end..];
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operator_metrics_and_every_dashboard_query_names_an_exported_metric() {
+    let mock = Mock::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}/d.db", dir.path().display());
+    let p = Proxy::start(&config(
+        &mock.base_url(),
+        &db,
+        // `auto` goes to m-stream (asked without streaming), so the other models' counts are
+        // their own requests'.
+        "decision_log: { batch_ms: 20 }\nrouting: { default_models: [m-stream] }\n",
+    ))
+    .await;
+    let client = reqwest::Client::new();
+    let send = |model: &'static str, stream: bool| {
+        let client = client.clone();
+        let url = p.url("/v1/chat/completions");
+        async move {
+            let r = client
+                .post(url)
+                .json(&chat_body(model, "count the tokens", stream))
+                .send()
+                .await
+                .unwrap();
+            let status = r.status().as_u16();
+            r.bytes().await.unwrap();
+            status
+        }
+    };
+    assert_eq!(send("m", false).await, 200);
+    assert_eq!(send("m-cached", false).await, 200);
+    assert_eq!(send("m-stream", true).await, 200);
+    assert_eq!(send("m-down", false).await, 503); // the provider's own 503, passed through
+    assert_eq!(send("nope", false).await, 404); // an error the proxy produces
+    assert_eq!(send("auto", false).await, 200); // routed
+
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let m = loop {
+        let m = p.metrics().await;
+        let written = series(&m, "dualrouter_decisions_written_total").unwrap_or(0.0);
+        if written >= 5.0 {
+            break m;
+        }
+        assert!(Instant::now() < deadline, "decisions not written:\n{m}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+
+    // Tokens and cost by model and provider.
+    for kind in ["input", "output", "cached"] {
+        let v = series(
+            &m,
+            &format!(
+                r#"dualrouter_tokens_total{{kind="{kind}",model="m-cached",provider="mock"}}"#
+            ),
+        );
+        assert!(
+            v.is_some_and(|v| v > 0.0),
+            "{kind} tokens of m-cached:\n{m}"
+        );
+    }
+    assert!(
+        series(
+            &m,
+            r#"dualrouter_tokens_total{kind="cached",model="m",provider="mock"}"#
+        )
+        .is_none(),
+        "no cached tokens for an answer without any:\n{m}"
+    );
+    let cost = series(
+        &m,
+        r#"dualrouter_cost_usd_total{model="m",provider="mock"}"#,
+    )
+    .unwrap();
+    // The echo mock's usage: 11 prompt and 7 completion tokens at 1 and 2 USD per million.
+    assert!(
+        (cost - (11.0 + 2.0 * 7.0) / 1e6).abs() < 1e-12,
+        "{cost}\n{m}"
+    );
+    // Streams: time to first token and duration, by model.
+    assert_eq!(
+        series(
+            &m,
+            r#"dualrouter_time_to_first_token_seconds_count{model="m-stream"}"#
+        ),
+        Some(1.0),
+        "{m}"
+    );
+    assert_eq!(
+        series(
+            &m,
+            r#"dualrouter_stream_duration_seconds_count{model="m-stream"}"#
+        ),
+        Some(1.0),
+        "{m}"
+    );
+    assert!(
+        series(
+            &m,
+            r#"dualrouter_time_to_first_token_seconds_count{model="m"}"#
+        )
+        .is_none(),
+        "a whole answer has no time to first token:\n{m}"
+    );
+    // Upstream latency by model (and provider).
+    assert_eq!(
+        series(
+            &m,
+            r#"dualrouter_upstream_latency_seconds_count{model="m-cached",provider="mock"}"#
+        ),
+        Some(1.0),
+        "{m}"
+    );
+
+    // The Grafana dashboard: every query reads only metrics this proxy exports.
+    let path = common::repo_root().join("docs/grafana/dualrouter.json");
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let exported: std::collections::HashSet<&str> = m
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.split(['{', ' ']).next())
+        .collect();
+    let panels = dashboard["panels"].as_array().unwrap();
+    assert!(panels.len() >= 10, "the dashboard has its panels");
+    let mut queries = 0;
+    for panel in panels {
+        for target in panel["targets"].as_array().unwrap() {
+            let expr = target["expr"].as_str().unwrap();
+            let names = metric_names(expr);
+            assert!(!names.is_empty(), "{expr}: reads no dualrouter metric");
+            for name in names {
+                assert!(
+                    exported.contains(name.as_str()),
+                    "panel '{}': {name} is not exported:\n{m}",
+                    panel["title"]
+                );
+            }
+            queries += 1;
+        }
+    }
+    assert!(queries >= panels.len());
+}

@@ -226,6 +226,9 @@ impl ProxyHttp for Proxy {
             rec.total_latency_ms = Some(ctx.started.elapsed().as_secs_f64() * 1e3);
         }
         access::log(session, ctx, status, rec.as_ref());
+        if let Some(rec) = rec.as_ref() {
+            count_usage(&state.metrics, rec);
+        }
         if let Some(rec) = rec {
             state.decision_log.record(rec);
         }
@@ -762,7 +765,7 @@ async fn chat(
         state
             .metrics
             .upstream_latency
-            .with_label_values(&[&provider.name])
+            .with_label_values(&[&provider.name, &model.id])
             .observe(exchange.upstream_latency.as_secs_f64());
         let echo = echo_for(ctx, &request, upstream_format, echo_fields.clone());
         let status = relay::relay(
@@ -840,6 +843,32 @@ fn echo_for(
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs()),
         fields,
+    }
+}
+
+/// Tokens and cost of an answered request, by model and provider.
+fn count_usage(metrics: &Metrics, rec: &DecisionRecord) {
+    let (Some(model), Some(provider)) = (rec.selected_model.as_deref(), rec.provider.as_deref())
+    else {
+        return;
+    };
+    for (kind, n) in [
+        ("input", rec.input_tokens),
+        ("output", rec.output_tokens),
+        ("cached", rec.cache_read_tokens),
+    ] {
+        if let Some(n) = n.filter(|n| *n > 0) {
+            metrics
+                .tokens
+                .with_label_values(&[model, provider, kind])
+                .inc_by(n);
+        }
+    }
+    if let Some(cost) = rec.cost_usd.filter(|c| c.is_finite() && *c > 0.0) {
+        metrics
+            .cost_usd
+            .with_label_values(&[model, provider])
+            .inc_by(cost);
     }
 }
 
