@@ -9,5 +9,6 @@ pub mod cli;
 pub mod demo;
 pub mod live;
 pub mod logging;
+pub mod retention;
 pub mod server;
 pub mod trainer;

@@ -329,16 +329,21 @@ async fn operator_metrics_and_every_dashboard_query_names_an_exported_metric() {
                 .await
                 .unwrap();
             let status = r.status().as_u16();
+            let id = r
+                .headers()
+                .get("x-dualrouter-decision-id")
+                .map(|v| v.to_str().unwrap().to_string());
             r.bytes().await.unwrap();
-            status
+            (status, id)
         }
     };
-    assert_eq!(send("m", false).await, 200);
-    assert_eq!(send("m-cached", false).await, 200);
-    assert_eq!(send("m-stream", true).await, 200);
-    assert_eq!(send("m-down", false).await, 503); // the provider's own 503, passed through
-    assert_eq!(send("nope", false).await, 404); // an error the proxy produces
-    assert_eq!(send("auto", false).await, 200); // routed
+    assert_eq!(send("m", false).await.0, 200);
+    assert_eq!(send("m-cached", false).await.0, 200);
+    assert_eq!(send("m-stream", true).await.0, 200);
+    assert_eq!(send("m-down", false).await.0, 503); // the provider's own 503, passed through
+    assert_eq!(send("nope", false).await.0, 404); // an error the proxy produces
+    let (status, routed) = send("auto", false).await;
+    assert_eq!(status, 200);
 
     let deadline = Instant::now() + Duration::from_secs(10);
     let m = loop {
@@ -350,6 +355,11 @@ async fn operator_metrics_and_every_dashboard_query_names_an_exported_metric() {
         assert!(Instant::now() < deadline, "decisions not written:\n{m}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
+
+    // By default a routed decision keeps its prompt embedding (what refits learn from).
+    let store = dualrouter_store::Store::open(&db).await.unwrap();
+    let rec = store.get_decision(&routed.unwrap()).await.unwrap().unwrap();
+    assert!(rec.features.is_some(), "{rec:?}");
 
     // Tokens and cost by model and provider.
     for kind in ["input", "output", "cached"] {
@@ -445,4 +455,156 @@ async fn operator_metrics_and_every_dashboard_query_names_an_exported_metric() {
         }
     }
     assert!(queries >= panels.len());
+}
+
+/// Inserts `n` decisions created `days_ago` days ago; returns their ids.
+async fn aged_decisions(store: &dualrouter_store::Store, n: usize, days_ago: i64) -> Vec<String> {
+    let at = chrono::Utc::now() - chrono::Duration::days(days_ago);
+    let recs: Vec<_> = (0..n)
+        .map(|i| {
+            let mut r = dualrouter_store::DecisionRecord::new("ok");
+            r.decision_id = dualrouter_store::DecisionRecord::new_id();
+            r.created_at = at + chrono::Duration::milliseconds(i as i64);
+            r.prompt_hash = dualrouter_store::prompt_hash(&format!("aged {days_ago} {i}"));
+            r.selected_model = Some("m".into());
+            r
+        })
+        .collect();
+    store.insert_decisions(&recs).await.unwrap();
+    recs.into_iter().map(|r| r.decision_id).collect()
+}
+
+async fn retention_prunes_old_rows_while_requests_flow(db: common::TestDb) {
+    let mock = Mock::start().await;
+    let store = db.open().await;
+    let p = Proxy::start(&config(
+        &mock.base_url(),
+        &db.url(),
+        "routing: { default_models: [m] }\n\
+         decision_log: { batch_ms: 20 }\n\
+         retention: { decisions_days: 30, feedback_days: 30, batch_rows: 7, interval_s: 1, store_embeddings: false }\n",
+    ))
+    .await;
+
+    // Requests keep flowing the whole time.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let driver = {
+        let url = p.url("/v1/chat/completions");
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let client = reqwest::Client::new();
+            let mut ids = Vec::new();
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                let model = if ids.len() % 2 == 0 { "m" } else { "auto" };
+                let r = client
+                    .post(&url)
+                    .json(&chat_body(model, &format!("request {}", ids.len()), false))
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(r.status(), 200);
+                ids.push(
+                    r.headers()["x-dualrouter-decision-id"]
+                        .to_str()
+                        .unwrap()
+                        .to_string(),
+                );
+                r.bytes().await.unwrap();
+            }
+            ids
+        })
+    };
+
+    // Rows that have aged past the retention (written now, dated 40 days back) and recent ones.
+    let old = aged_decisions(&store, 120, 40).await;
+    let recent = aged_decisions(&store, 30, 10).await;
+    let long_ago = chrono::Utc::now() - chrono::Duration::days(40);
+    let lately = chrono::Utc::now() - chrono::Duration::days(5);
+    for id in &recent[..10] {
+        store
+            .record_feedback_at(id, 0.5, Some("old comment"), long_ago)
+            .await
+            .unwrap();
+    }
+    for id in &recent[10..25] {
+        store
+            .record_feedback_at(id, 0.9, None, lately)
+            .await
+            .unwrap();
+    }
+
+    // Every old row goes (in batches of 7, rounds a second apart); recent ones stay.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let m = p.metrics().await;
+        let decisions = series(
+            &m,
+            r#"dualrouter_pruned_rows_total{table="routing_decisions"}"#,
+        )
+        .unwrap_or(0.0);
+        let feedback =
+            series(&m, r#"dualrouter_pruned_rows_total{table="feedback"}"#).unwrap_or(0.0);
+        if decisions >= 120.0 && feedback >= 10.0 {
+            assert_eq!((decisions, feedback), (120.0, 10.0), "{m}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "old rows not pruned: {decisions} decisions, {feedback} feedback"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let served = driver.await.unwrap();
+    assert!(
+        served.len() >= 10,
+        "requests kept flowing: {}",
+        served.len()
+    );
+
+    for id in &old {
+        assert!(
+            store.get_decision(id).await.unwrap().is_none(),
+            "old {id} kept"
+        );
+    }
+    for id in &recent {
+        assert!(
+            store.get_decision(id).await.unwrap().is_some(),
+            "recent {id} pruned"
+        );
+    }
+    assert_eq!(store.count_feedback().await.unwrap(), 15);
+    // The requests served meanwhile were all logged, routed ones without their embedding.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    for (i, id) in served.iter().enumerate() {
+        let rec = loop {
+            if let Some(rec) = store.get_decision(id).await.unwrap() {
+                break rec;
+            }
+            assert!(Instant::now() < deadline, "decision {id} never written");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        if i % 2 == 1 {
+            assert_ne!(
+                rec.route_source.as_deref(),
+                Some("explicit"),
+                "routed: {rec:?}"
+            );
+            assert!(rec.features.is_none(), "retention.store_embeddings: false");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_on_sqlite() {
+    retention_prunes_old_rows_while_requests_flow(common::TestDb::sqlite()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_on_postgres() {
+    let Some(db) = common::TestDb::postgres() else {
+        return;
+    };
+    retention_prunes_old_rows_while_requests_flow(db).await;
 }

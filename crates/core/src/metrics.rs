@@ -27,6 +27,8 @@ pub struct Metrics {
     pub tokens: IntCounterVec,
     /// USD spent at the models' prices, by model and provider.
     pub cost_usd: CounterVec,
+    /// Rows deleted by retention, by table (`routing_decisions`, `feedback`).
+    pub pruned: IntCounterVec,
     /// Request arrival → the first event of a streamed answer sent to the client, by model.
     pub time_to_first_token: HistogramVec,
     /// First event → end of a streamed answer that completed, by model.
@@ -105,6 +107,13 @@ impl Metrics {
                 "USD spent at the models' configured prices, by model and provider",
             ),
             &["model", "provider"],
+        )?;
+        let pruned = IntCounterVec::new(
+            Opts::new(
+                "dualrouter_pruned_rows_total",
+                "Rows deleted by retention (retention.decisions_days, feedback_days), by table",
+            ),
+            &["table"],
         )?;
         let time_to_first_token = HistogramVec::new(
             HistogramOpts::new(
@@ -205,6 +214,7 @@ impl Metrics {
         )?;
         registry.register(Box::new(formats.clone()))?;
         registry.register(Box::new(tokens.clone()))?;
+        registry.register(Box::new(pruned.clone()))?;
         registry.register(Box::new(cost_usd.clone()))?;
         registry.register(Box::new(time_to_first_token.clone()))?;
         registry.register(Box::new(stream_duration.clone()))?;
@@ -230,6 +240,7 @@ impl Metrics {
             upstream_latency,
             tokens,
             cost_usd,
+            pruned,
             time_to_first_token,
             stream_duration,
             overhead,

@@ -577,6 +577,9 @@ async fn chat(
         };
         ctx.route = Some(decision.route.name());
         fill_record(&mut record, &decision);
+        if !state.config.retention.store_embeddings {
+            record.features = None;
+        }
         let chain = std::iter::once(&decision.selected_model)
             .chain(&decision.fallbacks)
             .filter_map(|id| registry.get(id).cloned())

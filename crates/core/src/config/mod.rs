@@ -7,6 +7,7 @@ pub mod mirt;
 pub mod plugins;
 pub mod raw;
 pub mod reload;
+pub mod retention;
 pub mod routing;
 pub mod validated;
 

@@ -36,6 +36,8 @@ pub struct Config {
     /// `store::redact_url`.
     pub database: String,
     pub decision_log: DecisionLogConfig,
+    /// Pruning of old decisions and feedback; storing embeddings (applied by reloads).
+    pub retention: crate::config::retention::RetentionSettings,
     pub response_store: ResponseStoreSettings,
     /// Policies that seed the store at start.
     pub policies: Vec<crate::policy::PolicySpec>,
@@ -432,6 +434,7 @@ pub fn validate_with(
     }
     p.0.extend(raw.reload.problems());
     p.0.extend(raw.log.problems());
+    p.0.extend(raw.retention.problems());
     let decision_log = decision_log(&raw.decision_log, &mut p);
     let rs = &raw.response_store;
     for (field, v) in [
@@ -513,6 +516,7 @@ pub fn validate_with(
         mirt,
         database: raw.database.clone(),
         decision_log,
+        retention: raw.retention,
         response_store,
         policies,
         plugins,
