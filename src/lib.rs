@@ -8,5 +8,7 @@ pub mod admin;
 pub mod cli;
 pub mod demo;
 pub mod live;
+pub mod logging;
+pub mod retention;
 pub mod server;
 pub mod trainer;

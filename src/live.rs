@@ -242,6 +242,7 @@ impl Live {
                     checkpoint_version: state.router.scorer().version,
                     restart_needed,
                 };
+                crate::logging::apply(&state.config.log);
                 self.current.store(Arc::new(state));
                 self.shared
                     .metrics
@@ -417,6 +418,10 @@ fn restart_only_changes(old: &Config, new: &mut Config) -> Vec<String> {
         changed.push("decision_log");
         new.decision_log = old.decision_log.clone();
     }
+    if new.log.format != old.log.format {
+        changed.push("log.format");
+        new.log.format = old.log.format;
+    }
     if format!("{:?}", new.demo) != format!("{:?}", old.demo) {
         changed.push("demo");
         new.demo = old.demo;
@@ -452,6 +457,8 @@ async fn build(
     prev: Option<&ProxyState>,
     discovered: dualrouter_routing::Discovered,
 ) -> Result<ProxyState, ReloadError> {
+    // A level the filter cannot parse refuses the state, as any other invalid key does.
+    crate::logging::filter(&config.log).map_err(|e| ConfigError::Invalid(vec![e]))?;
     let plugins = load_plugins(&config, shared, prev).await?;
     let upstream =
         Upstream::new(&config.providers).map_err(|e| ReloadError::Other(e.to_string()))?;

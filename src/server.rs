@@ -91,6 +91,8 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
         let _guard = control.enter();
         live.watch();
     }
+    // Old decisions and feedback go in small batches (`retention:`, read at every round).
+    control.spawn(crate::retention::prune_forever(live.states()));
     let router = live.current().router.clone();
     tracing::info!(
         routes = router.routes().len(),

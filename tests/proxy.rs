@@ -568,7 +568,9 @@ async fn models_health_and_metrics() {
         "{m}"
     );
     assert!(
-        m.contains(r#"dualrouter_upstream_latency_seconds_count{provider="mock"} 1"#),
+        m.contains(
+            r#"dualrouter_upstream_latency_seconds_count{model="public-echo",provider="mock"} 1"#
+        ),
         "{m}"
     );
     assert!(

@@ -36,6 +36,9 @@ pub enum AdminError {
     /// Details are logged, not returned.
     #[error("internal error")]
     Internal,
+    /// `GET /readyz` while a check fails; the body is the readiness report itself.
+    #[error("not ready")]
+    NotReady(serde_json::Value),
 }
 
 impl AdminError {
@@ -49,7 +52,7 @@ impl AdminError {
             Self::UnknownModel { .. } | Self::Invalid { .. } | Self::ReloadRefused(_) => {
                 StatusCode::UNPROCESSABLE_ENTITY
             }
-            Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Unavailable | Self::NotReady(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -66,6 +69,7 @@ impl AdminError {
             Self::ReloadRefused(_) => "reload_refused",
             Self::Unavailable => "unavailable",
             Self::Internal => "internal",
+            Self::NotReady(_) => "not_ready",
         }
     }
 
@@ -78,7 +82,8 @@ impl AdminError {
             | Self::Conflict(_)
             | Self::ReloadRefused(_)
             | Self::Unavailable
-            | Self::Internal => None,
+            | Self::Internal
+            | Self::NotReady(_) => None,
         }
     }
 }
@@ -119,6 +124,9 @@ impl From<QueryRejection> for AdminError {
 
 impl IntoResponse for AdminError {
     fn into_response(self) -> Response {
+        if let Self::NotReady(report) = self {
+            return (StatusCode::SERVICE_UNAVAILABLE, axum::Json(report)).into_response();
+        }
         let mut error = json!({ "type": self.kind(), "message": self.to_string() });
         if let (Some(field), Some(obj)) = (self.field(), error.as_object_mut()) {
             obj.insert("field".into(), field.into());

@@ -25,7 +25,9 @@ use dualrouter_core::metrics::Metrics;
 /// The whole admin app: the API, `/metrics`, `/healthz` and the dashboard.
 pub fn router(state: AdminState, metrics: Arc<Metrics>) -> Router {
     let ops = ops_routes().finish(&state, metrics);
-    ops.merge(api_router(state.clone()))
+    let ready = ready_routes().finish(&state, state.clone());
+    ops.merge(ready)
+        .merge(api_router(state.clone()))
         .merge(stats::router(state))
         .merge(dashboard::router())
 }
@@ -34,6 +36,39 @@ fn ops_routes() -> Routes<Arc<Metrics>> {
     Routes::protected()
         .add(Method::GET, "/metrics", get(render_metrics))
         .add(Method::GET, "/healthz", get(|| async { "ok" }))
+}
+
+fn ready_routes() -> Routes<AdminState> {
+    Routes::protected().add(Method::GET, "/readyz", get(readyz))
+}
+
+/// The proxy port's readiness report (store, encoder, checkpoint, a healthy model); without a
+/// proxy (the API served alone) only the store is checked.
+async fn readyz(
+    State(state): State<AdminState>,
+) -> Result<axum::Json<serde_json::Value>, AdminError> {
+    let report = match &state.live {
+        Some(live) => dualrouter_proxy::readiness(&live.current()).await,
+        None => {
+            let ping =
+                tokio::time::timeout(std::time::Duration::from_secs(2), state.store.ping()).await;
+            let store = match ping {
+                Ok(Ok(())) => serde_json::json!({"ok": true}),
+                Ok(Err(e)) => serde_json::json!({"ok": false, "error": e.to_string()}),
+                Err(_) => serde_json::json!({"ok": false, "error": "no answer within 2000 ms"}),
+            };
+            let ready = store["ok"] == serde_json::json!(true);
+            dualrouter_proxy::Readiness {
+                ready,
+                body: serde_json::json!({"ready": ready, "checks": {"store": store}}),
+            }
+        }
+    };
+    if report.ready {
+        Ok(axum::Json(report.body))
+    } else {
+        Err(AdminError::NotReady(report.body))
+    }
 }
 
 /// Who may call an admin route.
@@ -59,6 +94,7 @@ pub struct RouteInfo {
 /// (so the list cannot drift from the router). A `GET` route also answers `HEAD`.
 pub fn route_table() -> Vec<RouteInfo> {
     let mut all = ops_routes().table;
+    all.extend(ready_routes().table);
     all.extend(api::routes().table);
     all.extend(stats::routes().table);
     all.extend(dashboard::routes().table);

@@ -143,7 +143,15 @@ pub struct DemoArgs {
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing();
+    // `serve` logs as its config's `log:` section says (a config that does not read gets the
+    // defaults here and its error from `serve`).
+    let log = match &cli.command {
+        Command::Serve(args) => dualrouter_core::config::read(&args.config)
+            .map(|raw| raw.log)
+            .unwrap_or_default(),
+        _ => Default::default(),
+    };
+    crate::logging::init(&log);
     let result = match cli.command {
         Command::Serve(args) => crate::server::serve(args),
         Command::DemoUpstream(args) => crate::demo::run_standalone(
@@ -188,14 +196,4 @@ fn migrate_command(config: Option<&std::path::Path>, database: Option<&str>) -> 
     })?;
     tracing::info!(database = %redact_url(&url), "migrations applied");
     Ok(())
-}
-
-fn init_tracing() {
-    use tracing_subscriber::EnvFilter;
-    let filter =
-        EnvFilter::try_from_env("DUALROUTER_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
 }

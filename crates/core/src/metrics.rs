@@ -4,9 +4,14 @@
 //! status code, a provider name, an error kind. Never a message, a prompt or a key.
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts, Registry,
-    TextEncoder,
+    CounterVec, Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts,
+    Registry, TextEncoder,
 };
+
+/// Buckets of the latencies a client waits for (first token, a stream), in seconds.
+const WAIT_BUCKETS: &[f64] = &[
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0,
+];
 
 pub struct Metrics {
     pub registry: Registry,
@@ -14,8 +19,20 @@ pub struct Metrics {
     pub requests: IntCounterVec,
     /// Errors the proxy produced itself, by kind.
     pub errors: IntCounterVec,
-    /// Time from sending the request upstream to the upstream's response header, by provider.
+    /// Time from sending the request upstream to the upstream's response header, by provider
+    /// and model.
     pub upstream_latency: HistogramVec,
+    /// Tokens of answered requests by model, provider and kind (`input`, which counts cached
+    /// input too; `output`; `cached`, the cache-read part of the input).
+    pub tokens: IntCounterVec,
+    /// USD spent at the models' prices, by model and provider.
+    pub cost_usd: CounterVec,
+    /// Rows deleted by retention, by table (`routing_decisions`, `feedback`).
+    pub pruned: IntCounterVec,
+    /// Request arrival → the first event of a streamed answer sent to the client, by model.
+    pub time_to_first_token: HistogramVec,
+    /// First event → end of a streamed answer that completed, by model.
+    pub stream_duration: HistogramVec,
     /// Time the proxy itself spends on a request: parsing and rewriting before the upstream
     /// call, and turning the upstream's response header into the client's.
     pub overhead: Histogram,
@@ -75,7 +92,44 @@ impl Metrics {
                 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
                 60.0,
             ]),
-            &["provider"],
+            &["provider", "model"],
+        )?;
+        let tokens = IntCounterVec::new(
+            Opts::new(
+                "dualrouter_tokens_total",
+                "Tokens of answered requests, by model, provider and kind (input, output, cached)",
+            ),
+            &["model", "provider", "kind"],
+        )?;
+        let cost_usd = CounterVec::new(
+            Opts::new(
+                "dualrouter_cost_usd_total",
+                "USD spent at the models' configured prices, by model and provider",
+            ),
+            &["model", "provider"],
+        )?;
+        let pruned = IntCounterVec::new(
+            Opts::new(
+                "dualrouter_pruned_rows_total",
+                "Rows deleted by retention (retention.decisions_days, feedback_days), by table",
+            ),
+            &["table"],
+        )?;
+        let time_to_first_token = HistogramVec::new(
+            HistogramOpts::new(
+                "dualrouter_time_to_first_token_seconds",
+                "Request arrival to the first event of a streamed answer sent to the client",
+            )
+            .buckets(WAIT_BUCKETS.to_vec()),
+            &["model"],
+        )?;
+        let stream_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "dualrouter_stream_duration_seconds",
+                "First event to the end of a completed streamed answer",
+            )
+            .buckets(WAIT_BUCKETS.to_vec()),
+            &["model"],
         )?;
         let overhead = Histogram::with_opts(
             HistogramOpts::new(
@@ -159,6 +213,11 @@ impl Metrics {
             &["client", "upstream"],
         )?;
         registry.register(Box::new(formats.clone()))?;
+        registry.register(Box::new(tokens.clone()))?;
+        registry.register(Box::new(pruned.clone()))?;
+        registry.register(Box::new(cost_usd.clone()))?;
+        registry.register(Box::new(time_to_first_token.clone()))?;
+        registry.register(Box::new(stream_duration.clone()))?;
         registry.register(Box::new(queue_delay.clone()))?;
         registry.register(Box::new(connections_open.clone()))?;
         registry.register(Box::new(connections_refused.clone()))?;
@@ -179,6 +238,11 @@ impl Metrics {
             requests,
             errors,
             upstream_latency,
+            tokens,
+            cost_usd,
+            pruned,
+            time_to_first_token,
+            stream_duration,
             overhead,
             bytes_in,
             bytes_out,

@@ -93,6 +93,9 @@ pub enum ApiError {
     },
     #[error("internal error: {0}")]
     Internal(String),
+    /// `GET /readyz` while a check fails; the body is the readiness report itself.
+    #[error("not ready")]
+    NotReady(serde_json::Value),
 }
 
 impl ApiError {
@@ -105,9 +108,10 @@ impl ApiError {
             | Self::UnknownModel(_)
             | Self::UnknownDecision(_)
             | Self::UnknownResponse { .. } => StatusCode::NOT_FOUND,
-            Self::NoCandidate(_) | Self::Unavailable(_) | Self::Overloaded { .. } => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            Self::NoCandidate(_)
+            | Self::Unavailable(_)
+            | Self::Overloaded { .. }
+            | Self::NotReady(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::ClientTimeout => StatusCode::REQUEST_TIMEOUT,
@@ -141,6 +145,7 @@ impl ApiError {
             Self::Unavailable(_) => "unavailable",
             Self::Overloaded { .. } => "overloaded",
             Self::Internal(_) => "internal",
+            Self::NotReady(_) => "not_ready",
         }
     }
 
@@ -195,6 +200,9 @@ impl ApiError {
 
     /// The JSON body in the client's own format.
     pub fn body(&self, format: Format) -> Bytes {
+        if let Self::NotReady(report) = self {
+            return Bytes::from(report.to_string());
+        }
         let message = self.to_string();
         let v = match format {
             Format::Chat | Format::Responses => json!({

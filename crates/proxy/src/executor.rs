@@ -255,17 +255,5 @@ async fn write_answer(
         return Ok(status);
     }
     state.metrics.bytes_out.inc_by(sent);
-    tracing::info!(
-        target: "dualrouter::access",
-        decision_id = %ctx.decision_id,
-        model = %model.id,
-        executor = %model.owner(),
-        status = status.as_u16(),
-        latency_ms = ctx.started.elapsed().as_millis() as u64,
-        input_tokens = usage.input,
-        output_tokens = usage.output,
-        cost_usd = model.cost.usd_of(&usage),
-        "answered by executor plugin"
-    );
     Ok(status)
 }

@@ -37,6 +37,8 @@ pub(crate) enum Endpoint {
     /// `GET /v1/models/{id}`.
     Model(String),
     Health,
+    /// `GET /readyz`: store, encoder, checkpoint, a healthy model.
+    Ready,
 }
 
 impl Endpoint {
@@ -54,7 +56,8 @@ impl Endpoint {
             | Self::Feedback
             | Self::Models
             | Self::Model(_)
-            | Self::Health => Format::Chat,
+            | Self::Health
+            | Self::Ready => Format::Chat,
         }
     }
 }
@@ -97,6 +100,7 @@ pub(crate) fn endpoint(method: &http::Method, path: &str) -> Result<Endpoint, Ap
         "/route" if path.starts_with("/v1") => (Endpoint::Route, &[http::Method::POST]),
         "/feedback" if path.starts_with("/v1") => (Endpoint::Feedback, &[http::Method::POST]),
         "/healthz" if path == "/healthz" => (Endpoint::Health, &[http::Method::GET]),
+        "/readyz" if path == "/readyz" => (Endpoint::Ready, &[http::Method::GET]),
         _ => {
             if let Some(rest) = bare.strip_prefix("/models/").filter(|r| !r.is_empty()) {
                 (Endpoint::Model(path_segment(rest)?), &[http::Method::GET])

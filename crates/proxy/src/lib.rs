@@ -9,12 +9,14 @@
 //! prompts would reach the upstream empty. Holding the body ourselves also lets one request be
 //! replayed on another upstream (fallback) and answered by non-HTTP executors later.
 
+mod access;
 mod admission;
 mod deadline;
 mod error;
 mod executor;
 mod forward;
 mod ingress;
+mod ready;
 mod relay;
 mod respond;
 mod side;
@@ -28,6 +30,7 @@ pub use forward::Upstream;
 pub use ingress::{
     count_tokens_request, embeddings_request, feedback_request, route_request, ChatRequest,
 };
+pub use ready::{readiness, Readiness};
 pub use sse::{event_data, usage_of_body, SseFilter};
 pub use stored::prune_forever as prune_stored_responses;
 
@@ -163,6 +166,8 @@ pub struct RequestCtx {
     pub affinity_key: Option<[u8; 16]>,
     /// The kind of the error answered, if any.
     pub error_kind: Option<&'static str>,
+    /// The client key's id (`key:` and 16 hex digits of its SHA-256), when keys are configured.
+    pub key_id: Option<String>,
     /// A non-SSE answer was cut after its header went out: the connection is closed without
     /// ending the body, so the client sees a truncated response rather than a complete one.
     pub abort_downstream: bool,
@@ -182,6 +187,7 @@ impl ProxyHttp for Proxy {
             record: None,
             affinity_key: None,
             error_kind: None,
+            key_id: None,
             abort_downstream: false,
         }
     }
@@ -210,13 +216,20 @@ impl ProxyHttp for Proxy {
             .requests
             .with_label_values(&[model, status.as_str()])
             .inc();
-        if let Some(mut rec) = ctx.record.take() {
+        let mut rec = ctx.record.take();
+        if let Some(rec) = rec.as_mut() {
             rec.http_status = Some(status.as_u16());
             if rec.status == "ok" && (status.is_client_error() || status.is_server_error()) {
                 rec.status = "error".into();
             }
-            rec.error_kind = ctx.error_kind.map(str::to_string).or(rec.error_kind);
+            rec.error_kind = ctx.error_kind.map(str::to_string).or(rec.error_kind.take());
             rec.total_latency_ms = Some(ctx.started.elapsed().as_secs_f64() * 1e3);
+        }
+        access::log(session, ctx, status, rec.as_ref());
+        if let Some(rec) = rec.as_ref() {
+            count_usage(&state.metrics, rec);
+        }
+        if let Some(rec) = rec {
             state.decision_log.record(rec);
         }
         deadline::await_next_header(session, state.config.limits.client_header);
@@ -274,13 +287,23 @@ async fn handle(
     let endpoint = ingress::endpoint(&header.method, path)?;
     ctx.format = endpoint.format();
     let auth = state.config.auth.as_ref();
-    if endpoint != Endpoint::Health {
+    if !matches!(endpoint, Endpoint::Health | Endpoint::Ready) {
         ingress::authorize(auth, &session.req_header().headers)?;
     }
     let owner = ingress::key_owner(auth, &session.req_header().headers);
+    if auth.is_some() {
+        ctx.key_id = Some(owner.clone());
+    }
     match endpoint {
         Endpoint::Health => {
             respond::json(session, http::StatusCode::OK, &json!({"status": "ok"}), &[]).await
+        }
+        Endpoint::Ready => {
+            let r = ready::readiness(state).await;
+            if !r.ready {
+                return Err(ApiError::NotReady(r.body));
+            }
+            respond::json(session, http::StatusCode::OK, &r.body, &[]).await
         }
         Endpoint::Models => {
             let anthropic = wants_anthropic_shape(session.req_header());
@@ -554,6 +577,9 @@ async fn chat(
         };
         ctx.route = Some(decision.route.name());
         fill_record(&mut record, &decision);
+        if !state.config.retention.store_embeddings {
+            record.features = None;
+        }
         let chain = std::iter::once(&decision.selected_model)
             .chain(&decision.fallbacks)
             .filter_map(|id| registry.get(id).cloned())
@@ -742,7 +768,7 @@ async fn chat(
         state
             .metrics
             .upstream_latency
-            .with_label_values(&[&provider.name])
+            .with_label_values(&[&provider.name, &model.id])
             .observe(exchange.upstream_latency.as_secs_f64());
         let echo = echo_for(ctx, &request, upstream_format, echo_fields.clone());
         let status = relay::relay(
@@ -820,6 +846,32 @@ fn echo_for(
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs()),
         fields,
+    }
+}
+
+/// Tokens and cost of an answered request, by model and provider.
+fn count_usage(metrics: &Metrics, rec: &DecisionRecord) {
+    let (Some(model), Some(provider)) = (rec.selected_model.as_deref(), rec.provider.as_deref())
+    else {
+        return;
+    };
+    for (kind, n) in [
+        ("input", rec.input_tokens),
+        ("output", rec.output_tokens),
+        ("cached", rec.cache_read_tokens),
+    ] {
+        if let Some(n) = n.filter(|n| *n > 0) {
+            metrics
+                .tokens
+                .with_label_values(&[model, provider, kind])
+                .inc_by(n);
+        }
+    }
+    if let Some(cost) = rec.cost_usd.filter(|c| c.is_finite() && *c > 0.0) {
+        metrics
+            .cost_usd
+            .with_label_values(&[model, provider])
+            .inc_by(cost);
     }
 }
 

@@ -211,6 +211,8 @@ pub(crate) async fn relay(
     let mut sent: u64 = 0;
     let mut received: usize = 0;
     let mut whole_usage = None;
+    // The first bytes of a streamed answer to reach the client (time to first token).
+    let mut first_event: Option<Instant> = None;
     let outcome = if let Some((body, upstream_answer)) = whole {
         sent = body.len() as u64;
         if let Some(v) = &upstream_answer {
@@ -278,6 +280,19 @@ pub(crate) async fn relay(
                     sink.save(&answer).await;
                 }
             }
+            if filter_sse && first_event.is_none() && !data.is_empty() {
+                let now = Instant::now();
+                first_event = Some(now);
+                let ttft = now.duration_since(ctx.started).as_secs_f64();
+                state
+                    .metrics
+                    .time_to_first_token
+                    .with_label_values(&[&model.id])
+                    .observe(ttft);
+                if let Some(rec) = ctx.record.as_mut() {
+                    rec.latencies_ms.insert("first_token".into(), ttft * 1e3);
+                }
+            }
             sent += data.len() as u64;
             if session.write_response_body(Some(data), end).await.is_err() {
                 break Outcome::ClientGone;
@@ -296,7 +311,6 @@ pub(crate) async fn relay(
             .ok()
             .and_then(|v| usage_of_body(upstream_format, &v)),
     };
-    let u = usage.unwrap_or_default();
     if let Some(rec) = ctx.record.as_mut() {
         if let Some(u) = &usage {
             rec.served_by(model, Some(u));
@@ -311,6 +325,13 @@ pub(crate) async fn relay(
                 rec.error_kind = Some(e.kind().to_string());
             }
         }
+    }
+    if let (Some(first), Outcome::Complete) = (first_event, &outcome) {
+        state
+            .metrics
+            .stream_duration
+            .with_label_values(&[&model.id])
+            .observe(first.elapsed().as_secs_f64());
     }
     match outcome {
         Outcome::Complete => {
@@ -336,19 +357,6 @@ pub(crate) async fn relay(
             session.set_keepalive(None);
         }
     }
-    tracing::info!(
-        target: "dualrouter::access",
-        decision_id = %ctx.decision_id,
-        model = %model.id,
-        provider = %provider.name,
-        status = status.as_u16(),
-        latency_ms = ctx.started.elapsed().as_millis() as u64,
-        input_tokens = u.prompt(),
-        cached_tokens = u.cache_read,
-        output_tokens = u.output,
-        cost_usd = model.cost.usd_of(&u),
-        "forwarded"
-    );
     Ok(status)
 }
 

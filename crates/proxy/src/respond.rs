@@ -109,7 +109,7 @@ pub(crate) async fn error(
         // Under overload a line per refusal would add a flood of writes to the load; the
         // metric counts each one, the log says so once in a while.
         overload_warning(err);
-    } else if status.is_server_error() {
+    } else if status.is_server_error() && !matches!(err, ApiError::NotReady(_)) {
         tracing::warn!(decision_id = %ctx.decision_id, kind = err.kind(), "{err}");
     } else {
         tracing::debug!(decision_id = %ctx.decision_id, kind = err.kind(), "{err}");

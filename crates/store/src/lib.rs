@@ -107,6 +107,7 @@ macro_rules! on_pool {
 // After the macro: they use `on_pool!`.
 mod catalog;
 mod responses;
+mod retention;
 mod stats;
 pub use catalog::{CandidateModelRow, ExecutorService};
 pub use stats::{ModelStats, Stats};
@@ -606,7 +607,18 @@ impl Store {
         score: f64,
         comment: Option<&str>,
     ) -> Result<(), StoreError> {
-        let now = Utc::now();
+        self.record_feedback_at(decision_id, score, comment, Utc::now())
+            .await
+    }
+
+    /// [`Store::record_feedback`] with the time it was given (feedback imported from elsewhere).
+    pub async fn record_feedback_at(
+        &self,
+        decision_id: &str,
+        score: f64,
+        comment: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
         on_pool!(self, pool, Db => {
             let mut tx = pool.begin().await?;
             sqlx::query::<Db>(

@@ -2,10 +2,12 @@
 
 pub mod arch_router;
 pub mod encoder;
+pub mod log;
 pub mod mirt;
 pub mod plugins;
 pub mod raw;
 pub mod reload;
+pub mod retention;
 pub mod routing;
 pub mod validated;
 

@@ -17,6 +17,9 @@ pub struct RawConfig {
     pub listen: String,
     #[serde(default)]
     pub admin: RawAdmin,
+    /// Log format and level.
+    #[serde(default)]
+    pub log: crate::config::log::LogSettings,
     #[serde(default)]
     pub auth: Option<RawAuth>,
     #[serde(default)]
@@ -46,6 +49,9 @@ pub struct RawConfig {
     pub database: String,
     #[serde(default)]
     pub decision_log: RawDecisionLog,
+    /// How long decisions and feedback are kept; whether embeddings are stored.
+    #[serde(default)]
+    pub retention: crate::config::retention::RetentionSettings,
     /// The Responses API's stored responses (`store`, `previous_response_id`).
     #[serde(default)]
     pub response_store: RawResponseStore,

@@ -16,6 +16,8 @@ use super::{ConfigError, Secret};
 pub struct Config {
     pub listen: SocketAddr,
     pub admin: AdminConfig,
+    /// Log format (read at start) and level (applied by reloads).
+    pub log: crate::config::log::LogSettings,
     pub auth: Option<ClientAuth>,
     pub limits: Limits,
     pub server: ServerSettings,
@@ -34,6 +36,8 @@ pub struct Config {
     /// `store::redact_url`.
     pub database: String,
     pub decision_log: DecisionLogConfig,
+    /// Pruning of old decisions and feedback; storing embeddings (applied by reloads).
+    pub retention: crate::config::retention::RetentionSettings,
     pub response_store: ResponseStoreSettings,
     /// Policies that seed the store at start.
     pub policies: Vec<crate::policy::PolicySpec>,
@@ -429,6 +433,8 @@ pub fn validate_with(
         );
     }
     p.0.extend(raw.reload.problems());
+    p.0.extend(raw.log.problems());
+    p.0.extend(raw.retention.problems());
     let decision_log = decision_log(&raw.decision_log, &mut p);
     let rs = &raw.response_store;
     for (field, v) in [
@@ -489,6 +495,7 @@ pub fn validate_with(
             token: admin_token,
             token_env: raw.admin.token_env.clone(),
         },
+        log: raw.log.clone(),
         auth,
         limits,
         server: ServerSettings {
@@ -509,6 +516,7 @@ pub fn validate_with(
         mirt,
         database: raw.database.clone(),
         decision_log,
+        retention: raw.retention,
         response_store,
         policies,
         plugins,
