@@ -6,6 +6,7 @@
 pub mod api;
 pub mod dashboard;
 mod error;
+mod keys;
 pub mod stats;
 
 use std::sync::Arc;
@@ -26,6 +27,7 @@ use dualrouter_core::metrics::Metrics;
 pub fn router(state: AdminState, metrics: Arc<Metrics>) -> Router {
     let ops = ops_routes().finish(&state, metrics);
     ops.merge(api_router(state.clone()))
+        .merge(keys::routes().finish(&state, state.clone()))
         .merge(stats::router(state))
         .merge(dashboard::router())
 }
@@ -60,6 +62,7 @@ pub struct RouteInfo {
 pub fn route_table() -> Vec<RouteInfo> {
     let mut all = ops_routes().table;
     all.extend(api::routes().table);
+    all.extend(keys::routes().table);
     all.extend(stats::routes().table);
     all.extend(dashboard::routes().table);
     all

@@ -15,6 +15,7 @@ mod error;
 mod executor;
 mod forward;
 mod ingress;
+mod keys;
 mod relay;
 mod respond;
 mod side;
@@ -67,6 +68,9 @@ pub struct ProxyState {
     pub store: Store,
     /// The control runtime, where store calls run (the store's pool lives there).
     pub control: tokio::runtime::Handle,
+    /// Virtual keys (`auth.virtual_keys`): the cache, the counters and the settlement writer,
+    /// one for the process, shared by every generation.
+    pub keys: Option<Arc<dualrouter_store::Keyring>>,
     /// sha256 of the config's checkpoint file when this state was built (a reload that changes
     /// it makes the config's checkpoint active).
     pub checkpoint_sha: String,
@@ -166,6 +170,8 @@ pub struct RequestCtx {
     /// A non-SSE answer was cut after its header went out: the connection is closed without
     /// ending the body, so the client sees a truncated response rather than a complete one.
     pub abort_downstream: bool,
+    /// The virtual key's budget reservation, settled when the request ends.
+    pub(crate) key_use: Option<keys::KeyUse>,
 }
 
 #[async_trait]
@@ -183,6 +189,7 @@ impl ProxyHttp for Proxy {
             affinity_key: None,
             error_kind: None,
             abort_downstream: false,
+            key_use: None,
         }
     }
 
@@ -204,6 +211,9 @@ impl ProxyHttp for Proxy {
                 respond::error(&state, session, ctx, &e).await
             }
         };
+        if let Some(k) = ctx.key_use.take() {
+            k.settle(&state, ctx.record.as_ref(), status);
+        }
         let model = ctx.model.as_deref().unwrap_or("none");
         state
             .metrics
@@ -274,9 +284,11 @@ async fn handle(
     let endpoint = ingress::endpoint(&header.method, path)?;
     ctx.format = endpoint.format();
     let auth = state.config.auth.as_ref();
-    if endpoint != Endpoint::Health {
-        ingress::authorize(auth, &session.req_header().headers)?;
-    }
+    let caller = if endpoint == Endpoint::Health {
+        keys::Caller::Open
+    } else {
+        keys::authenticate(state, auth, &session.req_header().headers).await?
+    };
     let owner = ingress::key_owner(auth, &session.req_header().headers);
     match endpoint {
         Endpoint::Health => {
@@ -295,7 +307,7 @@ async fn handle(
         }
         Endpoint::ChatCompletions | Endpoint::Messages | Endpoint::Responses => {
             let _slot = admit(proxy, session, &state.config.limits).await?;
-            chat(state, session, ctx, &owner).await
+            chat(state, session, ctx, &owner, &caller).await
         }
         Endpoint::ResponseGet(id) => {
             let r = stored::get(state, &id, &owner).await?;
@@ -459,6 +471,7 @@ async fn chat(
     session: &mut Session,
     ctx: &mut RequestCtx,
     owner: &str,
+    caller: &keys::Caller,
 ) -> Result<http::StatusCode, ApiError> {
     let limits = state.config.limits;
     let body = ingress::read_body(session, &limits).await?;
@@ -527,6 +540,17 @@ async fn chat(
             unsupported.insert(m.id.clone(), e);
         }
     }
+    // A virtual key: its models, its rate window, and (routed) what its budget has left.
+    let admitted = match caller {
+        keys::Caller::Virtual(key) => {
+            record.key_id = Some(key.id.clone());
+            if !routed && registry.get(&request.model).is_some() {
+                keys::check_model(state, key, &request.model)?;
+            }
+            Some(keys::gate(state, key, routed).await?)
+        }
+        keys::Caller::Open | keys::Caller::Static => None,
+    };
     let chain: Vec<Arc<Model>> = if state.router.settings().is_alias(&request.model) {
         let mut opts = route_options(
             session.req_header(),
@@ -534,6 +558,9 @@ async fn chat(
             request.max_output_tokens(),
         )?;
         opts.unsupported = unsupported.keys().cloned().collect();
+        if let Some(a) = &admitted {
+            a.route_limits(&mut opts);
+        }
         let decided = state
             .router
             .route(&conversation, &opts)
@@ -548,6 +575,9 @@ async fn chat(
                     if let Some(e) = unsupported.into_values().next() {
                         return Err(e);
                     }
+                }
+                if let (true, Some(a)) = (none.over_key_budget, &admitted) {
+                    return Err(keys::budget_refusal(state, a));
                 }
                 return Err(ApiError::NoCandidate(none));
             }
@@ -572,6 +602,24 @@ async fn chat(
         }
         vec![model]
     };
+    if let Some(a) = admitted {
+        // The reservation covers the dearest model of the chain, at the request's own output
+        // cap (or `routing.expected_output_tokens`) and its body's size as input tokens.
+        let input = (body_len as u64).div_ceil(4);
+        let output = request
+            .max_output_tokens()
+            .unwrap_or(state.router.settings().expected_output_tokens);
+        let estimate = chain
+            .iter()
+            .map(|m| m.cost.usd(input, output))
+            .fold(0.0, f64::max);
+        if !routed {
+            if let Some(m) = chain.first() {
+                keys::check_cap(state, &a.key, &m.id, estimate)?;
+            }
+        }
+        ctx.key_use = Some(keys::reserve(state, a, estimate).await?);
+    }
     let deadline = Instant::now() + limits.total;
     let mut last_err: Option<ApiError> = None;
     for (i, model) in chain.iter().enumerate() {
@@ -773,6 +821,7 @@ async fn chat(
             retry_after: registry
                 .soonest_retry(&chain.iter().map(|m| m.id.clone()).collect::<Vec<_>>()),
             unsupported_only: false,
+            over_key_budget: false,
         }),
     })
 }
