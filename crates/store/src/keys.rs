@@ -611,24 +611,20 @@ impl Store {
             match first {
                 Some(r) => Some(r),
                 None => {
-                    // The period's row may not exist yet: create it, then try once more.
-                    let created = sqlx::query::<Db>(create)
+                    // The period's row may not exist yet (this request or a concurrent one
+                    // creates it): make sure it does, then try once more.
+                    sqlx::query::<Db>(create)
                         .bind(key_id)
                         .bind(period)
                         .execute(pool)
+                        .await?;
+                    sqlx::query_as::<Db, (i64, i64)>(reserve)
+                        .bind(key_id)
+                        .bind(period)
+                        .bind(amount)
+                        .bind(budget)
+                        .fetch_optional(pool)
                         .await?
-                        .rows_affected();
-                    if created == 0 {
-                        None
-                    } else {
-                        sqlx::query_as::<Db, (i64, i64)>(reserve)
-                            .bind(key_id)
-                            .bind(period)
-                            .bind(amount)
-                            .bind(budget)
-                            .fetch_optional(pool)
-                            .await?
-                    }
                 }
             }
         });
