@@ -243,6 +243,22 @@ fn body_of(k: &VirtualKey) -> Map<String, Value> {
     m
 }
 
+/// A key id as the store makes them (`key_` and 32 hex digits); anything else names no key
+/// (and never reaches the database: PostgreSQL refuses a NUL byte in text).
+fn key_id(raw: &str) -> Result<&str, AdminError> {
+    let ok = raw
+        .strip_prefix("key_")
+        .is_some_and(|hex| hex.len() == 32 && hex.chars().all(|c| c.is_ascii_hexdigit()));
+    if ok {
+        Ok(raw)
+    } else {
+        Err(AdminError::NotFound(format!(
+            "key {} not found",
+            raw.chars().filter(|c| !c.is_control()).take(64).collect::<String>()
+        )))
+    }
+}
+
 fn keyring(state: &AdminState) -> Option<std::sync::Arc<Keyring>> {
     state.live.as_ref().and_then(|l| l.current().keys.clone())
 }
@@ -281,7 +297,7 @@ async fn get_key(
     State(state): State<AdminState>,
     Path(id): Path<String>,
 ) -> Result<Response, AdminError> {
-    let key = state.store.get_key(&id).await?;
+    let key = state.store.get_key(key_id(&id)?).await?;
     let mut v = key_json(&key);
     if let (Some(b), Some(o)) = (key.budget, v.as_object_mut()) {
         let period = b.period.key_at(Utc::now());
@@ -304,7 +320,7 @@ async fn update_key(
     Path(id): Path<String>,
     ApiJson(patch): ApiJson<Map<String, Value>>,
 ) -> Result<Response, AdminError> {
-    let key = state.store.get_key(&id).await?;
+    let key = state.store.get_key(key_id(&id)?).await?;
     let mut merged = body_of(&key);
     for (k, v) in patch {
         if !merged.contains_key(&k) {
@@ -328,7 +344,7 @@ async fn revoke_key(
     State(state): State<AdminState>,
     Path(id): Path<String>,
 ) -> Result<Response, AdminError> {
-    let key = state.store.revoke_key(&id).await?;
+    let key = state.store.revoke_key(key_id(&id)?).await?;
     refresh(&state).await;
     tracing::info!(key_id = %key.id, "virtual key revoked");
     Ok(Json(key_json(&key)).into_response())
@@ -338,7 +354,7 @@ async fn rotate_key(
     State(state): State<AdminState>,
     Path(id): Path<String>,
 ) -> Result<Response, AdminError> {
-    let (key, secret) = state.store.rotate_key(&id).await?;
+    let (key, secret) = state.store.rotate_key(key_id(&id)?).await?;
     refresh(&state).await;
     tracing::info!(key_id = %key.id, "virtual key rotated");
     let mut v = key_json(&key);
