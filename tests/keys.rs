@@ -64,7 +64,12 @@ fn client() -> reqwest::Client {
         .clone()
 }
 
-async fn admin(p: &Proxy, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
+async fn admin(
+    p: &Proxy,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<Value>,
+) -> (u16, Value) {
     let mut req = client()
         .request(method, format!("{}{path}", p.admin))
         .bearer_auth(ADMIN);
@@ -167,7 +172,10 @@ async fn settled(p: &Proxy, id: &str, within: Duration) -> f64 {
         if reserved == 0.0 {
             return spent;
         }
-        assert!(Instant::now() < deadline, "reservations never settled: {reserved} held");
+        assert!(
+            Instant::now() < deadline,
+            "reservations never settled: {reserved} held"
+        );
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
 }
@@ -185,7 +193,13 @@ async fn metrics(p: &Proxy) -> String {
 }
 
 async fn spend(p: &Proxy, by: &str) -> Vec<Value> {
-    let (status, v) = admin(p, reqwest::Method::GET, &format!("/api/spend?by={by}&since=1h"), None).await;
+    let (status, v) = admin(
+        p,
+        reqwest::Method::GET,
+        &format!("/api/spend?by={by}&since=1h"),
+        None,
+    )
+    .await;
     assert_eq!(status, 200, "{v}");
     v["data"].as_array().unwrap().clone()
 }
@@ -240,8 +254,16 @@ async fn admin_crud_and_bad_input() {
     assert_eq!(one["metadata"]["ticket"], "OPS-1");
 
     // The key works, with Bearer and with x-api-key.
-    assert_eq!(ask(&p, Api::Chat, &secret, "m-cheap", false).await.status, 200);
-    assert_eq!(ask(&p, Api::Messages, &secret, "a-cheap", false).await.status, 200);
+    assert_eq!(
+        ask(&p, Api::Chat, &secret, "m-cheap", false).await.status,
+        200
+    );
+    assert_eq!(
+        ask(&p, Api::Messages, &secret, "a-cheap", false)
+            .await
+            .status,
+        200
+    );
 
     // PATCH changes what it names, null clears.
     let (status, patched) = admin(
@@ -262,29 +284,70 @@ async fn admin_crud_and_bad_input() {
     assert_eq!(status, 200, "{rotated}");
     let secret2 = rotated["key"].as_str().unwrap().to_string();
     assert_ne!(secret, secret2);
-    assert_eq!(ask(&p, Api::Chat, &secret, "m-cheap", false).await.status, 401);
-    assert_eq!(ask(&p, Api::Chat, &secret2, "m-cheap", false).await.status, 200);
+    assert_eq!(
+        ask(&p, Api::Chat, &secret, "m-cheap", false).await.status,
+        401
+    );
+    assert_eq!(
+        ask(&p, Api::Chat, &secret2, "m-cheap", false).await.status,
+        200
+    );
 
     // DELETE revokes.
     let (status, revoked) = admin(&p, Method::DELETE, &format!("/api/keys/{id}"), None).await;
     assert_eq!(status, 200, "{revoked}");
     assert_eq!(revoked["status"], "revoked");
     assert!(revoked["revoked_at"].is_string());
-    assert_eq!(ask(&p, Api::Chat, &secret2, "m-cheap", false).await.status, 401);
+    assert_eq!(
+        ask(&p, Api::Chat, &secret2, "m-cheap", false).await.status,
+        401
+    );
 
     // Bad input: 4xx naming the field.
     for (body, status, field) in [
-        (json!({"name": "x", "budget": {"usd": -1, "period": "day"}}), 422, "budget.usd"),
-        (json!({"name": "x", "budget": {"usd": 1, "period": "week"}}), 422, "budget.period"),
-        (json!({"name": "x", "models": ["no-such-model"]}), 422, "models[0]"),
-        (json!({"name": "x", "models": ["m-cheap", "nope"]}), 422, "models[1]"),
+        (
+            json!({"name": "x", "budget": {"usd": -1, "period": "day"}}),
+            422,
+            "budget.usd",
+        ),
+        (
+            json!({"name": "x", "budget": {"usd": 1, "period": "week"}}),
+            422,
+            "budget.period",
+        ),
+        (
+            json!({"name": "x", "models": ["no-such-model"]}),
+            422,
+            "models[0]",
+        ),
+        (
+            json!({"name": "x", "models": ["m-cheap", "nope"]}),
+            422,
+            "models[1]",
+        ),
         (json!({"name": "x", "models": []}), 422, "models"),
         (json!({"name": "ci"}), 409, "name"),
         (json!({"name": "  "}), 422, "name"),
-        (json!({"name": "x", "rate_limit": {"rpm": 0}}), 422, "rate_limit.rpm"),
-        (json!({"name": "x", "rate_limit": {"tpm": -5}}), 422, "rate_limit.tpm"),
-        (json!({"name": "x", "max_cost_per_request_usd": -0.1}), 422, "max_cost_per_request_usd"),
-        (json!({"name": "x", "expires_at": "tomorrow"}), 422, "expires_at"),
+        (
+            json!({"name": "x", "rate_limit": {"rpm": 0}}),
+            422,
+            "rate_limit.rpm",
+        ),
+        (
+            json!({"name": "x", "rate_limit": {"tpm": -5}}),
+            422,
+            "rate_limit.tpm",
+        ),
+        (
+            json!({"name": "x", "max_cost_per_request_usd": -0.1}),
+            422,
+            "max_cost_per_request_usd",
+        ),
+        (
+            json!({"name": "x", "expires_at": "tomorrow"}),
+            422,
+            "expires_at",
+        ),
         (json!({"name": "x", "metadata": [1, 2]}), 422, "metadata"),
         (json!({"name": "x", "team": "a\u{0000}b"}), 422, "team"),
     ] {
@@ -292,7 +355,13 @@ async fn admin_crud_and_bad_input() {
         assert_eq!(got, status, "{body}: {v}");
         assert_eq!(v["error"]["field"], field, "{body}: {v}");
     }
-    let (got, v) = admin(&p, Method::POST, "/api/keys", Some(json!({"name": "x", "colour": "red"}))).await;
+    let (got, v) = admin(
+        &p,
+        Method::POST,
+        "/api/keys",
+        Some(json!({"name": "x", "colour": "red"})),
+    )
+    .await;
     assert_eq!(got, 400, "{v}");
     let (got, v) = admin(
         &p,
@@ -301,7 +370,11 @@ async fn admin_crud_and_bad_input() {
         Some(json!({"budget": {"usd": -3, "period": "day"}})),
     )
     .await;
-    assert_eq!((got, v["error"]["field"].as_str()), (422, Some("budget.usd")), "{v}");
+    assert_eq!(
+        (got, v["error"]["field"].as_str()),
+        (422, Some("budget.usd")),
+        "{v}"
+    );
     for (m, path) in [
         (Method::GET, "/api/keys/key_nope"),
         (Method::PATCH, "/api/keys/key_nope"),
@@ -313,9 +386,17 @@ async fn admin_crud_and_bad_input() {
         assert_eq!(got, 404, "{m} {path}: {v}");
     }
     let (got, v) = admin(&p, Method::GET, "/api/spend?by=colour", None).await;
-    assert_eq!((got, v["error"]["field"].as_str()), (422, Some("by")), "{v}");
+    assert_eq!(
+        (got, v["error"]["field"].as_str()),
+        (422, Some("by")),
+        "{v}"
+    );
     let (got, v) = admin(&p, Method::GET, "/api/spend?since=yesterday", None).await;
-    assert_eq!((got, v["error"]["field"].as_str()), (422, Some("since")), "{v}");
+    assert_eq!(
+        (got, v["error"]["field"].as_str()),
+        (422, Some("since")),
+        "{v}"
+    );
     // Nothing of the secrets in the log.
     let log = p.log();
     assert!(!log.contains(&secret[8..]) && !log.contains(&secret2[8..]));
@@ -325,14 +406,33 @@ async fn admin_crud_and_bad_input() {
 async fn refusals_in_each_client_format() {
     let (oa, an) = (Mock::start().await, Mock::start_anthropic().await);
     let p = Proxy::start_with_env(&config(&oa, &an, "", ""), &env()).await;
-    let model = |api: Api| if api == Api::Messages { "a-cheap" } else { "m-cheap" };
+    let model = |api: Api| {
+        if api == Api::Messages {
+            "a-cheap"
+        } else {
+            "m-cheap"
+        }
+    };
 
     // 401: unknown, revoked, expired; the static key keeps working beside virtual keys.
     let (revoked_id, revoked) = create(&p, json!({"name": "revoked"})).await;
-    assert_eq!(ask(&p, Api::Chat, &revoked, "m-cheap", false).await.status, 200);
-    let (s, _) = admin(&p, reqwest::Method::DELETE, &format!("/api/keys/{revoked_id}"), None).await;
+    assert_eq!(
+        ask(&p, Api::Chat, &revoked, "m-cheap", false).await.status,
+        200
+    );
+    let (s, _) = admin(
+        &p,
+        reqwest::Method::DELETE,
+        &format!("/api/keys/{revoked_id}"),
+        None,
+    )
+    .await;
     assert_eq!(s, 200);
-    let (_, expired) = create(&p, json!({"name": "expired", "expires_at": "2020-01-01T00:00:00Z"})).await;
+    let (_, expired) = create(
+        &p,
+        json!({"name": "expired", "expires_at": "2020-01-01T00:00:00Z"}),
+    )
+    .await;
     for api in APIS {
         for (key, why) in [
             ("sk-dr-0000000000000000000000000000", "invalid"),
@@ -341,19 +441,34 @@ async fn refusals_in_each_client_format() {
         ] {
             let a = ask(&p, api, key, model(api), false).await;
             assert_eq!(a.status, 401, "{api:?} {why}: {}", a.body);
-            let want = if api == Api::Messages { "authentication_error" } else { "invalid_api_key" };
+            let want = if api == Api::Messages {
+                "authentication_error"
+            } else {
+                "invalid_api_key"
+            };
             assert_eq!(a.code(api), want, "{api:?} {why}: {}", a.body);
             assert!(a.message().contains(why), "{api:?}: {}", a.body);
         }
-        assert_eq!(ask(&p, api, STATIC_KEY, model(api), false).await.status, 200);
+        assert_eq!(
+            ask(&p, api, STATIC_KEY, model(api), false).await.status,
+            200
+        );
     }
 
     // 403: a concrete model outside the key's list; for `auto` such models are no candidates.
     let (_, narrow) = create(&p, json!({"name": "narrow", "models": ["m-cheap"]})).await;
-    for (api, m) in [(Api::Chat, "m-dear"), (Api::Responses, "m-dear"), (Api::Messages, "a-cheap")] {
+    for (api, m) in [
+        (Api::Chat, "m-dear"),
+        (Api::Responses, "m-dear"),
+        (Api::Messages, "a-cheap"),
+    ] {
         let a = ask(&p, api, &narrow, m, false).await;
         assert_eq!(a.status, 403, "{api:?}: {}", a.body);
-        let want = if api == Api::Messages { "permission_error" } else { "model_not_allowed" };
+        let want = if api == Api::Messages {
+            "permission_error"
+        } else {
+            "model_not_allowed"
+        };
         assert_eq!(a.code(api), want, "{api:?}: {}", a.body);
     }
     for api in APIS {
@@ -364,26 +479,49 @@ async fn refusals_in_each_client_format() {
         }
     }
     // A concrete model whose estimate passes the per-request cap.
-    let (_, capped) = create(&p, json!({"name": "capped", "max_cost_per_request_usd": 0.001})).await;
+    let (_, capped) = create(
+        &p,
+        json!({"name": "capped", "max_cost_per_request_usd": 0.001}),
+    )
+    .await;
     let a = ask(&p, Api::Chat, &capped, "m-cheap", false).await;
-    assert_eq!((a.status, a.code(Api::Chat).as_str()), (403, "max_cost_exceeded"), "{}", a.body);
+    assert_eq!(
+        (a.status, a.code(Api::Chat).as_str()),
+        (403, "max_cost_exceeded"),
+        "{}",
+        a.body
+    );
 
     // 429 rate limit (requests), in each format, with the headers.
     for api in APIS {
-        let (_, k) = create(&p, json!({"name": format!("rpm-{api:?}"), "rate_limit": {"rpm": 2}})).await;
+        let (_, k) = create(
+            &p,
+            json!({"name": format!("rpm-{api:?}"), "rate_limit": {"rpm": 2}}),
+        )
+        .await;
         for _ in 0..2 {
             let a = ask(&p, api, &k, model(api), true).await;
             assert_eq!(a.status, 200, "{api:?}: {}", a.body);
         }
         let a = ask(&p, api, &k, model(api), false).await;
         assert_eq!(a.status, 429, "{api:?}: {}", a.body);
-        let want = if api == Api::Messages { "rate_limit_error" } else { "rate_limit_exceeded" };
+        let want = if api == Api::Messages {
+            "rate_limit_error"
+        } else {
+            "rate_limit_exceeded"
+        };
         assert_eq!(a.code(api), want, "{api:?}: {}", a.body);
         let retry: u64 = a.header("retry-after").unwrap().parse().unwrap();
         assert!((1..=60).contains(&retry), "{retry}");
         assert_eq!(a.header("x-ratelimit-limit-requests").as_deref(), Some("2"));
-        assert_eq!(a.header("x-ratelimit-remaining-requests").as_deref(), Some("0"));
-        assert_eq!(a.header("x-ratelimit-reset-requests"), Some(format!("{retry}s")));
+        assert_eq!(
+            a.header("x-ratelimit-remaining-requests").as_deref(),
+            Some("0")
+        );
+        assert_eq!(
+            a.header("x-ratelimit-reset-requests"),
+            Some(format!("{retry}s"))
+        );
     }
     // 429 rate limit (tokens): one answer of 18 tokens uses up 10 a minute.
     let (_, tk) = create(&p, json!({"name": "tpm", "rate_limit": {"tpm": 10}})).await;
@@ -394,17 +532,27 @@ async fn refusals_in_each_client_format() {
         if a.status == 429 {
             break a;
         }
-        assert!(Instant::now() < deadline, "tokens never charged to the window");
+        assert!(
+            Instant::now() < deadline,
+            "tokens never charged to the window"
+        );
         tokio::time::sleep(Duration::from_millis(25)).await;
     };
     assert_eq!(a.code(Api::Chat), "rate_limit_exceeded", "{}", a.body);
     assert!(a.header("retry-after").is_some());
     assert_eq!(a.header("x-ratelimit-limit-tokens").as_deref(), Some("10"));
-    assert_eq!(a.header("x-ratelimit-remaining-tokens").as_deref(), Some("0"));
+    assert_eq!(
+        a.header("x-ratelimit-remaining-tokens").as_deref(),
+        Some("0")
+    );
     assert!(a.header("x-ratelimit-reset-tokens").is_some());
 
     // 429 budget_exceeded, in each format, routed and concrete.
-    let (_, broke) = create(&p, json!({"name": "broke", "budget": {"usd": 0, "period": "total"}})).await;
+    let (_, broke) = create(
+        &p,
+        json!({"name": "broke", "budget": {"usd": 0, "period": "total"}}),
+    )
+    .await;
     for api in APIS {
         for m in [model(api), "auto"] {
             let a = ask(&p, api, &broke, m, false).await;
@@ -418,20 +566,38 @@ async fn refusals_in_each_client_format() {
         }
     }
     // `auto` leaves out what the budget left cannot pay for: m-dear (about $3.6 a request).
-    let (_, modest) = create(&p, json!({"name": "modest", "models": ["m-dear", "m-cheap"],
-        "budget": {"usd": 1, "period": "day"}})).await;
+    let (_, modest) = create(
+        &p,
+        json!({"name": "modest", "models": ["m-dear", "m-cheap"],
+        "budget": {"usd": 1, "period": "day"}}),
+    )
+    .await;
     for _ in 0..3 {
         let a = ask(&p, Api::Chat, &modest, "auto", false).await;
         assert_eq!(a.status, 200, "{}", a.body);
         assert_eq!(a.header("x-dualrouter-model").as_deref(), Some("m-cheap"));
     }
     let a = ask(&p, Api::Chat, &modest, "m-dear", false).await;
-    assert_eq!((a.status, a.code(Api::Chat).as_str()), (429, "budget_exceeded"), "{}", a.body);
+    assert_eq!(
+        (a.status, a.code(Api::Chat).as_str()),
+        (429, "budget_exceeded"),
+        "{}",
+        a.body
+    );
 
     let metrics = metrics(&p).await;
-    for reason in ["invalid_key", "model_not_allowed", "max_cost", "rate_requests", "rate_tokens", "budget"] {
+    for reason in [
+        "invalid_key",
+        "model_not_allowed",
+        "max_cost",
+        "rate_requests",
+        "rate_tokens",
+        "budget",
+    ] {
         assert!(
-            metrics.contains(&format!("dualrouter_key_refusals_total{{reason=\"{reason}\"}}")),
+            metrics.contains(&format!(
+                "dualrouter_key_refusals_total{{reason=\"{reason}\"}}"
+            )),
             "{reason}:\n{metrics}"
         );
     }
@@ -486,11 +652,17 @@ async fn budget_exactness(p: &Proxy) {
         }
     }
     assert_eq!(served + refused, 60);
-    assert!(served >= 2 && refused >= 1, "served {served}, refused {refused}");
+    assert!(
+        served >= 2 && refused >= 1,
+        "served {served}, refused {refused}"
+    );
     let spent = settled(p, &id, Duration::from_secs(20)).await;
     // Each answer was charged exactly (to the nano-dollar), refusals nothing; with max_tokens set
     // no reservation is below the real cost, so the documented bound is 0 here.
-    assert!(close(spent, served as f64 * COST), "spent {spent}, served {served}");
+    assert!(
+        close(spent, served as f64 * COST),
+        "spent {spent}, served {served}"
+    );
     assert!(spent <= 5.0 * COST + 1e-9, "spent {spent} over the budget");
     // Refusals were due: the budget left cannot hold one more reservation.
     let a = ask(p, Api::Chat, &key, "m-cheap", false).await;
@@ -502,7 +674,12 @@ async fn budget_exactness(p: &Proxy) {
     assert_eq!(r["name"], "budget");
     assert_eq!(r["requests"].as_i64(), Some(served as i64));
     assert!(close(r["cost_usd"].as_f64().unwrap(), spent));
-    assert!(close(row(&spend(p, "team").await, "t-budget")["cost_usd"].as_f64().unwrap(), spent));
+    assert!(close(
+        row(&spend(p, "team").await, "t-budget")["cost_usd"]
+            .as_f64()
+            .unwrap(),
+        spent
+    ));
     let by_model = spend(p, "model").await;
     let per_model: i64 = by_model
         .iter()
@@ -529,7 +706,10 @@ async fn budget_exactness(p: &Proxy) {
             || metrics.contains("dualrouter_key_spend_usd_total{key=\"budget\",model=\"a-cheap\"}"),
         "{metrics}"
     );
-    assert!(metrics.contains("dualrouter_key_tokens_total{key=\"budget\""), "{metrics}");
+    assert!(
+        metrics.contains("dualrouter_key_tokens_total{key=\"budget\""),
+        "{metrics}"
+    );
 }
 
 async fn ask_at(base: &str, api: Api, key: &str, model: &str, stream: bool) -> Answer {
@@ -575,7 +755,11 @@ async fn budget_holds_under_concurrency_and_spend_is_exact() {
     budget_exactness(&p).await;
 
     // Cached input is priced on its own: 200 uncached at $1000, 800 cached at $100, 7 output.
-    let (id, key) = create(&p, json!({"name": "cache", "team": "t-cache", "models": ["m-cached"]})).await;
+    let (id, key) = create(
+        &p,
+        json!({"name": "cache", "team": "t-cache", "models": ["m-cached"]}),
+    )
+    .await;
     for stream in [false, true] {
         let a = ask(&p, Api::Chat, &key, "m-cached", stream).await;
         assert_eq!(a.status, 200, "{}", a.body);
@@ -584,13 +768,22 @@ async fn budget_holds_under_concurrency_and_spend_is_exact() {
     let deadline = Instant::now() + Duration::from_secs(20);
     let rows = loop {
         let rows = spend(&p, "key").await;
-        if rows.iter().any(|r| r["group"] == id.as_str() && r["requests"] == 2) {
+        if rows
+            .iter()
+            .any(|r| r["group"] == id.as_str() && r["requests"] == 2)
+        {
             break rows;
         }
-        assert!(Instant::now() < deadline, "the cached requests' spend: {rows:?}");
+        assert!(
+            Instant::now() < deadline,
+            "the cached requests' spend: {rows:?}"
+        );
         tokio::time::sleep(Duration::from_millis(25)).await;
     };
-    assert!(close(row(&rows, &id)["cost_usd"].as_f64().unwrap(), want), "{rows:?}");
+    assert!(
+        close(row(&rows, &id)["cost_usd"].as_f64().unwrap(), want),
+        "{rows:?}"
+    );
     let m = row(&spend(&p, "model").await, "m-cached").clone();
     assert_eq!(m["cached_tokens"], 1600);
     assert_eq!(m["input_tokens"], 2000);
@@ -623,15 +816,27 @@ async fn two_instances_share_budget_rate_limit_and_revocation() {
     let b = Proxy::start_with_env(&config(&oa, &an, "", &db), &env()).await;
 
     // One budget: 10 answers' worth, 40 requests spread over both instances.
-    let (bid, bkey) = create(&a, json!({"name": "shared-budget", "budget": {"usd": 10.0 * COST, "period": "total"}})).await;
+    let (bid, bkey) = create(
+        &a,
+        json!({"name": "shared-budget", "budget": {"usd": 10.0 * COST, "period": "total"}}),
+    )
+    .await;
     let mut tasks = Vec::new();
     for i in 0..10usize {
-        let base = if i % 2 == 0 { a.proxy.clone() } else { b.proxy.clone() };
+        let base = if i % 2 == 0 {
+            a.proxy.clone()
+        } else {
+            b.proxy.clone()
+        };
         let key = bkey.clone();
         tasks.push(tokio::spawn(async move {
             let mut out = Vec::new();
             for j in 0..4usize {
-                out.push(ask_at(&base, Api::Chat, &key, "m-cheap", (i + j) % 2 == 0).await.status);
+                out.push(
+                    ask_at(&base, Api::Chat, &key, "m-cheap", (i + j) % 2 == 0)
+                        .await
+                        .status,
+                );
             }
             out
         }));
@@ -645,25 +850,42 @@ async fn two_instances_share_budget_rate_limit_and_revocation() {
     }
     let spent = settled(&a, &bid, Duration::from_secs(20)).await;
     assert!(served >= 2, "{served}");
-    assert!(close(spent, served as f64 * COST), "spent {spent}, served {served}");
+    assert!(
+        close(spent, served as f64 * COST),
+        "spent {spent}, served {served}"
+    );
     assert!(spent <= 10.0 * COST + 1e-9, "{spent}");
 
     // One rate limit: 60 a minute, 90 requests over both instances within one minute.
-    let (_, rkey) = create(&a, json!({"name": "shared-rate", "rate_limit": {"rpm": 60}})).await;
+    let (_, rkey) = create(
+        &a,
+        json!({"name": "shared-rate", "rate_limit": {"rpm": 60}}),
+    )
+    .await;
     // The key is known to b before the burst (its cache, or the store on a miss).
-    assert_eq!(ask(&b, Api::Chat, &rkey, "m-cheap", false).await.status, 200);
+    assert_eq!(
+        ask(&b, Api::Chat, &rkey, "m-cheap", false).await.status,
+        200
+    );
     at_start_of_a_window().await;
     let window = chrono::Utc::now().timestamp().div_euclid(60);
     let mut tasks = Vec::new();
     for i in 0..6usize {
-        let base = if i % 2 == 0 { a.proxy.clone() } else { b.proxy.clone() };
+        let base = if i % 2 == 0 {
+            a.proxy.clone()
+        } else {
+            b.proxy.clone()
+        };
         let key = rkey.clone();
         tasks.push(tokio::spawn(async move {
             let mut out = Vec::new();
             for _ in 0..15 {
                 let r = ask_at(&base, Api::Chat, &key, "m-cheap", false).await;
                 if r.status == 429 {
-                    assert_eq!(r.header("x-ratelimit-limit-requests").as_deref(), Some("60"));
+                    assert_eq!(
+                        r.header("x-ratelimit-limit-requests").as_deref(),
+                        Some("60")
+                    );
                 }
                 out.push(r.status);
             }
@@ -682,7 +904,10 @@ async fn two_instances_share_budget_rate_limit_and_revocation() {
         }
     }
     let same_window = chrono::Utc::now().timestamp().div_euclid(60) == window;
-    assert!(same_window, "the burst crossed a minute; cannot judge the count");
+    assert!(
+        same_window,
+        "the burst crossed a minute; cannot judge the count"
+    );
     // The request before the burst may have fallen in the same window.
     assert!(served <= 60, "served {served} in one minute with rpm 60");
     assert!(served >= 59, "served {served}: the limit refused too early");
@@ -690,12 +915,23 @@ async fn two_instances_share_budget_rate_limit_and_revocation() {
 
     // A key revoked through one instance is refused by the other within 1 s.
     let (rid, vkey) = create(&a, json!({"name": "to-revoke"})).await;
-    assert_eq!(ask(&b, Api::Messages, &vkey, "a-cheap", false).await.status, 200);
-    let (s, _) = admin(&a, reqwest::Method::DELETE, &format!("/api/keys/{rid}"), None).await;
+    assert_eq!(
+        ask(&b, Api::Messages, &vkey, "a-cheap", false).await.status,
+        200
+    );
+    let (s, _) = admin(
+        &a,
+        reqwest::Method::DELETE,
+        &format!("/api/keys/{rid}"),
+        None,
+    )
+    .await;
     assert_eq!(s, 200);
-    until("the other instance to refuse the revoked key", Duration::from_secs(1), || async {
-        ask(&b, Api::Messages, &vkey, "a-cheap", false).await.status == 401
-    })
+    until(
+        "the other instance to refuse the revoked key",
+        Duration::from_secs(1),
+        || async { ask(&b, Api::Messages, &vkey, "a-cheap", false).await.status == 401 },
+    )
     .await;
 }
 
@@ -707,12 +943,25 @@ async fn store_stopped_under_load_holds_the_policy_and_loses_no_spend() {
     // a fails closed (the default); b fails open with an allowance of $0.1 per key.
     let a = Proxy::start_with_env(&config(&oa, &an, "", &db), &env()).await;
     let b = Proxy::start_with_env(
-        &config(&oa, &an, ", on_store_failure: fail_open, fail_open_allowance_usd: 0.1", &db),
+        &config(
+            &oa,
+            &an,
+            ", on_store_failure: fail_open, fail_open_allowance_usd: 0.1",
+            &db,
+        ),
         &env(),
     )
     .await;
-    let (ka_id, ka) = create(&a, json!({"name": "on-a", "budget": {"usd": 10, "period": "total"}})).await;
-    let (kb_id, kb) = create(&a, json!({"name": "on-b", "budget": {"usd": 10, "period": "total"}})).await;
+    let (ka_id, ka) = create(
+        &a,
+        json!({"name": "on-a", "budget": {"usd": 10, "period": "total"}}),
+    )
+    .await;
+    let (kb_id, kb) = create(
+        &a,
+        json!({"name": "on-b", "budget": {"usd": 10, "period": "total"}}),
+    )
+    .await;
     // Both instances know both keys before the store goes.
     for p in [&a, &b] {
         for k in [&ka, &kb] {
@@ -775,7 +1024,13 @@ async fn store_stopped_under_load_holds_the_policy_and_loses_no_spend() {
     pg.start_server();
     let expect_a = (2 + served[0]) as f64 * COST;
     until("a's spend written", Duration::from_secs(30), || async {
-        let (s, v) = admin(&a, reqwest::Method::GET, &format!("/api/keys/{ka_id}"), None).await;
+        let (s, v) = admin(
+            &a,
+            reqwest::Method::GET,
+            &format!("/api/keys/{ka_id}"),
+            None,
+        )
+        .await;
         s == 200 && close(v["spend"]["spent_usd"].as_f64().unwrap_or(0.0), expect_a)
     })
     .await;
@@ -783,7 +1038,13 @@ async fn store_stopped_under_load_holds_the_policy_and_loses_no_spend() {
     let mut last = Value::Null;
     let res = tokio::time::timeout(Duration::from_secs(30), async {
         loop {
-            let (s, v) = admin(&a, reqwest::Method::GET, &format!("/api/keys/{kb_id}"), None).await;
+            let (s, v) = admin(
+                &a,
+                reqwest::Method::GET,
+                &format!("/api/keys/{kb_id}"),
+                None,
+            )
+            .await;
             if s == 200 && close(v["spend"]["spent_usd"].as_f64().unwrap_or(0.0), expect_b) {
                 return;
             }
@@ -792,7 +1053,10 @@ async fn store_stopped_under_load_holds_the_policy_and_loses_no_spend() {
         }
     })
     .await;
-    assert!(res.is_ok(), "b's spend: want {expect_b} ({served:?}, outage {b_outage}), got {last}");
+    assert!(
+        res.is_ok(),
+        "b's spend: want {expect_b} ({served:?}, outage {b_outage}), got {last}"
+    );
     // And keys work again on both.
     assert_eq!(ask(&a, Api::Chat, &ka, "m-cheap", false).await.status, 200);
 }

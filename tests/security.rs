@@ -1246,8 +1246,10 @@ async fn canary_secrets_leak_nowhere() {
     let r = http
         .post(format!("{}/api/keys", p.admin))
         .bearer_auth(ADMIN_TOKEN)
-        .json(&json!({"name": "canary", "team": "sec", "models": ["cheap", "strong"],
-                      "budget": {"usd": 100, "period": "day"}, "rate_limit": {"rpm": 6}}))
+        .json(
+            &json!({"name": "canary", "team": "sec", "models": ["cheap", "strong"],
+                      "budget": {"usd": 100, "period": "day"}, "rate_limit": {"rpm": 6}}),
+        )
         .send()
         .await
         .unwrap();

@@ -119,7 +119,10 @@ fn positive(field: &str, v: Option<i64>) -> Result<Option<u64>, AdminError> {
     match v {
         None => Ok(None),
         Some(n) if n >= 1 => Ok(u64::try_from(n).ok()),
-        Some(_) => Err(invalid(field, "must be an integer >= 1 (leave it out for no limit)")),
+        Some(_) => Err(invalid(
+            field,
+            "must be an integer >= 1 (leave it out for no limit)",
+        )),
     }
 }
 
@@ -219,8 +222,10 @@ fn body_of(k: &VirtualKey) -> Map<String, Value> {
     m.insert("models".into(), json!(k.models));
     m.insert(
         "budget".into(),
-        k.budget
-            .map_or(Value::Null, |b| json!({"usd": b.usd, "period": b.period.as_str()})),
+        k.budget.map_or(
+            Value::Null,
+            |b| json!({"usd": b.usd, "period": b.period.as_str()}),
+        ),
     );
     let rl = k.rate_limit;
     m.insert(
@@ -254,7 +259,10 @@ fn key_id(raw: &str) -> Result<&str, AdminError> {
     } else {
         Err(AdminError::NotFound(format!(
             "key {} not found",
-            raw.chars().filter(|c| !c.is_control()).take(64).collect::<String>()
+            raw.chars()
+                .filter(|c| !c.is_control())
+                .take(64)
+                .collect::<String>()
         )))
     }
 }

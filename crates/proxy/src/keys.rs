@@ -216,7 +216,11 @@ pub(crate) fn budget_refusal(state: &ProxyState, a: &Admitted) -> ApiError {
 }
 
 /// A concrete model the key may not use.
-pub(crate) fn check_model(state: &ProxyState, key: &VirtualKey, model: &str) -> Result<(), ApiError> {
+pub(crate) fn check_model(
+    state: &ProxyState,
+    key: &VirtualKey,
+    model: &str,
+) -> Result<(), ApiError> {
     if key.allows(model) {
         Ok(())
     } else {
@@ -291,7 +295,12 @@ impl KeyUse {
     /// Settles with what the decision record says the request used: its cost when the
     /// upstream reported usage; what was reserved when an answer went out without usage (the
     /// provider may have generated it all); nothing when no answer was served.
-    pub(crate) fn settle(mut self, state: &ProxyState, rec: Option<&dualrouter_store::DecisionRecord>, status: http::StatusCode) {
+    pub(crate) fn settle(
+        mut self,
+        state: &ProxyState,
+        rec: Option<&dualrouter_store::DecisionRecord>,
+        status: http::StatusCode,
+    ) {
         let Some(r) = self.reservation.take() else {
             return;
         };

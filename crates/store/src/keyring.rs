@@ -15,7 +15,9 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use tokio::sync::mpsc;
 
-use super::keys::{hash_secret, minute_of, BudgetCount, KeyStatus, RateCount, Settlement, VirtualKey};
+use super::keys::{
+    hash_secret, minute_of, BudgetCount, KeyStatus, RateCount, Settlement, VirtualKey,
+};
 use super::{Store, StoreError};
 
 /// How often the whole key cache is re-read, in case a notification was missed (SQLite has
@@ -54,7 +56,10 @@ pub enum Refusal {
         reset_s: u64,
     },
     /// The reservation would pass the budget.
-    BudgetExceeded { count: BudgetCount, budget_nusd: i64 },
+    BudgetExceeded {
+        count: BudgetCount,
+        budget_nusd: i64,
+    },
     /// The store is unreachable and the policy (or the allowance) says no.
     Unavailable,
 }
@@ -264,9 +269,8 @@ impl Keyring {
             let period = budget.period.key_at(at);
             match self.store.budget_count(&key.id, &period).await {
                 Ok(c) => {
-                    gate.budget_left_nusd = Some(
-                        super::keys::to_nano(budget.usd) - c.spent_nusd - c.reserved_nusd,
-                    );
+                    gate.budget_left_nusd =
+                        Some(super::keys::to_nano(budget.usd) - c.spent_nusd - c.reserved_nusd);
                 }
                 Err(e) => return self.degrade(gate, policy, e),
             }
@@ -403,8 +407,7 @@ impl Keyring {
                     }
                 }
             }
-            self.pending
-                .fetch_sub(batch.len() as i64, Ordering::SeqCst);
+            self.pending.fetch_sub(batch.len() as i64, Ordering::SeqCst);
             batch.clear();
         }
     }
@@ -438,12 +441,14 @@ impl Keyring {
                         _ = tokio::time::sleep(REFRESH_EVERY) => {}
                     }
                 }
-                None => tokio::time::sleep(if matches!(self.store, Store::Postgres(_)) {
-                    Duration::from_millis(500)
-                } else {
-                    REFRESH_EVERY
-                })
-                .await,
+                None => {
+                    tokio::time::sleep(if matches!(self.store, Store::Postgres(_)) {
+                        Duration::from_millis(500)
+                    } else {
+                        REFRESH_EVERY
+                    })
+                    .await
+                }
             }
             if let Err(e) = self.refresh().await {
                 tracing::debug!("key cache refresh: {e}");

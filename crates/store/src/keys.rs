@@ -232,7 +232,10 @@ struct KeyRow {
 
 impl From<KeyRow> for VirtualKey {
     fn from(r: KeyRow) -> Self {
-        let budget = match (r.budget_nusd, r.budget_period.as_deref().and_then(BudgetPeriod::parse)) {
+        let budget = match (
+            r.budget_nusd,
+            r.budget_period.as_deref().and_then(BudgetPeriod::parse),
+        ) {
             (Some(n), Some(period)) => Some(KeyBudget {
                 usd: to_usd(n),
                 period,
@@ -635,8 +638,13 @@ impl Store {
     }
 
     /// The key's counter for `period` (zero when nothing was reserved in it yet).
-    pub async fn budget_count(&self, key_id: &str, period: &str) -> Result<BudgetCount, StoreError> {
-        let sql = "SELECT spent_nusd, reserved_nusd FROM key_budgets WHERE key_id = $1 AND period = $2";
+    pub async fn budget_count(
+        &self,
+        key_id: &str,
+        period: &str,
+    ) -> Result<BudgetCount, StoreError> {
+        let sql =
+            "SELECT spent_nusd, reserved_nusd FROM key_budgets WHERE key_id = $1 AND period = $2";
         let row: Option<(i64, i64)> = on_pool!(self, pool, Db => {
             sqlx::query_as::<Db, (i64, i64)>(sql)
                 .bind(key_id)

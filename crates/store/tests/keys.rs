@@ -47,7 +47,10 @@ async fn key_rows(store: &Store) {
         .create_key(&spec("rows", None, RateLimit::default()))
         .await
         .unwrap();
-    assert!(secret.starts_with("sk-dr-") && secret.len() > 40, "{secret}");
+    assert!(
+        secret.starts_with("sk-dr-") && secret.len() > 40,
+        "{secret}"
+    );
     assert!(secret.starts_with(&k.prefix));
     assert_eq!(k.secret_hash, hash_secret(&secret));
     assert_ne!(k.secret_hash, secret);
@@ -59,7 +62,11 @@ async fn key_rows(store: &Store) {
     ));
     let (rotated, secret2) = store.rotate_key(&k.id).await.unwrap();
     assert_ne!(secret, secret2);
-    assert!(store.find_key_by_hash(&hash_secret(&secret)).await.unwrap().is_none());
+    assert!(store
+        .find_key_by_hash(&hash_secret(&secret))
+        .await
+        .unwrap()
+        .is_none());
     assert_eq!(rotated.secret_hash, hash_secret(&secret2));
     let revoked = store.revoke_key(&k.id).await.unwrap();
     assert_eq!(revoked.status(Utc::now()), KeyStatus::Revoked);
@@ -87,7 +94,10 @@ async fn budget_counter(store: &Store) {
         .await
         .unwrap();
     let c = store.budget_count(&k.id, "total").await.unwrap();
-    assert_eq!((c.spent_nusd, c.reserved_nusd), (to_nano(0.1), to_nano(0.4)));
+    assert_eq!(
+        (c.spent_nusd, c.reserved_nusd),
+        (to_nano(0.1), to_nano(0.4))
+    );
     assert!(r(0.5).await.unwrap().is_some(), "exactly the budget");
     assert!(store
         .reserve_budget(&k.id, "total", 1, budget)
@@ -143,21 +153,36 @@ async fn rate_window(store: &Store) {
         .await
         .unwrap();
     for i in 1..=3u64 {
-        let c = store.hit_rate(&k.id, 1000, Some(3), Some(100)).await.unwrap();
+        let c = store
+            .hit_rate(&k.id, 1000, Some(3), Some(100))
+            .await
+            .unwrap();
         assert!(c.admitted);
         assert_eq!(c.requests, i);
     }
-    let c = store.hit_rate(&k.id, 1000, Some(3), Some(100)).await.unwrap();
+    let c = store
+        .hit_rate(&k.id, 1000, Some(3), Some(100))
+        .await
+        .unwrap();
     assert!(!c.admitted);
     assert_eq!(c.requests, 3);
     // The next minute starts again; tokens past tpm close it.
-    assert!(store.hit_rate(&k.id, 1001, Some(3), Some(100)).await.unwrap().admitted);
+    assert!(
+        store
+            .hit_rate(&k.id, 1001, Some(3), Some(100))
+            .await
+            .unwrap()
+            .admitted
+    );
     let mut s = settlement(&k.id, None, 0, 0);
     s.minute = 1001;
     s.input_tokens = 90;
     s.output_tokens = 20;
     store.settle(&[s]).await.unwrap();
-    let c = store.hit_rate(&k.id, 1001, Some(3), Some(100)).await.unwrap();
+    let c = store
+        .hit_rate(&k.id, 1001, Some(3), Some(100))
+        .await
+        .unwrap();
     assert!(!c.admitted, "110 tokens of 100");
     assert_eq!(c.tokens, 110);
     assert_eq!(store.prune_rate(1001).await.unwrap(), 1);
@@ -189,7 +214,11 @@ async fn spend_groups(store: &Store) {
     assert_eq!(row(&by_key, &a.id).requests, 2);
     assert_eq!(row(&by_key, &a.id).name.as_deref(), Some("spend-a"));
     assert!((row(&by_key, &a.id).cost_usd - 3e-6).abs() < 1e-12);
-    assert_eq!(row(&by_key, &b.id).requests, 1, "no spend row for nothing served");
+    assert_eq!(
+        row(&by_key, &b.id).requests,
+        1,
+        "no spend row for nothing served"
+    );
     let by_team = store.spend(SpendBy::Team, since).await.unwrap();
     assert!((row(&by_team, "team-b").cost_usd - 4e-6).abs() < 1e-12);
     let by_model = store.spend(SpendBy::Model, since).await.unwrap();
