@@ -478,6 +478,28 @@ async fn refusals_in_each_client_format() {
             assert_eq!(a.header("x-dualrouter-model").as_deref(), Some("m-cheap"));
         }
     }
+    // The model list shows the key what it may use.
+    let r = client()
+        .get(p.url("/v1/models"))
+        .bearer_auth(&narrow)
+        .send()
+        .await
+        .unwrap();
+    let v: Value = r.json().await.unwrap();
+    let ids: Vec<&str> = v["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|m| m["id"].as_str())
+        .collect();
+    assert_eq!(ids, ["auto", "m-cheap"]);
+    let r = client()
+        .get(p.url("/v1/models/m-dear"))
+        .bearer_auth(&narrow)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
     // A concrete model whose estimate passes the per-request cap.
     let (_, capped) = create(
         &p,
@@ -499,9 +521,17 @@ async fn refusals_in_each_client_format() {
             json!({"name": format!("rpm-{api:?}"), "rate_limit": {"rpm": 2}}),
         )
         .await;
-        for _ in 0..2 {
+        for left in [1, 0] {
             let a = ask(&p, api, &k, model(api), true).await;
             assert_eq!(a.status, 200, "{api:?}: {}", a.body);
+            // Served answers carry the key's own limits too.
+            assert_eq!(a.header("x-ratelimit-limit-requests").as_deref(), Some("2"));
+            assert_eq!(
+                a.header("x-ratelimit-remaining-requests"),
+                Some(left.to_string()),
+                "{api:?}"
+            );
+            assert!(a.header("x-ratelimit-reset-requests").is_some());
         }
         let a = ask(&p, api, &k, model(api), false).await;
         assert_eq!(a.status, 429, "{api:?}: {}", a.body);

@@ -275,31 +275,44 @@ impl ApiError {
 
     /// Headers beside `Retry-After`: a rate-limit refusal's `x-ratelimit-*`.
     pub fn headers(&self) -> Vec<(&'static str, String)> {
-        let Self::RateLimited {
-            limit_requests,
-            remaining_requests,
-            limit_tokens,
-            remaining_tokens,
-            reset_s,
-            ..
-        } = self
-        else {
-            return Vec::new();
-        };
-        let mut h = Vec::new();
-        let reset = format!("{reset_s}s");
-        if let (Some(l), Some(r)) = (limit_requests, remaining_requests) {
-            h.push(("x-ratelimit-limit-requests", l.to_string()));
-            h.push(("x-ratelimit-remaining-requests", r.to_string()));
-            h.push(("x-ratelimit-reset-requests", reset.clone()));
+        match self {
+            Self::RateLimited {
+                limit_requests,
+                remaining_requests,
+                limit_tokens,
+                remaining_tokens,
+                reset_s,
+                ..
+            } => ratelimit_headers(
+                limit_requests.zip(*remaining_requests),
+                limit_tokens.zip(*remaining_tokens),
+                *reset_s,
+            ),
+            _ => Vec::new(),
         }
-        if let (Some(l), Some(r)) = (limit_tokens, remaining_tokens) {
-            h.push(("x-ratelimit-limit-tokens", l.to_string()));
-            h.push(("x-ratelimit-remaining-tokens", r.to_string()));
-            h.push(("x-ratelimit-reset-tokens", reset));
-        }
-        h
     }
+}
+
+/// `x-ratelimit-limit-*`, `x-ratelimit-remaining-*` and `x-ratelimit-reset-*` for the limits
+/// a virtual key has: (limit, remaining) of requests and of tokens in the current minute.
+pub(crate) fn ratelimit_headers(
+    requests: Option<(u64, u64)>,
+    tokens: Option<(u64, u64)>,
+    reset_s: u64,
+) -> Vec<(&'static str, String)> {
+    let mut h = Vec::new();
+    let reset = format!("{reset_s}s");
+    if let Some((l, r)) = requests {
+        h.push(("x-ratelimit-limit-requests", l.to_string()));
+        h.push(("x-ratelimit-remaining-requests", r.to_string()));
+        h.push(("x-ratelimit-reset-requests", reset.clone()));
+    }
+    if let Some((l, r)) = tokens {
+        h.push(("x-ratelimit-limit-tokens", l.to_string()));
+        h.push(("x-ratelimit-remaining-tokens", r.to_string()));
+        h.push(("x-ratelimit-reset-tokens", reset));
+    }
+    h
 }
 
 #[cfg(test)]

@@ -146,6 +146,19 @@ pub(crate) struct Admitted {
 }
 
 impl Admitted {
+    /// The key's `x-ratelimit-*` headers after this request was counted (none without limits).
+    pub(crate) fn rate_headers(&self) -> Vec<(&'static str, String)> {
+        let Some(count) = self.gate.rate else {
+            return Vec::new();
+        };
+        let rl = self.key.rate_limit;
+        crate::error::ratelimit_headers(
+            rl.rpm.map(|l| (l, l.saturating_sub(count.requests))),
+            rl.tpm.map(|l| (l, l.saturating_sub(count.tokens))),
+            self.gate.reset_s,
+        )
+    }
+
     /// The key's limits as routing options.
     pub(crate) fn route_limits(&self, opts: &mut dualrouter_routing::RouteOptions) {
         opts.allowed_models = self

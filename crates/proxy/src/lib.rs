@@ -172,6 +172,8 @@ pub struct RequestCtx {
     pub abort_downstream: bool,
     /// The virtual key's budget reservation, settled when the request ends.
     pub(crate) key_use: Option<keys::KeyUse>,
+    /// The virtual key's `x-ratelimit-*` headers for the answer.
+    pub(crate) rate_headers: Vec<(&'static str, String)>,
 }
 
 #[async_trait]
@@ -190,6 +192,7 @@ impl ProxyHttp for Proxy {
             error_kind: None,
             abort_downstream: false,
             key_use: None,
+            rate_headers: Vec::new(),
         }
     }
 
@@ -289,19 +292,32 @@ async fn handle(
     } else {
         keys::authenticate(state, auth, &session.req_header().headers).await?
     };
-    let owner = ingress::key_owner(auth, &session.req_header().headers);
+    // A virtual key's stored responses belong to the key (its id), so they survive a rotation.
+    let owner = match &caller {
+        keys::Caller::Virtual(k) => format!("vkey:{}", k.id),
+        keys::Caller::Open | keys::Caller::Static => {
+            ingress::key_owner(auth, &session.req_header().headers)
+        }
+    };
     match endpoint {
         Endpoint::Health => {
             respond::json(session, http::StatusCode::OK, &json!({"status": "ok"}), &[]).await
         }
         Endpoint::Models => {
             let anthropic = wants_anthropic_shape(session.req_header());
-            let list = models_list(&state.config, state.router.registry(), anthropic);
+            let allowed = match &caller {
+                keys::Caller::Virtual(k) => k.models.as_deref(),
+                keys::Caller::Open | keys::Caller::Static => None,
+            };
+            let list = models_list(&state.config, state.router.registry(), anthropic, allowed);
             respond::json(session, http::StatusCode::OK, &list, &[]).await
         }
         Endpoint::Model(id) => {
             let anthropic = wants_anthropic_shape(session.req_header());
+            let hidden = matches!(&caller, keys::Caller::Virtual(k) if !k.allows(&id)
+                && !state.config.routing.is_alias(&id));
             let m = model_object(&state.config, state.router.registry(), &id, anthropic)
+                .filter(|_| !hidden)
                 .ok_or(ApiError::UnknownModel(id))?;
             respond::json(session, http::StatusCode::OK, &m, &[]).await
         }
@@ -547,7 +563,9 @@ async fn chat(
             if !routed && registry.get(&request.model).is_some() {
                 keys::check_model(state, key, &request.model)?;
             }
-            Some(keys::gate(state, key, routed).await?)
+            let admitted = keys::gate(state, key, routed).await?;
+            ctx.rate_headers = admitted.rate_headers();
+            Some(admitted)
         }
         keys::Caller::Open | keys::Caller::Static => None,
     };
@@ -961,19 +979,23 @@ fn fill_record(rec: &mut DecisionRecord, d: &RoutingDecision) {
 }
 
 /// `GET /v1/models`: the routing aliases (`auto`), then every model of the registry (config
-/// order, then discovered models, then executor plugins' models); in Anthropic's list shape
-/// for Anthropic's clients.
+/// order, then discovered models, then executor plugins' models), only those in `allowed`
+/// when a virtual key limits them; in Anthropic's list shape for Anthropic's clients.
 fn models_list(
     config: &Config,
     registry: &dualrouter_routing::Registry,
     anthropic: bool,
+    allowed: Option<&[String]>,
 ) -> serde_json::Value {
     let aliases = config
         .routing
         .aliases
         .iter()
         .map(|a| (a.as_str(), "dualrouter"));
-    let models = registry.models().map(|m| (m.id.as_str(), m.owner()));
+    let models = registry
+        .models()
+        .filter(|m| allowed.is_none_or(|a| a.contains(&m.id)))
+        .map(|m| (m.id.as_str(), m.owner()));
     let data: Vec<_> = aliases
         .chain(models)
         .map(|(id, owner)| model_json(id, owner, anthropic))

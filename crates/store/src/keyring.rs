@@ -25,6 +25,11 @@ use super::{Store, StoreError};
 const REFRESH_EVERY: Duration = Duration::from_secs(5);
 /// Most settlements per transaction.
 const SETTLE_BATCH: usize = 256;
+/// How long a key the store did not know is answered "unknown" without asking it again (a
+/// flood of wrong keys costs the store one query per key per this long); a refresh forgets.
+const MISS_TTL: Duration = Duration::from_secs(1);
+/// Most remembered misses; past it they are all forgotten.
+const MAX_MISSES: usize = 10_000;
 
 /// What happens when the store cannot be reached.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -113,6 +118,8 @@ pub struct Charge {
 pub struct Keyring {
     store: Store,
     by_hash: RwLock<HashMap<String, Arc<VirtualKey>>>,
+    /// Hashes the store did not know, and when it said so.
+    misses: Mutex<HashMap<String, std::time::Instant>>,
     settle_tx: mpsc::UnboundedSender<Settlement>,
     settle_rx: Mutex<Option<mpsc::UnboundedReceiver<Settlement>>>,
     /// Spend per key id on this instance while the store was unreachable.
@@ -139,6 +146,7 @@ impl Keyring {
         Arc::new(Self {
             store,
             by_hash: RwLock::new(HashMap::new()),
+            misses: Mutex::new(HashMap::new()),
             settle_tx,
             settle_rx: Mutex::new(Some(rx)),
             outage: Mutex::new(HashMap::new()),
@@ -170,6 +178,7 @@ impl Keyring {
             .map(|k| (k.secret_hash.clone(), Arc::new(k)))
             .collect();
         let n = map.len();
+        lock(&self.misses).clear();
         *self
             .by_hash
             .write()
@@ -209,6 +218,12 @@ impl Keyring {
             .cloned();
         let key = match cached {
             Some(k) => k,
+            None if lock(&self.misses)
+                .get(&hash)
+                .is_some_and(|at| at.elapsed() < MISS_TTL) =>
+            {
+                return Lookup::Unknown;
+            }
             None => match self.store.find_key_by_hash(&hash).await {
                 Ok(Some(k)) => {
                     let k = Arc::new(k);
@@ -218,7 +233,14 @@ impl Keyring {
                         .insert(hash, k.clone());
                     k
                 }
-                Ok(None) => return Lookup::Unknown,
+                Ok(None) => {
+                    let mut misses = lock(&self.misses);
+                    if misses.len() >= MAX_MISSES {
+                        misses.clear();
+                    }
+                    misses.insert(hash, std::time::Instant::now());
+                    return Lookup::Unknown;
+                }
                 Err(e) => {
                     tracing::warn!("key lookup: {e}");
                     return Lookup::Unavailable;
