@@ -500,6 +500,35 @@ async fn refusals_in_each_client_format() {
         .await
         .unwrap();
     assert_eq!(r.status(), 404);
+    // Embeddings: the key's models hold, and what it spends is charged.
+    let (eid, ekey) = create(
+        &p,
+        json!({"name": "embed", "models": ["m-cheap"], "rate_limit": {"rpm": 50}}),
+    )
+    .await;
+    let embed = |model: &str| {
+        client()
+            .post(p.url("/v1/embeddings"))
+            .bearer_auth(&ekey)
+            .json(&json!({"model": model, "input": "hello"}))
+            .send()
+    };
+    let r = embed("m-cheap").await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-ratelimit-limit-requests"], "50");
+    assert_eq!(embed("m-dear").await.unwrap().status(), 403);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !spend(&p, "key")
+        .await
+        .iter()
+        .any(|r| r["group"] == eid.as_str())
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the embeddings request was not charged"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
     // A concrete model whose estimate passes the per-request cap.
     let (_, capped) = create(
         &p,

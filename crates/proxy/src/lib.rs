@@ -344,7 +344,7 @@ async fn handle(
         }
         Endpoint::Embeddings => {
             let _slot = admit(proxy, session, &state.config.limits).await?;
-            side::embeddings(state, session, ctx).await
+            side::embeddings(state, session, ctx, &caller).await
         }
         Endpoint::Route => {
             let _slot = admit(proxy, session, &state.config.limits).await?;
