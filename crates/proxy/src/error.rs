@@ -330,6 +330,59 @@ mod tests {
     }
 
     #[test]
+    fn key_refusals_in_both_shapes() {
+        let rl = ApiError::RateLimited {
+            tokens: false,
+            limit_requests: Some(60),
+            remaining_requests: Some(0),
+            limit_tokens: Some(1000),
+            remaining_tokens: Some(250),
+            reset_s: 17,
+        };
+        assert_eq!(rl.status(), 429);
+        assert_eq!(rl.retry_after_s(), Some(17));
+        let h = rl.headers();
+        for (name, value) in [
+            ("x-ratelimit-limit-requests", "60"),
+            ("x-ratelimit-remaining-requests", "0"),
+            ("x-ratelimit-reset-requests", "17s"),
+            ("x-ratelimit-limit-tokens", "1000"),
+            ("x-ratelimit-remaining-tokens", "250"),
+            ("x-ratelimit-reset-tokens", "17s"),
+        ] {
+            assert!(h.contains(&(name, value.to_string())), "{name}: {h:?}");
+        }
+        let v: serde_json::Value = serde_json::from_slice(&rl.body(Format::Chat)).unwrap();
+        assert_eq!(v["error"]["code"], "rate_limit_exceeded");
+        assert_eq!(v["error"]["type"], "rate_limit_error");
+
+        let b = ApiError::BudgetExceeded {
+            period: "day",
+            budget_usd: 1.0,
+            spent_usd: 0.99,
+            reserved_usd: 0.01,
+        };
+        assert_eq!(b.status(), 429);
+        assert!(b.headers().is_empty());
+        let v: serde_json::Value = serde_json::from_slice(&b.body(Format::Responses)).unwrap();
+        assert_eq!(v["error"]["code"], "budget_exceeded");
+        let v: serde_json::Value = serde_json::from_slice(&b.body(Format::Messages)).unwrap();
+        assert_eq!(v["error"]["type"], "rate_limit_error");
+        assert!(v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("budget_exceeded"));
+
+        let m = ApiError::ModelNotAllowed("gpt-4o".into());
+        assert_eq!(m.status(), 403);
+        let v: serde_json::Value = serde_json::from_slice(&m.body(Format::Chat)).unwrap();
+        assert_eq!(v["error"]["param"], "model");
+        let v: serde_json::Value = serde_json::from_slice(&m.body(Format::Messages)).unwrap();
+        assert_eq!(v["error"]["type"], "permission_error");
+        assert_eq!(ApiError::KeyRejected("has been revoked").status(), 401);
+    }
+
+    #[test]
     fn anthropic_shape() {
         let e = ApiError::PayloadTooLarge { limit: 10 };
         let v: serde_json::Value = serde_json::from_slice(&e.body(Format::Messages)).unwrap();

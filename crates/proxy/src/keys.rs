@@ -56,7 +56,7 @@ pub(crate) async fn authenticate(
         return Ok(Caller::Static);
     }
     let presented = crate::ingress::presented_key(headers);
-    let (Some(vk), Some(keyring), false) = (auth.virtual_keys, &state.keys, presented.is_empty())
+    let (Some(_), Some(keyring), false) = (auth.virtual_keys, &state.keys, presented.is_empty())
     else {
         return Err(ApiError::Unauthorized);
     };
@@ -86,10 +86,7 @@ pub(crate) async fn authenticate(
             refused(state, "invalid_key");
             Err(ApiError::KeyRejected("has expired"))
         }
-        Lookup::Unavailable if vk.fail_open => {
-            refused(state, "invalid_key");
-            Err(ApiError::Unauthorized)
-        }
+        // A key not in the cache cannot be checked without the store, whatever the policy.
         Lookup::Unavailable => {
             refused(state, "store_unavailable");
             Err(ApiError::Unavailable("the key store"))
