@@ -187,7 +187,7 @@ pub(crate) async fn relay(
     }
     // A virtual key's own limits replace whatever the provider said of its account's.
     for (name, value) in &ctx.rate_headers {
-        set(&mut resp, *name, value.clone())?;
+        set(&mut resp, name, value.clone())?;
     }
 
     if session
