@@ -81,6 +81,8 @@ pub struct Shared {
     pub decision_log: DecisionLog,
     pub store: Store,
     pub control: tokio::runtime::Handle,
+    /// Virtual keys: one keyring for the process (its cache and counters outlive reloads).
+    pub keys: Option<Arc<dualrouter_store::Keyring>>,
 }
 
 pub struct Live {
@@ -480,6 +482,7 @@ async fn build(
         router: Arc::new(router),
         store: shared.store.clone(),
         control: shared.control.clone(),
+        keys: shared.keys.clone(),
         checkpoint_sha,
     })
 }

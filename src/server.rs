@@ -57,6 +57,16 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
         &metrics.registry,
     )
     .context("starting the decision log")?;
+    // Virtual keys: the cache and its follower, and the settlement writer (started whatever the
+    // config says, so a reload that turns `auth.virtual_keys` on finds them running).
+    let keyring = store::Keyring::new(store.clone());
+    {
+        let _guard = control.enter();
+        keyring.start();
+    }
+    if let Err(e) = control.block_on(keyring.refresh()) {
+        tracing::warn!("virtual keys not loaded yet: {e}");
+    }
     // Expired stored responses go in small batches (the settings of the config at start).
     control.spawn(dualrouter_proxy::prune_stored_responses(
         store.clone(),
@@ -83,6 +93,7 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 decision_log: decision_log.clone(),
                 store: store.clone(),
                 control: control.handle().clone(),
+                keys: Some(keyring.clone()),
             },
         ))
         .map_err(|e| anyhow::anyhow!("{}", e.reasons().join("; ")))

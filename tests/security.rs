@@ -226,7 +226,7 @@ fn config_with(
     format!(
         r#"listen: 127.0.0.1:0
 admin: {{ listen: 127.0.0.1:0, token_env: SEC_ADMIN_TOKEN }}
-auth: {{ keys_env: SEC_CLIENT_KEYS }}
+auth: {{ keys_env: SEC_CLIENT_KEYS, virtual_keys: true }}
 {db}{mirt}providers:
   - name: oa
     kind: openai
@@ -727,6 +727,16 @@ async fn sql_injection_changes_nothing(database: &str) {
                 Some(json!({"data": payload})),
             ),
             (Method::GET, format!("/api/stats?window={e}"), None),
+            (Method::GET, format!("/api/keys/{e}"), None),
+            (
+                Method::PATCH,
+                format!("/api/keys/{e}"),
+                Some(json!({"team": payload})),
+            ),
+            (Method::DELETE, format!("/api/keys/{e}"), None),
+            (Method::POST, format!("/api/keys/{e}/rotate"), None),
+            (Method::GET, format!("/api/spend?by={e}"), None),
+            (Method::GET, format!("/api/spend?since={e}"), None),
             (
                 Method::POST,
                 format!("/api/training-data?name={e}"),
@@ -1099,8 +1109,12 @@ providers:
 // ---------------------------------------------------------------------------------------------
 // 4. Canary secrets go nowhere but the upstream's auth header.
 
+/// The secret of the virtual key the canary test makes (known once the admin API made it).
+static VIRTUAL_CANARY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
 fn assert_no_canary(place: &str, text: &str) {
-    for c in CANARIES {
+    let virtual_key = VIRTUAL_CANARY.get().map(String::as_str);
+    for c in CANARIES.into_iter().chain(virtual_key) {
         // The whole secret, and its distinctive tail (a partly masked key still leaks), also
         // hex-encoded (SQLite blobs are dumped as hex).
         let tail = &c[c.len() - 12..];
@@ -1226,6 +1240,87 @@ async fn canary_secrets_leak_nowhere() {
         }
         bodies.push((what, text));
     }
+
+    // A virtual key: made through the admin API (the one answer that shows its secret), used
+    // in each format, past its rate limit, on a model it may not use, and after revocation.
+    let r = http
+        .post(format!("{}/api/keys", p.admin))
+        .bearer_auth(ADMIN_TOKEN)
+        .json(
+            &json!({"name": "canary", "team": "sec", "models": ["cheap", "strong"],
+                      "budget": {"usd": 100, "period": "day"}, "rate_limit": {"rpm": 6}}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let created: Value = r.json().await.unwrap();
+    let vkey = created["key"].as_str().unwrap().to_string();
+    let vid = created["id"].as_str().unwrap().to_string();
+    VIRTUAL_CANARY.set(vkey.clone()).unwrap();
+    let mut vcalls: Vec<(String, reqwest::RequestBuilder, u16)> = Vec::new();
+    for model in ["auto", "cheap", "strong"] {
+        vcalls.push((
+            format!("virtual key chat {model}"),
+            http.post(p.url("/v1/chat/completions"))
+                .bearer_auth(&vkey)
+                .json(&chat(model, model == "cheap")),
+            200,
+        ));
+        vcalls.push((
+            format!("virtual key messages {model}"),
+            http.post(p.url("/v1/messages"))
+                .header("x-api-key", &vkey)
+                .json(&msgs(model, model != "cheap")),
+            200,
+        ));
+    }
+    for (what, req, expect) in vcalls {
+        let (what, status, text) = send(what, req).await;
+        assert_eq!(status, expect, "{what}: {text}");
+        bodies.push((what, text));
+    }
+    // Past its 6 a minute (a minute boundary in between allows 6 more: 14 tries suffice).
+    let mut limited = false;
+    for _ in 0..14 {
+        let (what, status, text) = send(
+            "virtual key over its rate limit".into(),
+            http.post(p.url("/v1/chat/completions"))
+                .bearer_auth(&vkey)
+                .json(&chat("cheap", false)),
+        )
+        .await;
+        bodies.push((what, text));
+        if status == 429 {
+            limited = true;
+            break;
+        }
+    }
+    assert!(limited, "the virtual key's rate limit never refused");
+    for (what, m, path) in [
+        ("list keys", Method::GET, "/api/keys".to_string()),
+        ("get key", Method::GET, format!("/api/keys/{vid}")),
+        ("spend by key", Method::GET, "/api/spend?by=key".to_string()),
+        ("revoke key", Method::DELETE, format!("/api/keys/{vid}")),
+    ] {
+        let (what, status, text) = send(
+            what.into(),
+            http.request(m, format!("{}{path}", p.admin))
+                .bearer_auth(ADMIN_TOKEN),
+        )
+        .await;
+        assert_eq!(status, 200, "{what}: {text}");
+        bodies.push((what, text));
+    }
+    let (what, status, text) = send(
+        "revoked virtual key".into(),
+        http.post(p.url("/v1/chat/completions"))
+            .bearer_auth(&vkey)
+            .json(&chat("cheap", false)),
+    )
+    .await;
+    assert_eq!(status, 401, "{what}: {text}");
+    bodies.push((what, text));
 
     // Upstream errors: 401 (echoing the key it was given) and 500, each format, both ways.
     for mode in ["401", "500"] {

@@ -84,7 +84,7 @@ impl AdminState {
     }
 
     /// The models policies may name: the live registry's, else the fixed catalog.
-    fn models(&self) -> Arc<dyn Catalog> {
+    pub(crate) fn models(&self) -> Arc<dyn Catalog> {
         match &self.live {
             Some(live) => live.current().router.registry().clone(),
             None => self.catalog.clone(),

@@ -21,6 +21,9 @@ pub enum AdminError {
     /// A policy for this domain/action already exists.
     #[error("{0}")]
     Conflict(String),
+    /// A value that must be unique is taken (a key's name).
+    #[error("{field}: {message}")]
+    Duplicate { field: String, message: String },
     /// A policy names a model no provider or executor serves.
     #[error("{field}: model '{model}' is not served by any provider or executor")]
     UnknownModel { field: String, model: String },
@@ -48,7 +51,7 @@ impl AdminError {
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
-            Self::Conflict(_) => StatusCode::CONFLICT,
+            Self::Conflict(_) | Self::Duplicate { .. } => StatusCode::CONFLICT,
             Self::UnknownModel { .. } | Self::Invalid { .. } | Self::ReloadRefused(_) => {
                 StatusCode::UNPROCESSABLE_ENTITY
             }
@@ -63,7 +66,7 @@ impl AdminError {
             Self::Unauthorized => "unauthorized",
             Self::BadRequest(_) => "bad_request",
             Self::NotFound(_) => "not_found",
-            Self::Conflict(_) => "conflict",
+            Self::Conflict(_) | Self::Duplicate { .. } => "conflict",
             Self::UnknownModel { .. } => "unknown_model",
             Self::Invalid { .. } => "invalid",
             Self::ReloadRefused(_) => "reload_refused",
@@ -75,7 +78,9 @@ impl AdminError {
 
     fn field(&self) -> Option<&str> {
         match self {
-            Self::UnknownModel { field, .. } | Self::Invalid { field, .. } => Some(field),
+            Self::UnknownModel { field, .. }
+            | Self::Invalid { field, .. }
+            | Self::Duplicate { field, .. } => Some(field),
             Self::Unauthorized
             | Self::BadRequest(_)
             | Self::NotFound(_)
@@ -92,7 +97,13 @@ impl From<StoreError> for AdminError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::DuplicatePolicy { .. } => Self::Conflict(e.to_string()),
-            StoreError::PolicyNotFound(_) => Self::NotFound(e.to_string()),
+            StoreError::PolicyNotFound(_) | StoreError::KeyNotFound(_) => {
+                Self::NotFound(e.to_string())
+            }
+            StoreError::DuplicateKey(_) => Self::Duplicate {
+                field: "name".into(),
+                message: e.to_string(),
+            },
             e if e.is_unavailable() => {
                 tracing::warn!(error = %e, "admin API: store unavailable");
                 Self::Unavailable

@@ -6,6 +6,7 @@
 pub mod api;
 pub mod dashboard;
 mod error;
+mod keys;
 pub mod stats;
 
 use std::sync::Arc;
@@ -28,6 +29,7 @@ pub fn router(state: AdminState, metrics: Arc<Metrics>) -> Router {
     let ready = ready_routes().finish(&state, state.clone());
     ops.merge(ready)
         .merge(api_router(state.clone()))
+        .merge(keys::routes().finish(&state, state.clone()))
         .merge(stats::router(state))
         .merge(dashboard::router())
 }
@@ -96,6 +98,7 @@ pub fn route_table() -> Vec<RouteInfo> {
     let mut all = ops_routes().table;
     all.extend(ready_routes().table);
     all.extend(api::routes().table);
+    all.extend(keys::routes().table);
     all.extend(stats::routes().table);
     all.extend(dashboard::routes().table);
     all

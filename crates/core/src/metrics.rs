@@ -64,7 +64,21 @@ pub struct Metrics {
     /// Requests forwarded, by the client's wire format and the upstream's (`chat`,
     /// `responses`, `messages`): equal ones went as sent, others were translated.
     pub formats: IntCounterVec,
+    /// Spend charged to virtual keys, USD, by key label ([`Metrics::key_label`]) and model.
+    pub key_spend: prometheus::CounterVec,
+    /// Tokens charged to virtual keys, by key label, model and kind (`input`, `output`,
+    /// `cached`).
+    pub key_tokens: IntCounterVec,
+    /// Requests with a virtual key refused, by reason (`budget`, `rate_requests`,
+    /// `rate_tokens`, `model_not_allowed`, `max_cost`, `invalid_key`, `store_unavailable`).
+    pub key_refusals: IntCounterVec,
+    /// The key names that have a label of their own (at most [`MAX_KEY_LABELS`]).
+    key_labels: std::sync::Mutex<std::collections::HashSet<String>>,
 }
+
+/// Key names that get a label of their own in the per-key metrics; every later one is
+/// counted as `other`, so the series stay bounded whatever the number of keys.
+pub const MAX_KEY_LABELS: usize = 50;
 
 impl Metrics {
     pub fn new() -> Result<Self, prometheus::Error> {
@@ -212,6 +226,30 @@ impl Metrics {
             ),
             &["client", "upstream"],
         )?;
+        let key_spend = prometheus::CounterVec::new(
+            Opts::new(
+                "dualrouter_key_spend_usd_total",
+                "Spend charged to virtual keys in USD, by key (first 50 names, then other) and model",
+            ),
+            &["key", "model"],
+        )?;
+        let key_tokens = IntCounterVec::new(
+            Opts::new(
+                "dualrouter_key_tokens_total",
+                "Tokens charged to virtual keys, by key, model and kind (input, output, cached)",
+            ),
+            &["key", "model", "kind"],
+        )?;
+        let key_refusals = IntCounterVec::new(
+            Opts::new(
+                "dualrouter_key_refusals_total",
+                "Requests with a virtual key refused, by reason",
+            ),
+            &["reason"],
+        )?;
+        registry.register(Box::new(key_spend.clone()))?;
+        registry.register(Box::new(key_tokens.clone()))?;
+        registry.register(Box::new(key_refusals.clone()))?;
         registry.register(Box::new(formats.clone()))?;
         registry.register(Box::new(tokens.clone()))?;
         registry.register(Box::new(pruned.clone()))?;
@@ -256,7 +294,28 @@ impl Metrics {
             connections_refused,
             queue_delay,
             formats,
+            key_spend,
+            key_tokens,
+            key_refusals,
+            key_labels: Default::default(),
         })
+    }
+
+    /// The `key` label for a key name: the name itself for the first [`MAX_KEY_LABELS`] names
+    /// seen, `other` after that.
+    pub fn key_label(&self, name: &str) -> String {
+        let mut seen = self
+            .key_labels
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if seen.contains(name) {
+            return name.to_string();
+        }
+        if seen.len() < MAX_KEY_LABELS && name != "other" {
+            seen.insert(name.to_string());
+            return name.to_string();
+        }
+        "other".into()
     }
 
     /// The Prometheus text exposition of every registered instrument.

@@ -51,6 +51,37 @@ pub enum ApiError {
     },
     #[error("invalid or missing API key")]
     Unauthorized,
+    /// A virtual key that exists but may no longer be used.
+    #[error("invalid API key: the key {0}")]
+    KeyRejected(&'static str),
+    /// A concrete model outside the virtual key's `models`.
+    #[error("this API key may not use the model '{0}'")]
+    ModelNotAllowed(String),
+    /// A concrete model whose estimated cost passes the key's `max_cost_per_request_usd`.
+    #[error("the estimated cost of this request on '{model}' (${estimate_usd:.6}) exceeds this API key's limit of ${cap_usd:.6} per request")]
+    OverKeyCap {
+        model: String,
+        estimate_usd: f64,
+        cap_usd: f64,
+    },
+    /// The key's budget cannot pay for this request.
+    #[error("budget_exceeded: this API key's {period} budget of ${budget_usd:.6} is used up (spent ${spent_usd:.6}, ${reserved_usd:.6} held by requests in flight)")]
+    BudgetExceeded {
+        period: &'static str,
+        budget_usd: f64,
+        spent_usd: f64,
+        reserved_usd: f64,
+    },
+    /// Over the key's requests (`tokens: false`) or tokens per minute.
+    #[error("rate limit exceeded: this API key's {} per minute are used up; retry in {reset_s} s", if *.tokens { "tokens" } else { "requests" })]
+    RateLimited {
+        tokens: bool,
+        limit_requests: Option<u64>,
+        remaining_requests: Option<u64>,
+        limit_tokens: Option<u64>,
+        remaining_tokens: Option<u64>,
+        reset_s: u64,
+    },
     #[error("no route for {method} {path}")]
     NotFound { method: String, path: String },
     #[error("{method} is not allowed on {path}")]
@@ -103,7 +134,9 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
             Self::BadRequest(_) | Self::Unsupported(_) => StatusCode::BAD_REQUEST,
-            Self::Unauthorized => StatusCode::UNAUTHORIZED,
+            Self::Unauthorized | Self::KeyRejected(_) => StatusCode::UNAUTHORIZED,
+            Self::ModelNotAllowed(_) | Self::OverKeyCap { .. } => StatusCode::FORBIDDEN,
+            Self::BudgetExceeded { .. } | Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::NotFound { .. }
             | Self::UnknownModel(_)
             | Self::UnknownDecision(_)
@@ -130,6 +163,11 @@ impl ApiError {
             Self::Unsupported(_) => "unsupported",
             Self::UnknownResponse { .. } => "unknown_response",
             Self::Unauthorized => "unauthorized",
+            Self::KeyRejected(_) => "key_rejected",
+            Self::ModelNotAllowed(_) => "model_not_allowed",
+            Self::OverKeyCap { .. } => "over_key_cap",
+            Self::BudgetExceeded { .. } => "budget_exceeded",
+            Self::RateLimited { .. } => "rate_limited",
             Self::NotFound { .. } => "not_found",
             Self::MethodNotAllowed { .. } => "method_not_allowed",
             Self::UnknownModel(_) => "unknown_model",
@@ -153,6 +191,8 @@ impl ApiError {
     fn openai_type(&self) -> &'static str {
         match self.status().as_u16() {
             401 => "authentication_error",
+            403 => "permission_error",
+            429 => "rate_limit_error",
             400 | 404 | 405 | 408 | 413 => "invalid_request_error",
             _ => "api_error",
         }
@@ -162,6 +202,8 @@ impl ApiError {
     fn anthropic_type(&self) -> &'static str {
         match self.status().as_u16() {
             401 => "authentication_error",
+            403 => "permission_error",
+            429 => "rate_limit_error",
             404 => "not_found_error",
             413 => "request_too_large",
             400 | 405 | 408 => "invalid_request_error",
@@ -174,7 +216,11 @@ impl ApiError {
     /// OpenAI's `error.code`.
     fn openai_code(&self) -> Option<&'static str> {
         match self {
-            Self::Unauthorized => Some("invalid_api_key"),
+            Self::Unauthorized | Self::KeyRejected(_) => Some("invalid_api_key"),
+            Self::ModelNotAllowed(_) => Some("model_not_allowed"),
+            Self::OverKeyCap { .. } => Some("max_cost_exceeded"),
+            Self::BudgetExceeded { .. } => Some("budget_exceeded"),
+            Self::RateLimited { .. } => Some("rate_limit_exceeded"),
             Self::UnknownModel(_) => Some("model_not_found"),
             Self::Unsupported(_) => Some("unsupported_parameter"),
             Self::UnknownResponse { .. } => Some("response_not_found"),
@@ -194,6 +240,7 @@ impl ApiError {
         match self {
             Self::Unsupported(e) if !e.field.is_empty() => Some(&e.field),
             Self::UnknownResponse { param, .. } => *param,
+            Self::ModelNotAllowed(_) | Self::OverKeyCap { .. } => Some("model"),
             _ => None,
         }
     }
@@ -229,9 +276,51 @@ impl ApiError {
                 .map(|d| d.as_secs() + u64::from(d.subsec_nanos() > 0)),
             Self::Unavailable(_) => Some(1),
             Self::Overloaded { retry_after_s, .. } => Some(*retry_after_s),
+            Self::RateLimited { reset_s, .. } => Some(*reset_s),
             _ => None,
         }
     }
+
+    /// Headers beside `Retry-After`: a rate-limit refusal's `x-ratelimit-*`.
+    pub fn headers(&self) -> Vec<(&'static str, String)> {
+        match self {
+            Self::RateLimited {
+                limit_requests,
+                remaining_requests,
+                limit_tokens,
+                remaining_tokens,
+                reset_s,
+                ..
+            } => ratelimit_headers(
+                limit_requests.zip(*remaining_requests),
+                limit_tokens.zip(*remaining_tokens),
+                *reset_s,
+            ),
+            _ => Vec::new(),
+        }
+    }
+}
+
+/// `x-ratelimit-limit-*`, `x-ratelimit-remaining-*` and `x-ratelimit-reset-*` for the limits
+/// a virtual key has: (limit, remaining) of requests and of tokens in the current minute.
+pub(crate) fn ratelimit_headers(
+    requests: Option<(u64, u64)>,
+    tokens: Option<(u64, u64)>,
+    reset_s: u64,
+) -> Vec<(&'static str, String)> {
+    let mut h = Vec::new();
+    let reset = format!("{reset_s}s");
+    if let Some((l, r)) = requests {
+        h.push(("x-ratelimit-limit-requests", l.to_string()));
+        h.push(("x-ratelimit-remaining-requests", r.to_string()));
+        h.push(("x-ratelimit-reset-requests", reset.clone()));
+    }
+    if let Some((l, r)) = tokens {
+        h.push(("x-ratelimit-limit-tokens", l.to_string()));
+        h.push(("x-ratelimit-remaining-tokens", r.to_string()));
+        h.push(("x-ratelimit-reset-tokens", reset));
+    }
+    h
 }
 
 #[cfg(test)]
@@ -246,6 +335,59 @@ mod tests {
         assert_eq!(v["error"]["code"], "model_not_found");
         assert_eq!(v["error"]["type"], "invalid_request_error");
         assert!(v["error"]["message"].as_str().unwrap().contains("nope"));
+    }
+
+    #[test]
+    fn key_refusals_in_both_shapes() {
+        let rl = ApiError::RateLimited {
+            tokens: false,
+            limit_requests: Some(60),
+            remaining_requests: Some(0),
+            limit_tokens: Some(1000),
+            remaining_tokens: Some(250),
+            reset_s: 17,
+        };
+        assert_eq!(rl.status(), 429);
+        assert_eq!(rl.retry_after_s(), Some(17));
+        let h = rl.headers();
+        for (name, value) in [
+            ("x-ratelimit-limit-requests", "60"),
+            ("x-ratelimit-remaining-requests", "0"),
+            ("x-ratelimit-reset-requests", "17s"),
+            ("x-ratelimit-limit-tokens", "1000"),
+            ("x-ratelimit-remaining-tokens", "250"),
+            ("x-ratelimit-reset-tokens", "17s"),
+        ] {
+            assert!(h.contains(&(name, value.to_string())), "{name}: {h:?}");
+        }
+        let v: serde_json::Value = serde_json::from_slice(&rl.body(Format::Chat)).unwrap();
+        assert_eq!(v["error"]["code"], "rate_limit_exceeded");
+        assert_eq!(v["error"]["type"], "rate_limit_error");
+
+        let b = ApiError::BudgetExceeded {
+            period: "day",
+            budget_usd: 1.0,
+            spent_usd: 0.99,
+            reserved_usd: 0.01,
+        };
+        assert_eq!(b.status(), 429);
+        assert!(b.headers().is_empty());
+        let v: serde_json::Value = serde_json::from_slice(&b.body(Format::Responses)).unwrap();
+        assert_eq!(v["error"]["code"], "budget_exceeded");
+        let v: serde_json::Value = serde_json::from_slice(&b.body(Format::Messages)).unwrap();
+        assert_eq!(v["error"]["type"], "rate_limit_error");
+        assert!(v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("budget_exceeded"));
+
+        let m = ApiError::ModelNotAllowed("gpt-4o".into());
+        assert_eq!(m.status(), 403);
+        let v: serde_json::Value = serde_json::from_slice(&m.body(Format::Chat)).unwrap();
+        assert_eq!(v["error"]["param"], "model");
+        let v: serde_json::Value = serde_json::from_slice(&m.body(Format::Messages)).unwrap();
+        assert_eq!(v["error"]["type"], "permission_error");
+        assert_eq!(ApiError::KeyRejected("has been revoked").status(), 401);
     }
 
     #[test]

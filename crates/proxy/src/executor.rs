@@ -228,6 +228,9 @@ async fn write_answer(
         if let Some(route) = &ctx.route {
             h.insert_header(ROUTE_HEADER, route.as_str())?;
         }
+        for (name, value) in &ctx.rate_headers {
+            h.insert_header(*name, value.as_str())?;
+        }
         Ok(h)
     };
     let h = header().map_err(|e| {

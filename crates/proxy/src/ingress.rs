@@ -173,7 +173,7 @@ pub(crate) fn key_owner(auth: Option<&ClientAuth>, headers: &http::HeaderMap) ->
 }
 
 /// The client key a request presents (`Authorization: Bearer KEY` or `x-api-key: KEY`).
-fn presented_key(headers: &http::HeaderMap) -> &str {
+pub(crate) fn presented_key(headers: &http::HeaderMap) -> &str {
     headers
         .get(http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())

@@ -16,6 +16,7 @@ mod error;
 mod executor;
 mod forward;
 mod ingress;
+mod keys;
 mod ready;
 mod relay;
 mod respond;
@@ -70,6 +71,9 @@ pub struct ProxyState {
     pub store: Store,
     /// The control runtime, where store calls run (the store's pool lives there).
     pub control: tokio::runtime::Handle,
+    /// Virtual keys (`auth.virtual_keys`): the cache, the counters and the settlement writer,
+    /// one for the process, shared by every generation.
+    pub keys: Option<Arc<dualrouter_store::Keyring>>,
     /// sha256 of the config's checkpoint file when this state was built (a reload that changes
     /// it makes the config's checkpoint active).
     pub checkpoint_sha: String,
@@ -171,6 +175,10 @@ pub struct RequestCtx {
     /// A non-SSE answer was cut after its header went out: the connection is closed without
     /// ending the body, so the client sees a truncated response rather than a complete one.
     pub abort_downstream: bool,
+    /// The virtual key's budget reservation, settled when the request ends.
+    pub(crate) key_use: Option<keys::KeyUse>,
+    /// The virtual key's `x-ratelimit-*` headers for the answer.
+    pub(crate) rate_headers: Vec<(&'static str, String)>,
 }
 
 #[async_trait]
@@ -189,6 +197,8 @@ impl ProxyHttp for Proxy {
             error_kind: None,
             key_id: None,
             abort_downstream: false,
+            key_use: None,
+            rate_headers: Vec::new(),
         }
     }
 
@@ -210,6 +220,9 @@ impl ProxyHttp for Proxy {
                 respond::error(&state, session, ctx, &e).await
             }
         };
+        if let Some(k) = ctx.key_use.take() {
+            k.settle(&state, ctx.record.as_ref(), status);
+        }
         let model = ctx.model.as_deref().unwrap_or("none");
         state
             .metrics
@@ -287,13 +300,25 @@ async fn handle(
     let endpoint = ingress::endpoint(&header.method, path)?;
     ctx.format = endpoint.format();
     let auth = state.config.auth.as_ref();
-    if !matches!(endpoint, Endpoint::Health | Endpoint::Ready) {
-        ingress::authorize(auth, &session.req_header().headers)?;
-    }
-    let owner = ingress::key_owner(auth, &session.req_header().headers);
-    if auth.is_some() {
-        ctx.key_id = Some(owner.clone());
-    }
+    let caller = if matches!(endpoint, Endpoint::Health | Endpoint::Ready) {
+        keys::Caller::Open
+    } else {
+        keys::authenticate(state, auth, &session.req_header().headers).await?
+    };
+    // A virtual key's stored responses belong to the key (its id), so they survive a rotation.
+    let owner = match &caller {
+        keys::Caller::Virtual(k) => format!("vkey:{}", k.id),
+        keys::Caller::Open | keys::Caller::Static => {
+            ingress::key_owner(auth, &session.req_header().headers)
+        }
+    };
+    // The access line names the caller as the decision record does: a virtual key by its id, a
+    // config key by the hash prefix its stored responses are filed under.
+    ctx.key_id = match &caller {
+        keys::Caller::Virtual(k) => Some(k.id.clone()),
+        keys::Caller::Static => Some(owner.clone()),
+        keys::Caller::Open => auth.is_some().then(|| owner.clone()),
+    };
     match endpoint {
         Endpoint::Health => {
             respond::json(session, http::StatusCode::OK, &json!({"status": "ok"}), &[]).await
@@ -307,18 +332,25 @@ async fn handle(
         }
         Endpoint::Models => {
             let anthropic = wants_anthropic_shape(session.req_header());
-            let list = models_list(&state.config, state.router.registry(), anthropic);
+            let allowed = match &caller {
+                keys::Caller::Virtual(k) => k.models.as_deref(),
+                keys::Caller::Open | keys::Caller::Static => None,
+            };
+            let list = models_list(&state.config, state.router.registry(), anthropic, allowed);
             respond::json(session, http::StatusCode::OK, &list, &[]).await
         }
         Endpoint::Model(id) => {
             let anthropic = wants_anthropic_shape(session.req_header());
+            let hidden = matches!(&caller, keys::Caller::Virtual(k) if !k.allows(&id)
+                && !state.config.routing.is_alias(&id));
             let m = model_object(&state.config, state.router.registry(), &id, anthropic)
+                .filter(|_| !hidden)
                 .ok_or(ApiError::UnknownModel(id))?;
             respond::json(session, http::StatusCode::OK, &m, &[]).await
         }
         Endpoint::ChatCompletions | Endpoint::Messages | Endpoint::Responses => {
             let _slot = admit(proxy, session, &state.config.limits).await?;
-            chat(state, session, ctx, &owner).await
+            chat(state, session, ctx, &owner, &caller).await
         }
         Endpoint::ResponseGet(id) => {
             let r = stored::get(state, &id, &owner).await?;
@@ -339,7 +371,7 @@ async fn handle(
         }
         Endpoint::Embeddings => {
             let _slot = admit(proxy, session, &state.config.limits).await?;
-            side::embeddings(state, session, ctx).await
+            side::embeddings(state, session, ctx, &caller).await
         }
         Endpoint::Route => {
             let _slot = admit(proxy, session, &state.config.limits).await?;
@@ -482,6 +514,7 @@ async fn chat(
     session: &mut Session,
     ctx: &mut RequestCtx,
     owner: &str,
+    caller: &keys::Caller,
 ) -> Result<http::StatusCode, ApiError> {
     let limits = state.config.limits;
     let body = ingress::read_body(session, &limits).await?;
@@ -550,6 +583,19 @@ async fn chat(
             unsupported.insert(m.id.clone(), e);
         }
     }
+    // A virtual key: its models, its rate window, and (routed) what its budget has left.
+    let admitted = match caller {
+        keys::Caller::Virtual(key) => {
+            record.key_id = Some(key.id.clone());
+            if !routed && registry.get(&request.model).is_some() {
+                keys::check_model(state, key, &request.model)?;
+            }
+            let admitted = keys::gate(state, key, routed).await?;
+            ctx.rate_headers = admitted.rate_headers();
+            Some(admitted)
+        }
+        keys::Caller::Open | keys::Caller::Static => None,
+    };
     let chain: Vec<Arc<Model>> = if state.router.settings().is_alias(&request.model) {
         let mut opts = route_options(
             session.req_header(),
@@ -557,6 +603,9 @@ async fn chat(
             request.max_output_tokens(),
         )?;
         opts.unsupported = unsupported.keys().cloned().collect();
+        if let Some(a) = &admitted {
+            a.route_limits(&mut opts);
+        }
         let decided = state
             .router
             .route(&conversation, &opts)
@@ -571,6 +620,9 @@ async fn chat(
                     if let Some(e) = unsupported.into_values().next() {
                         return Err(e);
                     }
+                }
+                if let (true, Some(a)) = (none.over_key_budget, &admitted) {
+                    return Err(keys::budget_refusal(state, a));
                 }
                 return Err(ApiError::NoCandidate(none));
             }
@@ -598,6 +650,24 @@ async fn chat(
         }
         vec![model]
     };
+    if let Some(a) = admitted {
+        // The reservation covers the dearest model of the chain, at the request's own output
+        // cap (or `routing.expected_output_tokens`) and its body's size as input tokens.
+        let input = (body_len as u64).div_ceil(4);
+        let output = request
+            .max_output_tokens()
+            .unwrap_or(state.router.settings().expected_output_tokens);
+        let estimate = chain
+            .iter()
+            .map(|m| m.cost.usd(input, output))
+            .fold(0.0, f64::max);
+        if !routed {
+            if let Some(m) = chain.first() {
+                keys::check_cap(state, &a.key, &m.id, estimate)?;
+            }
+        }
+        ctx.key_use = Some(keys::reserve(state, a, estimate).await?);
+    }
     let deadline = Instant::now() + limits.total;
     let mut last_err: Option<ApiError> = None;
     for (i, model) in chain.iter().enumerate() {
@@ -799,6 +869,7 @@ async fn chat(
             retry_after: registry
                 .soonest_retry(&chain.iter().map(|m| m.id.clone()).collect::<Vec<_>>()),
             unsupported_only: false,
+            over_key_budget: false,
         }),
     })
 }
@@ -964,19 +1035,23 @@ fn fill_record(rec: &mut DecisionRecord, d: &RoutingDecision) {
 }
 
 /// `GET /v1/models`: the routing aliases (`auto`), then every model of the registry (config
-/// order, then discovered models, then executor plugins' models); in Anthropic's list shape
-/// for Anthropic's clients.
+/// order, then discovered models, then executor plugins' models), only those in `allowed`
+/// when a virtual key limits them; in Anthropic's list shape for Anthropic's clients.
 fn models_list(
     config: &Config,
     registry: &dualrouter_routing::Registry,
     anthropic: bool,
+    allowed: Option<&[String]>,
 ) -> serde_json::Value {
     let aliases = config
         .routing
         .aliases
         .iter()
         .map(|a| (a.as_str(), "dualrouter"));
-    let models = registry.models().map(|m| (m.id.as_str(), m.owner()));
+    let models = registry
+        .models()
+        .filter(|m| allowed.is_none_or(|a| a.contains(&m.id)))
+        .map(|m| (m.id.as_str(), m.owner()));
     let data: Vec<_> = aliases
         .chain(models)
         .map(|(id, owner)| model_json(id, owner, anthropic))

@@ -185,6 +185,10 @@ pub(crate) async fn relay(
     if let Some(route) = &ctx.route {
         set(&mut resp, ROUTE_HEADER, route.clone())?;
     }
+    // A virtual key's own limits replace whatever the provider said of its account's.
+    for (name, value) in &ctx.rate_headers {
+        set(&mut resp, name, value.clone())?;
+    }
 
     if session
         .write_response_header(Box::new(resp), false)

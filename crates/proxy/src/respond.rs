@@ -133,6 +133,7 @@ pub(crate) async fn error(
     if let Some(s) = err.retry_after_s() {
         extra.push(("retry-after", s.to_string()));
     }
+    extra.extend(err.headers());
     if let Err(e) = write_whole(session, status, err.body(ctx.format), &extra).await {
         tracing::debug!("could not write the error response: {}", e.etype().as_str());
         session.set_keepalive(None);

@@ -93,8 +93,10 @@ pub(crate) async fn embeddings(
     state: &ProxyState,
     session: &mut Session,
     ctx: &mut RequestCtx,
+    caller: &super::keys::Caller,
 ) -> Result<http::StatusCode, ApiError> {
     let body = ingress::read_body(session, &state.config.limits).await?;
+    let body_len = body.len() as u64;
     let (name, mut obj) = ingress::embeddings_request(&body)?;
     drop(body);
     if state.router.settings().is_alias(&name) {
@@ -123,20 +125,27 @@ pub(crate) async fn embeddings(
     rec.decision_id = ctx.decision_id.to_string();
     rec.requested_model = Some(name);
     rec.route_source = Some("explicit".into());
-    ctx.record = Some(rec);
+    // A virtual key: its models, its rate window, and a reservation of the input's price.
+    if let super::keys::Caller::Virtual(key) = caller {
+        rec.key_id = Some(key.id.clone());
+        super::keys::check_model(state, key, &model.id)?;
+        let admitted = super::keys::gate(state, key, false).await?;
+        ctx.rate_headers = admitted.rate_headers();
+        let estimate = model.cost.usd(body_len.div_ceil(4), 0);
+        super::keys::check_cap(state, key, &model.id, estimate)?;
+        ctx.record = Some(rec);
+        ctx.key_use = Some(super::keys::reserve(state, admitted, estimate).await?);
+    } else {
+        ctx.record = Some(rec);
+    }
     obj.insert("model".into(), Value::String(model.upstream_id.clone()));
     let body = Bytes::from(serde_json::to_vec(&obj).unwrap_or_default());
     let header = forward::upstream_request(&provider, "/embeddings", body.len(), false, &[])?;
-    let (status, answer) = pass_whole(
-        state,
-        session,
-        ctx,
-        &provider,
-        &header,
-        &body,
-        &[(respond::MODEL_HEADER, model.id.clone())],
-    )
-    .await?;
+    let extra: Vec<(&str, String)> = std::iter::once((respond::MODEL_HEADER, model.id.clone()))
+        .chain(ctx.rate_headers.iter().cloned())
+        .collect();
+    let (status, answer) =
+        pass_whole(state, session, ctx, &provider, &header, &body, &extra).await?;
     let usage = serde_json::from_slice::<Value>(&answer)
         .ok()
         .and_then(|v| v.get("usage").and_then(wire::decode_chat_usage));

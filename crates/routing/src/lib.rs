@@ -70,6 +70,14 @@ pub struct RouteOptions {
     /// Models that cannot serve this request at all (what it asks for, their format or
     /// capabilities): never candidates.
     pub unsupported: std::collections::HashSet<String>,
+    /// The most this request may cost, USD, estimated (a virtual key's per-request cap).
+    pub max_cost_usd: Option<f64>,
+    /// What the request's virtual key has left of its budget, USD: dearer candidates are left
+    /// out (`over_key_budget`).
+    pub budget_left_usd: Option<f64>,
+    /// The models the request's virtual key may use; others are never candidates
+    /// (`not_allowed`). `None`: every model.
+    pub allowed_models: Option<std::collections::HashSet<String>>,
 }
 
 /// One scored candidate.
@@ -92,8 +100,8 @@ pub struct Candidate {
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct Excluded {
     pub model: String,
-    /// `unknown`, `unsupported`, `cooling_down`, `unhealthy`, `over_budget` or
-    /// `over_max_cost`.
+    /// `unknown`, `unsupported`, `not_allowed`, `cooling_down`, `unhealthy`, `over_budget`,
+    /// `over_max_cost` or `over_key_budget`.
     pub reason: &'static str,
 }
 
@@ -144,6 +152,8 @@ pub struct NoCandidate {
     pub retry_after: Option<std::time::Duration>,
     /// Every model left out was left out because it cannot serve the request.
     pub unsupported_only: bool,
+    /// Some model was left out only because the virtual key's budget cannot pay for it.
+    pub over_key_budget: bool,
 }
 
 /// The policies as routing reads them.
@@ -453,11 +463,13 @@ impl DualRouter {
                     .collect();
                 let unsupported_only =
                     !excluded.is_empty() && excluded.iter().all(|e| e.reason == "unsupported");
+                let over_key_budget = excluded.iter().any(|e| e.reason == "over_key_budget");
                 return Err(NoCandidate {
                     route: route.name(),
                     why: describe_exclusions(&excluded),
                     retry_after: self.registry.soonest_retry(&cooling),
                     unsupported_only,
+                    over_key_budget,
                 });
             }
             policy_name = name;
@@ -564,6 +576,14 @@ impl DualRouter {
                 out_because("unsupported");
                 continue;
             }
+            if opts
+                .allowed_models
+                .as_ref()
+                .is_some_and(|allowed| !allowed.contains(id))
+            {
+                out_because("not_allowed");
+                continue;
+            }
             if self.registry.is_cooling(id) {
                 out_because("cooling_down");
                 continue;
@@ -580,8 +600,13 @@ impl DualRouter {
             if opts
                 .max_cost_per_mtok
                 .is_some_and(|max| cost / tokens * 1e6 > max)
+                || opts.max_cost_usd.is_some_and(|max| cost > max)
             {
                 out_because("over_max_cost");
+                continue;
+            }
+            if opts.budget_left_usd.is_some_and(|left| cost > left) {
+                out_because("over_key_budget");
                 continue;
             }
             out.push(m.clone());

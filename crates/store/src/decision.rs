@@ -69,6 +69,8 @@ pub struct DecisionRecord {
     pub cache_write_tokens: Option<u64>,
     /// USD, from the model's prices and the tokens used (cached ones at their own price).
     pub cost_usd: Option<f64>,
+    /// The virtual key the request was made with (its id, never its secret).
+    pub key_id: Option<String>,
     /// Milliseconds per step (`classify`, `score`, `first_byte`, `upstream`, …).
     pub latencies_ms: BTreeMap<String, f64>,
     pub total_latency_ms: Option<f64>,

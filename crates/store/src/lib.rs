@@ -39,7 +39,7 @@ pub use dualrouter_core::config::{redact_url, DEFAULT_DATABASE_URL};
 /// The most rows `GET /api/decisions` returns at once.
 pub const MAX_DECISIONS_PAGE: u32 = 1000;
 
-/// Rows per multi-row INSERT (26 columns each: well under both backends' parameter limits).
+/// Rows per multi-row INSERT (27 columns each: well under both backends' parameter limits).
 const INSERT_CHUNK_ROWS: usize = 500;
 
 /// The PostgreSQL channel that carries "the policies changed" between instances.
@@ -56,6 +56,10 @@ pub enum StoreError {
     DuplicatePolicy { domain: String, action: String },
     #[error("policy {0} not found")]
     PolicyNotFound(i64),
+    #[error("a key named '{0}' already exists")]
+    DuplicateKey(String),
+    #[error("key {0} not found")]
+    KeyNotFound(String),
     #[error("database error: {0}")]
     Db(#[from] sqlx::Error),
     #[error("migration failed: {0}")]
@@ -106,10 +110,17 @@ macro_rules! on_pool {
 
 // After the macro: they use `on_pool!`.
 mod catalog;
+mod keyring;
+mod keys;
 mod responses;
 mod retention;
 mod stats;
 pub use catalog::{CandidateModelRow, ExecutorService};
+pub use keyring::{Charge, Gate, KeyPolicy, Keyring, Lookup, Refusal, Reservation};
+pub use keys::{
+    hash_secret, to_nano, to_usd, BudgetCount, BudgetPeriod, KeyBudget, KeySpec, KeyStatus,
+    RateCount, RateLimit, Settlement, SpendBy, SpendRow, VirtualKey, KEY_CHANNEL,
+};
 pub use stats::{ModelStats, Stats};
 
 const POLICY_COLUMNS: &str =
@@ -150,7 +161,7 @@ const DECISION_COLUMNS: &str = "decision_id, created_at, prompt_hash, prompt_pre
     requested_model, domain, action, route_source, route_confidence, candidates, selected_model, \
     selected_score, provider, status, http_status, error_kind, input_tokens, output_tokens, \
     cost_usd, latencies_ms, total_latency_ms, feedback_score, details, features, \
-    cache_read_tokens, cache_write_tokens";
+    cache_read_tokens, cache_write_tokens, key_id";
 
 /// The columns read back, with the latest feedback (which may arrive before or after the
 /// decision row) taking precedence over the logged score.
@@ -161,7 +172,7 @@ const DECISION_SELECT: &str = "SELECT d.decision_id, d.created_at, d.prompt_hash
     d.total_latency_ms, COALESCE((SELECT f.score FROM feedback f \
       WHERE f.decision_id = d.decision_id ORDER BY f.created_at DESC, f.id DESC LIMIT 1), \
       d.feedback_score) AS feedback_score, d.details, d.features, \
-    d.cache_read_tokens, d.cache_write_tokens \
+    d.cache_read_tokens, d.cache_write_tokens, d.key_id \
     FROM routing_decisions d";
 
 #[derive(sqlx::FromRow)]
@@ -192,6 +203,7 @@ struct DecisionRow {
     features: Option<Json<StoredFeatures>>,
     cache_read_tokens: Option<i64>,
     cache_write_tokens: Option<i64>,
+    key_id: Option<String>,
 }
 
 impl From<DecisionRow> for DecisionRecord {
@@ -223,6 +235,7 @@ impl From<DecisionRow> for DecisionRecord {
             features: r.features.map(|f| f.0),
             cache_read_tokens: r.cache_read_tokens.and_then(|v| u64::try_from(v).ok()),
             cache_write_tokens: r.cache_write_tokens.and_then(|v| u64::try_from(v).ok()),
+            key_id: r.key_id,
         }
     }
 }
@@ -539,7 +552,8 @@ impl Store {
                         .push_bind(Json(&r.details))
                         .push_bind(r.features.as_ref().map(Json))
                         .push_bind(to_i64(r.cache_read_tokens))
-                        .push_bind(to_i64(r.cache_write_tokens));
+                        .push_bind(to_i64(r.cache_write_tokens))
+                        .push_bind(&r.key_id);
                 });
                 qb.push(" ON CONFLICT (decision_id) DO NOTHING");
                 // Not cached: each batch size is another statement, and up to 100 of them per

@@ -833,6 +833,86 @@ $('#upload-form').addEventListener('submit', async (ev) => {
   }
 });
 
+// ---- keys --------------------------------------------------------------------------------
+
+VIEWS.keys = async () => {
+  const [keys, spend] = await Promise.all([
+    api('GET', '/api/keys'),
+    api('GET', `/api/spend?by=key&since=${encodeURIComponent($('#spend-window').value)}`),
+  ]);
+  const spent = new Map(spend.data.map((r) => [r.group, r]));
+  const body = $('#keys-table tbody');
+  body.replaceChildren(...keys.data.map((k) => {
+    const act = (label, cls, fn) => {
+      const b = h('button', { type: 'button', class: cls, text: label });
+      b.addEventListener('click', async () => {
+        if (b.dataset.armed !== '1') {
+          b.dataset.armed = '1';
+          b.textContent = `Really ${label.toLowerCase()}?`;
+          setTimeout(() => { b.dataset.armed = ''; b.textContent = label; }, 4000);
+          return;
+        }
+        try { await fn(); await VIEWS.keys(); } catch (e) { if (e.status !== 401) banner(e.message); }
+      });
+      return b;
+    };
+    const rotate = act('Rotate', '', async () => showSecret((await api('POST', `/api/keys/${k.id}/rotate`)).key));
+    const revoke = act('Revoke', 'danger', async () => { await api('DELETE', `/api/keys/${k.id}`); banner(`Key ${k.name} revoked.`, 'info'); });
+    const limits = [k.rate_limit.rpm ? `${k.rate_limit.rpm} req/min` : null, k.rate_limit.tpm ? `${k.rate_limit.tpm} tok/min` : null,
+      k.max_cost_per_request_usd !== null ? `≤ ${fmtUsd(k.max_cost_per_request_usd)}/req` : null].filter(Boolean).join(' · ') || '–';
+    const sp = spent.get(k.id);
+    return h('tr', { dataset: { key: k.id } },
+      h('td', {}, h('strong', {}, k.name), h('div', { class: 'muted small' }, `${k.prefix}…`),
+        k.models ? h('div', { class: 'chips' }, k.models.map((m) => h('span', { class: 'chip' }, m))) : null),
+      h('td', { class: `status-${k.status === 'active' ? 'ok' : 'error'}` }, k.status),
+      h('td', { class: 'wide-only' }, k.team || '–'),
+      h('td', {}, k.budget ? `${fmtUsd(k.budget.usd)} / ${k.budget.period}` : '–'),
+      h('td', { class: 'wide-only small' }, limits),
+      h('td', { class: 'num' }, sp ? `${fmtUsd(sp.cost_usd)} · ${sp.requests} req` : '–'),
+      h('td', {}, k.status === 'revoked' ? null : h('div', { class: 'row' }, rotate, revoke)),
+    );
+  }));
+  if (!keys.data.length) body.replaceChildren(h('tr', {}, h('td', { colspan: 7, class: 'muted' }, 'No virtual keys yet (auth.virtual_keys: true turns them on).')));
+};
+
+function showSecret(secret) {
+  $('#key-secret-text').textContent = secret;
+  $('#key-secret').hidden = false;
+}
+
+$('#key-secret-done').addEventListener('click', () => {
+  $('#key-secret-text').textContent = '';
+  $('#key-secret').hidden = true;
+});
+
+$('#spend-window').addEventListener('change', () => { VIEWS.keys().catch((e) => banner(e.message)); });
+
+$('#key-form').addEventListener('submit', async (ev) => {
+  ev.preventDefault();
+  const form = $('#key-form');
+  clearErrors(form);
+  $('#key-form-error').textContent = '';
+  const num = (id) => ($(id).value.trim() === '' ? null : Number($(id).value));
+  const body = { name: $('#kf-name').value.trim() };
+  if ($('#kf-team').value.trim()) body.team = $('#kf-team').value.trim();
+  const models = $('#kf-models').value.split(',').map((m) => m.trim()).filter(Boolean);
+  if (models.length) body.models = models;
+  if (num('#kf-budget') !== null) body.budget = { usd: num('#kf-budget'), period: $('#kf-period').value };
+  const rl = {};
+  if (num('#kf-rpm') !== null) rl.rpm = num('#kf-rpm');
+  if (num('#kf-tpm') !== null) rl.tpm = num('#kf-tpm');
+  if (Object.keys(rl).length) body.rate_limit = rl;
+  if (num('#kf-cap') !== null) body.max_cost_per_request_usd = num('#kf-cap');
+  try {
+    const k = await api('POST', '/api/keys', body);
+    form.reset();
+    showSecret(k.key);
+    await VIEWS.keys();
+  } catch (e) {
+    if (e.status !== 401) showFieldError(form, e, $('#key-form-error'));
+  }
+});
+
 // ---- go ----------------------------------------------------------------------------------
 
 start();

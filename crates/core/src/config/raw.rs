@@ -258,6 +258,15 @@ pub struct RawAuth {
     /// A file with one client key per line (`#` comments allowed).
     #[serde(default)]
     pub keys_file: Option<PathBuf>,
+    /// Virtual keys from the store (`POST /api/keys`) are accepted beside the static ones.
+    #[serde(default)]
+    pub virtual_keys: bool,
+    /// `fail_closed` (default) or `fail_open`: what virtual keys get while the store is down.
+    #[serde(default)]
+    pub on_store_failure: Option<String>,
+    /// Fail open: the most one virtual key may spend per instance while the store is down.
+    #[serde(default)]
+    pub fail_open_allowance_usd: Option<f64>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -103,7 +103,22 @@ pub struct AdminConfig {
 #[derive(Debug, Clone)]
 pub struct ClientAuth {
     pub keys: Vec<Secret>,
+    /// `auth.virtual_keys: true`: keys from the store are accepted too.
+    pub virtual_keys: Option<VirtualKeyAuth>,
 }
+
+/// How virtual keys behave while the store cannot be reached.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct VirtualKeyAuth {
+    /// `auth.on_store_failure: fail_open`: keys known to this instance keep working, each
+    /// within `fail_open_allowance_usd`; `fail_closed` (the default) refuses them (503).
+    pub fail_open: bool,
+    /// The most one key may spend on one instance while the store is unreachable (USD).
+    pub fail_open_allowance_usd: f64,
+}
+
+/// `auth.fail_open_allowance_usd` when not set.
+pub const DEFAULT_FAIL_OPEN_ALLOWANCE_USD: f64 = 1.0;
 
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
@@ -685,21 +700,51 @@ fn client_auth(
             ),
         }
     }
-    if a.keys_env.is_none() && a.keys_file.is_none() {
+    let fail_open = match a.on_store_failure.as_deref() {
+        None | Some("fail_closed") => false,
+        Some("fail_open") => true,
+        Some(other) => {
+            p.push(
+                "auth.on_store_failure",
+                format!("must be fail_closed or fail_open, got '{other}'"),
+            );
+            false
+        }
+    };
+    let allowance = a
+        .fail_open_allowance_usd
+        .unwrap_or(DEFAULT_FAIL_OPEN_ALLOWANCE_USD);
+    if !allowance.is_finite() || allowance < 0.0 {
+        p.push(
+            "auth.fail_open_allowance_usd",
+            "must be a finite number >= 0",
+        );
+    }
+    let virtual_keys = a.virtual_keys.then_some(VirtualKeyAuth {
+        fail_open,
+        fail_open_allowance_usd: allowance.max(0.0),
+    });
+    if !a.virtual_keys && (a.on_store_failure.is_some() || a.fail_open_allowance_usd.is_some()) {
+        p.push(
+            "auth.on_store_failure",
+            "applies to virtual keys only: set auth.virtual_keys: true",
+        );
+    }
+    if a.keys_env.is_none() && a.keys_file.is_none() && !a.virtual_keys {
         p.push(
             "auth",
-            "name keys_env or keys_file (or remove the auth section)",
+            "name keys_env or keys_file, or set virtual_keys: true (or remove the auth section)",
         );
         return None;
     }
-    if keys.is_empty() {
+    if keys.is_empty() && !a.virtual_keys {
         if p.1 == Secrets::IfSet {
             return None;
         }
         p.push("auth", "no client keys found");
         return None;
     }
-    Some(ClientAuth { keys })
+    Some(ClientAuth { keys, virtual_keys })
 }
 
 impl Limits {
