@@ -1021,9 +1021,16 @@ async fn store_stopped_under_load_holds_the_policy_and_loses_no_spend() {
         json!({"name": "on-b", "budget": {"usd": 10, "period": "total"}}),
     )
     .await;
-    // Both instances know both keys before the store goes.
+    // b's allowance is per key: the load on `kb` may use all of its own, so the outage is
+    // probed with a key of its own.
+    let (kp_id, kp) = create(
+        &a,
+        json!({"name": "on-b-probe", "budget": {"usd": 10, "period": "total"}}),
+    )
+    .await;
+    // Both instances know every key before the store goes.
     for p in [&a, &b] {
-        for k in [&ka, &kb] {
+        for k in [&ka, &kb, &kp] {
             assert_eq!(ask(p, Api::Chat, k, "m-cheap", false).await.status, 200);
         }
     }
@@ -1057,7 +1064,7 @@ async fn store_stopped_under_load_holds_the_policy_and_loses_no_spend() {
     }
     let mut b_outage = 0usize;
     for _ in 0..20 {
-        let r = ask(&b, Api::Chat, &kb, "m-cheap", false).await;
+        let r = ask(&b, Api::Chat, &kp, "m-cheap", false).await;
         match r.status {
             200 => b_outage += 1,
             503 => break,
@@ -1073,10 +1080,10 @@ async fn store_stopped_under_load_holds_the_policy_and_loses_no_spend() {
     }
     assert_eq!(a_refused, 3);
     assert!(b_outage >= 1, "fail_open served nothing");
-    // b's whole spend while the store was away (the load's share included) stays within its
-    // allowance: at most 5 answers of $0.018 fit in $0.1.
+    // The probe key's spend while the store was away stays within its allowance: at most 5
+    // answers of $0.018 fit in $0.1.
     assert!(b_outage <= 5, "{b_outage} answers on a $0.1 allowance");
-    let r = ask(&b, Api::Chat, &kb, "m-cheap", false).await;
+    let r = ask(&b, Api::Chat, &kp, "m-cheap", false).await;
     assert_eq!(r.status, 503, "the allowance is used up: {}", r.body);
 
     // Back: every answer served is charged, none lost.
@@ -1093,7 +1100,23 @@ async fn store_stopped_under_load_holds_the_policy_and_loses_no_spend() {
         s == 200 && close(v["spend"]["spent_usd"].as_f64().unwrap_or(0.0), expect_a)
     })
     .await;
-    let expect_b = (2 + served[1] + b_outage) as f64 * COST;
+    let expect_p = (2 + b_outage) as f64 * COST;
+    until(
+        "the probe key's spend written",
+        Duration::from_secs(30),
+        || async {
+            let (s, v) = admin(
+                &a,
+                reqwest::Method::GET,
+                &format!("/api/keys/{kp_id}"),
+                None,
+            )
+            .await;
+            s == 200 && close(v["spend"]["spent_usd"].as_f64().unwrap_or(0.0), expect_p)
+        },
+    )
+    .await;
+    let expect_b = (2 + served[1]) as f64 * COST;
     let mut last = Value::Null;
     let res = tokio::time::timeout(Duration::from_secs(30), async {
         loop {
