@@ -12,17 +12,13 @@ impl Store {
         before: DateTime<Utc>,
         batch: i64,
     ) -> Result<u64, StoreError> {
-        let sql = "DELETE FROM routing_decisions WHERE decision_id IN \
-                   (SELECT decision_id FROM routing_decisions WHERE created_at < $1 LIMIT $2)";
-        let n = on_pool!(self, pool, Db => {
-            sqlx::query::<Db>(sql)
-                .bind(before)
-                .bind(batch)
-                .execute(pool)
-                .await?
-                .rows_affected()
-        });
-        Ok(n)
+        self.delete_batch(
+            "DELETE FROM routing_decisions WHERE decision_id IN \
+             (SELECT decision_id FROM routing_decisions WHERE created_at < $1 LIMIT $2)",
+            before,
+            batch,
+        )
+        .await
     }
 
     /// Deletes up to `batch` feedback rows recorded before `before`; how many it deleted.
@@ -31,8 +27,22 @@ impl Store {
         before: DateTime<Utc>,
         batch: i64,
     ) -> Result<u64, StoreError> {
-        let sql = "DELETE FROM feedback WHERE id IN \
-                   (SELECT id FROM feedback WHERE created_at < $1 LIMIT $2)";
+        self.delete_batch(
+            "DELETE FROM feedback WHERE id IN \
+             (SELECT id FROM feedback WHERE created_at < $1 LIMIT $2)",
+            before,
+            batch,
+        )
+        .await
+    }
+
+    /// Runs one batched delete taking the cut-off (`$1`) and the batch size (`$2`).
+    async fn delete_batch(
+        &self,
+        sql: &'static str,
+        before: DateTime<Utc>,
+        batch: i64,
+    ) -> Result<u64, StoreError> {
         let n = on_pool!(self, pool, Db => {
             sqlx::query::<Db>(sql)
                 .bind(before)
