@@ -517,6 +517,20 @@ impl ChatRequest {
     /// [`wire::prepare_native`]) when the formats match, a translation otherwise. Also returns
     /// what the translation left out.
     pub fn body_for(&self, target: &wire::Target<'_>) -> Result<(Bytes, wire::Notes), ApiError> {
+        if target.format == Format::Chat && self.format == Format::Chat {
+            // The common pass-through: written straight from the parsed body with the model id
+            // (and the usage chunk's option) patched in, without a copy of the body first.
+            wire::check_native(self.format, &self.body, target.caps)
+                .map_err(ApiError::Unsupported)?;
+            let patched = PatchedChat {
+                body: &self.body,
+                model: target.model,
+                include_usage: self.stream,
+            };
+            // Serializing JSON values cannot fail.
+            let bytes = serde_json::to_vec(&patched).unwrap_or_default();
+            return Ok((Bytes::from(bytes), wire::Notes::new()));
+        }
         if target.format == self.format {
             wire::check_native(self.format, &self.body, target.caps)
                 .map_err(ApiError::Unsupported)?;
@@ -721,6 +735,45 @@ pub fn route_request(body: &[u8]) -> Result<dualrouter_core::conversation::Conve
     }
 }
 
+/// A chat-completions body as it goes to a chat-completions upstream: `model` replaced and, for
+/// a stream, `stream_options.include_usage` set (the usage chunk is captured for the log, and
+/// passed on only if the client asked for it). Serializes as the patched copy would, keys in
+/// the same order.
+struct PatchedChat<'a> {
+    body: &'a serde_json::Map<String, Value>,
+    model: &'a str,
+    include_usage: bool,
+}
+
+impl serde::Serialize for PatchedChat<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let add_options = self.include_usage && !self.body.contains_key("stream_options");
+        let mut map = s.serialize_map(Some(self.body.len() + usize::from(add_options)))?;
+        for (k, v) in self.body {
+            match k.as_str() {
+                "model" => map.serialize_entry(k, self.model)?,
+                "stream_options" if self.include_usage => {
+                    let mut opts = match v {
+                        Value::Object(o) => o.clone(),
+                        _ => serde_json::Map::new(),
+                    };
+                    opts.insert("include_usage".into(), Value::Bool(true));
+                    map.serialize_entry(k, &opts)?;
+                }
+                _ => map.serialize_entry(k, v)?,
+            }
+        }
+        if add_options {
+            map.serialize_entry(
+                "stream_options",
+                &serde_json::json!({ "include_usage": true }),
+            )?;
+        }
+        map.end()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -730,6 +783,40 @@ mod tests {
             format,
             model: "up",
             caps: wire::Caps::default(),
+        }
+    }
+
+    /// The chat pass-through body written without a copy is the body the copy made.
+    #[test]
+    fn chat_body_for_a_chat_upstream_is_the_patched_copy() {
+        let cases = [
+            r#"{"model":"auto","messages":[{"role":"user","content":"hi"}],"temperature":0.2}"#,
+            r#"{"messages":[{"role":"user","content":"hi"}],"stream":true,"model":"m"}"#,
+            r#"{"model":"m","stream":true,"stream_options":{"include_usage":false,"x":1},"messages":[{"role":"user","content":"hi"}]}"#,
+            r#"{"model":"m","stream":true,"stream_options":null,"messages":[{"role":"user","content":"hi"}]}"#,
+            r#"{"model":"m","stream":false,"stream_options":{"x":1},"messages":[{"role":"user","content":"hi"}]}"#,
+        ];
+        for body in cases {
+            let req = ChatRequest::parse(body.as_bytes()).unwrap();
+            let (fast, _) = req.body_for(&target(Format::Chat)).unwrap();
+            // What the general path (a copy, patched) writes.
+            let mut copy = req.body.clone();
+            copy.insert("model".into(), Value::String("up".into()));
+            if req.stream {
+                let opts = copy
+                    .entry("stream_options")
+                    .or_insert_with(|| Value::Object(Default::default()));
+                if let Value::Object(o) = opts {
+                    o.insert("include_usage".into(), Value::Bool(true));
+                } else {
+                    *opts = serde_json::json!({ "include_usage": true });
+                }
+            }
+            assert_eq!(
+                std::str::from_utf8(&fast).unwrap(),
+                serde_json::to_string(&copy).unwrap(),
+                "{body}"
+            );
         }
     }
 

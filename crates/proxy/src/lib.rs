@@ -983,8 +983,7 @@ fn new_record(
         .map(|t| t.text.as_str())
         .collect::<Vec<_>>()
         .join("\n");
-    let mut rec = DecisionRecord::new("ok");
-    rec.decision_id = ctx.decision_id.to_string();
+    let mut rec = DecisionRecord::with_id(ctx.decision_id.to_string(), "ok");
     rec.prompt_hash = prompt_hash(&prompt);
     rec.prompt_preview = state.decision_log.preview(&prompt);
     rec.requested_model = Some(request.model.clone());

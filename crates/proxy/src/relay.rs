@@ -311,9 +311,7 @@ pub(crate) async fn relay(
     let usage = match &filter {
         Some(f) => f.usage,
         None if whole_usage.is_some() => whole_usage,
-        None => serde_json::from_slice::<serde_json::Value>(&scan)
-            .ok()
-            .and_then(|v| usage_of_body(upstream_format, &v)),
+        None => wire::usage_of_answer(upstream_format, &scan),
     };
     if let Some(rec) = ctx.record.as_mut() {
         if let Some(u) = &usage {

@@ -121,8 +121,7 @@ pub(crate) async fn embeddings(
         }
     };
     ctx.model = Some(model.id.clone());
-    let mut rec = DecisionRecord::new("ok");
-    rec.decision_id = ctx.decision_id.to_string();
+    let mut rec = DecisionRecord::with_id(ctx.decision_id.to_string(), "ok");
     rec.requested_model = Some(name);
     rec.route_source = Some("explicit".into());
     // A virtual key: its models, its rate window, and a reservation of the input's price.

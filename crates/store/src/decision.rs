@@ -160,8 +160,14 @@ impl StoredFeatures {
 impl DecisionRecord {
     /// A record with a fresh id, the current time and the given status; fill in the rest.
     pub fn new(status: &str) -> Self {
+        Self::with_id(Self::new_id(), status)
+    }
+
+    /// A record for a decision whose id is already minted (the proxy mints it when the request
+    /// arrives), with the current time and the given status.
+    pub fn with_id(decision_id: String, status: &str) -> Self {
         Self {
-            decision_id: Self::new_id(),
+            decision_id,
             created_at: Utc::now(),
             status: status.to_string(),
             ..Self::default()

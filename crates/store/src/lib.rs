@@ -39,8 +39,22 @@ pub use dualrouter_core::config::{redact_url, DEFAULT_DATABASE_URL};
 /// The most rows `GET /api/decisions` returns at once.
 pub const MAX_DECISIONS_PAGE: u32 = 1000;
 
-/// Rows per multi-row INSERT (27 columns each: well under both backends' parameter limits).
-const INSERT_CHUNK_ROWS: usize = 500;
+/// Rows per multi-row INSERT of decisions: a batch is cut into chunks of these sizes, largest
+/// first, so that every batch uses one of four statements, which each connection prepares once
+/// and keeps (27 columns each: 64 rows stay well under both backends' parameter limits).
+const INSERT_CHUNK_SIZES: [usize; 4] = [64, 16, 4, 1];
+
+/// `records` cut into chunks of [`INSERT_CHUNK_SIZES`], largest first.
+fn insert_chunks<T>(mut records: &[T]) -> impl Iterator<Item = &[T]> {
+    std::iter::from_fn(move || {
+        let size = INSERT_CHUNK_SIZES
+            .into_iter()
+            .find(|&size| size <= records.len())?;
+        let (chunk, rest) = records.split_at(size);
+        records = rest;
+        Some(chunk)
+    })
+}
 
 /// The PostgreSQL channel that carries "the policies changed" between instances.
 pub const POLICY_CHANNEL: &str = "dualrouter_policies";
@@ -523,7 +537,7 @@ impl Store {
         let inserted = on_pool!(self, pool, Db => {
             let mut tx = pool.begin().await?;
             let mut inserted = 0u64;
-            for chunk in records.chunks(INSERT_CHUNK_ROWS) {
+            for chunk in insert_chunks(records) {
                 let mut qb: QueryBuilder<'_, Db> =
                     QueryBuilder::new(format!("INSERT INTO routing_decisions ({DECISION_COLUMNS}) "));
                 qb.push_values(chunk, |mut b, r| {
@@ -556,12 +570,13 @@ impl Store {
                         .push_bind(&r.key_id);
                 });
                 qb.push(" ON CONFLICT (decision_id) DO NOTHING");
-                // Not cached: each batch size is another statement, and up to 100 of them per
-                // connection (the driver's cache), the larger ones megabytes each, kept the
-                // proxy's memory growing for minutes under load (issue #11, result 3).
+                // Cached: four statement shapes in all (see `INSERT_CHUNK_SIZES`). One
+                // statement per batch size, as before, re-parsed every batch and would grow
+                // the driver's cache (up to 100 per connection, the larger ones megabytes
+                // each) if it were kept.
                 inserted += qb
                     .build()
-                    .persistent(false)
+                    .persistent(true)
                     .execute(&mut *tx)
                     .await?
                     .rows_affected();
@@ -808,4 +823,22 @@ pub async fn open_and_seed(database: &str, policies: &[PolicySpec]) -> Result<St
         "store ready"
     );
     Ok(store)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{insert_chunks, INSERT_CHUNK_SIZES};
+
+    #[test]
+    fn decision_batches_are_cut_into_the_four_statement_sizes() {
+        for n in [0usize, 1, 3, 4, 5, 63, 64, 65, 100, 500, 1001] {
+            let rows: Vec<usize> = (0..n).collect();
+            let chunks: Vec<&[usize]> = insert_chunks(&rows).collect();
+            assert!(chunks.iter().all(|c| INSERT_CHUNK_SIZES.contains(&c.len())));
+            // Every row once, in order; largest chunks first.
+            assert_eq!(chunks.concat(), rows, "n = {n}");
+            assert!(chunks.windows(2).all(|w| w[0].len() >= w[1].len()));
+        }
+        assert_eq!(insert_chunks(&[0u8; 100]).count(), 4, "64 + 16 + 16 + 4");
+    }
 }

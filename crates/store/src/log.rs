@@ -130,6 +130,7 @@ enum Msg {
 
 struct Inner {
     tx: mpsc::Sender<Msg>,
+    poke: Arc<tokio::sync::Notify>,
     spool: Arc<Spool>,
     metrics: DecisionLogMetrics,
     preview_chars: usize,
@@ -182,7 +183,9 @@ impl DecisionLog {
             .spool_bytes
             .set(i64::try_from(spool.bytes()).unwrap_or(i64::MAX));
         let (tx, rx) = mpsc::channel(cfg.queue_capacity.max(1));
+        let poke = Arc::new(tokio::sync::Notify::new());
         let writer = Writer {
+            poke: poke.clone(),
             store,
             rx,
             spool: spool.clone(),
@@ -197,6 +200,7 @@ impl DecisionLog {
         Ok(DecisionLog {
             inner: Arc::new(Inner {
                 tx,
+                poke,
                 spool,
                 metrics,
                 preview_chars: cfg.prompt_preview_chars,
@@ -251,6 +255,7 @@ impl DecisionLog {
             .send(Msg::Flush(tx))
             .await
             .map_err(|_| FlushError::Stopped)?;
+        self.inner.poke.notify_one();
         rx.await.map_err(|_| FlushError::Stopped)?
     }
 
@@ -272,6 +277,7 @@ impl DecisionLog {
                 .send(Msg::Shutdown(tx))
                 .await
                 .map_err(|_| FlushError::Stopped)?;
+            self.inner.poke.notify_one();
             let r = rx.await.map_err(|_| FlushError::Stopped)?;
             if let Some(task) = task {
                 let _ = task.await;
@@ -301,6 +307,8 @@ struct Writer {
     metrics: DecisionLogMetrics,
     batch_rows: usize,
     batch_wait: Duration,
+    /// Flush and shutdown wake the writer through this while it lets a batch fill.
+    poke: Arc<tokio::sync::Notify>,
     /// The database failed: batches go to the spool until a replay succeeds.
     degraded: bool,
     backoff: Duration,
@@ -317,6 +325,18 @@ struct InsertError {
 impl std::fmt::Display for InsertError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&self.message)
+    }
+}
+
+/// A queued message into the batch, or the control message it is.
+fn take(msg: Msg, batch: &mut Vec<DecisionRecord>) -> Option<Control> {
+    match msg {
+        Msg::Record(r) => {
+            batch.push(*r);
+            None
+        }
+        Msg::Flush(reply) => Some(Control::Flush(reply)),
+        Msg::Shutdown(reply) => Some(Control::Shutdown(reply)),
     }
 }
 
@@ -370,20 +390,44 @@ impl Writer {
         }
     }
 
-    /// Collects records until the batch is full, `batch_wait` has passed, or a control
-    /// message arrives.
+    /// Collects records until the batch is full, `batch_wait` has passed since the first one,
+    /// or a control message arrives.
+    ///
+    /// Only the first record wakes the writer: it then sleeps until the batch is due and takes
+    /// what arrived meanwhile from the queue, so senders do not wake it (a futex and a thread
+    /// switch) once per request. A flush or shutdown pokes it awake early.
     async fn gather(&mut self, batch: &mut Vec<DecisionRecord>) -> Option<Control> {
-        let deadline = Instant::now() + self.batch_wait;
-        while batch.len() < self.batch_rows {
-            match tokio::time::timeout_at(deadline, self.rx.recv()).await {
-                Ok(Some(Msg::Record(r))) => batch.push(*r),
-                Ok(Some(Msg::Flush(reply))) => return Some(Control::Flush(reply)),
-                Ok(Some(Msg::Shutdown(reply))) => return Some(Control::Shutdown(reply)),
-                Ok(None) => return Some(Control::Closed),
-                Err(_) => break,
+        let idle_until = Instant::now() + self.batch_wait;
+        match tokio::time::timeout_at(idle_until, self.rx.recv()).await {
+            Ok(Some(msg)) => {
+                if let Some(control) = take(msg, batch) {
+                    return Some(control);
+                }
+            }
+            Ok(None) => return Some(Control::Closed),
+            Err(_) => return None,
+        }
+        let due = Instant::now() + self.batch_wait;
+        loop {
+            while batch.len() < self.batch_rows {
+                match self.rx.try_recv() {
+                    Ok(msg) => {
+                        if let Some(control) = take(msg, batch) {
+                            return Some(control);
+                        }
+                    }
+                    Err(mpsc::error::TryRecvError::Empty) => break,
+                    Err(mpsc::error::TryRecvError::Disconnected) => return Some(Control::Closed),
+                }
+            }
+            if batch.len() >= self.batch_rows || Instant::now() >= due {
+                return None;
+            }
+            tokio::select! {
+                _ = tokio::time::sleep_until(due) => {}
+                _ = self.poke.notified() => {}
             }
         }
-        None
     }
 
     /// Writes the batch (healthy) or spools it (degraded); the batch is empty afterwards.

@@ -246,6 +246,23 @@ pub fn decode_response(format: Format, v: &Value) -> Result<Response, WireError>
     }
 }
 
+/// The usage a whole (non-streamed) answer of `format` reports, read without building the rest
+/// of the answer: its other fields are skipped as they are parsed. `None` when the body is not
+/// a JSON object or carries no usage.
+pub fn usage_of_answer(format: Format, body: &[u8]) -> Option<Usage> {
+    #[derive(serde::Deserialize)]
+    struct UsageOnly {
+        #[serde(default)]
+        usage: Option<Value>,
+    }
+    let usage = serde_json::from_slice::<UsageOnly>(body).ok()?.usage?;
+    match format {
+        Format::Chat => chat::decode_usage(&usage),
+        Format::Messages => messages::decode_usage(&usage),
+        Format::Responses => responses::decode_usage(&usage),
+    }
+}
+
 /// How an answer is presented to the client: what its request said that the answer repeats or
 /// depends on.
 #[derive(Debug, Clone, Default)]

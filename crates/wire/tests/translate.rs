@@ -8,8 +8,9 @@
 
 use dualrouter_wire::ir::{CallKind, Item, Origin, Role, Stop, Thinking, Tool, ToolChoice};
 use dualrouter_wire::{
-    decode_request, decode_response, encode_request, encode_response, prepare_native, Caps,
-    Collector, Decoder, Echo, Format, Obj, StreamTranslator, Target, ToolNames,
+    decode_request, decode_response, encode_request, encode_response, prepare_native,
+    usage_of_answer, Caps, Collector, Decoder, Echo, Format, Obj, StreamTranslator, Target,
+    ToolNames,
 };
 use serde_json::{json, Value};
 
@@ -722,6 +723,9 @@ fn whole_answers_cross_every_pair() {
     ];
     for (from, v) in &answers {
         let r = decode_response(*from, v).unwrap();
+        // The usage-only read of a passed-through answer agrees with the whole decode.
+        let bytes = serde_json::to_vec(v).unwrap();
+        assert_eq!(usage_of_answer(*from, &bytes), r.usage, "{from:?}");
         for to in ALL {
             let echo = Echo {
                 response_id: "resp_z".into(),
@@ -744,6 +748,19 @@ fn whole_answers_cross_every_pair() {
                 "{from:?}→{to:?}: {out}"
             );
         }
+    }
+}
+
+#[test]
+fn usage_of_an_answer_without_one_or_not_json_is_none() {
+    for f in ALL {
+        assert_eq!(
+            usage_of_answer(f, b"{\"id\": \"x\", \"choices\": []}"),
+            None
+        );
+        assert_eq!(usage_of_answer(f, b"not json"), None);
+        assert_eq!(usage_of_answer(f, b"[1, 2]"), None);
+        assert_eq!(usage_of_answer(f, b"{\"usage\": null}"), None);
     }
 }
 
