@@ -1,6 +1,7 @@
 //! The key counters on both databases: budget reservations that cannot overshoot under
 //! concurrency (one pool or two, as two instances would have), settlements, the per-minute
-//! window, spend grouping, and the key rows themselves (the secret only as a hash).
+//! window and its leases (several requests counted at once, all or none, also under
+//! concurrency), spend grouping, and the key rows themselves (the secret only as a hash).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use chrono::Utc;
@@ -188,6 +189,60 @@ async fn rate_window(store: &Store) {
     assert_eq!(store.prune_rate(1001).await.unwrap(), 1);
 }
 
+/// An instance's lease of a window: `n` requests counted at once, all or none.
+async fn rate_leases(store: &Store) {
+    let (k, _) = store
+        .create_key(&spec("rate-lease", None, RateLimit::default()))
+        .await
+        .unwrap();
+    let lease = |n: u64| store.lease_rate(&k.id, 2000, n, Some(5), None);
+    let c = lease(3).await.unwrap();
+    assert!(c.admitted);
+    assert_eq!(c.requests, 3);
+    let c = lease(3).await.unwrap();
+    assert!(!c.admitted, "6 of 5");
+    assert_eq!(c.requests, 3, "nothing counted when refused");
+    assert!(lease(2).await.unwrap().admitted, "exactly the limit");
+    let c = lease(1).await.unwrap();
+    assert_eq!((c.admitted, c.requests), (false, 5));
+    assert!(
+        !store
+            .lease_rate(&k.id, 2001, 6, Some(5), None)
+            .await
+            .unwrap()
+            .admitted,
+        "more than the limit, even in an empty window"
+    );
+    assert_eq!(store.rate_count(&k.id, 2000).await.unwrap().requests, 5);
+}
+
+/// `tasks` leases of 4 requests race on a window of 60, through `stores` (pools).
+async fn rate_race(stores: &[Store], name: &str, tasks: usize) {
+    let (k, _) = stores[0]
+        .create_key(&spec(name, None, RateLimit::default()))
+        .await
+        .unwrap();
+    let mut handles = Vec::new();
+    for i in 0..tasks {
+        let store = stores[i % stores.len()].clone();
+        let id = k.id.clone();
+        handles.push(tokio::spawn(async move {
+            store
+                .lease_rate(&id, 3000, 4, Some(60), None)
+                .await
+                .unwrap()
+                .admitted
+        }));
+    }
+    let mut won = 0;
+    for h in handles {
+        won += usize::from(h.await.unwrap());
+    }
+    assert_eq!(won, 15, "exactly the window's worth of leases");
+    let c = stores[0].rate_count(&k.id, 3000).await.unwrap();
+    assert_eq!(c.requests, 60);
+}
+
 async fn spend_groups(store: &Store) {
     let (a, _) = store
         .create_key(&spec("spend-a", None, RateLimit::default()))
@@ -237,6 +292,8 @@ async fn all(store: &Store) {
     budget_counter(store).await;
     race(std::slice::from_ref(store), "race", 40).await;
     rate_window(store).await;
+    rate_leases(store).await;
+    rate_race(std::slice::from_ref(store), "rate-race", 30).await;
     spend_groups(store).await;
 }
 
@@ -256,5 +313,6 @@ async fn counters_on_postgres() {
     all(&store).await;
     // Two pools on one database, as two instances: still exactly the budget.
     let other = Store::open(&pg.url()).await.unwrap();
-    race(&[store, other], "race-two-pools", 60).await;
+    race(&[store.clone(), other.clone()], "race-two-pools", 60).await;
+    rate_race(&[store, other], "rate-race-two-pools", 40).await;
 }
