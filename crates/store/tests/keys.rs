@@ -316,3 +316,105 @@ async fn counters_on_postgres() {
     race(&[store.clone(), other.clone()], "race-two-pools", 60).await;
     rate_race(&[store, other], "rate-race-two-pools", 40).await;
 }
+
+/// The keyring hands out a key's rate window and budget from its leases: the first request
+/// asks the store, the next ones are answered from memory; real spend is settled exactly and
+/// an idle lease goes back to the store.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keyring_leases_on_sqlite() {
+    use dualrouter_store::{Charge, KeyPolicy, Keyring};
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&format!("sqlite://{}/keys.db", dir.path().display()))
+        .await
+        .unwrap();
+    let keyring = Keyring::new(store.clone());
+    keyring.start();
+    let (k, _) = store
+        .create_key(&spec(
+            "leased",
+            Some(1.0),
+            RateLimit {
+                rpm: Some(1000),
+                tpm: None,
+            },
+        ))
+        .await
+        .unwrap();
+    keyring.refresh().await.unwrap();
+    let policy = KeyPolicy {
+        fail_open: false,
+        allowance_nusd: 0,
+    };
+    // Keep the requests below in one minute window.
+    let secs = Utc::now().timestamp().rem_euclid(60);
+    if secs >= 55 {
+        tokio::time::sleep(std::time::Duration::from_secs((61 - secs) as u64)).await;
+    }
+
+    assert!(
+        keyring.try_gate(&k, false, policy).is_none(),
+        "nothing leased yet"
+    );
+    let gate = keyring.gate(&k, false, policy).await.unwrap();
+    assert_eq!(gate.rate.unwrap().requests, 1);
+    let g2 = keyring
+        .try_gate(&k, false, policy)
+        .expect("the window's lease answers from memory")
+        .unwrap();
+    assert_eq!(g2.minute, gate.minute);
+    assert_eq!(g2.rate.unwrap().requests, 2);
+    // The lease: 1/16 of the 1000 left, at most 32, counted on the store at once.
+    let w = store.rate_count(&k.id, gate.minute).await.unwrap();
+    assert_eq!(w.requests, 32);
+
+    let est = to_nano(0.001);
+    assert!(keyring.try_reserve(&k, &gate, est, policy).is_none());
+    let r1 = keyring.reserve(&k, &gate, est, policy).await.unwrap();
+    let r2 = keyring.reserve(&k, &gate, est, policy).await.unwrap();
+    let r3 = keyring
+        .try_reserve(&k, &gate, est, policy)
+        .expect("the budget's lease answers from memory")
+        .unwrap();
+    let c = store.budget_count(&k.id, "total").await.unwrap();
+    assert_eq!(c.spent_nusd, 0);
+    assert!(
+        c.reserved_nusd >= 3 * est && c.reserved_nusd <= 34 * est,
+        "the lease is a few estimates, not the budget: {c:?}"
+    );
+    for r in [r1, r2, r3] {
+        assert_eq!(r.amount_nusd(), est);
+        keyring.settle(
+            r,
+            Charge {
+                cost_nusd: to_nano(0.0004),
+                model: Some("m1".into()),
+                input_tokens: 3,
+                output_tokens: 4,
+                cached_tokens: 0,
+            },
+        );
+    }
+    // Settled exactly; the idle lease goes back, so nothing stays reserved.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let c = store.budget_count(&k.id, "total").await.unwrap();
+        if c.reserved_nusd == 0 && keyring.pending() == 0 {
+            assert_eq!(c.spent_nusd, 3 * to_nano(0.0004));
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the lease never went back: {c:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let by_key = store
+        .spend(SpendBy::Key, Utc::now() - chrono::Duration::hours(1))
+        .await
+        .unwrap();
+    let row = by_key.iter().find(|r| r.group == k.id).unwrap();
+    assert_eq!(
+        (row.requests, row.input_tokens, row.output_tokens),
+        (3, 9, 12)
+    );
+}
