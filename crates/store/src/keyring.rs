@@ -1012,14 +1012,18 @@ impl Keyring {
 
     /// The heartbeat (is the store answering? a request with a limited key is served from
     /// memory, so this is how it learns the store is gone) and the return of idle leases.
+    /// Pings only once a key has been used on this instance (or to learn the store is back):
+    /// without leases every request with a limited key asks the store itself.
     async fn keep(&self) {
         loop {
             tokio::time::sleep(KEEP_EVERY).await;
-            let ping = match tokio::time::timeout(PING_TIMEOUT, self.store.ping()).await {
-                Ok(r) => r,
-                Err(_) => Err(StoreError::Db(sqlx::Error::PoolTimedOut)),
-            };
-            let _ = self.noted(ping);
+            if !self.store_ok() || !lock(&self.leases).is_empty() {
+                let ping = match tokio::time::timeout(PING_TIMEOUT, self.store.ping()).await {
+                    Ok(r) => r,
+                    Err(_) => Err(StoreError::Db(sqlx::Error::PoolTimedOut)),
+                };
+                let _ = self.noted(ping);
+            }
             self.return_leases(LEASE_IDLE);
         }
     }
@@ -1105,7 +1109,7 @@ impl Keyring {
                     .await
                 }
             }
-            if let Err(e) = self.refresh().await {
+            if let Err(e) = self.noted(self.refresh().await) {
                 tracing::debug!("key cache refresh: {e}");
             }
             if last_prune.elapsed() >= Duration::from_secs(60) {

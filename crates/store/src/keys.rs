@@ -524,6 +524,9 @@ impl Store {
             Store::Sqlite(_) => Ok(None),
             Store::Postgres(pool) => {
                 let mut l = sqlx::postgres::PgListener::connect_with(pool).await?;
+                // A lost connection is reported at once (not after reconnecting, which waits
+                // for the server): it is how the keyring first learns the store is away.
+                l.eager_reconnect(false);
                 l.listen(KEY_CHANNEL).await?;
                 Ok(Some(l))
             }
