@@ -223,6 +223,7 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let cleanup = Arc::new(Cleanup {
         control: control.handle().clone(),
         decision_log: decision_log.clone(),
+        keyring: keyring.clone(),
         store: store.clone(),
         done: std::sync::Once::new(),
     });
@@ -251,6 +252,7 @@ const RUNTIME_TEARDOWN_SECONDS: u64 = 5;
 struct Cleanup {
     control: tokio::runtime::Handle,
     decision_log: DecisionLog,
+    keyring: std::sync::Arc<store::Keyring>,
     store: store::Store,
     done: std::sync::Once,
 }
@@ -266,6 +268,8 @@ impl Cleanup {
                     "decision log not fully drained at shutdown ({e}); the rest is in its spool"
                 );
             }
+            // Unused budget leases go back and the key spend is written.
+            self.control.block_on(self.keyring.shutdown(DRAIN_TIMEOUT));
             self.control.block_on(self.store.close());
             tracing::info!("dualrouter stopped");
         });

@@ -1,10 +1,10 @@
 //! The operator's dashboard (`GET /` on the admin listener) in a real headless Chromium
 //! (Debian's `chromium`) driven by `playwright-core` (`tests/dashboard/`, installed by
 //! `scripts/setup.sh`): sign in, create a policy, see a routed request's decision appear, see a
-//! failing upstream turn red. Each scenario saves a screenshot under
-//! `target/dashboard-screenshots/`. Also, without a browser: the page's headers, and the
-//! aggregates (`GET /api/stats`, on SQLite and PostgreSQL) and training-data uploads the page
-//! uses.
+//! failing upstream turn red, make, edit, use and revoke a virtual key. Each scenario saves a
+//! screenshot under `target/dashboard-screenshots/`. Also, without a browser: the page's
+//! headers, and the aggregates (`GET /api/stats`, on SQLite and PostgreSQL) and training-data
+//! uploads the page uses.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
@@ -165,6 +165,15 @@ async fn charts_uploads_training_and_activation_from_the_page() {
     let token = "dash-token-mirt-64c7";
     let w = world(Some(token), "").await;
     scenario("mirt", &w.p, Some(token)).await;
+}
+
+#[tokio::test]
+async fn keys_are_made_edited_charged_and_revoked_from_the_page() {
+    let token = "dash-token-keys-3c8e";
+    let w = world(Some(token), "auth: { virtual_keys: true }\n").await;
+    scenario("keys", &w.p, Some(token)).await;
+    // Only the request with the live key reached the upstream (not the refused ones).
+    assert_eq!(w.cheap.count(), 1);
 }
 
 #[tokio::test]

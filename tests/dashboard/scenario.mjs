@@ -285,6 +285,85 @@ const scenarios = {
     check(cps.body.find((c) => c.version === 2).active === true, 'the API has v2 active');
     await page.screenshot({ path: SHOT, fullPage: true });
   },
+
+  // Virtual keys from the Keys page: make one (its secret shown once), see it listed with its
+  // budget, edit its rate limit, see its spend after a request made with it, revoke it, and
+  // the proxy then answers that key with 401.
+  async keys(page) {
+    await signIn(page);
+    await page.click('#nav a[data-view=keys]');
+    await page.locator('#keys-table td', { hasText: 'No virtual keys yet' }).waitFor();
+    check(true, 'the Keys page starts empty');
+    await page.fill('#kf-name', 'ci-bot');
+    await page.fill('#kf-team', 'platform');
+    await page.fill('#kf-budget', '5');
+    await page.selectOption('#kf-period', 'day');
+    await page.fill('#kf-rpm', '100');
+    await page.click('#key-create');
+    await page.locator('#key-secret').waitFor({ state: 'visible' });
+    const secret = (await page.textContent('#key-secret-text')).trim();
+    check(/^sk-dr-[0-9a-f]{48}$/.test(secret), 'the new key\'s secret is shown');
+    const row = page.locator('#keys-table tr', { hasText: 'ci-bot' });
+    await row.waitFor();
+    const id = await row.getAttribute('data-key');
+    check(!!id && id.startsWith('key_'), `the key is listed (${id})`);
+    check((await row.textContent()).includes('$5.00 / day'), `its budget is listed (${await row.textContent()})`);
+    check((await row.textContent()).includes('100 req/min'), 'and its rate limit');
+    check((await row.textContent()).includes(secret.slice(0, 10)), 'and the start of its secret');
+    check(!(await row.textContent()).includes(secret), 'but not the secret itself');
+    const listed = await adminGet('/api/keys');
+    check(!JSON.stringify(listed.body).includes(secret.slice(10)), 'the API listing does not show the secret');
+    await page.click('#key-secret-done');
+    check(await page.locator('#key-secret').isHidden(), 'the secret card closes');
+    check(!(await page.content()).includes(secret.slice(10)), 'and the secret is gone from the page');
+
+    // Edit a limit: the form opens on the key, the new rpm is listed and stored.
+    await row.locator('button.edit').click();
+    check((await page.textContent('#key-form-title')).includes('ci-bot'), 'the form edits the key');
+    check((await page.inputValue('#kf-budget')) === '5' && (await page.inputValue('#kf-rpm')) === '100',
+      'with its settings filled in');
+    await page.fill('#kf-rpm', '7');
+    await page.click('#key-create');
+    await page.locator('#banner', { hasText: 'Key ci-bot saved' }).waitFor();
+    await row.locator('td', { hasText: '7 req/min' }).waitFor();
+    check(true, 'the edited limit is listed');
+    check((await page.textContent('#key-form-title')) === 'New key', 'the form goes back to making keys');
+    const stored = (await adminGet(`/api/keys/${id}`)).body;
+    check(stored.rate_limit.rpm === 7 && stored.budget.usd === 5 && stored.budget.period === 'day' && stored.team === 'platform',
+      `the API has the edit and kept the rest (${JSON.stringify(stored.rate_limit)}, ${JSON.stringify(stored.budget)})`);
+
+    // A request with the key: served under the new limit, and its spend appears by itself.
+    const ask = (key) => fetch(`${PROXY}/v1/chat/completions`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', ...(key ? { authorization: `Bearer ${key}` } : {}) },
+      body: JSON.stringify({ model: 'cheap', max_tokens: 16, messages: [{ role: 'user', content: PROMPT }] }),
+    });
+    const none = await ask(null);
+    check(none.status === 401, `a request without a key is refused (${none.status})`);
+    const r = await ask(secret);
+    const text = await r.text();
+    check(r.status === 200, `a request with the key is served (${r.status}: ${text.slice(0, 200)})`);
+    check(r.headers.get('x-ratelimit-limit-requests') === '7', 'under the edited limit');
+    const spendCell = row.locator('td.num', { hasText: '1 req' });
+    await spendCell.waitFor({ timeout: 20_000 });
+    check(!(await spendCell.textContent()).startsWith('$0 '), `its spend is shown (${await spendCell.textContent()})`);
+    const spend = (await adminGet('/api/spend?by=key&since=1h')).body.data.find((x) => x.group === id);
+    check(spend && spend.requests === 1 && spend.cost_usd > 0, 'the API has the same spend');
+    await page.screenshot({ path: SHOT.replace(/\.png$/, '-listed.png'), fullPage: true });
+
+    // Revoke: two clicks, then the key is refused.
+    await row.locator('button.danger', { hasText: 'Revoke' }).click();
+    await row.locator('button.danger', { hasText: 'Really revoke?' }).click();
+    await row.locator('td', { hasText: 'revoked' }).waitFor();
+    check((await page.textContent('#banner')).includes('revoked'), 'the page says the key is revoked');
+    check(await row.locator('button').count() === 0, 'a revoked key offers no actions');
+    const after = await ask(secret);
+    const body = await after.json();
+    check(after.status === 401 && body.error.code === 'invalid_api_key' && body.error.message.includes('revoked'),
+      `the revoked key gets 401 (${after.status}: ${JSON.stringify(body.error)})`);
+    check((await adminGet(`/api/keys/${id}`)).body.status === 'revoked', 'the API has it revoked');
+    await page.screenshot({ path: SHOT, fullPage: true });
+  },
 };
 
 async function main() {

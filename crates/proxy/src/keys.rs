@@ -3,7 +3,8 @@
 //! the request ends (a guard settles on drop, so no path forgets to).
 //!
 //! Store calls run on the control runtime, where the store's pool lives; a key found in the
-//! keyring's cache costs no store call at all.
+//! keyring's cache costs no store call at all, and neither does its rate window or budget
+//! reservation while this instance's leases of them have room.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -182,18 +183,18 @@ pub(crate) async fn gate(
         return Err(ApiError::Internal("virtual keys are not set up".into()));
     };
     let policy = policy(&vk);
-    let rl = key.rate_limit;
-    let needs_store = rl.rpm.is_some() || rl.tpm.is_some() || (routed && key.budget.is_some());
-    let gate = if needs_store {
-        let k = key.clone();
-        state
-            .control
-            .spawn(async move { keyring.gate(&k, routed, policy).await })
-            .await
-            .map_err(|e| ApiError::Internal(format!("key gate task: {e}")))?
-    } else {
-        // Nothing to ask the store: no task hop.
-        keyring.gate(key, routed, policy).await
+    // From this instance's leases in memory when they can answer (no task hop, no store
+    // call); else on the control runtime, which asks the store.
+    let gate = match keyring.try_gate(key, routed, policy) {
+        Some(gate) => gate,
+        None => {
+            let k = key.clone();
+            state
+                .control
+                .spawn(async move { keyring.gate(&k, routed, policy).await })
+                .await
+                .map_err(|e| ApiError::Internal(format!("key gate task: {e}")))?
+        }
     }
     .map_err(|r| refusal(state, key, r))?;
     if gate.budget_left_nusd.is_some_and(|left| left <= 0) {
@@ -275,15 +276,15 @@ pub(crate) async fn reserve(
     let Admitted { key, gate } = admitted;
     let (k, kr) = (key.clone(), keyring.clone());
     let amount = to_nano(estimate_usd);
-    let reservation = if key.budget.is_some() {
-        state
+    // From this instance's lease of the key's budget when it has room (no task hop, no store
+    // call); else on the control runtime, which tops the lease up from the store.
+    let reservation = match kr.try_reserve(&k, &gate, amount, policy) {
+        Some(r) => r,
+        None => state
             .control
             .spawn(async move { kr.reserve(&k, &gate, amount, policy).await })
             .await
-            .map_err(|e| ApiError::Internal(format!("key reservation task: {e}")))?
-    } else {
-        // Without a budget nothing is reserved on the store: no task hop.
-        kr.reserve(&k, &gate, amount, policy).await
+            .map_err(|e| ApiError::Internal(format!("key reservation task: {e}")))?,
     }
     .map_err(|r| refusal(state, &key, r))?;
     Ok(KeyUse {

@@ -2,13 +2,14 @@
 //!
 //! - `virtual_keys`: one row per key. The secret is never stored: only its SHA-256 (hex) and
 //!   a short prefix for display.
-//! - `key_budgets`: the budget counter per key and period, in integer nano-USD. A request
-//!   reserves its estimated cost with one conditional `UPDATE … WHERE spent + reserved + $n <=
-//!   budget RETURNING …` ([`Store::reserve_budget`]), and settles it with its real cost
-//!   ([`Store::settle`]). On PostgreSQL every instance shares the same row, so the check and
-//!   the reservation are one atomic step for all of them.
-//! - `key_rate`: requests and tokens per key per minute, counted by one conditional upsert
-//!   ([`Store::hit_rate`]).
+//! - `key_budgets`: the budget counter per key and period, in integer nano-USD. An instance
+//!   reserves a lease (a slice it hands out to requests from memory) with one conditional
+//!   `UPDATE … WHERE spent + reserved + $n <= budget RETURNING …` ([`Store::reserve_budget`]),
+//!   and each request settles its part with its real cost ([`Store::settle`]; an unused lease
+//!   goes back the same way). On PostgreSQL every instance shares the same row, so the check
+//!   and the reservation are one atomic step for all of them.
+//! - `key_rate`: requests and tokens per key per minute, counted in advance by one
+//!   conditional upsert per lease of several requests ([`Store::lease_rate`]).
 //! - `key_spend`: spend and tokens per key, team, model and hour (`GET /api/spend`).
 
 use std::io::Read;
@@ -523,6 +524,9 @@ impl Store {
             Store::Sqlite(_) => Ok(None),
             Store::Postgres(pool) => {
                 let mut l = sqlx::postgres::PgListener::connect_with(pool).await?;
+                // A lost connection is reported at once (not after reconnecting, which waits
+                // for the server): it is how the keyring first learns the store is away.
+                l.eager_reconnect(false);
                 l.listen(KEY_CHANNEL).await?;
                 Ok(Some(l))
             }
@@ -540,36 +544,69 @@ impl Store {
         rpm: Option<u64>,
         tpm: Option<u64>,
     ) -> Result<RateCount, StoreError> {
+        self.lease_rate(key_id, minute, 1, rpm, tpm).await
+    }
+
+    /// Counts `n` requests at once in the key's window `minute` (an instance's lease of the
+    /// window: it admits them from memory) unless that would pass `rpm`, or the window's tokens
+    /// already reached `tpm`: all `n` or none, in one statement, atomic on both databases.
+    /// `admitted: false` carries the window's counts as they are.
+    pub async fn lease_rate(
+        &self,
+        key_id: &str,
+        minute: i64,
+        n: u64,
+        rpm: Option<u64>,
+        tpm: Option<u64>,
+    ) -> Result<RateCount, StoreError> {
         let rpm = as_i64(rpm).unwrap_or(i64::MAX);
         let tpm = as_i64(tpm).unwrap_or(i64::MAX);
-        let hit = "INSERT INTO key_rate (key_id, minute, requests, tokens) VALUES ($1, $2, 1, 0) \
-            ON CONFLICT (key_id, minute) DO UPDATE SET requests = key_rate.requests + 1 \
-            WHERE key_rate.requests < $3 AND key_rate.tokens < $4 \
+        let n = as_i64(Some(n.max(1))).unwrap_or(1);
+        if n > rpm {
+            // Not even an empty window could take them.
+            let now = self.rate_count(key_id, minute).await?;
+            return Ok(RateCount {
+                admitted: false,
+                ..now
+            });
+        }
+        let hit = "INSERT INTO key_rate (key_id, minute, requests, tokens) VALUES ($1, $2, $5, 0) \
+            ON CONFLICT (key_id, minute) DO UPDATE SET requests = key_rate.requests + $5 \
+            WHERE key_rate.requests + $5 <= $3 AND key_rate.tokens < $4 \
             RETURNING requests, tokens";
-        let read = "SELECT requests, tokens FROM key_rate WHERE key_id = $1 AND minute = $2";
-        let (row, admitted): (Option<(i64, i64)>, bool) = on_pool!(self, pool, Db => {
-            let hit: Option<(i64, i64)> = sqlx::query_as::<Db, (i64, i64)>(hit)
+        let row: Option<(i64, i64)> = on_pool!(self, pool, Db => {
+            sqlx::query_as::<Db, (i64, i64)>(hit)
                 .bind(key_id)
                 .bind(minute)
                 .bind(rpm)
                 .bind(tpm)
+                .bind(n)
                 .fetch_optional(pool)
-                .await?;
-            match hit {
-                Some(r) => (Some(r), true),
-                None => (
-                    sqlx::query_as::<Db, (i64, i64)>(read)
-                        .bind(key_id)
-                        .bind(minute)
-                        .fetch_optional(pool)
-                        .await?,
-                    false,
-                ),
-            }
+                .await?
+        });
+        match row {
+            Some((requests, tokens)) => Ok(RateCount {
+                admitted: true,
+                requests: u64::try_from(requests).unwrap_or(0),
+                tokens: u64::try_from(tokens).unwrap_or(0),
+            }),
+            None => self.rate_count(key_id, minute).await,
+        }
+    }
+
+    /// The key's window `minute` as it is (`admitted: false`; zero when nothing was counted).
+    pub async fn rate_count(&self, key_id: &str, minute: i64) -> Result<RateCount, StoreError> {
+        let read = "SELECT requests, tokens FROM key_rate WHERE key_id = $1 AND minute = $2";
+        let row: Option<(i64, i64)> = on_pool!(self, pool, Db => {
+            sqlx::query_as::<Db, (i64, i64)>(read)
+                .bind(key_id)
+                .bind(minute)
+                .fetch_optional(pool)
+                .await?
         });
         let (requests, tokens) = row.unwrap_or_default();
         Ok(RateCount {
-            admitted,
+            admitted: false,
             requests: u64::try_from(requests).unwrap_or(0),
             tokens: u64::try_from(tokens).unwrap_or(0),
         })

@@ -1,6 +1,7 @@
 //! The key counters on both databases: budget reservations that cannot overshoot under
 //! concurrency (one pool or two, as two instances would have), settlements, the per-minute
-//! window, spend grouping, and the key rows themselves (the secret only as a hash).
+//! window and its leases (several requests counted at once, all or none, also under
+//! concurrency), spend grouping, and the key rows themselves (the secret only as a hash).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use chrono::Utc;
@@ -188,6 +189,60 @@ async fn rate_window(store: &Store) {
     assert_eq!(store.prune_rate(1001).await.unwrap(), 1);
 }
 
+/// An instance's lease of a window: `n` requests counted at once, all or none.
+async fn rate_leases(store: &Store) {
+    let (k, _) = store
+        .create_key(&spec("rate-lease", None, RateLimit::default()))
+        .await
+        .unwrap();
+    let lease = |n: u64| store.lease_rate(&k.id, 2000, n, Some(5), None);
+    let c = lease(3).await.unwrap();
+    assert!(c.admitted);
+    assert_eq!(c.requests, 3);
+    let c = lease(3).await.unwrap();
+    assert!(!c.admitted, "6 of 5");
+    assert_eq!(c.requests, 3, "nothing counted when refused");
+    assert!(lease(2).await.unwrap().admitted, "exactly the limit");
+    let c = lease(1).await.unwrap();
+    assert_eq!((c.admitted, c.requests), (false, 5));
+    assert!(
+        !store
+            .lease_rate(&k.id, 2001, 6, Some(5), None)
+            .await
+            .unwrap()
+            .admitted,
+        "more than the limit, even in an empty window"
+    );
+    assert_eq!(store.rate_count(&k.id, 2000).await.unwrap().requests, 5);
+}
+
+/// `tasks` leases of 4 requests race on a window of 60, through `stores` (pools).
+async fn rate_race(stores: &[Store], name: &str, tasks: usize) {
+    let (k, _) = stores[0]
+        .create_key(&spec(name, None, RateLimit::default()))
+        .await
+        .unwrap();
+    let mut handles = Vec::new();
+    for i in 0..tasks {
+        let store = stores[i % stores.len()].clone();
+        let id = k.id.clone();
+        handles.push(tokio::spawn(async move {
+            store
+                .lease_rate(&id, 3000, 4, Some(60), None)
+                .await
+                .unwrap()
+                .admitted
+        }));
+    }
+    let mut won = 0;
+    for h in handles {
+        won += usize::from(h.await.unwrap());
+    }
+    assert_eq!(won, 15, "exactly the window's worth of leases");
+    let c = stores[0].rate_count(&k.id, 3000).await.unwrap();
+    assert_eq!(c.requests, 60);
+}
+
 async fn spend_groups(store: &Store) {
     let (a, _) = store
         .create_key(&spec("spend-a", None, RateLimit::default()))
@@ -237,6 +292,8 @@ async fn all(store: &Store) {
     budget_counter(store).await;
     race(std::slice::from_ref(store), "race", 40).await;
     rate_window(store).await;
+    rate_leases(store).await;
+    rate_race(std::slice::from_ref(store), "rate-race", 30).await;
     spend_groups(store).await;
 }
 
@@ -256,5 +313,108 @@ async fn counters_on_postgres() {
     all(&store).await;
     // Two pools on one database, as two instances: still exactly the budget.
     let other = Store::open(&pg.url()).await.unwrap();
-    race(&[store, other], "race-two-pools", 60).await;
+    race(&[store.clone(), other.clone()], "race-two-pools", 60).await;
+    rate_race(&[store, other], "rate-race-two-pools", 40).await;
+}
+
+/// The keyring hands out a key's rate window and budget from its leases: the first request
+/// asks the store, the next ones are answered from memory; real spend is settled exactly and
+/// an idle lease goes back to the store.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keyring_leases_on_sqlite() {
+    use dualrouter_store::{Charge, KeyPolicy, Keyring};
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&format!("sqlite://{}/keys.db", dir.path().display()))
+        .await
+        .unwrap();
+    let keyring = Keyring::new(store.clone());
+    keyring.start();
+    let (k, _) = store
+        .create_key(&spec(
+            "leased",
+            Some(1.0),
+            RateLimit {
+                rpm: Some(1000),
+                tpm: None,
+            },
+        ))
+        .await
+        .unwrap();
+    keyring.refresh().await.unwrap();
+    let policy = KeyPolicy {
+        fail_open: false,
+        allowance_nusd: 0,
+    };
+    // Keep the requests below in one minute window.
+    let secs = Utc::now().timestamp().rem_euclid(60);
+    if secs >= 55 {
+        tokio::time::sleep(std::time::Duration::from_secs((61 - secs) as u64)).await;
+    }
+
+    assert!(
+        keyring.try_gate(&k, false, policy).is_none(),
+        "nothing leased yet"
+    );
+    let gate = keyring.gate(&k, false, policy).await.unwrap();
+    assert_eq!(gate.rate.unwrap().requests, 1);
+    let g2 = keyring
+        .try_gate(&k, false, policy)
+        .expect("the window's lease answers from memory")
+        .unwrap();
+    assert_eq!(g2.minute, gate.minute);
+    assert_eq!(g2.rate.unwrap().requests, 2);
+    // The lease: 1/16 of the 1000 left, at most 32, counted on the store at once.
+    let w = store.rate_count(&k.id, gate.minute).await.unwrap();
+    assert_eq!(w.requests, 32);
+
+    let est = to_nano(0.001);
+    assert!(keyring.try_reserve(&k, &gate, est, policy).is_none());
+    let r1 = keyring.reserve(&k, &gate, est, policy).await.unwrap();
+    let r2 = keyring.reserve(&k, &gate, est, policy).await.unwrap();
+    let r3 = keyring
+        .try_reserve(&k, &gate, est, policy)
+        .expect("the budget's lease answers from memory")
+        .unwrap();
+    let c = store.budget_count(&k.id, "total").await.unwrap();
+    assert_eq!(c.spent_nusd, 0);
+    assert!(
+        c.reserved_nusd >= 3 * est && c.reserved_nusd <= 34 * est,
+        "the lease is a few estimates, not the budget: {c:?}"
+    );
+    for r in [r1, r2, r3] {
+        assert_eq!(r.amount_nusd(), est);
+        keyring.settle(
+            r,
+            Charge {
+                cost_nusd: to_nano(0.0004),
+                model: Some("m1".into()),
+                input_tokens: 3,
+                output_tokens: 4,
+                cached_tokens: 0,
+            },
+        );
+    }
+    // Settled exactly; the idle lease goes back, so nothing stays reserved.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let c = store.budget_count(&k.id, "total").await.unwrap();
+        if c.reserved_nusd == 0 && keyring.pending() == 0 {
+            assert_eq!(c.spent_nusd, 3 * to_nano(0.0004));
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the lease never went back: {c:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let by_key = store
+        .spend(SpendBy::Key, Utc::now() - chrono::Duration::hours(1))
+        .await
+        .unwrap();
+    let row = by_key.iter().find(|r| r.group == k.id).unwrap();
+    assert_eq!(
+        (row.requests, row.input_tokens, row.output_tokens),
+        (3, 9, 12)
+    );
 }

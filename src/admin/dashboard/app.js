@@ -3,7 +3,7 @@
 'use strict';
 
 const TOKEN_KEY = 'dualrouter.adminToken';
-const POLL_MS = { executors: 2000, decisions: 2000, overview: 30000, train: 1000 };
+const POLL_MS = { executors: 2000, decisions: 2000, overview: 30000, train: 1000, keys: 3000 };
 const PALETTE = ['#1f6feb', '#e8590c', '#2f9e44', '#ae3ec9', '#f08c00', '#0c8599', '#e03131', '#5c7cfa'];
 
 // ---- small DOM helpers ------------------------------------------------------------------
@@ -836,6 +836,13 @@ $('#upload-form').addEventListener('submit', async (ev) => {
 // ---- keys --------------------------------------------------------------------------------
 
 VIEWS.keys = async () => {
+  await loadKeys();
+  poll('keys', () => loadKeys(true), POLL_MS.keys);
+};
+
+/** The keys and their spend; `polled`: not while a button waits for its confirming click. */
+async function loadKeys(polled) {
+  if (polled && document.querySelector('#keys-table button[data-armed="1"]')) return;
   const [keys, spend] = await Promise.all([
     api('GET', '/api/keys'),
     api('GET', `/api/spend?by=key&since=${encodeURIComponent($('#spend-window').value)}`),
@@ -852,10 +859,12 @@ VIEWS.keys = async () => {
           setTimeout(() => { b.dataset.armed = ''; b.textContent = label; }, 4000);
           return;
         }
-        try { await fn(); await VIEWS.keys(); } catch (e) { if (e.status !== 401) banner(e.message); }
+        try { await fn(); await loadKeys(); } catch (e) { if (e.status !== 401) banner(e.message); }
       });
       return b;
     };
+    const edit = h('button', { type: 'button', class: 'edit', text: 'Edit' });
+    edit.addEventListener('click', () => editKey(k));
     const rotate = act('Rotate', '', async () => showSecret((await api('POST', `/api/keys/${k.id}/rotate`)).key));
     const revoke = act('Revoke', 'danger', async () => { await api('DELETE', `/api/keys/${k.id}`); banner(`Key ${k.name} revoked.`, 'info'); });
     const limits = [k.rate_limit.rpm ? `${k.rate_limit.rpm} req/min` : null, k.rate_limit.tpm ? `${k.rate_limit.tpm} tok/min` : null,
@@ -869,11 +878,11 @@ VIEWS.keys = async () => {
       h('td', {}, k.budget ? `${fmtUsd(k.budget.usd)} / ${k.budget.period}` : '–'),
       h('td', { class: 'wide-only small' }, limits),
       h('td', { class: 'num' }, sp ? `${fmtUsd(sp.cost_usd)} · ${sp.requests} req` : '–'),
-      h('td', {}, k.status === 'revoked' ? null : h('div', { class: 'row' }, rotate, revoke)),
+      h('td', {}, k.status === 'revoked' ? null : h('div', { class: 'row' }, edit, rotate, revoke)),
     );
   }));
   if (!keys.data.length) body.replaceChildren(h('tr', {}, h('td', { colspan: 7, class: 'muted' }, 'No virtual keys yet (auth.virtual_keys: true turns them on).')));
-};
+}
 
 function showSecret(secret) {
   $('#key-secret-text').textContent = secret;
@@ -885,7 +894,43 @@ $('#key-secret-done').addEventListener('click', () => {
   $('#key-secret').hidden = true;
 });
 
-$('#spend-window').addEventListener('change', () => { VIEWS.keys().catch((e) => banner(e.message)); });
+$('#spend-window').addEventListener('change', () => { loadKeys().catch((e) => banner(e.message)); });
+
+/** The key being edited in the form (null: the form makes a new key). */
+let editing = null;
+
+function keyFormMode(key) {
+  editing = key;
+  $('#key-form-title').textContent = key ? `Edit key ${key.name}` : 'New key';
+  $('#key-create').textContent = key ? 'Save changes' : 'Create key';
+  $('#key-cancel').hidden = !key;
+}
+
+/** Opens the form on a key's settings; saving sends them with PATCH. */
+function editKey(k) {
+  const form = $('#key-form');
+  clearErrors(form);
+  $('#key-form-error').textContent = '';
+  form.reset();
+  keyFormMode(k);
+  $('#kf-name').value = k.name;
+  $('#kf-team').value = k.team || '';
+  $('#kf-models').value = k.models ? k.models.join(', ') : '';
+  $('#kf-budget').value = k.budget ? String(k.budget.usd) : '';
+  if (k.budget) $('#kf-period').value = k.budget.period;
+  $('#kf-rpm').value = k.rate_limit.rpm ? String(k.rate_limit.rpm) : '';
+  $('#kf-tpm').value = k.rate_limit.tpm ? String(k.rate_limit.tpm) : '';
+  $('#kf-cap').value = k.max_cost_per_request_usd !== null ? String(k.max_cost_per_request_usd) : '';
+  form.scrollIntoView({ block: 'nearest' });
+  $('#kf-name').focus();
+}
+
+$('#key-cancel').addEventListener('click', () => {
+  $('#key-form').reset();
+  clearErrors($('#key-form'));
+  $('#key-form-error').textContent = '';
+  keyFormMode(null);
+});
 
 $('#key-form').addEventListener('submit', async (ev) => {
   ev.preventDefault();
@@ -893,21 +938,33 @@ $('#key-form').addEventListener('submit', async (ev) => {
   clearErrors(form);
   $('#key-form-error').textContent = '';
   const num = (id) => ($(id).value.trim() === '' ? null : Number($(id).value));
+  // A new key names only what is set; an edit sends every field (null clears one).
   const body = { name: $('#kf-name').value.trim() };
-  if ($('#kf-team').value.trim()) body.team = $('#kf-team').value.trim();
+  const team = $('#kf-team').value.trim();
   const models = $('#kf-models').value.split(',').map((m) => m.trim()).filter(Boolean);
-  if (models.length) body.models = models;
-  if (num('#kf-budget') !== null) body.budget = { usd: num('#kf-budget'), period: $('#kf-period').value };
   const rl = {};
   if (num('#kf-rpm') !== null) rl.rpm = num('#kf-rpm');
   if (num('#kf-tpm') !== null) rl.tpm = num('#kf-tpm');
-  if (Object.keys(rl).length) body.rate_limit = rl;
-  if (num('#kf-cap') !== null) body.max_cost_per_request_usd = num('#kf-cap');
+  const fields = {
+    team: team || null,
+    models: models.length ? models : null,
+    budget: num('#kf-budget') !== null ? { usd: num('#kf-budget'), period: $('#kf-period').value } : null,
+    rate_limit: Object.keys(rl).length ? rl : null,
+    max_cost_per_request_usd: num('#kf-cap'),
+  };
+  for (const [f, v] of Object.entries(fields)) if (v !== null || editing) body[f] = v;
   try {
-    const k = await api('POST', '/api/keys', body);
-    form.reset();
-    showSecret(k.key);
-    await VIEWS.keys();
+    if (editing) {
+      const k = await api('PATCH', `/api/keys/${editing.id}`, body);
+      form.reset();
+      keyFormMode(null);
+      banner(`Key ${k.name} saved.`, 'info');
+    } else {
+      const k = await api('POST', '/api/keys', body);
+      form.reset();
+      showSecret(k.key);
+    }
+    await loadKeys();
   } catch (e) {
     if (e.status !== 401) showFieldError(form, e, $('#key-form-error'));
   }
