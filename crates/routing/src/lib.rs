@@ -187,6 +187,11 @@ impl PolicyTable {
 
 pub struct DualRouter {
     encoder: Arc<Encoder>,
+    /// One permit per encoder session: a prompt waits here, not on a blocking thread, so the
+    /// blocking pool runs as many encoder passes as there are sessions and does not start a
+    /// thread for every prompt waiting for one (each new thread also pays ONNX Runtime's
+    /// first-run costs on it).
+    encoder_slots: Option<Arc<tokio::sync::Semaphore>>,
     classifier: Classifier,
     registry: Arc<Registry>,
     policies: PolicyTable,
@@ -276,6 +281,9 @@ impl DualRouter {
             None => None,
         };
         Ok(Self {
+            encoder_slots: encoder
+                .concurrency()
+                .map(|n| Arc::new(tokio::sync::Semaphore::new(n.max(1)))),
             encoder,
             classifier: Classifier::new(arch, embedded, metrics),
             registry,
@@ -369,8 +377,19 @@ impl DualRouter {
                     .is_empty()
             })
             .map(|h| (h.clone(), conversation.clone()));
+        let slot = match &self.encoder_slots {
+            Some(slots) => Some(
+                slots
+                    .clone()
+                    .acquire_owned()
+                    .await
+                    .map_err(|e| RouterError::Task(e.to_string()))?,
+            ),
+            None => None,
+        };
         let (embedding, text, extra) = tokio::task::spawn_blocking(move || {
             let e = encoder.embed(&clip(&text, head, tail));
+            drop(slot);
             let extra = extractors
                 .map(|(host, conv)| host.extract_features(&conv))
                 .unwrap_or_default();

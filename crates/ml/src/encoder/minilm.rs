@@ -216,6 +216,11 @@ impl MiniLm {
         Ok(me)
     }
 
+    /// ONNX Runtime sessions: prompts encoded at once.
+    pub fn sessions(&self) -> usize {
+        self.sessions.size()
+    }
+
     pub fn dim(&self) -> usize {
         self.dim
     }

@@ -132,6 +132,15 @@ impl Encoder {
         &self.id
     }
 
+    /// How many prompts it encodes at once (its ONNX Runtime sessions); `None` when that is not
+    /// bounded (the static encoder: a table lookup on the caller's thread).
+    pub fn concurrency(&self) -> Option<usize> {
+        match &self.backend {
+            Backend::MiniLm(m) => Some(m.sessions()),
+            Backend::Static(_) => None,
+        }
+    }
+
     /// Embedding dimension.
     pub fn dim(&self) -> usize {
         match &self.backend {

@@ -7,6 +7,7 @@ use std::sync::{Condvar, Mutex, PoisonError};
 pub(crate) struct Pool<T> {
     free: Mutex<Vec<T>>,
     returned: Condvar,
+    size: usize,
 }
 
 /// A value out of the pool; back in it when dropped (a borrower that panicked included).
@@ -22,9 +23,15 @@ pub(crate) struct Poisoned;
 impl<T> Pool<T> {
     pub(crate) fn new(values: Vec<T>) -> Self {
         Self {
+            size: values.len(),
             free: Mutex::new(values),
             returned: Condvar::new(),
         }
+    }
+
+    /// How many values the pool holds, lent or not.
+    pub(crate) fn size(&self) -> usize {
+        self.size
     }
 
     /// A free value, waiting for one when all are lent.
