@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use common::synthetic::{ask, config, easy};
 use common::Proxy;
-use dualrouter_testkit::otlp::{Receiver, Received};
+use dualrouter_testkit::otlp::{Received, Receiver};
 use dualrouter_testkit::Mock;
 use serde_json::json;
 
@@ -70,9 +70,7 @@ async fn routed_fallback_is_traced(receiver: &Receiver, p: &Proxy, cheap: &Mock,
     let decision = a.decision.clone().unwrap();
 
     // root, ingress, encode, classify, score, two attempts, stream
-    let spans = receiver
-        .wait_trace(TRACE, 8, Duration::from_secs(15))
-        .await;
+    let spans = receiver.wait_trace(TRACE, 8, Duration::from_secs(15)).await;
     let roots: Vec<_> = spans.iter().filter(|s| s.span.kind == 2).collect();
     assert_eq!(roots.len(), 1, "one SERVER span: {spans:#?}");
     let root = roots[0];
@@ -92,12 +90,27 @@ async fn routed_fallback_is_traced(receiver: &Receiver, p: &Proxy, cheap: &Mock,
     ] {
         assert_eq!(root.attr(k).as_deref(), Some(v), "root {k}: {root:#?}");
     }
-    assert!(root.attr("dualrouter.route").unwrap().starts_with("general/"));
+    assert!(root
+        .attr("dualrouter.route")
+        .unwrap()
+        .starts_with("general/"));
     assert_eq!(root.attr("dualrouter.source").as_deref(), Some("embedded"));
     assert!(root.attr("dualrouter.confidence").is_some());
     assert!(root.attr("dualrouter.cost_usd").is_some());
-    assert!(root.attr("gen_ai.usage.input_tokens").unwrap().parse::<u64>().unwrap() > 0);
-    assert!(root.attr("gen_ai.usage.output_tokens").unwrap().parse::<u64>().unwrap() > 0);
+    assert!(
+        root.attr("gen_ai.usage.input_tokens")
+            .unwrap()
+            .parse::<u64>()
+            .unwrap()
+            > 0
+    );
+    assert!(
+        root.attr("gen_ai.usage.output_tokens")
+            .unwrap()
+            .parse::<u64>()
+            .unwrap()
+            > 0
+    );
     // No prompt text unless capture_content is on.
     assert!(root.attr("gen_ai.input.messages").is_none());
 
@@ -121,14 +134,29 @@ async fn routed_fallback_is_traced(receiver: &Receiver, p: &Proxy, cheap: &Mock,
     assert_eq!(attempts.len(), 2, "two CLIENT attempt spans: {spans:#?}");
     let (first, second) = (attempts[0], attempts[1]);
     assert_eq!(first.attr("dualrouter.model").as_deref(), Some("cheap"));
-    assert_eq!(first.attr("dualrouter.attempt.outcome").as_deref(), Some("5xx"));
-    assert_eq!(first.attr("http.response.status_code").as_deref(), Some("503"));
+    assert_eq!(
+        first.attr("dualrouter.attempt.outcome").as_deref(),
+        Some("5xx")
+    );
+    assert_eq!(
+        first.attr("http.response.status_code").as_deref(),
+        Some("503")
+    );
     assert_eq!(first.attr("error.type").as_deref(), Some("5xx"));
     assert_eq!(first.span.status.as_ref().map(|s| s.code), Some(2));
-    assert_eq!(first.attr("gen_ai.provider.name").as_deref(), Some("openai"));
+    assert_eq!(
+        first.attr("gen_ai.provider.name").as_deref(),
+        Some("openai")
+    );
     assert_eq!(second.attr("dualrouter.model").as_deref(), Some("strong"));
-    assert_eq!(second.attr("dualrouter.attempt.outcome").as_deref(), Some("ok"));
-    assert_eq!(second.attr("gen_ai.provider.name").as_deref(), Some("anthropic"));
+    assert_eq!(
+        second.attr("dualrouter.attempt.outcome").as_deref(),
+        Some("ok")
+    );
+    assert_eq!(
+        second.attr("gen_ai.provider.name").as_deref(),
+        Some("anthropic")
+    );
     assert!(second.span.status.as_ref().is_none_or(|s| s.code != 2));
     for a in [first, second] {
         assert_eq!(a.parent_id(), root.span_id());
@@ -145,11 +173,17 @@ async fn routed_fallback_is_traced(receiver: &Receiver, p: &Proxy, cheap: &Mock,
     };
     assert_eq!(
         seen(cheap),
-        (format!("00-{TRACE}-{}-01", first.span_id()), "vendor=abc".into())
+        (
+            format!("00-{TRACE}-{}-01", first.span_id()),
+            "vendor=abc".into()
+        )
     );
     assert_eq!(
         seen(strong),
-        (format!("00-{TRACE}-{}-01", second.span_id()), "vendor=abc".into())
+        (
+            format!("00-{TRACE}-{}-01", second.span_id()),
+            "vendor=abc".into()
+        )
     );
 
     // The access line carries the trace id.
@@ -166,10 +200,7 @@ async fn routed_fallback_is_traced(receiver: &Receiver, p: &Proxy, cheap: &Mock,
     )
     .await;
     assert_eq!(a.status, 200);
-    assert_eq!(
-        strong.last().headers.get("traceparent").unwrap(),
-        unsampled
-    );
+    assert_eq!(strong.last().headers.get("traceparent").unwrap(), unsampled);
     // Without a traceparent: a new trace, named in the access line, whose attempt span is the
     // upstream's parent.
     let a = ask(
@@ -218,14 +249,20 @@ async fn a_routed_fallback_is_traced_over_grpc_from_the_config() {
     let p = Proxy::start(&config(&cheap, &strong, &extra)).await;
     routed_fallback_is_traced(&receiver, &p, &cheap, &strong).await;
     let s = &receiver.spans()[0];
-    assert_eq!(s.resource.get("service.name").map(String::as_str), Some("dr-grpc"));
+    assert_eq!(
+        s.resource.get("service.name").map(String::as_str),
+        Some("dr-grpc")
+    );
     assert!(receiver
         .export_headers()
         .iter()
         .all(|h| h.get("x-tenant").map(String::as_str) == Some("t1")));
     let m = p.metrics().await;
     assert!(series(&m, "dualrouter_trace_spans_total{result=\"exported\"}").unwrap() >= 12.0);
-    assert_eq!(series(&m, "dualrouter_trace_spans_dropped_total"), Some(0.0));
+    assert_eq!(
+        series(&m, "dualrouter_trace_spans_dropped_total"),
+        Some(0.0)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -240,7 +277,10 @@ async fn a_routed_fallback_is_traced_over_http_from_the_otel_variables_alone() {
         &[
             ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
             ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
-            ("OTEL_EXPORTER_OTLP_HEADERS", "authorization=Bearer%20otlp-token"),
+            (
+                "OTEL_EXPORTER_OTLP_HEADERS",
+                "authorization=Bearer%20otlp-token",
+            ),
             ("OTEL_SERVICE_NAME", "dr-env"),
             ("OTEL_TRACES_SAMPLER", "parentbased_traceidratio"),
             ("OTEL_TRACES_SAMPLER_ARG", "1.0"),
@@ -249,7 +289,10 @@ async fn a_routed_fallback_is_traced_over_http_from_the_otel_variables_alone() {
     .await;
     routed_fallback_is_traced(&receiver, &p, &cheap, &strong).await;
     let s = &receiver.spans()[0];
-    assert_eq!(s.resource.get("service.name").map(String::as_str), Some("dr-env"));
+    assert_eq!(
+        s.resource.get("service.name").map(String::as_str),
+        Some("dr-env")
+    );
     let headers = receiver.export_headers();
     assert!(headers.iter().all(|h| {
         h.get("authorization").map(String::as_str) == Some("Bearer otlp-token")
@@ -286,7 +329,10 @@ async fn requests_answer_quickly(p: &Proxy, n: usize) -> Duration {
         r.text().await.unwrap();
         slowest = slowest.max(started.elapsed());
     }
-    assert!(slowest < Duration::from_secs(1), "slowest request {slowest:?}");
+    assert!(
+        slowest < Duration::from_secs(1),
+        "slowest request {slowest:?}"
+    );
     slowest
 }
 
@@ -335,10 +381,16 @@ async fn an_unreachable_collector_changes_nothing_for_clients() {
             let m = p.metrics().await;
             let failed = series(&m, "dualrouter_trace_spans_total{result=\"failed\"}");
             if failed.is_some_and(|f| f >= 40.0) {
-                assert_eq!(series(&m, "dualrouter_trace_spans_dropped_total"), Some(0.0));
+                assert_eq!(
+                    series(&m, "dualrouter_trace_spans_dropped_total"),
+                    Some(0.0)
+                );
                 break;
             }
-            assert!(Instant::now() < deadline, "{protocol}: failures not counted:\n{m}");
+            assert!(
+                Instant::now() < deadline,
+                "{protocol}: failures not counted:\n{m}"
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         assert_eq!(mock.count(), 10);
