@@ -51,6 +51,10 @@ pub fn start(cfg: &Telemetry, metrics: &Metrics) -> std::io::Result<()> {
     if TRACER.get().is_some() {
         return Ok(());
     }
+    // Every result's series exists from the start (0), so a dashboard sees them at once.
+    for result in ["exported", "dropped", "failed"] {
+        metrics.trace_spans.with_label_values(&[result]);
+    }
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     let queued = Arc::new(AtomicUsize::new(0));
     export::spawn(cfg.clone(), rx, queued.clone(), metrics.trace_spans.clone())?;
