@@ -425,3 +425,40 @@ async fn bad_telemetry_settings_are_refused_with_their_path() {
         assert!(err.contains(needle), "{needle} not in:\n{err}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prompt_text_goes_on_the_span_only_with_capture_content() {
+    let receiver = Receiver::start_http().await;
+    let mock = Mock::start().await;
+    let telemetry = format!(
+        "{{ otlp_endpoint: '{}', export_interval_ms: 50, capture_content: true }}",
+        receiver.endpoint()
+    );
+    let p = Proxy::start(&plain_config(&mock, &telemetry)).await;
+    let trace = "0af7651916cd43dd8448eb211c80319c";
+    let r = reqwest::Client::new()
+        .post(p.url("/v1/chat/completions"))
+        .header("traceparent", format!("00-{trace}-b7ad6b7169203331-01"))
+        .json(&json!({"model": "m", "messages": [
+            {"role": "system", "content": "be brief"},
+            {"role": "user", "content": "the plan for tuesday"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let spans = receiver.wait_trace(trace, 4, Duration::from_secs(15)).await;
+    let root = spans.iter().find(|s| s.span.kind == 2).unwrap();
+    let messages: serde_json::Value =
+        serde_json::from_str(&root.attr("gen_ai.input.messages").unwrap()).unwrap();
+    assert_eq!(messages[0]["role"], "system");
+    assert_eq!(messages[1]["role"], "user");
+    assert_eq!(messages[1]["parts"][0]["content"], "the plan for tuesday");
+    // Only the request span carries it.
+    assert_eq!(
+        spans
+            .iter()
+            .filter(|s| s.attr("gen_ai.input.messages").is_some())
+            .count(),
+        1
+    );
+}
