@@ -420,6 +420,10 @@ fn restart_only_changes(old: &Config, new: &mut Config) -> Vec<String> {
         changed.push("decision_log");
         new.decision_log = old.decision_log.clone();
     }
+    if format!("{:?}", new.telemetry) != format!("{:?}", old.telemetry) {
+        changed.push("telemetry");
+        new.telemetry = old.telemetry.clone();
+    }
     if new.log.format != old.log.format {
         changed.push("log.format");
         new.log.format = old.log.format;

@@ -47,6 +47,11 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
     // their instruments are registered once, here.
     let plugin_metrics = dualrouter_plugins::PluginMetrics::new()?;
     plugin_metrics.register(&metrics.registry)?;
+    // OpenTelemetry traces (`telemetry:` or the OTEL_* variables): an exporter thread of their
+    // own; settings are read once, here.
+    if let Some(t) = &config.telemetry {
+        dualrouter_proxy::start_traces(t, &metrics).context("starting the trace exporter")?;
+    }
     let store = control
         .block_on(store::open_and_seed(&config.database, &config.policies))
         .with_context(|| format!("opening the store {}", store::redact_url(&config.database)))?;

@@ -72,6 +72,11 @@ pub struct Metrics {
     /// Requests with a virtual key refused, by reason (`budget`, `rate_requests`,
     /// `rate_tokens`, `model_not_allowed`, `max_cost`, `invalid_key`, `store_unavailable`).
     pub key_refusals: IntCounterVec,
+    /// Trace spans by what became of them (`exported`; `dropped`: the export queue was full;
+    /// `failed`: the collector refused them or could not be reached).
+    pub trace_spans: IntCounterVec,
+    /// Spans dropped because the export queue was full (`dualrouter_trace_spans_dropped_total`).
+    pub trace_spans_dropped: IntCounter,
     /// The key names that have a label of their own (at most [`MAX_KEY_LABELS`]).
     key_labels: std::sync::Mutex<std::collections::HashSet<String>>,
 }
@@ -247,6 +252,20 @@ impl Metrics {
             ),
             &["reason"],
         )?;
+        let trace_spans = IntCounterVec::new(
+            Opts::new(
+                "dualrouter_trace_spans_total",
+                "OpenTelemetry spans by result: exported, dropped (export queue full), failed (collector error)",
+            ),
+            &["result"],
+        )?;
+        // Drops get a name of their own too, so an alert needs no label.
+        let trace_spans_dropped = IntCounter::new(
+            "dualrouter_trace_spans_dropped_total",
+            "OpenTelemetry spans dropped because the export queue (telemetry.queue_spans) was full",
+        )?;
+        registry.register(Box::new(trace_spans.clone()))?;
+        registry.register(Box::new(trace_spans_dropped.clone()))?;
         registry.register(Box::new(key_spend.clone()))?;
         registry.register(Box::new(key_tokens.clone()))?;
         registry.register(Box::new(key_refusals.clone()))?;
@@ -297,6 +316,8 @@ impl Metrics {
             key_spend,
             key_tokens,
             key_refusals,
+            trace_spans,
+            trace_spans_dropped,
             key_labels: Default::default(),
         })
     }

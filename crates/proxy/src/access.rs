@@ -3,7 +3,8 @@
 //! It carries what an operator looks a request up by and what it cost, never a secret: the
 //! decision id, the client key's id (a hash prefix, not the key), method and path (no query),
 //! route, model, provider, status, outcome, error kind, tokens in/out/cached, cost, how many
-//! upstream attempts it took, the latency of each step and in total.
+//! upstream attempts it took, the latency of each step and in total, and the trace id when
+//! traces are on.
 
 use pingora::proxy::Session;
 
@@ -28,9 +29,14 @@ pub(crate) fn log(
             .collect();
         serde_json::to_string(&rounded).unwrap_or_default()
     });
+    let trace_id = ctx
+        .trace
+        .as_deref()
+        .map(crate::otel::RequestTrace::trace_id_hex);
     tracing::info!(
         target: "dualrouter::access",
         decision_id = %ctx.decision_id,
+        trace_id = trace_id.as_deref(),
         key_id = ctx.key_id.as_deref(),
         method = %header.method,
         path = header.uri.path(),

@@ -17,6 +17,7 @@ mod executor;
 mod forward;
 mod ingress;
 mod keys;
+mod otel;
 mod ready;
 mod relay;
 mod respond;
@@ -31,6 +32,7 @@ pub use forward::Upstream;
 pub use ingress::{
     count_tokens_request, embeddings_request, feedback_request, route_request, ChatRequest,
 };
+pub use otel::start as start_traces;
 pub use ready::{readiness, Readiness};
 pub use sse::{event_data, usage_of_body, SseFilter};
 pub use stored::prune_forever as prune_stored_responses;
@@ -179,6 +181,8 @@ pub struct RequestCtx {
     pub(crate) key_use: Option<keys::KeyUse>,
     /// The virtual key's `x-ratelimit-*` headers for the answer.
     pub(crate) rate_headers: Vec<(&'static str, String)>,
+    /// The request's trace context and spans, when traces are on ([`otel`]).
+    pub(crate) trace: Option<Box<otel::RequestTrace>>,
 }
 
 #[async_trait]
@@ -199,6 +203,7 @@ impl ProxyHttp for Proxy {
             abort_downstream: false,
             key_use: None,
             rate_headers: Vec::new(),
+            trace: None,
         }
     }
 
@@ -239,6 +244,10 @@ impl ProxyHttp for Proxy {
             rec.total_latency_ms = Some(ctx.started.elapsed().as_secs_f64() * 1e3);
         }
         access::log(session, ctx, status, rec.as_ref());
+        if ctx.trace.is_some() {
+            let h = session.req_header();
+            otel::finish(ctx, &h.method, h.uri.path(), status, rec.as_ref());
+        }
         if let Some(rec) = rec.as_ref() {
             count_usage(&state.metrics, rec);
         }
@@ -298,6 +307,9 @@ async fn handle(
         ctx.format = Format::Responses;
     }
     let endpoint = ingress::endpoint(&header.method, path)?;
+    if !matches!(endpoint, Endpoint::Health | Endpoint::Ready) {
+        ctx.trace = otel::begin(ctx.started, &header.headers);
+    }
     ctx.format = endpoint.format();
     let auth = state.config.auth.as_ref();
     let caller = if matches!(endpoint, Endpoint::Health | Endpoint::Ready) {
@@ -562,6 +574,7 @@ async fn chat(
     }
     drop(body);
     let conversation = request.conversation();
+    otel::request(ctx, &request);
     let mut record = new_record(state, ctx, &request, &conversation);
     let registry = state.router.registry().clone();
     // Models that cannot serve this request at all (a JSON schema to a model without
@@ -606,6 +619,7 @@ async fn chat(
         if let Some(a) = &admitted {
             a.route_limits(&mut opts);
         }
+        let route_started = Instant::now();
         let decided = state
             .router
             .route(&conversation, &opts)
@@ -629,6 +643,7 @@ async fn chat(
         };
         ctx.route = Some(decision.route.name());
         fill_record(&mut record, &decision);
+        otel::routed(ctx, route_started, &decision);
         if !state.config.retention.store_embeddings {
             record.features = None;
         }
@@ -761,7 +776,8 @@ async fn chat(
             .formats
             .with_label_values(&[ctx.format.as_str(), upstream_format.as_str()])
             .inc();
-        let forwarded = forwarded_headers(session.req_header(), ctx.format, upstream_format);
+        let mut forwarded = forwarded_headers(session.req_header(), ctx.format, upstream_format);
+        otel::propagate(ctx, &mut forwarded);
         let header = forward::upstream_request(
             &provider,
             forward::path_of(upstream_format),
@@ -959,6 +975,7 @@ fn push_attempt(
         .attempts
         .with_label_values(&[&model.id, outcome])
         .inc();
+    otel::attempt(ctx, model, outcome, status, since);
     if let Some(rec) = ctx.record.as_mut() {
         rec.details.attempts.push(Attempt {
             model: model.id.clone(),

@@ -9,6 +9,7 @@ pub mod raw;
 pub mod reload;
 pub mod retention;
 pub mod routing;
+pub mod telemetry;
 pub mod validated;
 
 pub use arch_router::ArchRouterSettings;

@@ -20,6 +20,9 @@ pub struct RawConfig {
     /// Log format and level.
     #[serde(default)]
     pub log: crate::config::log::LogSettings,
+    /// OpenTelemetry traces (OTLP); the `OTEL_*` variables alone also turn them on.
+    #[serde(default)]
+    pub telemetry: Option<crate::config::telemetry::RawTelemetry>,
     #[serde(default)]
     pub auth: Option<RawAuth>,
     #[serde(default)]

@@ -18,6 +18,8 @@ pub struct Config {
     pub admin: AdminConfig,
     /// Log format (read at start) and level (applied by reloads).
     pub log: crate::config::log::LogSettings,
+    /// OpenTelemetry traces, when on (read at start).
+    pub telemetry: Option<crate::config::telemetry::Telemetry>,
     pub auth: Option<ClientAuth>,
     pub limits: Limits,
     pub server: ServerSettings,
@@ -450,6 +452,12 @@ pub fn validate_with(
     p.0.extend(raw.reload.problems());
     p.0.extend(raw.log.problems());
     p.0.extend(raw.retention.problems());
+    let telemetry = crate::config::telemetry::validate(raw.telemetry.as_ref(), env).unwrap_or_else(
+        |problems| {
+            p.0.extend(problems);
+            None
+        },
+    );
     let decision_log = decision_log(&raw.decision_log, &mut p);
     let rs = &raw.response_store;
     for (field, v) in [
@@ -511,6 +519,7 @@ pub fn validate_with(
             token_env: raw.admin.token_env.clone(),
         },
         log: raw.log.clone(),
+        telemetry,
         auth,
         limits,
         server: ServerSettings {
