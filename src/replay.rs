@@ -48,6 +48,9 @@ pub struct ReplayOptions {
     pub holdout_percent: u32,
     /// Fewest revealed outcomes a model needs to join a refit (`mirt.min_outcomes`).
     pub min_outcomes: usize,
+    /// As `mirt.base_data`: refits train on its `train` split beside the revealed outcomes, and
+    /// its `test` split joins the guard's held-out slice.
+    pub base_data: Option<PathBuf>,
     /// Encoder, embedding cache, and the ceiling's training options (`dualrouter train`'s).
     pub fit: FitOptions,
     /// The ceiling: this checkpoint instead of a fit on the train split; `skip_ceiling`: none.
@@ -342,6 +345,11 @@ pub fn run(opts: &ReplayOptions) -> anyhow::Result<(Report, Extra)> {
     let encoder_config = opts.fit.encoder_config();
     let mut train_rows: Vec<HeldOut> = Vec::new();
     let mut guard_rows: Vec<HeldOut> = Vec::new();
+    let (base_train, base_test) = match &opts.base_data {
+        Some(path) => base_rows(path, &enc, &opts.fit)?,
+        None => (Vec::new(), Vec::new()),
+    };
+    guard_rows.extend(base_test);
     let mut windows = Vec::new();
     let (mut wq, mut wc, mut wn, mut we) = (0.0, 0.0, 0usize, 0usize);
     let mut extra = Extra {
@@ -397,6 +405,7 @@ pub fn run(opts: &ReplayOptions) -> anyhow::Result<(Report, Extra)> {
             match refit(
                 &active,
                 &train_rows,
+                &base_train,
                 &guard_rows,
                 &cands,
                 &price_of,
@@ -471,6 +480,7 @@ pub fn run(opts: &ReplayOptions) -> anyhow::Result<(Report, Extra)> {
 fn refit(
     active: &Scorer,
     train_rows: &[HeldOut],
+    base_rows: &[HeldOut],
     guard_rows: &[HeldOut],
     cands: &[(String, f64)],
     price_of: &HashMap<String, f64>,
@@ -478,11 +488,12 @@ fn refit(
     encoder_config: &dualrouter_ml::encoder::EncoderConfig,
     opts: &ReplayOptions,
 ) -> anyhow::Result<Option<(Scorer, trainer::Verdict)>> {
+    let rows: Vec<HeldOut> = train_rows.iter().chain(base_rows).cloned().collect();
     let input = match trainer::fit_input(
-        train_rows,
+        &rows,
         train_rows.len(),
         opts.min_outcomes,
-        false,
+        !base_rows.is_empty(),
         &|m: &str| price_of.get(m).copied().unwrap_or(0.0),
         PromptPart::of(&active.mirt),
         format!("replay of {}", opts.data.display()),
@@ -496,6 +507,47 @@ fn refit(
     let candidate = Scorer::for_models(m, PathBuf::from("refit"), cands)?;
     let verdict = trainer::judge(&candidate, active, guard_rows);
     Ok(Some((candidate, verdict)))
+}
+
+/// A base file's rows, every outcome known: its `train` split (all rows without splits) and its
+/// `test` split, as the trainer reads `mirt.base_data`.
+fn base_rows(
+    path: &Path,
+    enc: &Encoder,
+    fit: &FitOptions,
+) -> anyhow::Result<(Vec<HeldOut>, Vec<HeldOut>)> {
+    let ds = Dataset::load(path)?;
+    let train = fit::split_rows(&ds, "train");
+    let test = if ds.has_splits() {
+        ds.split(Some("test"))
+    } else {
+        Vec::new()
+    };
+    let rows_of = |rows: &[&Row]| -> anyhow::Result<Vec<HeldOut>> {
+        let emb = embed_rows(enc, rows, fit)?;
+        Ok(rows
+            .iter()
+            .zip(emb)
+            .map(|(r, e)| HeldOut {
+                embedding: e,
+                text: Some(r.prompt.clone()),
+                extra: HashMap::new(),
+                scores: ds
+                    .models
+                    .iter()
+                    .zip(&r.scores)
+                    .filter_map(|(m, s)| s.map(|s| (m.clone(), s)))
+                    .collect(),
+            })
+            .collect())
+    };
+    let tr = rows_of(&train)?;
+    let te = if test.is_empty() {
+        Vec::new()
+    } else {
+        rows_of(&test)?
+    };
+    Ok((tr, te))
 }
 
 /// The text report.

@@ -404,6 +404,11 @@ pub struct ReplayArgs {
     /// `mirt.min_outcomes`: a model joins a refit once it has this many revealed outcomes.
     #[arg(long, default_value_t = 20)]
     pub min_outcomes: usize,
+    /// As `mirt.base_data`: refits also train on this file's `train` split (say, the data the
+    /// checkpoint was trained on), and its `test` split joins the held-out slice refits are
+    /// judged on.
+    #[arg(long)]
+    pub base_data: Option<PathBuf>,
     /// The ceiling: this checkpoint (say, `train` on the same file) instead of fitting one.
     #[arg(long)]
     pub ceiling: Option<PathBuf>,
@@ -440,6 +445,7 @@ pub fn run_replay(args: &ReplayArgs) -> anyhow::Result<()> {
         exploration,
         holdout_percent: args.holdout_percent.min(50),
         min_outcomes: args.min_outcomes,
+        base_data: args.base_data.clone(),
         fit,
         ceiling: args.ceiling.clone(),
         skip_ceiling: args.no_ceiling,
