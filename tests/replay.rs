@@ -272,8 +272,8 @@ fn exploration_stays_within_its_caps() {
         // `300 rows of traffic, …; N rows explored (P% of the spend)`
         let line = out.lines().find(|l| l.contains("rows explored")).unwrap();
         let explored: f64 = line
-            .split("; ")
-            .last()
+            .rsplit("; ")
+            .next()
             .unwrap()
             .split(' ')
             .next()
@@ -281,8 +281,8 @@ fn exploration_stays_within_its_caps() {
             .parse()
             .unwrap();
         let share: f64 = line
-            .split('(')
-            .last()
+            .rsplit('(')
+            .next()
             .unwrap()
             .split('%')
             .next()
