@@ -220,3 +220,37 @@ pub enum Objective {
     /// The cheapest candidate with P ≥ target; if none reaches it, the most likely to succeed.
     CheapestAbove(f64),
 }
+
+#[cfg(test)]
+mod exploration_tests {
+    use super::*;
+
+    #[test]
+    fn exploration_is_off_by_default_and_validated() {
+        let s: MirtSettings = serde_yaml_ng::from_str("cost_weight: 0.1\n").unwrap();
+        assert_eq!(s.exploration.policy, ExplorePolicy::Off);
+        let s: MirtSettings = serde_yaml_ng::from_str(
+            "exploration: { policy: thompson, scale: 1.5, max_traffic_share: 0.2 }\n",
+        )
+        .unwrap();
+        assert_eq!(s.exploration.policy, ExplorePolicy::Thompson);
+        assert_eq!(s.exploration.max_spend_share, 0.1);
+        assert!(s.validate().is_ok());
+        assert!(
+            serde_yaml_ng::from_str::<MirtSettings>("exploration: { policy: greedy }\n").is_err()
+        );
+        assert!(serde_yaml_ng::from_str::<MirtSettings>("exploration: { shares: 1 }\n").is_err());
+        let mut bad = MirtSettings::default();
+        bad.exploration.max_spend_share = 1.5;
+        assert!(bad
+            .validate()
+            .unwrap_err()
+            .contains("mirt.exploration.max_spend_share"));
+        bad.exploration.max_spend_share = 0.1;
+        bad.exploration.scale = -1.0;
+        assert!(bad
+            .validate()
+            .unwrap_err()
+            .contains("mirt.exploration.scale"));
+    }
+}
