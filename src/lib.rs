@@ -9,6 +9,7 @@ pub mod cli;
 pub mod demo;
 pub mod live;
 pub mod logging;
+pub mod replay;
 pub mod retention;
 pub mod server;
 pub mod trainer;

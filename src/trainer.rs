@@ -167,9 +167,48 @@ pub async fn prepare(
         data_names.push(path.display().to_string());
     }
 
+    let input = fit_input(
+        &train_rows,
+        logged_rows,
+        settings.min_outcomes,
+        base.is_some(),
+        &|m: &str| {
+            base_prices.get(m).copied().unwrap_or_else(|| {
+                config
+                    .models
+                    .get(m)
+                    .map(|cm| cm.cost.usd(400, 200))
+                    .unwrap_or(0.0)
+            })
+        },
+        prompt,
+        data_names.join(" + "),
+    )?;
+    Ok(Prepared {
+        input,
+        holdout,
+        logged_rows,
+        base_rows,
+    })
+}
+
+/// The fit's input from training rows (the first `logged_rows` logged outcomes, the rest base
+/// data): models with base data or at least `min_outcomes` logged outcomes (the others keep
+/// their prior), the built-in features and every plugin feature the rows carry, x laid out as
+/// `prompt` says, each model's price from `price_of`.
+#[allow(clippy::too_many_arguments)]
+pub fn fit_input(
+    train_rows: &[HeldOut],
+    logged_rows: usize,
+    min_outcomes: usize,
+    has_base: bool,
+    price_of: &dyn Fn(&str) -> f64,
+    prompt: PromptPart,
+    data: String,
+) -> Result<FitInput, TrainerError> {
     // Models: every one with base data, and logged ones with enough outcomes.
     let mut counts: BTreeMap<String, usize> = BTreeMap::new();
-    for r in &train_rows {
+    for r in train_rows {
         for (m, _) in &r.scores {
             *counts.entry(m.clone()).or_default() += 1;
         }
@@ -180,15 +219,15 @@ pub async fn prepare(
         .collect();
     let models: Vec<String> = counts
         .iter()
-        .filter(|(m, n)| base_models.contains(*m) || **n >= settings.min_outcomes)
+        .filter(|(m, n)| base_models.contains(*m) || **n >= min_outcomes)
         .map(|(m, _)| m.clone())
         .collect();
     if models.is_empty() {
         return Err(TrainerError::NotEnough(format!(
             "{logged_rows} logged outcomes (held-out slice excluded), no model with at least \
              mirt.min_outcomes = {} of them{}",
-            settings.min_outcomes,
-            if base.is_some() {
+            min_outcomes,
+            if has_base {
                 ""
             } else {
                 ", and no base data (mirt.base_data)"
@@ -222,7 +261,7 @@ pub async fn prepare(
     };
     let mut xs = Vec::new();
     let mut ys = Vec::new();
-    for r in &train_rows {
+    for r in train_rows {
         let mut y = vec![None; models.len()];
         for (m, s) in &r.scores {
             if let Some(&j) = col.get(m.as_str()) {
@@ -237,34 +276,18 @@ pub async fn prepare(
     }
     // Prices (cost per query): the base file's where it has them, else the configured price
     // of a typical request.
-    let prices = models
-        .iter()
-        .map(|m| {
-            base_prices.get(m).copied().unwrap_or_else(|| {
-                config
-                    .models
-                    .get(m)
-                    .map(|cm| cm.cost.usd(400, 200))
-                    .unwrap_or(0.0)
-            })
-        })
-        .collect();
-    Ok(Prepared {
-        input: FitInput {
-            models,
-            prices,
-            xs,
-            ys,
-            features,
-            embedding_in_x: prompt.embedding_in_x,
-            centroids: prompt.centroids,
-            data: data_names.join(" + "),
-            split: None,
-            command: "refit on logged outcomes".into(),
-        },
-        holdout,
-        logged_rows,
-        base_rows,
+    let prices = models.iter().map(|m| price_of(m)).collect();
+    Ok(FitInput {
+        models,
+        prices,
+        xs,
+        ys,
+        features,
+        embedding_in_x: prompt.embedding_in_x,
+        centroids: prompt.centroids,
+        data,
+        split: None,
+        command: "refit on logged outcomes".into(),
     })
 }
 
@@ -346,6 +369,37 @@ fn bce_on(scorer: &Scorer, holdout: &[HeldOut], known: &dyn Fn(&str) -> bool) ->
         }
     }
     (if n > 0 { sum / n as f64 } else { 0.0 }, n)
+}
+
+/// The activation guard's verdict on a candidate checkpoint against the active one.
+#[derive(Debug, Clone, Copy)]
+pub struct Verdict {
+    pub new_bce: f64,
+    pub active_bce: f64,
+    /// Held-out (prompt, model) pairs both could score.
+    pub n: usize,
+}
+
+impl Verdict {
+    /// Whether the candidate may be activated without force: no worse (within noise) on the
+    /// held-out slice, or nothing to compare on.
+    pub fn passes(&self) -> bool {
+        self.n == 0 || self.new_bce <= self.active_bce + BCE_TOLERANCE
+    }
+}
+
+/// Judges `candidate` against `active` on the held-out pairs both can score (a prior's P
+/// counts: it is what routing would use).
+pub fn judge(candidate: &Scorer, active: &Scorer, holdout: &[HeldOut]) -> Verdict {
+    let known = |m: &str| candidate.knows(m) && active.knows(m);
+    let (new_bce, n) = bce_on(candidate, holdout, &known);
+    let (active_bce, n2) = bce_on(active, holdout, &known);
+    debug_assert_eq!(n, n2);
+    Verdict {
+        new_bce,
+        active_bce,
+        n,
+    }
 }
 
 /// Where a background job stands.
@@ -532,12 +586,13 @@ impl Trainer {
             Err(TrainerError::NotEnough(_)) => Vec::new(),
             Err(e) => return Err(e),
         };
-        // The pairs both can score (a prior's P counts: it is what routing would use).
-        let known = |m: &str| candidate.knows(m) && active.knows(m);
-        let (new_bce, n) = bce_on(&candidate, &holdout, &known);
-        let (active_bce, n2) = bce_on(&active, &holdout, &known);
-        debug_assert_eq!(n, n2);
-        if n > 0 && new_bce > active_bce + BCE_TOLERANCE && !force {
+        let verdict = judge(&candidate, &active, &holdout);
+        let Verdict {
+            new_bce,
+            active_bce,
+            n,
+        } = verdict;
+        if !verdict.passes() && !force {
             return Err(TrainerError::Worse {
                 version,
                 new_bce,
@@ -550,7 +605,7 @@ impl Trainer {
         router.activate(candidate);
         let message = if n == 0 {
             format!("checkpoint v{version} activated (no held-out outcomes to compare on)")
-        } else if new_bce > active_bce + BCE_TOLERANCE {
+        } else if !verdict.passes() {
             format!(
                 "checkpoint v{version} activated by force although worse on the held-out slice \
                  (mean BCE {new_bce:.4} vs {active_bce:.4} over {n} outcomes)"

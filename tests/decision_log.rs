@@ -468,3 +468,38 @@ async fn a_record_the_database_refuses_is_dropped_without_holding_up_the_rest() 
     assert_eq!(log.metrics().written.get(), 299);
     log.shutdown(Duration::from_secs(10)).await.unwrap();
 }
+
+/// `explore` (migration 20261207000010) is written and read back, in both dialects.
+async fn explore_round_trips(db: TestDb) {
+    let store = db.open().await;
+    let mut explored = rec(1);
+    explored.explore = true;
+    let plain = rec(2);
+    store
+        .insert_decisions(&[explored.clone(), plain.clone()])
+        .await
+        .unwrap();
+    let a = store
+        .get_decision(&explored.decision_id)
+        .await
+        .unwrap()
+        .unwrap();
+    let b = store
+        .get_decision(&plain.decision_id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(a.explore);
+    assert!(!b.explore);
+}
+
+#[tokio::test]
+async fn explore_round_trips_sqlite() {
+    explore_round_trips(TestDb::sqlite()).await;
+}
+
+#[tokio::test]
+async fn explore_round_trips_postgres() {
+    let Some(db) = TestDb::postgres() else { return };
+    explore_round_trips(db).await;
+}

@@ -244,3 +244,47 @@ fn route_command_needs_no_secret_and_reads_paths_from_the_config_folder() {
         );
     }
 }
+
+/// `mirt.exploration` in the router the server builds: off, the objective's best (a model the
+/// checkpoint knows) is chosen and `explore` is false; with optimism about a cold, dearer model
+/// and caps that allow it, that model is tried and the decision says `explore: true`.
+#[test]
+fn exploration_shows_in_the_decision() {
+    let run = |exploration: &str| -> Value {
+        let dir = tempfile::tempdir().unwrap();
+        common::link_repo_files(dir.path());
+        let cfg = dir.path().join("c.yaml");
+        let policies = POLICIES.replace("models: [m]", "models: [gpt-4-1106-preview, newcomer]");
+        std::fs::write(
+            &cfg,
+            format!(
+                "listen: 127.0.0.1:0\nadmin: {{ listen: 127.0.0.1:0 }}\nproviders:\n  - {{ name: p, kind: openai, base_url: \"http://127.0.0.1:9/v1\", models: [ {{ id: gpt-4-1106-preview, cost_per_mtok: {{ input: 10, output: 30 }} }}, {{ id: newcomer, tier: premium, cost_per_mtok: {{ input: 20, output: 60 }} }} ] }}\n{policies}\nmirt: {{ cost_weight: 0.0, exploration: {exploration} }}\ndatabase: sqlite://{}/r.db\n",
+                dir.path().display()
+            ),
+        )
+        .unwrap();
+        let (ok, out) = common::run_cli(&[
+            "route",
+            "--json",
+            "--config",
+            cfg.to_str().unwrap(),
+            "summarise this article about whales in two sentences",
+        ]);
+        assert!(ok, "{out}");
+        let line = out.lines().find(|l| l.starts_with('{')).unwrap();
+        serde_json::from_str(line).unwrap()
+    };
+    let off = run("{ policy: off }");
+    assert_eq!(off["selected_model"], "gpt-4-1106-preview", "{off}");
+    assert_eq!(off["explore"], false, "{off}");
+    let on = run("{ policy: ucb, scale: 50, max_traffic_share: 1, max_spend_share: 1 }");
+    assert_eq!(on["selected_model"], "newcomer", "{on}");
+    assert_eq!(on["explore"], true, "{on}");
+    assert!(
+        on["reasoning"].as_str().unwrap().contains("exploration"),
+        "{on}"
+    );
+    let capped = run("{ policy: ucb, scale: 50, max_traffic_share: 0, max_spend_share: 1 }");
+    assert_eq!(capped["selected_model"], "gpt-4-1106-preview", "{capped}");
+    assert_eq!(capped["explore"], false, "{capped}");
+}

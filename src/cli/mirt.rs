@@ -353,3 +353,118 @@ fn run_cv(args: &EvalArgs, k: usize) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct ReplayArgs {
+    /// Outcome data (as `train` reads it): its `train` split is the traffic and its `test` split
+    /// the measured slice; a file without splits is replayed whole, measured on the rows a hash
+    /// holds out.
+    #[arg(long)]
+    pub data: PathBuf,
+    /// The checkpoint the router starts from; the file's models it does not know start cold.
+    #[arg(long, default_value = "checkpoints/default.json")]
+    pub checkpoint: PathBuf,
+    /// The file's models to route among (comma list; default: all).
+    #[arg(long, value_delimiter = ',')]
+    pub models: Vec<String>,
+    /// Print the curve as one JSON object.
+    #[arg(long)]
+    pub json: bool,
+    /// Write the learning curve here (SVG).
+    #[arg(long)]
+    pub plot: Option<PathBuf>,
+    /// Refit (and judge, and maybe activate) after every K rows of traffic.
+    #[arg(long, default_value_t = 500)]
+    pub refit_every: usize,
+    /// A point of the curve every N rows (default: every refit).
+    #[arg(long)]
+    pub window: Option<usize>,
+    /// Replay only the first N rows of traffic.
+    #[arg(long)]
+    pub rows: Option<usize>,
+    /// The objective's cost weight (as `mirt.cost_weight`).
+    #[arg(long, default_value_t = 0.2)]
+    pub cost_weight: f64,
+    /// Exploration (as `mirt.exploration.policy`): off, thompson or ucb.
+    #[arg(long, default_value = "off", value_parser = crate::replay::parse_policy)]
+    pub explore: dualrouter_core::config::mirt::ExplorePolicy,
+    /// `mirt.exploration.scale`: logits of uncertainty of a model without outcomes.
+    #[arg(long, default_value_t = 2.0)]
+    pub explore_scale: f64,
+    /// `mirt.exploration.max_traffic_share`.
+    #[arg(long, default_value_t = 0.1)]
+    pub explore_traffic_share: f64,
+    /// `mirt.exploration.max_spend_share`.
+    #[arg(long, default_value_t = 0.1)]
+    pub explore_spend_share: f64,
+    /// `mirt.holdout_percent`: rows (by hash) whose outcomes judge refits and are never trained
+    /// on (and, without splits, the measured slice).
+    #[arg(long, default_value_t = 10)]
+    pub holdout_percent: u32,
+    /// `mirt.min_outcomes`: a model joins a refit once it has this many revealed outcomes.
+    #[arg(long, default_value_t = 20)]
+    pub min_outcomes: usize,
+    /// As `mirt.base_data`: refits also train on this file's `train` split (say, the data the
+    /// checkpoint was trained on), and its `test` split joins the held-out slice refits are
+    /// judged on.
+    #[arg(long)]
+    pub base_data: Option<PathBuf>,
+    /// The ceiling: this checkpoint (say, `train` on the same file) instead of fitting one.
+    #[arg(long)]
+    pub ceiling: Option<PathBuf>,
+    /// No ceiling (null).
+    #[arg(long, conflicts_with = "ceiling")]
+    pub no_ceiling: bool,
+    #[command(flatten)]
+    pub fit: FitArgs,
+}
+
+pub fn run_replay(args: &ReplayArgs) -> anyhow::Result<()> {
+    let exploration = dualrouter_core::config::mirt::ExplorationSettings {
+        policy: args.explore,
+        scale: args.explore_scale,
+        max_traffic_share: args.explore_traffic_share,
+        max_spend_share: args.explore_spend_share,
+        seed: args.fit.seed,
+    };
+    exploration
+        .validate()
+        .map_err(|e| anyhow::anyhow!("{}", e.replace("mirt.exploration.", "--explore-")))?;
+    let mut fit = FitOptions::from(&args.fit);
+    // Progress is the replay's own lines; the per-fit bars would interleave with them.
+    let quiet = fit.quiet;
+    fit.quiet = true;
+    let opts = crate::replay::ReplayOptions {
+        data: args.data.clone(),
+        checkpoint: args.checkpoint.clone(),
+        models: args.models.clone(),
+        refit_every: args.refit_every,
+        window: args.window.unwrap_or(args.refit_every),
+        max_rows: args.rows,
+        objective: dualrouter_ml::mirt::Objective::CostWeight(args.cost_weight),
+        exploration,
+        holdout_percent: args.holdout_percent.min(50),
+        min_outcomes: args.min_outcomes,
+        base_data: args.base_data.clone(),
+        fit,
+        ceiling: args.ceiling.clone(),
+        skip_ceiling: args.no_ceiling,
+        quiet,
+    };
+    let (report, extra) = crate::replay::run(&opts)?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", crate::replay::render(&report, &extra));
+    }
+    if let Some(plot) = &args.plot {
+        let title = format!(
+            "{}: learning curve (exploration {:?})",
+            args.data.display(),
+            args.explore
+        );
+        crate::replay::write_plot(plot, &title, &report)?;
+        eprintln!("wrote {}", plot.display());
+    }
+    Ok(())
+}

@@ -29,6 +29,9 @@ pub enum Command {
     Train(crate::cli::mirt::TrainArgs),
     /// Routing quality on outcome data: MIRT vs baselines, metrics and plot.
     Eval(crate::cli::mirt::EvalArgs),
+    /// Replay an outcome file as traffic: the router learns from the outcomes of the models it
+    /// chooses (bandit feedback, refits, guarded activation) and prints its learning curve.
+    Replay(crate::cli::mirt::ReplayArgs),
     /// Print the routing decision for a prompt (nothing is sent upstream).
     Route(RouteArgs),
     /// Accuracy and latency of the embedded route classifier on labelled utterances.
@@ -165,6 +168,7 @@ pub fn main() -> ExitCode {
         Command::Migrate(args) => migrate_command(args.config.as_deref(), args.database.as_deref()),
         Command::Train(args) => crate::cli::mirt::run_train(&args),
         Command::Eval(args) => crate::cli::mirt::run_eval(&args),
+        Command::Replay(args) => crate::cli::mirt::run_replay(&args),
         Command::Plugin(cmd) => plugin_command(cmd),
     };
     match result {

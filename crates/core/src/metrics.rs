@@ -44,6 +44,8 @@ pub struct Metrics {
     pub client_disconnects: IntCounter,
     /// Routes decided, by source (`arch-router`, `embedded`, `default`).
     pub routes: IntCounterVec,
+    /// Routed requests whose model exploration chose (`mirt.exploration`), by model.
+    pub explored: IntCounterVec,
     /// Arch-Router calls that fell back to the embedded classifier, by reason.
     pub classifier_fallbacks: IntCounterVec,
     /// Upstream attempts by model and outcome (`ok`, `connect`, `timeout`, `broken`, `429`,
@@ -178,6 +180,13 @@ impl Metrics {
             ),
             &["source"],
         )?;
+        let explored = IntCounterVec::new(
+            Opts::new(
+                "dualrouter_explored_total",
+                "Routed requests whose model exploration chose instead of the objective's best, by model",
+            ),
+            &["model"],
+        )?;
         let classifier_fallbacks = IntCounterVec::new(
             Opts::new(
                 "dualrouter_classifier_fallbacks_total",
@@ -282,6 +291,7 @@ impl Metrics {
         registry.register(Box::new(reloads.clone()))?;
         registry.register(Box::new(generation.clone()))?;
         registry.register(Box::new(routes.clone()))?;
+        registry.register(Box::new(explored.clone()))?;
         registry.register(Box::new(classifier_fallbacks.clone()))?;
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(errors.clone()))?;
@@ -305,6 +315,7 @@ impl Metrics {
             bytes_out,
             client_disconnects,
             routes,
+            explored,
             classifier_fallbacks,
             attempts,
             reloads,

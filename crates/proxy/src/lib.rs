@@ -1026,6 +1026,7 @@ fn fill_record(rec: &mut DecisionRecord, d: &RoutingDecision) {
         })
         .collect();
     rec.selected_score = d.candidates.first().map(|c| c.score);
+    rec.explore = d.explore;
     rec.latencies_ms.extend(d.latencies_ms.clone());
     rec.details = DecisionDetails {
         policy: Some(d.policy.clone()),

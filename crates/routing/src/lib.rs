@@ -11,9 +11,11 @@
 
 mod affinity;
 pub mod classify;
+mod explore;
 mod registry;
 mod scorer;
 
+pub use explore::{ExploreStats, Explorer, Scored, Selection};
 pub use registry::{parse_retry_after, probe, Discovered, Registry, Verdict};
 pub use scorer::Scorer;
 
@@ -120,6 +122,8 @@ pub struct RoutingDecision {
     pub fallbacks: Vec<String>,
     /// The selected model was kept from earlier requests of this conversation.
     pub affinity: bool,
+    /// The selected model was chosen by exploration (`mirt.exploration`), not by the objective.
+    pub explore: bool,
     /// One line a person can read.
     pub reasoning: String,
     /// The checkpoint that scored (`mirt_checkpoints` version; `None`: the config's file).
@@ -199,6 +203,8 @@ pub struct DualRouter {
     objective: Objective,
     settings: dualrouter_core::config::routing::RoutingSettings,
     affinity: Arc<affinity::Affinity>,
+    explorer: Explorer,
+    metrics: Arc<Metrics>,
     /// Bytes of a long prompt's start and end the encoder gets (see [`clip`]).
     clip: (usize, usize),
 }
@@ -285,7 +291,9 @@ impl DualRouter {
                 .concurrency()
                 .map(|n| Arc::new(tokio::sync::Semaphore::new(n.max(1)))),
             encoder,
-            classifier: Classifier::new(arch, embedded, metrics),
+            classifier: Classifier::new(arch, embedded, metrics.clone()),
+            explorer: Explorer::new(&config.mirt.exploration),
+            metrics,
             registry,
             policies: PolicyTable::new(policies),
             scorer: ArcSwap::from_pointee(scorer),
@@ -333,6 +341,7 @@ impl DualRouter {
         );
         self.scorer.store(Arc::new(scorer));
         self.affinity.clear();
+        self.explorer.checkpoint_changed();
     }
 
     /// The policies this router was built with.
@@ -510,7 +519,18 @@ impl DualRouter {
             .models()
             .map(|m| m.cost.usd(input_tokens, output_tokens))
             .fold(0.0, f64::max);
-        let order = dualrouter_ml::mirt::rank(&p, &cost, cost_ref, self.objective);
+        let scored: Vec<Scored<'_>> = ids
+            .iter()
+            .zip(&p)
+            .zip(&cost)
+            .map(|((&model, &p), &cost)| Scored {
+                model,
+                p,
+                cost,
+                outcomes: scorer.outcomes(model),
+            })
+            .collect();
+        let Selection { order, explore } = self.explorer.select(&scored, cost_ref, self.objective);
         let tokens = (input_tokens + output_tokens).max(1) as f64;
         let mut candidates: Vec<Candidate> = order
             .iter()
@@ -532,6 +552,13 @@ impl DualRouter {
                 affinity = true;
             }
         }
+        let explore = explore && !affinity;
+        if explore {
+            self.metrics
+                .explored
+                .with_label_values(&[&candidates[0].model])
+                .inc();
+        }
         let selected_model = candidates[0].model.clone();
         let fallbacks = candidates[1..]
             .iter()
@@ -547,7 +574,7 @@ impl DualRouter {
         for (name, v) in scorer.mirt.features.iter().zip(&x[at..]) {
             extra.insert(name.clone(), *v);
         }
-        let reasoning = reasoning(&route, &candidates, affinity);
+        let reasoning = reasoning(&route, &candidates, affinity, explore);
         Ok(RoutingDecision {
             route,
             policy: policy_name,
@@ -556,6 +583,7 @@ impl DualRouter {
             selected_model,
             fallbacks,
             affinity,
+            explore,
             reasoning,
             checkpoint_version: scorer.version,
             latencies_ms: BTreeMap::new(),
@@ -666,10 +694,16 @@ fn describe_exclusions(excluded: &[Excluded]) -> String {
 }
 
 /// `Arch: programming/bug-fix (embedded, 0.91) → Candidates: [a, b] → MIRT: b (P=0.86, $0.40/Mtok)`
-fn reasoning(route: &Route, candidates: &[Candidate], affinity: bool) -> String {
+fn reasoning(route: &Route, candidates: &[Candidate], affinity: bool, explore: bool) -> String {
     let names: Vec<&str> = candidates.iter().map(|c| c.model.as_str()).collect();
     let best = &candidates[0];
-    let how = if affinity { "affinity" } else { "MIRT" };
+    let how = if affinity {
+        "affinity"
+    } else if explore {
+        "exploration"
+    } else {
+        "MIRT"
+    };
     let source = match route.source {
         RouteSource::ArchRouter => "arch-router",
         RouteSource::Embedded => "embedded",

@@ -46,13 +46,13 @@ impl Scorer {
         let mut index = HashMap::new();
         for m in models {
             let price = m.cost.usd(TYPICAL_INPUT_TOKENS, TYPICAL_OUTPUT_TOKENS);
-            let i = match (mirt.model_index(&m.id), &m.mirt_model) {
-                (Some(i), _) => i,
-                (None, Some(of)) => mirt.add_alias(&m.id, of, price).map_err(|e| {
-                    MirtError::Invalid(format!("model '{}': mirt_model: {e}", m.id))
-                })?,
-                (None, None) => mirt.add_cold_model(&m.id, price, m.tier.as_deref())?,
-            };
+            let i = join(
+                &mut mirt,
+                &m.id,
+                price,
+                m.mirt_model.as_deref(),
+                m.tier.as_deref(),
+            )?;
             index.insert(m.id.clone(), i);
         }
         Ok(Self {
@@ -63,8 +63,36 @@ impl Scorer {
         })
     }
 
+    /// A scorer for models given by id and price per query (no registry: `dualrouter replay`),
+    /// joined to the checkpoint as [`Scorer::new`] joins the registry's.
+    pub fn for_models(
+        mut mirt: Mirt,
+        path: PathBuf,
+        models: &[(String, f64)],
+    ) -> Result<Self, MirtError> {
+        let mut index = HashMap::new();
+        for (id, price) in models {
+            let i = join(&mut mirt, id, *price, None, None)?;
+            index.insert(id.clone(), i);
+        }
+        Ok(Self {
+            mirt,
+            version: None,
+            path,
+            index,
+        })
+    }
+
     pub fn index_of(&self, model: &str) -> Option<usize> {
         self.index.get(model).copied()
+    }
+
+    /// Outcomes the model's ability was fitted on (0 for a cold model or an unknown one).
+    pub fn outcomes(&self, model: &str) -> usize {
+        self.index_of(model)
+            .map(|i| &self.mirt.models[i])
+            .filter(|m| !m.cold)
+            .map_or(0, |m| m.outcomes)
     }
 
     /// True when the model is scored from a prior, not from outcomes of its own.
@@ -127,5 +155,22 @@ impl Scorer {
                 }
             })
             .collect()
+    }
+}
+
+/// The checkpoint's index of a model: its own, an alias's (`mirt_model`), or a new cold one.
+fn join(
+    mirt: &mut Mirt,
+    id: &str,
+    price: f64,
+    mirt_model: Option<&str>,
+    tier: Option<&str>,
+) -> Result<usize, MirtError> {
+    match (mirt.model_index(id), mirt_model) {
+        (Some(i), _) => Ok(i),
+        (None, Some(of)) => mirt
+            .add_alias(id, of, price)
+            .map_err(|e| MirtError::Invalid(format!("model '{id}': mirt_model: {e}"))),
+        (None, None) => mirt.add_cold_model(id, price, tier),
     }
 }

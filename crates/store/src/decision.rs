@@ -71,6 +71,8 @@ pub struct DecisionRecord {
     pub cost_usd: Option<f64>,
     /// The virtual key the request was made with (its id, never its secret).
     pub key_id: Option<String>,
+    /// The selected model was chosen by exploration (`mirt.exploration`), not by the objective.
+    pub explore: bool,
     /// Milliseconds per step (`classify`, `score`, `first_byte`, `upstream`, …).
     pub latencies_ms: BTreeMap<String, f64>,
     pub total_latency_ms: Option<f64>,

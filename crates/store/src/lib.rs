@@ -175,7 +175,7 @@ const DECISION_COLUMNS: &str = "decision_id, created_at, prompt_hash, prompt_pre
     requested_model, domain, action, route_source, route_confidence, candidates, selected_model, \
     selected_score, provider, status, http_status, error_kind, input_tokens, output_tokens, \
     cost_usd, latencies_ms, total_latency_ms, feedback_score, details, features, \
-    cache_read_tokens, cache_write_tokens, key_id";
+    cache_read_tokens, cache_write_tokens, key_id, explore";
 
 /// The columns read back, with the latest feedback (which may arrive before or after the
 /// decision row) taking precedence over the logged score.
@@ -186,7 +186,7 @@ const DECISION_SELECT: &str = "SELECT d.decision_id, d.created_at, d.prompt_hash
     d.total_latency_ms, COALESCE((SELECT f.score FROM feedback f \
       WHERE f.decision_id = d.decision_id ORDER BY f.created_at DESC, f.id DESC LIMIT 1), \
       d.feedback_score) AS feedback_score, d.details, d.features, \
-    d.cache_read_tokens, d.cache_write_tokens, d.key_id \
+    d.cache_read_tokens, d.cache_write_tokens, d.key_id, d.explore \
     FROM routing_decisions d";
 
 #[derive(sqlx::FromRow)]
@@ -218,6 +218,7 @@ struct DecisionRow {
     cache_read_tokens: Option<i64>,
     cache_write_tokens: Option<i64>,
     key_id: Option<String>,
+    explore: bool,
 }
 
 impl From<DecisionRow> for DecisionRecord {
@@ -250,6 +251,7 @@ impl From<DecisionRow> for DecisionRecord {
             cache_read_tokens: r.cache_read_tokens.and_then(|v| u64::try_from(v).ok()),
             cache_write_tokens: r.cache_write_tokens.and_then(|v| u64::try_from(v).ok()),
             key_id: r.key_id,
+            explore: r.explore,
         }
     }
 }
@@ -567,7 +569,8 @@ impl Store {
                         .push_bind(r.features.as_ref().map(Json))
                         .push_bind(to_i64(r.cache_read_tokens))
                         .push_bind(to_i64(r.cache_write_tokens))
-                        .push_bind(&r.key_id);
+                        .push_bind(&r.key_id)
+                        .push_bind(r.explore);
                 });
                 qb.push(" ON CONFLICT (decision_id) DO NOTHING");
                 // Cached: four statement shapes in all (see `INSERT_CHUNK_SIZES`). One

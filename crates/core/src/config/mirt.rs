@@ -38,6 +38,85 @@ pub struct MirtSettings {
     /// The prompt encoder (must match the checkpoint's encoder id).
     #[serde(default)]
     pub encoder: super::encoder::EncoderConfig,
+    /// Trying models the checkpoint knows little about (off by default).
+    #[serde(default)]
+    pub exploration: ExplorationSettings,
+}
+
+/// How a model's ability is explored (`mirt.exploration`).
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ExplorePolicy {
+    /// Never: the objective's best candidate, always.
+    #[default]
+    Off,
+    /// Thompson sampling: each candidate's logit of P is drawn from N(logit P, (scale/√(1+n))²),
+    /// n its outcomes; the best under the draws is tried.
+    Thompson,
+    /// Optimism: each candidate's logit of P is raised by scale/√(1+n).
+    Ucb,
+}
+
+/// The `mirt.exploration:` section: a bounded policy for trying models with few outcomes.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ExplorationSettings {
+    #[serde(default)]
+    pub policy: ExplorePolicy,
+    /// Width of the uncertainty of a model without outcomes, in logits of P.
+    #[serde(default = "default_explore_scale")]
+    pub scale: f64,
+    /// Most of the routed requests exploration may send elsewhere than the objective's best.
+    #[serde(default = "default_explore_share")]
+    pub max_traffic_share: f64,
+    /// Most of the (estimated) spend of routed requests exploration may account for.
+    #[serde(default = "default_explore_share")]
+    pub max_spend_share: f64,
+    /// Seed of the draws (Thompson sampling).
+    #[serde(default)]
+    pub seed: u64,
+}
+
+fn default_explore_scale() -> f64 {
+    2.0
+}
+fn default_explore_share() -> f64 {
+    0.1
+}
+
+impl Default for ExplorationSettings {
+    fn default() -> Self {
+        Self {
+            policy: ExplorePolicy::Off,
+            scale: default_explore_scale(),
+            max_traffic_share: default_explore_share(),
+            max_spend_share: default_explore_share(),
+            seed: 0,
+        }
+    }
+}
+
+impl ExplorationSettings {
+    /// Check values; errors name the field path under `mirt.exploration`.
+    pub fn validate(&self) -> std::result::Result<(), String> {
+        if !self.scale.is_finite() || self.scale < 0.0 {
+            return Err(format!(
+                "mirt.exploration.scale: must be a finite number ≥ 0, got {}",
+                self.scale
+            ));
+        }
+        for (name, v) in [
+            ("max_traffic_share", self.max_traffic_share),
+            ("max_spend_share", self.max_spend_share),
+        ] {
+            if !(0.0..=1.0).contains(&v) {
+                return Err(format!(
+                    "mirt.exploration.{name}: must be in [0, 1], got {v}"
+                ));
+            }
+        }
+        Ok(())
+    }
 }
 
 fn default_checkpoint() -> PathBuf {
@@ -91,6 +170,7 @@ impl Default for MirtSettings {
             holdout_percent: default_holdout_percent(),
             min_outcomes: default_min_outcomes(),
             encoder: super::encoder::EncoderConfig::default(),
+            exploration: ExplorationSettings::default(),
         }
     }
 }
@@ -118,6 +198,7 @@ impl MirtSettings {
                 self.holdout_percent
             ));
         }
+        self.exploration.validate()?;
         self.encoder
             .validate()
             .map_err(|e| format!("mirt.encoder: {e}"))
@@ -138,4 +219,38 @@ pub enum Objective {
     CostWeight(f64),
     /// The cheapest candidate with P ≥ target; if none reaches it, the most likely to succeed.
     CheapestAbove(f64),
+}
+
+#[cfg(test)]
+mod exploration_tests {
+    use super::*;
+
+    #[test]
+    fn exploration_is_off_by_default_and_validated() {
+        let s: MirtSettings = serde_yaml_ng::from_str("cost_weight: 0.1\n").unwrap();
+        assert_eq!(s.exploration.policy, ExplorePolicy::Off);
+        let s: MirtSettings = serde_yaml_ng::from_str(
+            "exploration: { policy: thompson, scale: 1.5, max_traffic_share: 0.2 }\n",
+        )
+        .unwrap();
+        assert_eq!(s.exploration.policy, ExplorePolicy::Thompson);
+        assert_eq!(s.exploration.max_spend_share, 0.1);
+        assert!(s.validate().is_ok());
+        assert!(
+            serde_yaml_ng::from_str::<MirtSettings>("exploration: { policy: greedy }\n").is_err()
+        );
+        assert!(serde_yaml_ng::from_str::<MirtSettings>("exploration: { shares: 1 }\n").is_err());
+        let mut bad = MirtSettings::default();
+        bad.exploration.max_spend_share = 1.5;
+        assert!(bad
+            .validate()
+            .unwrap_err()
+            .contains("mirt.exploration.max_spend_share"));
+        bad.exploration.max_spend_share = 0.1;
+        bad.exploration.scale = -1.0;
+        assert!(bad
+            .validate()
+            .unwrap_err()
+            .contains("mirt.exploration.scale"));
+    }
 }

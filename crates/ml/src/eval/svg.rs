@@ -156,3 +156,156 @@ pub fn plot(
     s.push_str("</svg>\n");
     s
 }
+
+/// A line chart: `series` (name, (x, y) points) and horizontal `levels` (name, y) on the left
+/// axis, `right` (name, points in [0, 1]) dashed on a right axis from 0 to 1.
+pub fn lines(
+    title: &str,
+    x_label: &str,
+    y_label: &str,
+    series: &[(String, Vec<(f64, f64)>)],
+    levels: &[(String, f64)],
+    right: Option<(String, Vec<(f64, f64)>)>,
+) -> String {
+    let (w, h) = (900.0, 560.0);
+    let (ml, mr, mt, mb) = (70.0, 230.0, 40.0, 50.0);
+    let xs = series
+        .iter()
+        .flat_map(|(_, p)| p.iter().map(|q| q.0))
+        .chain(right.iter().flat_map(|(_, p)| p.iter().map(|q| q.0)));
+    let ys = series
+        .iter()
+        .flat_map(|(_, p)| p.iter().map(|q| q.1))
+        .chain(levels.iter().map(|l| l.1));
+    let (mut x0, mut x1) = (f64::INFINITY, f64::NEG_INFINITY);
+    for x in xs.filter(|v| v.is_finite()) {
+        x0 = x0.min(x);
+        x1 = x1.max(x);
+    }
+    let (mut y0, mut y1) = (f64::INFINITY, f64::NEG_INFINITY);
+    for y in ys.filter(|v| v.is_finite()) {
+        y0 = y0.min(y);
+        y1 = y1.max(y);
+    }
+    if !x0.is_finite() || x1 <= x0 {
+        (x0, x1) = (0.0, x0.max(0.0) + 1.0);
+    }
+    if !y0.is_finite() {
+        (y0, y1) = (0.0, 1.0);
+    }
+    let pady = ((y1 - y0) * 0.05).max(1e-3);
+    let (y0, y1) = (y0 - pady, y1 + pady);
+    let px = |x: f64| ml + (x - x0) / (x1 - x0) * (w - ml - mr);
+    let py = |y: f64| mt + (y1 - y) / (y1 - y0) * (h - mt - mb);
+    let pr = |y: f64| mt + (1.0 - y) * (h - mt - mb);
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" viewBox="0 0 {w} {h}" font-family="sans-serif" font-size="12">"#
+    );
+    let _ = writeln!(s, r#"<rect width="{w}" height="{h}" fill="white"/>"#);
+    let _ = writeln!(
+        s,
+        r#"<text x="{ml}" y="24" font-size="15">{}</text>"#,
+        esc(title)
+    );
+    let (bx, by) = (w - mr, h - mb);
+    let _ = writeln!(
+        s,
+        r#"<rect x="{ml}" y="{mt}" width="{}" height="{}" fill="none" stroke="black"/>"#,
+        bx - ml,
+        by - mt
+    );
+    for i in 0..=5 {
+        let t = i as f64 / 5.0;
+        let (xv, yv) = (x0 + t * (x1 - x0), y0 + t * (y1 - y0));
+        let _ = writeln!(
+            s,
+            r##"<text x="{:.1}" y="{:.1}" text-anchor="middle" fill="#444">{:.0}</text>"##,
+            px(xv),
+            by + 16.0,
+            xv
+        );
+        let _ = writeln!(
+            s,
+            r##"<text x="{:.1}" y="{:.1}" text-anchor="end" fill="#444">{:.3}</text>"##,
+            ml - 6.0,
+            py(yv) + 4.0,
+            yv
+        );
+        if right.is_some() {
+            let _ = writeln!(
+                s,
+                r##"<text x="{:.1}" y="{:.1}" fill="#888">{:.1}</text>"##,
+                bx + 4.0,
+                pr(t) + 4.0,
+                t
+            );
+        }
+    }
+    let _ = writeln!(
+        s,
+        r#"<text x="{:.1}" y="{:.1}" text-anchor="middle">{}</text>"#,
+        (ml + bx) / 2.0,
+        h - 12.0,
+        esc(x_label)
+    );
+    let _ = writeln!(
+        s,
+        r#"<text x="16" y="{:.1}" transform="rotate(-90 16 {:.1})" text-anchor="middle">{}</text>"#,
+        (mt + by) / 2.0,
+        (mt + by) / 2.0,
+        esc(y_label)
+    );
+    let mut legend = 0usize;
+    let mut key = |s: &mut String, name: &str, color: &str, dash: &str| {
+        let y = mt + 10.0 + legend as f64 * 18.0;
+        let _ = writeln!(
+            s,
+            r#"<line x1="{:.1}" y1="{y:.1}" x2="{:.1}" y2="{y:.1}" stroke="{color}" stroke-width="2" stroke-dasharray="{dash}"/><text x="{:.1}" y="{:.1}">{}</text>"#,
+            bx + 34.0,
+            bx + 58.0,
+            bx + 62.0,
+            y + 4.0,
+            esc(name)
+        );
+        legend += 1;
+    };
+    for (i, (name, y)) in levels.iter().enumerate() {
+        let color = COLORS[(series.len() + i) % COLORS.len()];
+        let _ = writeln!(
+            s,
+            r#"<line x1="{ml}" y1="{:.1}" x2="{bx}" y2="{:.1}" stroke="{color}" stroke-dasharray="2 3"/>"#,
+            py(*y),
+            py(*y)
+        );
+        key(&mut s, &format!("{name} {y:.4}"), color, "2 3");
+    }
+    for (i, (name, pts)) in series.iter().enumerate() {
+        let color = COLORS[i % COLORS.len()];
+        let path: Vec<String> = pts
+            .iter()
+            .map(|&(x, y)| format!("{:.1},{:.1}", px(x), py(y)))
+            .collect();
+        let _ = writeln!(
+            s,
+            r#"<polyline points="{}" fill="none" stroke="{color}" stroke-width="2"/>"#,
+            path.join(" ")
+        );
+        key(&mut s, name, color, "none");
+    }
+    if let Some((name, pts)) = &right {
+        let path: Vec<String> = pts
+            .iter()
+            .map(|&(x, y)| format!("{:.1},{:.1}", px(x), pr(y.clamp(0.0, 1.0))))
+            .collect();
+        let _ = writeln!(
+            s,
+            r##"<polyline points="{}" fill="none" stroke="#888" stroke-width="1.5" stroke-dasharray="6 4"/>"##,
+            path.join(" ")
+        );
+        key(&mut s, name, "#888", "6 4");
+    }
+    s.push_str("</svg>\n");
+    s
+}

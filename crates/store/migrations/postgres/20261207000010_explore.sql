@@ -1,0 +1,3 @@
+-- Whether exploration (`mirt.exploration`) chose the decision's model rather than the objective.
+-- Keep in step with ../sqlite/.
+ALTER TABLE routing_decisions ADD COLUMN explore BOOLEAN NOT NULL DEFAULT FALSE;
