@@ -1041,10 +1041,13 @@ impl Keyring {
                     Err(_) => break,
                 }
             }
+            // One id for the batch and its retries: a retry of a batch whose commit did happen
+            // (its acknowledgement lost with the connection) is not charged twice.
+            let batch_id = uuid::Uuid::now_v7().to_string();
             let mut backoff = Duration::from_millis(100);
             loop {
-                match self.noted(self.store.settle(&batch).await) {
-                    Ok(()) => break,
+                match self.noted(self.store.settle_once(&batch_id, &batch).await) {
+                    Ok(_) => break,
                     Err(e) => {
                         tracing::warn!(
                             settlements = batch.len(),

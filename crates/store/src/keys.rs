@@ -612,9 +612,15 @@ impl Store {
         })
     }
 
-    /// Deletes rate windows older than `before` (a minute number).
+    /// Deletes rate windows older than `before` (a minute number), and the ids of settlement
+    /// batches applied more than a day ago (a retry comes within seconds).
     pub async fn prune_rate(&self, before: i64) -> Result<u64, StoreError> {
+        let day_ago = Utc::now().timestamp() - 86_400;
         let n = on_pool!(self, pool, Db => {
+            sqlx::query::<Db>("DELETE FROM key_settlement_batches WHERE applied_at < $1")
+                .bind(day_ago)
+                .execute(pool)
+                .await?;
             sqlx::query::<Db>("DELETE FROM key_rate WHERE minute < $1")
                 .bind(before)
                 .execute(pool)
@@ -699,10 +705,26 @@ impl Store {
 
     /// Applies settlements in one transaction: each releases its reservation and adds its real
     /// cost to the budget counter, its tokens to its rate window, and its spend to `key_spend`.
+    /// (A batch of its own: see [`Store::settle_once`] for one that may be retried.)
     pub async fn settle(&self, batch: &[Settlement]) -> Result<(), StoreError> {
+        self.settle_once(&uuid::Uuid::now_v7().to_string(), batch)
+            .await
+            .map(|_| ())
+    }
+
+    /// [`Store::settle`] for a batch that may be sent again: a retry after an error whose
+    /// transaction did commit (the acknowledgement lost with the connection) finds `batch_id`
+    /// applied and changes nothing. Returns whether this call applied the batch.
+    pub async fn settle_once(
+        &self,
+        batch_id: &str,
+        batch: &[Settlement],
+    ) -> Result<bool, StoreError> {
         if batch.is_empty() {
-            return Ok(());
+            return Ok(false);
         }
+        let mark = "INSERT INTO key_settlement_batches (batch_id, applied_at) VALUES ($1, $2) \
+            ON CONFLICT (batch_id) DO NOTHING";
         let budget = "INSERT INTO key_budgets (key_id, period, spent_nusd, reserved_nusd) \
             VALUES ($1, $2, $3, $4) ON CONFLICT (key_id, period) DO UPDATE SET \
             spent_nusd = key_budgets.spent_nusd + excluded.spent_nusd, \
@@ -717,8 +739,19 @@ impl Store {
             cached_tokens = key_spend.cached_tokens + excluded.cached_tokens, \
             cost_nusd = key_spend.cost_nusd + excluded.cost_nusd";
         let n = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
-        on_pool!(self, pool, Db => {
+        let applied = on_pool!(self, pool, Db => {
             let mut tx = pool.begin().await?;
+            let first = sqlx::query::<Db>(mark)
+                .bind(batch_id)
+                .bind(Utc::now().timestamp())
+                .execute(&mut *tx)
+                .await?
+                .rows_affected()
+                == 1;
+            if !first {
+                tx.rollback().await?;
+                return Ok(false);
+            }
             for s in batch {
                 if let Some(period) = &s.period {
                     sqlx::query::<Db>(budget)
@@ -753,8 +786,9 @@ impl Store {
                 }
             }
             tx.commit().await?;
+            true
         });
-        Ok(())
+        Ok(applied)
     }
 
     /// Spend since `since` (from the start of its hour), grouped, dearest first.

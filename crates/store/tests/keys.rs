@@ -112,6 +112,15 @@ async fn budget_counter(store: &Store) {
         .unwrap();
     let c = store.budget_count(&k.id, "total").await.unwrap();
     assert_eq!(c.spent_nusd, to_nano(0.35));
+    // A batch sent again under its id (its first commit's acknowledgement lost) counts once.
+    let batch = [settlement(&k.id, Some("total"), 0, to_nano(0.05))];
+    assert!(store.settle_once("batch-1", &batch).await.unwrap());
+    assert!(!store.settle_once("batch-1", &batch).await.unwrap());
+    let c = store.budget_count(&k.id, "total").await.unwrap();
+    assert_eq!(c.spent_nusd, to_nano(0.4));
+    assert!(store.settle_once("batch-2", &batch).await.unwrap());
+    let c = store.budget_count(&k.id, "total").await.unwrap();
+    assert_eq!(c.spent_nusd, to_nano(0.45));
 }
 
 /// `tasks` reservations of 0.1 race on a budget of 1.0, through `stores` (pools).
