@@ -111,8 +111,9 @@ async fn routed_fallback_is_traced(receiver: &Receiver, p: &Proxy, cheap: &Mock,
             .unwrap()
             > 0
     );
-    // No prompt text unless capture_content is on.
+    // No prompt or answer text unless capture_content is on.
     assert!(root.attr("gen_ai.input.messages").is_none());
+    assert!(root.attr("gen_ai.output.messages").is_none());
 
     for name in ["ingress", "encode", "classify", "score", "stream"] {
         let s = by_name(&spans, name);
@@ -427,7 +428,7 @@ async fn bad_telemetry_settings_are_refused_with_their_path() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn prompt_text_goes_on_the_span_only_with_capture_content() {
+async fn prompt_and_answer_text_go_on_the_span_only_with_capture_content() {
     let receiver = Receiver::start_http().await;
     let mock = Mock::start().await;
     let telemetry = format!(
@@ -446,8 +447,16 @@ async fn prompt_text_goes_on_the_span_only_with_capture_content() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
+    let answer: serde_json::Value = r.json().await.unwrap();
+    let said = answer["choices"][0]["message"]["content"].as_str().unwrap();
+    assert!(!said.is_empty());
     let spans = receiver.wait_trace(trace, 4, Duration::from_secs(15)).await;
     let root = spans.iter().find(|s| s.span.kind == 2).unwrap();
+    // The answer the client got, on the same span.
+    let output: serde_json::Value =
+        serde_json::from_str(&root.attr("gen_ai.output.messages").unwrap()).unwrap();
+    assert_eq!(output[0]["role"], "assistant");
+    assert_eq!(output[0]["parts"][0]["content"], said);
     let messages: serde_json::Value =
         serde_json::from_str(&root.attr("gen_ai.input.messages").unwrap()).unwrap();
     assert_eq!(messages[0]["role"], "system");
@@ -461,4 +470,33 @@ async fn prompt_text_goes_on_the_span_only_with_capture_content() {
             .count(),
         1
     );
+
+    // A streamed answer: the text the client put together from its deltas.
+    let trace = "1bf7651916cd43dd8448eb211c80319d";
+    let r = reqwest::Client::new()
+        .post(p.url("/v1/chat/completions"))
+        .header("traceparent", format!("00-{trace}-b7ad6b7169203331-01"))
+        .json(&json!({"model": "m", "stream": true, "messages": [
+            {"role": "user", "content": "stream the plan for wednesday"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let body = r.text().await.unwrap();
+    let streamed: String = body
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .filter_map(|d| serde_json::from_str::<serde_json::Value>(d).ok())
+        .filter_map(|v| {
+            v["choices"][0]["delta"]["content"]
+                .as_str()
+                .map(str::to_string)
+        })
+        .collect();
+    assert!(!streamed.is_empty(), "{body}");
+    let spans = receiver.wait_trace(trace, 4, Duration::from_secs(15)).await;
+    let root = spans.iter().find(|s| s.span.kind == 2).unwrap();
+    let output: serde_json::Value =
+        serde_json::from_str(&root.attr("gen_ai.output.messages").unwrap()).unwrap();
+    assert_eq!(output[0]["parts"][0]["content"], streamed.as_str());
 }

@@ -215,6 +215,8 @@ pub(crate) async fn relay(
     let mut sent: u64 = 0;
     let mut received: usize = 0;
     let mut whole_usage = None;
+    // The answer as the client gets it, for the trace (`telemetry.capture_content`), bounded.
+    let mut told: Option<BytesMut> = super::otel::captures(ctx).then(BytesMut::new);
     // The first bytes of a streamed answer to reach the client (time to first token).
     let mut first_event: Option<Instant> = None;
     let outcome = if let Some((body, upstream_answer)) = whole {
@@ -227,6 +229,7 @@ pub(crate) async fn relay(
                 }
             }
         }
+        keep_told(&mut told, &body);
         if session.write_response_body(Some(body), true).await.is_err() {
             Outcome::ClientGone
         } else {
@@ -298,6 +301,7 @@ pub(crate) async fn relay(
                 }
             }
             sent += data.len() as u64;
+            keep_told(&mut told, &data);
             if session.write_response_body(Some(data), end).await.is_err() {
                 break Outcome::ClientGone;
             }
@@ -335,6 +339,9 @@ pub(crate) async fn relay(
             .with_label_values(&[&model.id])
             .observe(first.elapsed().as_secs_f64());
     }
+    if let (Some(told), Outcome::Complete, true) = (&told, &outcome, status.is_success()) {
+        super::otel::answer(ctx, client_format, filter_sse, told);
+    }
     match outcome {
         Outcome::Complete => {
             if exchange.response_done() {
@@ -360,6 +367,18 @@ pub(crate) async fn relay(
         }
     }
     Ok(status)
+}
+
+/// Keeps what went to the client for the trace, up to `otel::ANSWER_CAPTURE_BYTES` (past it,
+/// nothing: a cut answer is not put on the span).
+fn keep_told(told: &mut Option<BytesMut>, data: &[u8]) {
+    if let Some(t) = told {
+        if t.len() + data.len() > super::otel::ANSWER_CAPTURE_BYTES {
+            *told = None;
+        } else {
+            t.extend_from_slice(data);
+        }
+    }
 }
 
 /// Stores a passed-through whole answer (its bytes, scanned as they went by).

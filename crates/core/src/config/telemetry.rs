@@ -159,7 +159,8 @@ pub fn validate(
         Some((_, p)) if p == "http/protobuf" => OtlpProtocol::HttpProtobuf,
         Some((field, p)) => {
             out.push(format!(
-                "{field}: '{p}' is not grpc or http/protobuf (http/json is not supported)"
+                "{field}:{} is not grpc or http/protobuf (http/json is not supported)",
+                shown(field, &p)
             ));
             OtlpProtocol::HttpProtobuf
         }
@@ -194,7 +195,8 @@ pub fn validate(
         }
         _ => {
             out.push(format!(
-                "{field}: '{url}' is not an http:// or https:// URL with a host"
+                "{field}:{} is not an http:// or https:// URL with a host",
+                shown(field, &url)
             ));
             String::new()
         }
@@ -216,18 +218,15 @@ pub fn validate(
             "parentbased_always_on" => (Some(1.0), true),
             "parentbased_always_off" => (Some(0.0), true),
             "parentbased_traceidratio" => (ratio_arg(), true),
-            other => {
-                out.push(format!(
-                    "OTEL_TRACES_SAMPLER: '{other}' is not one of always_on, always_off, traceidratio, parentbased_always_on, parentbased_always_off, parentbased_traceidratio"
-                ));
+            _ => {
+                out.push(
+                    "OTEL_TRACES_SAMPLER: not one of always_on, always_off, traceidratio, parentbased_always_on, parentbased_always_off, parentbased_traceidratio".into()
+                );
                 (Some(1.0), true)
             }
         };
         if ratio.is_none() {
-            out.push(format!(
-                "OTEL_TRACES_SAMPLER_ARG: '{}' is not a ratio in 0.0..=1.0",
-                arg.unwrap_or_default()
-            ));
+            out.push("OTEL_TRACES_SAMPLER_ARG: not a ratio in 0.0..=1.0".into());
         }
         sample_ratio = sample_ratio.or(ratio);
         parent_based = parent_based.or(Some(parent));
@@ -364,6 +363,17 @@ fn percent_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// A value as an error message shows it: a value from the config file, quoted; one from an
+/// environment variable, not at all (the environment holds secrets, and an endpoint URL may
+/// carry credentials).
+fn shown(field: &str, value: &str) -> String {
+    if field.starts_with("OTEL_") {
+        String::new()
+    } else {
+        format!(" '{value}'")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -461,6 +471,31 @@ mod tests {
             assert!(all.contains(needle), "{needle} missing from {all}");
         }
         assert!(serde_yaml_ng::from_str::<RawTelemetry>("{ endpoint: x }").is_err());
+    }
+
+    /// A bad value from the environment is named by its variable, never shown: the
+    /// environment holds secrets, and an endpoint URL may carry credentials.
+    #[test]
+    fn bad_variables_are_named_not_shown() {
+        const SECRET: &str = "canary-token-0451";
+        let e = validate(
+            None,
+            &env_of(&[
+                ("OTEL_EXPORTER_OTLP_ENDPOINT", SECRET),
+                ("OTEL_EXPORTER_OTLP_PROTOCOL", SECRET),
+                ("OTEL_TRACES_SAMPLER", SECRET),
+            ]),
+        )
+        .unwrap_err()
+        .join("\n");
+        for needle in [
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+            "OTEL_EXPORTER_OTLP_PROTOCOL",
+            "OTEL_TRACES_SAMPLER",
+        ] {
+            assert!(e.contains(needle), "{needle} missing from {e}");
+        }
+        assert!(!e.contains(SECRET), "{e}");
     }
 
     #[test]

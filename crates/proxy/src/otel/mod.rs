@@ -268,6 +268,68 @@ pub(crate) fn request(ctx: &mut RequestCtx, request: &ChatRequest) {
     t.request_attrs = attrs;
 }
 
+/// Most bytes of an answer kept for `gen_ai.output.messages` (`capture_content`); a longer
+/// answer is not put on the span.
+pub(crate) const ANSWER_CAPTURE_BYTES: usize = 256 * 1024;
+
+/// Whether this request's span takes the answer's text (`capture_content`, and sampled).
+pub(crate) fn captures(ctx: &RequestCtx) -> bool {
+    ctx.trace.as_deref().is_some_and(|t| t.sampled)
+        && TRACER.get().is_some_and(|tr| tr.capture_content)
+}
+
+/// The answer as the client got it (its bytes in its own format, whole or as SSE events) goes
+/// on the request span as `gen_ai.output.messages`: the text, and the tool calls by name.
+pub(crate) fn answer(
+    ctx: &mut RequestCtx,
+    format: dualrouter_wire::Format,
+    sse: bool,
+    bytes: &[u8],
+) {
+    use dualrouter_wire as wire;
+    let Some(t) = ctx.trace.as_deref_mut().filter(|t| t.sampled) else {
+        return;
+    };
+    let response = if sse {
+        let text = String::from_utf8_lossy(bytes).replace("\r\n", "\n");
+        let mut decoder = wire::Decoder::new(format);
+        let mut collector = wire::Collector::default();
+        let mut events = Vec::new();
+        for event in text.split("\n\n") {
+            if let Some(data) = crate::sse::event_data(event.as_bytes()) {
+                events.clear();
+                decoder.event(&data, &mut events);
+                for e in &events {
+                    collector.event(e);
+                }
+            }
+        }
+        collector.response
+    } else {
+        match serde_json::from_slice::<serde_json::Value>(bytes)
+            .ok()
+            .and_then(|v| wire::decode_response(format, &v).ok())
+        {
+            Some(r) => r,
+            None => return,
+        }
+    };
+    let mut parts = vec![serde_json::json!({"type": "text", "content": response.text()})];
+    for item in &response.output {
+        if let wire::ir::Item::ToolCall {
+            name, arguments, ..
+        } = item
+        {
+            parts.push(
+                serde_json::json!({"type": "tool_call", "name": name, "arguments": arguments}),
+            );
+        }
+    }
+    let messages = serde_json::json!([{"role": "assistant", "parts": parts}]);
+    t.request_attrs
+        .push(("gen_ai.output.messages", Val::S(messages.to_string())));
+}
+
 /// Routing is done: `encode`, `classify` and `score` as children, one after the other from
 /// `started` (their durations are the decision's own step latencies).
 pub(crate) fn routed(
