@@ -64,7 +64,12 @@ fn check(kind: EncoderKind, key: &str, dim: usize) {
         })
         .collect();
     // batched (padding inside a batch must not change results) and one at a time (cache hit path)
+    assert!(!enc.is_cached(sentences[0]), "{key}: nothing is cached yet");
     let batch = enc.embed_batch(&sentences).unwrap();
+    assert!(
+        sentences.iter().all(|s| enc.is_cached(s)),
+        "{key}: what was encoded is cached"
+    );
     for (i, s) in sentences.iter().enumerate() {
         let one = enc.embed(s).unwrap();
         let c_batch = cosine(&batch[i], &want[i]);

@@ -386,15 +386,16 @@ impl DualRouter {
                     .is_empty()
             })
             .map(|h| (h.clone(), conversation.clone()));
+        // A prompt the cache holds needs no session: it does not queue behind those that do.
         let slot = match &self.encoder_slots {
-            Some(slots) => Some(
+            Some(slots) if !self.encoder.is_cached(&clip(&text, head, tail)) => Some(
                 slots
                     .clone()
                     .acquire_owned()
                     .await
                     .map_err(|e| RouterError::Task(e.to_string()))?,
             ),
-            None => None,
+            _ => None,
         };
         let (embedding, text, extra) = tokio::task::spawn_blocking(move || {
             let e = encoder.embed(&clip(&text, head, tail));

@@ -149,6 +149,16 @@ impl Encoder {
         }
     }
 
+    /// Whether the cache holds this prompt's embedding now (it may be evicted before it is
+    /// asked for: a hint, for callers that would otherwise wait for a session).
+    pub fn is_cached(&self, text: &str) -> bool {
+        let h = prompt_hash(text);
+        self.cache
+            .as_ref()
+            .and_then(|c| c.lock().ok().map(|c| c.contains(&h)))
+            .unwrap_or(false)
+    }
+
     /// One prompt's unit-length embedding.
     pub fn embed(&self, text: &str) -> Result<Arc<[f32]>> {
         let mut v = self.embed_batch(&[text])?;
