@@ -111,6 +111,9 @@ fn memory_mb(pid: u32) -> (f64, f64) {
     (kb("VmRSS:") / 1024.0, kb("VmHWM:") / 1024.0)
 }
 
+/// Numbers the prompts of the whole bench, so that no run repeats an earlier run's prompt.
+static PROMPT_SEQ: AtomicUsize = AtomicUsize::new(0);
+
 /// Latencies of successful requests, and the count of failed ones, per target.
 struct Run {
     lat: Vec<Vec<Duration>>,
@@ -136,9 +139,11 @@ async fn run(client: &reqwest::Client, targets: &[Target], rate: u64, secs: u64)
         let t = targets[k].clone();
         let (client, lat, errors) = (client.clone(), lat.clone(), errors.clone());
         tasks.push(tokio::spawn(async move {
-            // A prompt of its own per request: the encoder's cache must not answer for routing.
+            // A prompt of its own per request, across the whole bench (every run counts on from
+            // the last): the encoder's cache must not answer for routing.
+            let n = PROMPT_SEQ.fetch_add(1, Ordering::Relaxed);
             let body = format!(
-                r#"{{"model":"{}","messages":[{{"role":"user","content":"hello, how are you today? (request {i})"}}]}}"#,
+                r#"{{"model":"{}","messages":[{{"role":"user","content":"hello, how are you today? (request {n})"}}]}}"#,
                 t.model
             );
             let began = Instant::now();
