@@ -268,7 +268,8 @@ pub struct ChatRequest {
     pub stream: bool,
     /// The client asked for the usage chunk (`stream_options.include_usage`).
     pub include_usage: bool,
-    pub body: serde_json::Map<String, Value>,
+    /// Shared with the IR, which reads the tools' schemas from it rather than copying them.
+    pub body: std::sync::Arc<serde_json::Map<String, Value>>,
     /// The request decoded into the translation IR.
     ir: std::sync::OnceLock<Result<wire::Request, wire::WireError>>,
 }
@@ -312,7 +313,7 @@ impl ChatRequest {
             model,
             stream,
             include_usage,
-            body,
+            body: std::sync::Arc::new(body),
             ir: std::sync::OnceLock::new(),
         }
     }
@@ -450,7 +451,7 @@ impl ChatRequest {
         // Responses upstream as sent.
         match r
             .ir
-            .get_or_init(|| wire::decode_request(Format::Responses, &r.body))
+            .get_or_init(|| wire::decode_shared(Format::Responses, &r.body))
         {
             Err(e) if !e.untranslatable => Err(ApiError::Unsupported(e.clone())),
             _ => Ok(r),
@@ -460,14 +461,14 @@ impl ChatRequest {
     /// The request decoded into the translation IR (once).
     pub fn ir(&self) -> Result<&wire::Request, ApiError> {
         self.ir
-            .get_or_init(|| wire::decode_request(self.format, &self.body))
+            .get_or_init(|| wire::decode_shared(self.format, &self.body))
             .as_ref()
             .map_err(|e| ApiError::Unsupported(e.clone()))
     }
 
     /// Replaces the body (a Responses request whose stored conversation was prepended).
     pub fn set_body(&mut self, body: serde_json::Map<String, Value>) -> Result<(), ApiError> {
-        self.body = body;
+        self.body = std::sync::Arc::new(body);
         self.ir = std::sync::OnceLock::new();
         self.ir().map(|_| ())
     }
@@ -534,7 +535,7 @@ impl ChatRequest {
         if target.format == self.format {
             wire::check_native(self.format, &self.body, target.caps)
                 .map_err(ApiError::Unsupported)?;
-            let mut body = self.body.clone();
+            let mut body = serde_json::Map::clone(&self.body);
             let notes = wire::prepare_native(self.format, &mut body, target);
             if self.format == Format::Chat && self.stream {
                 // The usage chunk is captured for the log; passed on only if the client
@@ -800,7 +801,7 @@ mod tests {
             let req = ChatRequest::parse(body.as_bytes()).unwrap();
             let (fast, _) = req.body_for(&target(Format::Chat)).unwrap();
             // What the general path (a copy, patched) writes.
-            let mut copy = req.body.clone();
+            let mut copy = serde_json::Map::clone(&req.body);
             copy.insert("model".into(), Value::String("up".into()));
             if req.stream {
                 let opts = copy

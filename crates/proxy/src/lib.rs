@@ -537,19 +537,26 @@ async fn chat(
     let body_len = body.len();
     // A Responses request: what its answer repeats, and the conversation it continues.
     let mut sink = None;
-    let mut echo_fields = wire::EchoFields::default();
+    // A Responses answer repeats fields of the request as the client sent them: the body's
+    // text is kept for that, and read while the upstream works on the request.
+    let echo_source = (ctx.format == Format::Responses).then(|| body.clone());
     if ctx.format == Format::Responses {
-        echo_fields = wire::EchoFields::from_body(&body);
-        // This turn's own input (what a stored response keeps), before any history is added.
-        let turn_input = stored::turn_input(&request.body);
         let previous_id = request
             .body
             .get("previous_response_id")
             .and_then(serde_json::Value::as_str)
             .map(str::to_string);
+        let wants_store = request.body.get("store") != Some(&serde_json::Value::Bool(false))
+            && state.config.response_store.enabled;
+        // This turn's own input (what a stored response keeps), before any history is added.
+        let turn_input = if previous_id.is_some() || wants_store {
+            stored::turn_input(&request.body)
+        } else {
+            serde_json::Value::Null
+        };
         if let Some(prev) = &previous_id {
             let history = stored::history(state, prev, owner).await?;
-            let mut body = request.body.clone();
+            let mut body = serde_json::Map::clone(&request.body);
             body.remove("previous_response_id");
             let mut input = history;
             if let serde_json::Value::Array(turn) = &turn_input {
@@ -558,8 +565,7 @@ async fn chat(
             body.insert("input".into(), serde_json::Value::Array(input));
             request.set_body(body)?;
         }
-        let wants_store = request.body.get("store") != Some(&serde_json::Value::Bool(false));
-        if wants_store && state.config.response_store.enabled {
+        if wants_store {
             sink = Some(stored::Sink {
                 store: state.store.clone(),
                 control: state.control.clone(),
@@ -685,6 +691,7 @@ async fn chat(
     }
     let deadline = Instant::now() + limits.total;
     let mut last_err: Option<ApiError> = None;
+    let mut echo_fields: Option<wire::EchoFields> = None;
     for (i, model) in chain.iter().enumerate() {
         if Instant::now() >= deadline {
             break;
@@ -786,8 +793,21 @@ async fn chat(
             &forwarded,
         )?;
         let before_upstream = prepared.elapsed();
+        // What the answer needs of the request (the fields a Responses answer repeats, the
+        // tool names to map back) is made ready while the upstream works on the request.
+        let mut echo = None;
+        let prepare_echo = async {
+            let fields = echo_fields_of(&mut echo_fields, echo_source.as_deref());
+            echo = Some(echo_for(ctx, &request, upstream_format, fields));
+        };
         let opened = tokio::select! {
-            ex = state.upstream.open(&provider, &limits, &header, &upstream_body, deadline) => ex,
+            // `join!` polls the exchange first: the request is on its way before the echo is made.
+            (ex, ()) = async {
+                tokio::join!(
+                    state.upstream.open(&provider, &limits, &header, &upstream_body, deadline),
+                    prepare_echo,
+                )
+            } => ex,
             _ = relay::client_gone(session) => {
                 registry.release_probe(&model.id);
                 state.metrics.client_disconnects.inc();
@@ -856,7 +876,13 @@ async fn chat(
             .upstream_latency
             .with_label_values(&[&provider.name, &model.id])
             .observe(exchange.upstream_latency.as_secs_f64());
-        let echo = echo_for(ctx, &request, upstream_format, echo_fields.clone());
+        let echo = match echo.take() {
+            Some(echo) => echo,
+            None => {
+                let fields = echo_fields_of(&mut echo_fields, echo_source.as_deref());
+                echo_for(ctx, &request, upstream_format, fields)
+            }
+        };
         let status = relay::relay(
             state,
             session,
@@ -911,6 +937,14 @@ fn forwarded_headers(
 
 /// How the answer is presented in the client's format (from an upstream of `upstream`'s: the
 /// decoded request is needed only when they differ).
+/// The fields a Responses answer repeats, read from the request's text once per request
+/// (`source`: that text; none for other formats).
+fn echo_fields_of(cache: &mut Option<wire::EchoFields>, source: Option<&[u8]>) -> wire::EchoFields {
+    cache
+        .get_or_insert_with(|| source.map(wire::EchoFields::from_body).unwrap_or_default())
+        .clone()
+}
+
 fn echo_for(
     ctx: &RequestCtx,
     request: &ChatRequest,

@@ -14,7 +14,7 @@ use dualrouter_wire as wire;
 
 use super::forward::Exchange;
 use super::respond::{DECISION_HEADER, MODEL_HEADER, ROUTE_HEADER};
-use super::sse::{usage_of_body, SseFilter};
+use super::sse::SseFilter;
 use super::{ProxyState, RequestCtx};
 use crate::error::{ApiError, Format};
 use dualrouter_core::config::{Model, Provider};
@@ -219,10 +219,10 @@ pub(crate) async fn relay(
     let mut told: Option<BytesMut> = super::otel::captures(ctx).then(BytesMut::new);
     // The first bytes of a streamed answer to reach the client (time to first token).
     let mut first_event: Option<Instant> = None;
-    let outcome = if let Some((body, upstream_answer)) = whole {
+    let outcome = if let Some((body, answered)) = whole {
         sent = body.len() as u64;
-        if let Some(v) = &upstream_answer {
-            whole_usage = usage_of_body(upstream_format, v);
+        if let Some(usage) = answered {
+            whole_usage = usage;
             if let (Some(sink), true) = (sink, status.is_success()) {
                 if let Ok(answer) = serde_json::from_slice::<serde_json::Value>(&body) {
                     sink.save(&answer).await;
@@ -450,8 +450,8 @@ pub(crate) fn redact(body: &[u8], secret: &str) -> bytes::Bytes {
 }
 
 /// Translates a whole upstream body into the client's format: a success answer, or an error
-/// with its status kept. Returns the body and, for a success, the upstream's answer (for
-/// usage).
+/// with its status kept. Returns the body and, for a success, the answer's usage (if the
+/// upstream stated it).
 fn translate_body(
     upstream: Format,
     client: Format,
@@ -459,7 +459,7 @@ fn translate_body(
     body: &[u8],
     provider: &str,
     echo: &wire::Echo,
-) -> Result<(bytes::Bytes, Option<serde_json::Value>), ApiError> {
+) -> Result<(bytes::Bytes, Option<Option<wire::Usage>>), ApiError> {
     let broken = |detail: String| ApiError::UpstreamBroken {
         provider: provider.to_string(),
         detail,
@@ -470,7 +470,7 @@ fn translate_body(
         let answer = wire::decode_response(upstream, &v)
             .map_err(|e| broken(format!("the response cannot be read: {e}")))?;
         let out = wire::encode_response(client, &answer, echo);
-        Ok((bytes::Bytes::from(out), Some(v)))
+        Ok((bytes::Bytes::from(out), Some(answer.usage)))
     } else {
         let out = wire::translate_error(upstream, client, status.as_u16(), body);
         Ok((bytes::Bytes::from(out.to_string()), None))

@@ -53,7 +53,7 @@ pub(crate) async fn count_tokens(
     let model_header = (respond::MODEL_HEADER, model.id.clone());
     match &model.backend {
         Backend::Provider(p) if p.kind == ProviderKind::Anthropic => {
-            let mut body = request.body.clone();
+            let mut body = serde_json::Map::clone(&request.body);
             body.insert("model".into(), Value::String(model.upstream_id.clone()));
             let body = Bytes::from(serde_json::to_vec(&body).unwrap_or_default());
             let forwarded: Vec<_> = forward::ANTHROPIC_FORWARDED

@@ -3,11 +3,13 @@
 use std::borrow::Cow;
 
 use serde::Serialize;
+use std::sync::Arc;
+
 use serde_json::{json, Value};
 
 use crate::ir::{
-    CallKind, Effort, Event, Item, Obj, OutputFormat, Part, Request, Response, Role, Source, Stop,
-    Thinking, Tool, ToolChoice, Usage,
+    CallKind, Effort, Event, Item, Obj, OutputFormat, Part, Request, Response, Role, Schema,
+    Source, Stop, Thinking, Tool, ToolChoice, Usage,
 };
 use crate::names::ToolNames;
 use crate::util::{get_str, get_u64, sse, text_of, unix_now};
@@ -46,7 +48,7 @@ const CHAT_OUTPUT_ONLY: &[(&str, &str)] = &[
     ),
 ];
 
-pub(crate) fn decode_request(body: &Obj) -> Result<Request, WireError> {
+pub(crate) fn decode_request(body: &Obj, shared: Option<&Arc<Obj>>) -> Result<Request, WireError> {
     let mut r = Request {
         origin: Some(Format::Chat),
         model: body
@@ -65,7 +67,14 @@ pub(crate) fn decode_request(body: &Obj) -> Result<Request, WireError> {
     }
     if let Some(tools) = body.get("tools").and_then(Value::as_array) {
         for (i, t) in tools.iter().enumerate() {
-            r.tools.push(decode_tool(t, i)?);
+            let schema = |p: Option<&Value>| match shared {
+                Some(b) => Schema::in_body(b, Format::Chat, i, None),
+                None => Schema::new(
+                    p.cloned()
+                        .unwrap_or_else(|| json!({"type": "object", "properties": {}})),
+                ),
+            };
+            r.tools.push(decode_tool(t, i, schema)?);
         }
     }
     r.tool_choice = match body.get("tool_choice") {
@@ -379,7 +388,11 @@ fn decode_content(content: Option<&Value>, i: usize) -> Result<Vec<Part>, WireEr
     }
 }
 
-fn decode_tool(t: &Value, i: usize) -> Result<Tool, WireError> {
+fn decode_tool(
+    t: &Value,
+    i: usize,
+    schema: impl FnOnce(Option<&Value>) -> Schema,
+) -> Result<Tool, WireError> {
     match get_str(t, "type").unwrap_or("function") {
         "function" => {
             let f = t
@@ -391,10 +404,7 @@ fn decode_tool(t: &Value, i: usize) -> Result<Tool, WireError> {
             Ok(Tool::Function {
                 name: name.to_string(),
                 description: get_str(f, "description").map(str::to_string),
-                parameters: f
-                    .get("parameters")
-                    .cloned()
-                    .unwrap_or_else(|| json!({"type": "object", "properties": {}})),
+                parameters: schema(f.get("parameters")),
                 strict: f.get("strict").and_then(Value::as_bool),
                 namespace: None,
                 cache_control: t.get("cache_control").cloned(),

@@ -9,6 +9,8 @@
 //! format never passes through here (it is forwarded as sent), so a field one format alone has
 //! needs no place in the IR unless another format can express it.
 
+use std::sync::Arc;
+
 use serde_json::{Map, Value};
 
 pub type Obj = Map<String, Value>;
@@ -148,13 +150,118 @@ pub enum Item {
     },
 }
 
+/// A function's parameters (a JSON schema): a value of its own, or the one in the request body
+/// the tool was decoded from, shared rather than copied (agents send a dozen schemas with every
+/// turn). Reads as the schema's [`Value`]; a missing or null schema reads as an object schema
+/// without properties.
+#[derive(Clone)]
+pub struct Schema(SchemaAt);
+
+#[derive(Clone)]
+enum SchemaAt {
+    Own(Value),
+    /// Tool `tool` of the body's `tools` (inside it, function `inner` of a Responses
+    /// `namespace`), where its format keeps the schema.
+    InBody {
+        body: Arc<Obj>,
+        format: crate::Format,
+        tool: usize,
+        inner: Option<usize>,
+    },
+}
+
+/// What a function without a schema takes.
+fn no_parameters() -> &'static Value {
+    static EMPTY: std::sync::LazyLock<Value> =
+        std::sync::LazyLock::new(|| serde_json::json!({"type": "object", "properties": {}}));
+    &EMPTY
+}
+
+impl Schema {
+    pub fn new(v: Value) -> Self {
+        Self(SchemaAt::Own(v))
+    }
+
+    /// The schema of tool `tool` of a request `body` in `format` (`inner`: of the function at
+    /// that index of a Responses namespace), read where it is when asked for.
+    pub(crate) fn in_body(
+        body: &Arc<Obj>,
+        format: crate::Format,
+        tool: usize,
+        inner: Option<usize>,
+    ) -> Self {
+        Self(SchemaAt::InBody {
+            body: body.clone(),
+            format,
+            tool,
+            inner,
+        })
+    }
+
+    pub fn get(&self) -> &Value {
+        let (body, format, tool, inner) = match &self.0 {
+            SchemaAt::Own(v) => return v,
+            SchemaAt::InBody {
+                body,
+                format,
+                tool,
+                inner,
+            } => (body, *format, *tool, *inner),
+        };
+        let mut t = body.get("tools").and_then(|t| t.get(tool));
+        if let Some(j) = inner {
+            t = t.and_then(|t| t.get("tools")).and_then(|t| t.get(j));
+        }
+        // As each format's decoder reads it: a Responses null schema is none at all.
+        let schema: Option<&Value> = match format {
+            crate::Format::Chat => t.and_then(|t| t.get("function")?.get("parameters")),
+            crate::Format::Messages => t.and_then(|t| t.get("input_schema")),
+            crate::Format::Responses => {
+                t.and_then(|t| t.get("parameters")).filter(|p| !p.is_null())
+            }
+        };
+        schema.unwrap_or_else(|| no_parameters())
+    }
+}
+
+impl std::ops::Deref for Schema {
+    type Target = Value;
+    fn deref(&self) -> &Value {
+        self.get()
+    }
+}
+
+impl From<Value> for Schema {
+    fn from(v: Value) -> Self {
+        Self::new(v)
+    }
+}
+
+impl PartialEq for Schema {
+    fn eq(&self, other: &Self) -> bool {
+        self.get() == other.get()
+    }
+}
+
+impl std::fmt::Debug for Schema {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.get().fmt(f)
+    }
+}
+
+impl serde::Serialize for Schema {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.get().serialize(s)
+    }
+}
+
 /// A tool the model may call.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Tool {
     Function {
         name: String,
         description: Option<String>,
-        parameters: Value,
+        parameters: Schema,
         strict: Option<bool>,
         /// The Responses `namespace` grouping it, if any.
         namespace: Option<String>,

@@ -26,10 +26,12 @@ mod seal;
 mod tokens;
 mod util;
 
+use std::sync::Arc;
+
 use serde_json::Value;
 
 pub use chat::decode_usage as decode_chat_usage;
-pub use ir::{Event, Obj, Request, Response, Usage};
+pub use ir::{Event, Obj, Request, Response, Schema, Usage};
 pub use names::ToolNames;
 pub use responses::{final_response, EchoFields};
 pub use tokens::estimate as estimate_tokens;
@@ -143,9 +145,19 @@ impl Translated {
 /// Decodes a request body of `format`.
 pub fn decode_request(format: Format, body: &Obj) -> Result<Request, WireError> {
     match format {
-        Format::Chat => chat::decode_request(body),
-        Format::Messages => messages::decode_request(body),
-        Format::Responses => responses::decode_request(body),
+        Format::Chat => chat::decode_request(body, None),
+        Format::Messages => messages::decode_request(body, None),
+        Format::Responses => responses::decode_request(body, None),
+    }
+}
+
+/// [`decode_request`] of a body kept alive beside the result: the tools' schemas (most of an
+/// agent's request) are read from it where they are instead of copied.
+pub fn decode_shared(format: Format, body: &Arc<Obj>) -> Result<Request, WireError> {
+    match format {
+        Format::Chat => chat::decode_request(body, Some(body)),
+        Format::Messages => messages::decode_request(body, Some(body)),
+        Format::Responses => responses::decode_request(body, Some(body)),
     }
 }
 

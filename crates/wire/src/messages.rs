@@ -1,11 +1,13 @@
 //! Anthropic Messages: requests, `message` answers and the event stream.
 
+use std::sync::Arc;
+
 use serde_json::{json, Value};
 
 use crate::chat::{custom_args, custom_input, custom_tool_description, custom_tool_schema};
 use crate::ir::{
-    CallKind, Effort, Event, Item, Obj, OutputFormat, Part, Request, Response, Role, Sealed,
-    Source, Stop, Thinking, Tool, ToolChoice, Usage,
+    CallKind, Effort, Event, Item, Obj, OutputFormat, Part, Request, Response, Role, Schema,
+    Sealed, Source, Stop, Thinking, Tool, ToolChoice, Usage,
 };
 use crate::names::ToolNames;
 use crate::seal;
@@ -43,7 +45,7 @@ pub(crate) fn error_type(status: u16) -> &'static str {
 // ---------------------------------------------------------------------------------------------
 // Requests
 
-pub(crate) fn decode_request(body: &Obj) -> Result<Request, WireError> {
+pub(crate) fn decode_request(body: &Obj, shared: Option<&Arc<Obj>>) -> Result<Request, WireError> {
     let mut r = Request {
         origin: Some(Format::Messages),
         model: get_str_o(body, "model").unwrap_or_default().to_string(),
@@ -84,7 +86,14 @@ pub(crate) fn decode_request(body: &Obj) -> Result<Request, WireError> {
     }
     if let Some(tools) = body.get("tools").and_then(Value::as_array) {
         for (i, t) in tools.iter().enumerate() {
-            r.tools.push(decode_tool(t, i)?);
+            let schema = |p: Option<&Value>| match shared {
+                Some(b) => Schema::in_body(b, Format::Messages, i, None),
+                None => Schema::new(
+                    p.cloned()
+                        .unwrap_or_else(|| json!({"type": "object", "properties": {}})),
+                ),
+            };
+            r.tools.push(decode_tool(t, i, schema)?);
         }
     }
     if let Some(c) = body.get("tool_choice").filter(|c| c.is_object()) {
@@ -341,7 +350,11 @@ fn decode_turn(
     Ok(())
 }
 
-fn decode_tool(t: &Value, i: usize) -> Result<Tool, WireError> {
+fn decode_tool(
+    t: &Value,
+    i: usize,
+    schema: impl FnOnce(Option<&Value>) -> Schema,
+) -> Result<Tool, WireError> {
     match get_str(t, "type") {
         None | Some("custom") => {
             let name = get_str(t, "name")
@@ -349,10 +362,7 @@ fn decode_tool(t: &Value, i: usize) -> Result<Tool, WireError> {
             Ok(Tool::Function {
                 name: name.to_string(),
                 description: get_str(t, "description").map(str::to_string),
-                parameters: t
-                    .get("input_schema")
-                    .cloned()
-                    .unwrap_or_else(|| json!({"type": "object", "properties": {}})),
+                parameters: schema(t.get("input_schema")),
                 strict: t.get("strict").and_then(Value::as_bool),
                 namespace: None,
                 cache_control: t.get("cache_control").cloned(),

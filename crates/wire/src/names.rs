@@ -28,6 +28,16 @@ pub struct ToolNames {
 
 impl ToolNames {
     pub fn new(req: &Request) -> Self {
+        // Plain functions need no entry: an upstream calls them by the client's own name, which
+        // is what [`Self::upstream`] and [`Self::client`] answer for a name they do not hold.
+        let plain = |t: &Tool| match t {
+            Tool::Function { namespace, .. } => namespace.is_none(),
+            Tool::Custom { .. } => false,
+            Tool::Hosted { .. } => true,
+        };
+        if req.callable_tools().all(plain) {
+            return Self::default();
+        }
         let mut counts: HashMap<&str, usize> = HashMap::new();
         for t in req.callable_tools() {
             if let Some(n) = t.name() {
@@ -90,7 +100,7 @@ mod tests {
         Tool::Function {
             name: name.into(),
             description: None,
-            parameters: json!({}),
+            parameters: json!({}).into(),
             strict: None,
             namespace: ns.map(str::to_string),
             cache_control: None,

@@ -1,11 +1,13 @@
 //! The OpenAI Responses API: requests, `response` objects and the event stream.
 
+use std::sync::Arc;
+
 use serde_json::{json, Value};
 
 use crate::chat::{custom_input, decode_response_format, join_text, source_of_url, url_of_source};
 use crate::ir::{
-    CallKind, Effort, Event, Item, Obj, OutputFormat, Part, Request, Response, Role, Sealed,
-    Source, Stop, Thinking, Tool, ToolChoice, Usage,
+    CallKind, Effort, Event, Item, Obj, OutputFormat, Part, Request, Response, Role, Schema,
+    Sealed, Source, Stop, Thinking, Tool, ToolChoice, Usage,
 };
 use crate::seal;
 use crate::util::{get_str, get_u64, sse, text_of, unix_now};
@@ -45,7 +47,7 @@ const RESPONSES_REQUIRED: &[(&str, &str)] = &[
 // ---------------------------------------------------------------------------------------------
 // Requests
 
-pub(crate) fn decode_request(body: &Obj) -> Result<Request, WireError> {
+pub(crate) fn decode_request(body: &Obj, shared: Option<&Arc<Obj>>) -> Result<Request, WireError> {
     let mut r = Request {
         origin: Some(Format::Responses),
         model: body
@@ -92,7 +94,12 @@ pub(crate) fn decode_request(body: &Obj) -> Result<Request, WireError> {
     }
     if let Some(tools) = body.get("tools").and_then(Value::as_array) {
         for (i, t) in tools.iter().enumerate() {
-            decode_tool(t, &format!("tools[{i}]"), None, &mut r.tools)?;
+            let at = Place {
+                shared,
+                tool: i,
+                inner: None,
+            };
+            decode_tool(t, &at, None, &mut r.tools)?;
         }
     }
     r.tool_choice = match body.get("tool_choice") {
@@ -373,26 +380,48 @@ fn decode_item(it: &Value, i: usize, r: &mut Request) -> Result<(), WireError> {
     Ok(())
 }
 
+/// Where a tool is in the request: `tools[tool]`, or `tools[tool].tools[inner]` inside a
+/// namespace; `shared`: the body its schema is read from, when it is not copied.
+struct Place<'a> {
+    shared: Option<&'a Arc<Obj>>,
+    tool: usize,
+    inner: Option<usize>,
+}
+
+impl Place<'_> {
+    /// The tool's path, for errors.
+    fn field(&self) -> String {
+        match self.inner {
+            Some(j) => format!("tools[{}].tools[{j}]", self.tool),
+            None => format!("tools[{}]", self.tool),
+        }
+    }
+}
+
 fn decode_tool(
     t: &Value,
-    field: &str,
+    at: &Place<'_>,
     namespace: Option<&str>,
     out: &mut Vec<Tool>,
 ) -> Result<(), WireError> {
     let name = || {
         get_str(t, "name")
             .map(str::to_string)
-            .ok_or_else(|| WireError::new(format!("{field}.name"), "is required"))
+            .ok_or_else(|| WireError::new(format!("{}.name", at.field()), "is required"))
     };
     match get_str(t, "type") {
         Some("function") => out.push(Tool::Function {
             name: name()?,
             description: get_str(t, "description").map(str::to_string),
-            parameters: t
-                .get("parameters")
-                .cloned()
-                .filter(|p| !p.is_null())
-                .unwrap_or_else(|| json!({"type": "object", "properties": {}})),
+            parameters: match at.shared {
+                Some(b) => Schema::in_body(b, Format::Responses, at.tool, at.inner),
+                None => Schema::new(
+                    t.get("parameters")
+                        .cloned()
+                        .filter(|p| !p.is_null())
+                        .unwrap_or_else(|| json!({"type": "object", "properties": {}})),
+                ),
+            },
             strict: t.get("strict").and_then(Value::as_bool),
             namespace: namespace.map(str::to_string),
             cache_control: None,
@@ -411,14 +440,24 @@ fn decode_tool(
                 .flatten()
                 .enumerate()
             {
-                decode_tool(inner, &format!("{field}.tools[{j}]"), Some(&ns), out)?;
+                let inner_at = Place {
+                    shared: at.shared,
+                    tool: at.tool,
+                    inner: Some(j),
+                };
+                decode_tool(inner, &inner_at, Some(&ns), out)?;
             }
         }
         Some(_) => out.push(Tool::Hosted {
             format: Format::Responses,
             spec: t.clone(),
         }),
-        None => return Err(WireError::new(format!("{field}.type"), "is required")),
+        None => {
+            return Err(WireError::new(
+                format!("{}.type", at.field()),
+                "is required",
+            ))
+        }
     }
     Ok(())
 }
@@ -729,14 +768,40 @@ pub(crate) fn decode_usage(u: &Value) -> Option<Usage> {
     })
 }
 
-pub(crate) fn encode_usage(u: &Usage) -> Value {
-    json!({
-        "input_tokens": u.prompt(),
-        "input_tokens_details": {"cached_tokens": u.cache_read, "cache_write_tokens": u.cache_write},
-        "output_tokens": u.output,
-        "output_tokens_details": {"reasoning_tokens": u.reasoning},
-        "total_tokens": u.prompt() + u.output,
-    })
+/// `usage` as a response object states it.
+#[derive(serde::Serialize)]
+struct UsageOut {
+    input_tokens: u64,
+    input_tokens_details: CachedOut,
+    output_tokens: u64,
+    output_tokens_details: ReasoningOut,
+    total_tokens: u64,
+}
+
+#[derive(serde::Serialize)]
+struct CachedOut {
+    cached_tokens: u64,
+    cache_write_tokens: u64,
+}
+
+#[derive(serde::Serialize)]
+struct ReasoningOut {
+    reasoning_tokens: u64,
+}
+
+fn encode_usage(u: &Usage) -> UsageOut {
+    UsageOut {
+        input_tokens: u.prompt(),
+        input_tokens_details: CachedOut {
+            cached_tokens: u.cache_read,
+            cache_write_tokens: u.cache_write,
+        },
+        output_tokens: u.output,
+        output_tokens_details: ReasoningOut {
+            reasoning_tokens: u.reasoning,
+        },
+        total_tokens: u.prompt() + u.output,
+    }
 }
 
 /// The stop reason a finished `response` implies.
@@ -1017,25 +1082,51 @@ fn response_object(
     usage: Option<&Usage>,
     error: Option<Value>,
 ) -> String {
-    let incomplete = match (status, stop) {
-        ("incomplete", Stop::ContentFilter) => json!({"reason": "content_filter"}),
-        ("incomplete", _) => json!({"reason": "max_output_tokens"}),
-        _ => Value::Null,
+    /// The response's own fields, written straight to text (no tree of values built first).
+    #[derive(serde::Serialize)]
+    struct Own<'a> {
+        id: &'a str,
+        object: &'static str,
+        created_at: u64,
+        status: &'a str,
+        background: bool,
+        error: Option<Value>,
+        incomplete_details: Option<Incomplete>,
+        model: &'a str,
+        output: &'a [Value],
+        service_tier: &'static str,
+        usage: Option<UsageOut>,
+    }
+    #[derive(serde::Serialize)]
+    struct Incomplete {
+        reason: &'static str,
+    }
+    let incomplete_details = match (status, stop) {
+        ("incomplete", Stop::ContentFilter) => Some(Incomplete {
+            reason: "content_filter",
+        }),
+        ("incomplete", _) => Some(Incomplete {
+            reason: "max_output_tokens",
+        }),
+        _ => None,
     };
-    let own = json!({
-        "id": echo.response_id,
-        "object": "response",
-        "created_at": if echo.created > 0 { echo.created } else { unix_now() },
-        "status": status,
-        "background": false,
-        "error": error,
-        "incomplete_details": incomplete,
-        "model": model,
-        "output": output,
-        "service_tier": "default",
-        "usage": usage.map_or(Value::Null, encode_usage),
-    });
-    let mut s = own.to_string();
+    let own = Own {
+        id: &echo.response_id,
+        object: "response",
+        created_at: if echo.created > 0 {
+            echo.created
+        } else {
+            unix_now()
+        },
+        status,
+        background: false,
+        error,
+        incomplete_details,
+        model,
+        output,
+        service_tier: "default",
+        usage: usage.map(encode_usage),
+    };
     let defaults;
     let fields = if echo.fields.raw.is_empty() {
         defaults = EchoFields::build(|_| None);
@@ -1043,7 +1134,9 @@ fn response_object(
     } else {
         &echo.fields.raw
     };
-    s.reserve(fields.len() + 2);
+    // Serializing borrowed strings and JSON values cannot fail.
+    let mut s = serde_json::to_string(&own).unwrap_or_default();
+    s.reserve_exact(fields.len() + 1);
     s.pop();
     s.push(',');
     s.push_str(fields);

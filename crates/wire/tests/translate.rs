@@ -868,3 +868,55 @@ fn malformed_responses_input_is_a_clear_error() {
     ));
     assert_eq!(r.unmapped, vec!["input[2] (web_search_call)".to_string()]);
 }
+
+/// Decoding that reads the tools' schemas from the body it keeps (what the proxy does) gives
+/// the request that copying them gives, and the same bytes upstream, in every format: plain
+/// functions, functions inside a namespace, and schemas missing or null.
+#[test]
+fn schemas_read_from_the_body_are_the_copied_ones() {
+    let mut responses = codex_request();
+    responses["tools"].as_array_mut().unwrap().extend([
+        json!({"type": "function", "name": "bare"}),
+        json!({"type": "function", "name": "nulled", "parameters": null}),
+    ]);
+    let chat = obj(
+        json!({"model": "m", "messages": [{"role": "user", "content": "hi"}], "tools": [
+        {"type": "function", "function": {"name": "f", "parameters": {"type": "object", "properties": {"a": {"type": "integer"}}}}},
+        {"type": "function", "function": {"name": "bare"}},
+        {"type": "function", "function": {"name": "nulled", "parameters": null}}]}),
+    );
+    let messages = obj(
+        json!({"model": "m", "max_tokens": 10, "messages": [{"role": "user", "content": "hi"}], "tools": [
+        {"name": "f", "input_schema": {"type": "object", "properties": {"a": {"type": "integer"}}}},
+        {"name": "bare"}]}),
+    );
+    for (format, body) in [
+        (Format::Responses, responses),
+        (Format::Chat, chat),
+        (Format::Messages, messages),
+    ] {
+        let copied = decode_request(format, &body).unwrap();
+        let shared = dualrouter_wire::decode_shared(format, &std::sync::Arc::new(body)).unwrap();
+        assert_eq!(copied, shared, "{format:?}");
+        let schemas: Vec<Value> = shared
+            .tools
+            .iter()
+            .filter_map(|t| match t {
+                Tool::Function { parameters, .. } => Some(parameters.get().clone()),
+                _ => None,
+            })
+            .collect();
+        assert!(schemas.len() >= 2, "{format:?}: {schemas:?}");
+        assert!(
+            schemas
+                .iter()
+                .any(|s| s == &json!({"type": "object", "properties": {}})),
+            "{format:?}: a missing schema reads as an empty object schema: {schemas:?}"
+        );
+        for to in ALL.into_iter().filter(|f| *f != format) {
+            let a = encode_request(&copied, &target(to)).unwrap().body;
+            let b = encode_request(&shared, &target(to)).unwrap().body;
+            assert_eq!(a, b, "{format:?} → {to:?}");
+        }
+    }
+}
