@@ -17,13 +17,10 @@
 )]
 
 mod common;
-use common::{demo_upstream, pct_duration, Kill};
+use common::{demo_upstream, interleaved, pct_duration, Arm, Kill};
 
 use std::process::{Command, Stdio};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-use tokio::sync::Mutex;
 
 const STATIC_KEY: &str = "bench-static-key";
 const ADMIN_TOKEN: &str = "bench-admin-token";
@@ -37,59 +34,17 @@ struct Run {
 
 async fn run_at(client: &reqwest::Client, url: &str, vkey: &str, rate: u64, secs: u64) -> Run {
     let body = serde_json::json!({"model": "bench", "max_tokens": 16, "messages": [{"role": "user", "content": "hello, how are you today?"}]}).to_string();
-    let body = bytes::Bytes::from(body);
-    let static_lat = Arc::new(Mutex::new(Vec::new()));
-    let virtual_lat = Arc::new(Mutex::new(Vec::new()));
-    let errors = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let total = rate * secs;
-    let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / rate as f64));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
-    let started = Instant::now();
-    let mut tasks = Vec::with_capacity(total as usize);
-    for i in 0..total {
-        tick.tick().await;
-        let (key, sink) = if i % 2 == 0 {
-            (STATIC_KEY.to_string(), static_lat.clone())
-        } else {
-            (vkey.to_string(), virtual_lat.clone())
-        };
-        let client = client.clone();
-        let body = body.clone();
-        let errors = errors.clone();
-        let url = url.to_string();
-        tasks.push(tokio::spawn(async move {
-            let t = Instant::now();
-            let ok = match client
-                .post(&url)
-                .bearer_auth(&key)
-                .header("content-type", "application/json")
-                .body(body)
-                .send()
-                .await
-            {
-                Ok(r) => r.status().is_success() && r.bytes().await.is_ok(),
-                Err(_) => false,
-            };
-            if ok {
-                sink.lock().await.push(t.elapsed());
-            } else {
-                errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            }
-        }));
-    }
-    for t in tasks {
-        let _ = t.await;
-    }
-    let elapsed = started.elapsed().as_secs_f64();
-    let mut s = static_lat.lock().await.clone();
-    let mut v = virtual_lat.lock().await.clone();
-    s.sort();
-    v.sort();
+    let arms = [
+        Arm::new(url, body.clone()).with_bearer(STATIC_KEY),
+        Arm::new(url, body).with_bearer(vkey),
+    ];
+    let r = interleaved(client, &arms, rate, secs).await;
+    let [static_key, virtual_key] = <[_; 2]>::try_from(r.latencies).unwrap();
     Run {
-        achieved_rps: (s.len() + v.len()) as f64 / elapsed,
-        static_key: s,
-        virtual_key: v,
-        errors: errors.load(std::sync::atomic::Ordering::Relaxed),
+        static_key,
+        virtual_key,
+        errors: r.errors,
+        achieved_rps: r.achieved_rps,
     }
 }
 

@@ -12,13 +12,10 @@
 )]
 
 mod common;
-use common::{demo_upstream, pct_duration, Kill};
+use common::{demo_upstream, interleaved, pct_duration, Arm, Kill};
 
 use std::process::{Command, Stdio};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-use tokio::sync::Mutex;
 
 struct Run {
     direct: Vec<Duration>,
@@ -35,57 +32,14 @@ async fn run_at(
     secs: u64,
 ) -> Run {
     let body = serde_json::json!({"model": "bench", "messages": [{"role": "user", "content": "hello, how are you today?"}]}).to_string();
-    let body = bytes::Bytes::from(body);
-    let direct_lat = Arc::new(Mutex::new(Vec::new()));
-    let proxied_lat = Arc::new(Mutex::new(Vec::new()));
-    let errors = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let total = rate * secs;
-    let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / rate as f64));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
-    let started = Instant::now();
-    let mut tasks = Vec::with_capacity(total as usize);
-    for i in 0..total {
-        tick.tick().await;
-        let (url, sink) = if i % 2 == 0 {
-            (direct.to_string(), direct_lat.clone())
-        } else {
-            (proxied.to_string(), proxied_lat.clone())
-        };
-        let client = client.clone();
-        let body = body.clone();
-        let errors = errors.clone();
-        tasks.push(tokio::spawn(async move {
-            let t = Instant::now();
-            let ok = match client
-                .post(&url)
-                .header("content-type", "application/json")
-                .body(body)
-                .send()
-                .await
-            {
-                Ok(r) => r.status().is_success() && r.bytes().await.is_ok(),
-                Err(_) => false,
-            };
-            if ok {
-                sink.lock().await.push(t.elapsed());
-            } else {
-                errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            }
-        }));
-    }
-    for t in tasks {
-        let _ = t.await;
-    }
-    let elapsed = started.elapsed().as_secs_f64();
-    let mut d = direct_lat.lock().await.clone();
-    let mut p = proxied_lat.lock().await.clone();
-    d.sort();
-    p.sort();
+    let arms = [Arm::new(direct, body.clone()), Arm::new(proxied, body)];
+    let r = interleaved(client, &arms, rate, secs).await;
+    let [direct, proxied] = <[_; 2]>::try_from(r.latencies).unwrap();
     Run {
-        achieved_rps: (d.len() + p.len()) as f64 / elapsed,
-        direct: d,
-        proxied: p,
-        errors: errors.load(std::sync::atomic::Ordering::Relaxed),
+        direct,
+        proxied,
+        errors: r.errors,
+        achieved_rps: r.achieved_rps,
     }
 }
 

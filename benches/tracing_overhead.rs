@@ -16,14 +16,11 @@
 )]
 
 mod common;
-use common::{demo_upstream, machine, pct_duration, Kill};
+use common::{demo_upstream, interleaved, machine, pct_duration, Arm, Kill};
 
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-use tokio::sync::Mutex;
 
 struct Run {
     off: Vec<Duration>,
@@ -34,57 +31,14 @@ struct Run {
 
 async fn run_at(client: &reqwest::Client, off: &str, on: &str, rate: u64, secs: u64) -> Run {
     let body = serde_json::json!({"model": "bench", "max_tokens": 16, "messages": [{"role": "user", "content": "hello, how are you today?"}]}).to_string();
-    let body = bytes::Bytes::from(body);
-    let off_lat = Arc::new(Mutex::new(Vec::new()));
-    let on_lat = Arc::new(Mutex::new(Vec::new()));
-    let errors = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let total = rate * secs;
-    let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / rate as f64));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
-    let started = Instant::now();
-    let mut tasks = Vec::with_capacity(total as usize);
-    for i in 0..total {
-        tick.tick().await;
-        let (url, sink) = if i % 2 == 0 {
-            (off.to_string(), off_lat.clone())
-        } else {
-            (on.to_string(), on_lat.clone())
-        };
-        let client = client.clone();
-        let body = body.clone();
-        let errors = errors.clone();
-        tasks.push(tokio::spawn(async move {
-            let t = Instant::now();
-            let ok = match client
-                .post(&url)
-                .header("content-type", "application/json")
-                .body(body)
-                .send()
-                .await
-            {
-                Ok(r) => r.status().is_success() && r.bytes().await.is_ok(),
-                Err(_) => false,
-            };
-            if ok {
-                sink.lock().await.push(t.elapsed());
-            } else {
-                errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            }
-        }));
-    }
-    for t in tasks {
-        let _ = t.await;
-    }
-    let elapsed = started.elapsed().as_secs_f64();
-    let mut a = off_lat.lock().await.clone();
-    let mut b = on_lat.lock().await.clone();
-    a.sort();
-    b.sort();
+    let arms = [Arm::new(off, body.clone()), Arm::new(on, body)];
+    let r = interleaved(client, &arms, rate, secs).await;
+    let [off, on] = <[_; 2]>::try_from(r.latencies).unwrap();
     Run {
-        achieved_rps: (a.len() + b.len()) as f64 / elapsed,
-        off: a,
-        on: b,
-        errors: errors.load(std::sync::atomic::Ordering::Relaxed),
+        off,
+        on,
+        errors: r.errors,
+        achieved_rps: r.achieved_rps,
     }
 }
 

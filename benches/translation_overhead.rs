@@ -16,14 +16,12 @@
 )]
 
 mod common;
-use common::{demo_upstream, machine, pct_duration, Kill};
+use common::{demo_upstream, interleaved, machine, pct_duration, Arm, Kill};
 
 use std::process::{Command, Stdio};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use tokio::sync::Mutex;
 
 /// The same conversation as a chat request and as a Responses request.
 fn bodies(agent_sized: bool) -> (Value, Value) {
@@ -87,53 +85,18 @@ async fn run_at(
     rate: u64,
     secs: u64,
 ) -> Arms {
-    let lat: [Arc<Mutex<Vec<Duration>>>; 3] = Default::default();
-    let errors = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let total = rate * secs;
-    let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / rate as f64));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
-    let mut tasks = Vec::with_capacity(total as usize);
-    for i in 0..total {
-        tick.tick().await;
-        let arm = (i % 3) as usize;
-        let (url, body, sink) = (urls[arm].clone(), bodies[arm].clone(), lat[arm].clone());
-        let client = client.clone();
-        let errors = errors.clone();
-        tasks.push(tokio::spawn(async move {
-            let t = Instant::now();
-            let ok = match client
-                .post(&url)
-                .header("content-type", "application/json")
-                .body(body)
-                .send()
-                .await
-            {
-                Ok(r) => r.status().is_success() && r.bytes().await.is_ok(),
-                Err(_) => false,
-            };
-            if ok {
-                sink.lock().await.push(t.elapsed());
-            } else {
-                errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            }
-        }));
-    }
-    for t in tasks {
-        let _ = t.await;
-    }
-    let take = |i: usize| {
-        let l = lat[i].clone();
-        async move {
-            let mut v = l.lock().await.clone();
-            v.sort();
-            v
-        }
-    };
+    let arms: Vec<Arm> = urls
+        .into_iter()
+        .zip(bodies)
+        .map(|(url, body)| Arm::new(url, body))
+        .collect();
+    let r = interleaved(client, &arms, rate, secs).await;
+    let [direct, passthrough, translated] = <[_; 3]>::try_from(r.latencies).unwrap();
     Arms {
-        direct: take(0).await,
-        passthrough: take(1).await,
-        translated: take(2).await,
-        errors: errors.load(std::sync::atomic::Ordering::Relaxed),
+        direct,
+        passthrough,
+        translated,
+        errors: r.errors,
     }
 }
 

@@ -92,3 +92,98 @@ pub fn machine() -> String {
         }
     )
 }
+
+/// One kind of request a bench interleaves with others: where it goes, what it sends, and the
+/// bearer key it carries (if any).
+#[derive(Clone)]
+pub struct Arm {
+    pub url: String,
+    pub body: bytes::Bytes,
+    pub bearer: Option<String>,
+}
+
+impl Arm {
+    pub fn new(url: impl Into<String>, body: impl Into<bytes::Bytes>) -> Self {
+        Self {
+            url: url.into(),
+            body: body.into(),
+            bearer: None,
+        }
+    }
+
+    pub fn with_bearer(mut self, key: &str) -> Self {
+        self.bearer = Some(key.to_string());
+        self
+    }
+}
+
+/// What an interleaved run measured: each arm's latencies (sorted; failed requests left out),
+/// the failures, and the rate achieved over all arms.
+pub struct Interleaved {
+    pub latencies: Vec<Vec<std::time::Duration>>,
+    pub errors: usize,
+    pub achieved_rps: f64,
+}
+
+/// Sends `rate` requests a second for `secs` seconds, open loop (each on its own task, on a
+/// fixed schedule whatever the answers' latency), taking the arms in turn so that every arm sees
+/// the same noise. A request counts when its status is a success and its body was read whole.
+pub async fn interleaved(
+    client: &reqwest::Client,
+    arms: &[Arm],
+    rate: u64,
+    secs: u64,
+) -> Interleaved {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    let lat: Vec<Arc<std::sync::Mutex<Vec<Duration>>>> =
+        arms.iter().map(|_| Default::default()).collect();
+    let errors = Arc::new(AtomicUsize::new(0));
+    let total = rate * secs;
+    let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / rate as f64));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let started = std::time::Instant::now();
+    let mut tasks = Vec::with_capacity(total as usize);
+    for i in 0..total {
+        tick.tick().await;
+        let n = (i % arms.len() as u64) as usize;
+        let (arm, sink) = (arms[n].clone(), lat[n].clone());
+        let (client, errors) = (client.clone(), errors.clone());
+        tasks.push(tokio::spawn(async move {
+            let t = std::time::Instant::now();
+            let mut req = client
+                .post(&arm.url)
+                .header("content-type", "application/json")
+                .body(arm.body);
+            if let Some(key) = &arm.bearer {
+                req = req.bearer_auth(key);
+            }
+            let ok = match req.send().await {
+                Ok(r) => r.status().is_success() && r.bytes().await.is_ok(),
+                Err(_) => false,
+            };
+            if ok {
+                sink.lock().unwrap().push(t.elapsed());
+            } else {
+                errors.fetch_add(1, Ordering::Relaxed);
+            }
+        }));
+    }
+    for t in tasks {
+        let _ = t.await;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let latencies: Vec<Vec<Duration>> = lat
+        .iter()
+        .map(|l| {
+            let mut v = l.lock().unwrap().clone();
+            v.sort();
+            v
+        })
+        .collect();
+    Interleaved {
+        achieved_rps: latencies.iter().map(Vec::len).sum::<usize>() as f64 / elapsed,
+        latencies,
+        errors: errors.load(Ordering::Relaxed),
+    }
+}
