@@ -539,7 +539,7 @@ async fn chat(
     let mut sink = None;
     // A Responses answer repeats fields of the request as the client sent them: the body's
     // text is kept for that, and read while the upstream works on the request.
-    let echo_source = (ctx.format == Format::Responses).then(|| body.clone());
+    let mut echo_source = (ctx.format == Format::Responses).then(|| body.clone());
     if ctx.format == Format::Responses {
         let previous_id = request
             .body
@@ -797,7 +797,7 @@ async fn chat(
         // tool names to map back) is made ready while the upstream works on the request.
         let mut echo = None;
         let prepare_echo = async {
-            let fields = echo_fields_of(&mut echo_fields, echo_source.as_deref());
+            let fields = echo_fields_of(&mut echo_fields, &mut echo_source);
             echo = Some(echo_for(ctx, &request, upstream_format, fields));
         };
         let opened = tokio::select! {
@@ -879,7 +879,7 @@ async fn chat(
         let echo = match echo.take() {
             Some(echo) => echo,
             None => {
-                let fields = echo_fields_of(&mut echo_fields, echo_source.as_deref());
+                let fields = echo_fields_of(&mut echo_fields, &mut echo_source);
                 echo_for(ctx, &request, upstream_format, fields)
             }
         };
@@ -935,16 +935,24 @@ fn forwarded_headers(
         .collect()
 }
 
-/// How the answer is presented in the client's format (from an upstream of `upstream`'s: the
-/// decoded request is needed only when they differ).
-/// The fields a Responses answer repeats, read from the request's text once per request
-/// (`source`: that text; none for other formats).
-fn echo_fields_of(cache: &mut Option<wire::EchoFields>, source: Option<&[u8]>) -> wire::EchoFields {
+/// The fields a Responses answer repeats, read from the request's text (`source`; none for
+/// other formats) once per request. The text is let go once read.
+fn echo_fields_of(
+    cache: &mut Option<wire::EchoFields>,
+    source: &mut Option<bytes::Bytes>,
+) -> wire::EchoFields {
     cache
-        .get_or_insert_with(|| source.map(wire::EchoFields::from_body).unwrap_or_default())
+        .get_or_insert_with(|| {
+            source
+                .take()
+                .map(|text| wire::EchoFields::from_body(&text))
+                .unwrap_or_default()
+        })
         .clone()
 }
 
+/// How the answer is presented in the client's format (from an upstream of `upstream`'s: the
+/// decoded request is needed only when they differ).
 fn echo_for(
     ctx: &RequestCtx,
     request: &ChatRequest,
