@@ -67,14 +67,7 @@ pub(crate) fn decode_request(body: &Obj, shared: Option<&Arc<Obj>>) -> Result<Re
     }
     if let Some(tools) = body.get("tools").and_then(Value::as_array) {
         for (i, t) in tools.iter().enumerate() {
-            let schema = |p: Option<&Value>| match shared {
-                Some(b) => Schema::in_body(b, Format::Chat, i, None),
-                None => Schema::new(
-                    p.cloned()
-                        .unwrap_or_else(|| json!({"type": "object", "properties": {}})),
-                ),
-            };
-            r.tools.push(decode_tool(t, i, schema)?);
+            r.tools.push(decode_tool(t, i, shared)?);
         }
     }
     r.tool_choice = match body.get("tool_choice") {
@@ -388,11 +381,7 @@ fn decode_content(content: Option<&Value>, i: usize) -> Result<Vec<Part>, WireEr
     }
 }
 
-fn decode_tool(
-    t: &Value,
-    i: usize,
-    schema: impl FnOnce(Option<&Value>) -> Schema,
-) -> Result<Tool, WireError> {
+fn decode_tool(t: &Value, i: usize, shared: Option<&Arc<Obj>>) -> Result<Tool, WireError> {
     match get_str(t, "type").unwrap_or("function") {
         "function" => {
             let f = t
@@ -404,7 +393,7 @@ fn decode_tool(
             Ok(Tool::Function {
                 name: name.to_string(),
                 description: get_str(f, "description").map(str::to_string),
-                parameters: schema(f.get("parameters")),
+                parameters: Schema::decoded(shared, Format::Chat, i, None, f.get("parameters")),
                 strict: f.get("strict").and_then(Value::as_bool),
                 namespace: None,
                 cache_control: t.get("cache_control").cloned(),

@@ -182,6 +182,22 @@ impl Schema {
         Self(SchemaAt::Own(v))
     }
 
+    /// The schema a decoder found for tool `tool` (`inner`: of a Responses namespace) of a
+    /// `format` body: read in place when the body is `shared`, else a copy of `found` (none:
+    /// an object schema without properties).
+    pub(crate) fn decoded(
+        shared: Option<&Arc<Obj>>,
+        format: crate::Format,
+        tool: usize,
+        inner: Option<usize>,
+        found: Option<&Value>,
+    ) -> Self {
+        match shared {
+            Some(body) => Self::in_body(body, format, tool, inner),
+            None => Self::new(found.cloned().unwrap_or_else(|| no_parameters().clone())),
+        }
+    }
+
     /// The schema of tool `tool` of a request `body` in `format` (`inner`: of the function at
     /// that index of a Responses namespace), read where it is when asked for.
     pub(crate) fn in_body(

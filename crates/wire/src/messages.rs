@@ -86,14 +86,7 @@ pub(crate) fn decode_request(body: &Obj, shared: Option<&Arc<Obj>>) -> Result<Re
     }
     if let Some(tools) = body.get("tools").and_then(Value::as_array) {
         for (i, t) in tools.iter().enumerate() {
-            let schema = |p: Option<&Value>| match shared {
-                Some(b) => Schema::in_body(b, Format::Messages, i, None),
-                None => Schema::new(
-                    p.cloned()
-                        .unwrap_or_else(|| json!({"type": "object", "properties": {}})),
-                ),
-            };
-            r.tools.push(decode_tool(t, i, schema)?);
+            r.tools.push(decode_tool(t, i, shared)?);
         }
     }
     if let Some(c) = body.get("tool_choice").filter(|c| c.is_object()) {
@@ -350,11 +343,7 @@ fn decode_turn(
     Ok(())
 }
 
-fn decode_tool(
-    t: &Value,
-    i: usize,
-    schema: impl FnOnce(Option<&Value>) -> Schema,
-) -> Result<Tool, WireError> {
+fn decode_tool(t: &Value, i: usize, shared: Option<&Arc<Obj>>) -> Result<Tool, WireError> {
     match get_str(t, "type") {
         None | Some("custom") => {
             let name = get_str(t, "name")
@@ -362,7 +351,13 @@ fn decode_tool(
             Ok(Tool::Function {
                 name: name.to_string(),
                 description: get_str(t, "description").map(str::to_string),
-                parameters: schema(t.get("input_schema")),
+                parameters: Schema::decoded(
+                    shared,
+                    Format::Messages,
+                    i,
+                    None,
+                    t.get("input_schema"),
+                ),
                 strict: t.get("strict").and_then(Value::as_bool),
                 namespace: None,
                 cache_control: t.get("cache_control").cloned(),

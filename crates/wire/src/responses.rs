@@ -413,15 +413,13 @@ fn decode_tool(
         Some("function") => out.push(Tool::Function {
             name: name()?,
             description: get_str(t, "description").map(str::to_string),
-            parameters: match at.shared {
-                Some(b) => Schema::in_body(b, Format::Responses, at.tool, at.inner),
-                None => Schema::new(
-                    t.get("parameters")
-                        .cloned()
-                        .filter(|p| !p.is_null())
-                        .unwrap_or_else(|| json!({"type": "object", "properties": {}})),
-                ),
-            },
+            parameters: Schema::decoded(
+                at.shared,
+                Format::Responses,
+                at.tool,
+                at.inner,
+                t.get("parameters").filter(|p| !p.is_null()),
+            ),
             strict: t.get("strict").and_then(Value::as_bool),
             namespace: namespace.map(str::to_string),
             cache_control: None,
