@@ -28,11 +28,12 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let mut config = config::load(&args.config)?;
-    // The admin listener is bound first: a port-0 proxy port picked next (bound, released, and
-    // bound again by Pingora) can then never be the one the kernel hands the admin listener.
     let admin_listener = bind(config.admin.listen).context("binding the admin listener")?;
-    // Port 0 means "any free port": pick one now so it can be reported.
-    config.listen = concrete_port(config.listen).context("choosing a port for `listen`")?;
+    // Port 0 means "any free port": pick one now so it can be reported, and hold it until the
+    // process ends (see `PortHold`).
+    let (listen, _port_hold) =
+        concrete_port(config.listen).context("choosing a port for `listen`")?;
+    config.listen = listen;
     let config = Arc::new(config);
 
     let control = tokio::runtime::Builder::new_multi_thread()
@@ -371,13 +372,30 @@ fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
     Ok(l)
 }
 
-/// Resolves port 0 to a free port by binding and releasing it.
-fn concrete_port(addr: SocketAddr) -> anyhow::Result<SocketAddr> {
+/// A port chosen for a port-0 `listen`, kept bound (never listening) while the process runs.
+///
+/// Pingora binds its listener itself, later, from the address. A port merely picked and let go
+/// could meanwhile be handed by the kernel to another program binding port 0, and the address
+/// reported in the ready file would then reach that program. This socket, bound with
+/// `SO_REUSEADDR` and never listening, keeps the kernel from handing the port to anyone binding
+/// port 0, while Pingora's own bind (also `SO_REUSEADDR`) and listen succeed beside it.
+struct PortHold {
+    _socket: tokio::net::TcpSocket,
+}
+
+/// Resolves port 0 to a free port, held by the returned `PortHold`; a concrete port as is.
+fn concrete_port(addr: SocketAddr) -> anyhow::Result<(SocketAddr, Option<PortHold>)> {
     if addr.port() != 0 {
-        return Ok(addr);
+        return Ok((addr, None));
     }
-    let l = TcpListener::bind(addr)?;
-    Ok(l.local_addr()?)
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    Ok((socket.local_addr()?, Some(PortHold { _socket: socket })))
 }
 
 /// `dualrouter route`: the decision the proxy would make for a prompt; nothing is sent upstream.

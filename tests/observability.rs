@@ -112,7 +112,8 @@ async fn readyz_follows_the_store_and_healthz_stays_alive() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readyz_says_no_model_is_healthy_when_every_provider_fails_its_checks() {
     // A provider on a port nothing listens on: its health checks fail, its models go out.
-    let port = common::free_port();
+    let reserved = common::free_port();
+    let port = reserved.port();
     let dir = tempfile::tempdir().unwrap();
     let db = format!("sqlite://{}/d.db", dir.path().display());
     let yaml = config(

@@ -295,11 +295,9 @@ async fn upstream_errors_pass_through_and_failures_map_to_502_504() {
 
 #[tokio::test]
 async fn upstream_down_reset_and_connect_timeout() {
-    // Nothing listens on a port we bound and released.
-    let down = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    // Nothing listens on this port.
+    let reserved = dualrouter_testkit::net::ReservedPort::new();
+    let down = reserved.addr();
     // Accepts and closes at once.
     let reset = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let reset_addr = reset.local_addr().unwrap();
@@ -651,11 +649,8 @@ fn bad_config_is_refused_with_its_path() {
 async fn default_config_demo_upstream_answers() {
     // The shipped config with its ports moved to free ones.
     let yaml = std::fs::read_to_string(common::repo_root().join("config/dualrouter.yaml")).unwrap();
-    let demo_port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let reserved = dualrouter_testkit::net::ReservedPort::new();
+    let demo_port = reserved.port();
     let yaml = yaml
         .replace("listen: 127.0.0.1:8080", "listen: 127.0.0.1:0")
         .replace("listen: 127.0.0.1:8081", "listen: 127.0.0.1:0")

@@ -518,7 +518,8 @@ providers:
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_zero_downtime_upgrade_hands_the_listener_over() {
     let mock = Mock::start().await;
-    let port = common::free_port();
+    let reserved = common::free_port();
+    let port = reserved.port();
     let dir = tempfile::tempdir().unwrap();
     let yaml = format!(
         r#"listen: 127.0.0.1:{port}

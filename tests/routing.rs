@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use common::synthetic::{ask, attempts, chat, checkpoint, config, decision, easy, hard, messages};
 use common::{repo_root, run_cli, Proxy};
+use dualrouter_testkit::net::ReservedPort;
 use dualrouter_testkit::Mock;
 use serde_json::{json, Value};
 
@@ -126,12 +127,10 @@ async fn route_command_prints_the_decision() {
     assert_eq!(cheap.count() + strong.count(), 0);
 }
 
-/// A port nothing listens on.
-fn closed_port_url() -> String {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = l.local_addr().unwrap().port();
-    drop(l);
-    format!("http://127.0.0.1:{port}/v1")
+/// A URL at a port nothing listens on, kept so while the reservation lives.
+fn closed_port_url() -> (String, ReservedPort) {
+    let reserved = ReservedPort::new();
+    (format!("http://127.0.0.1:{}/v1", reserved.port()), reserved)
 }
 
 #[tokio::test]
@@ -231,6 +230,7 @@ async fn falls_back_on_every_failure_before_the_first_byte() {
 
     // Connect failure: a provider at a closed port.
     let strong2 = Mock::start().await;
+    let gone = closed_port_url();
     let yaml = format!(
         r#"listen: 127.0.0.1:0
 admin: {{ listen: 127.0.0.1:0 }}
@@ -244,7 +244,7 @@ policies:
 "#,
         ckpt = checkpoint().display(),
         models = repo_root().join("models").display(),
-        gone = closed_port_url(),
+        gone = gone.0,
         up = strong2.base_url(),
     );
     let p2 = Proxy::start(&yaml).await;

@@ -365,10 +365,8 @@ async fn a_silent_collector_changes_nothing_for_clients_and_a_full_queue_counts_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unreachable_collector_changes_nothing_for_clients() {
-    let closed = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap()
-    };
+    let reserved = dualrouter_testkit::net::ReservedPort::new();
+    let closed = reserved.addr();
     for protocol in ["grpc", "http/protobuf"] {
         let mock = Mock::start().await;
         let telemetry = format!(

@@ -7,17 +7,17 @@
 //! through `runuser` (initdb refuses root). Without the binaries the test fails, naming the
 //! package, unless `DUALROUTER_SKIP_PG_TESTS=1` is set (then [`PgCluster::start`] returns `None`).
 
-use std::net::TcpListener;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
 use tempfile::TempDir;
 
-/// A port nobody listens on right now.
-pub fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().port()
+pub use crate::net::ReservedPort;
+
+/// A port nobody listens on, kept so while the value lives (see `ReservedPort`).
+pub fn free_port() -> ReservedPort {
+    ReservedPort::new()
 }
 
 fn running_as_root() -> bool {
@@ -47,7 +47,7 @@ fn pg_bin_dir() -> Option<PathBuf> {
 pub struct PgCluster {
     dir: TempDir,
     bin: PathBuf,
-    port: u16,
+    port: ReservedPort,
     as_postgres: bool,
 }
 
@@ -141,7 +141,7 @@ impl PgCluster {
     pub fn start_server(&self) {
         let opts = format!(
             "-p {} -h 127.0.0.1 -k {} -c fsync=off -c full_page_writes=off",
-            self.port,
+            self.port.port(),
             self.run_dir().display()
         );
         let log = self.run_dir().join("server.log");
@@ -185,12 +185,15 @@ impl PgCluster {
     }
 
     pub fn port(&self) -> u16 {
-        self.port
+        self.port.port()
     }
 
     /// `postgres://postgres@127.0.0.1:PORT/postgres`
     pub fn url(&self) -> String {
-        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+        format!(
+            "postgres://postgres@127.0.0.1:{}/postgres",
+            self.port.port()
+        )
     }
 }
 

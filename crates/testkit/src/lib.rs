@@ -100,6 +100,7 @@ mod convo;
 pub mod db;
 pub mod freshness;
 pub mod fuzzing;
+pub mod net;
 pub mod otlp;
 mod responses;
 
