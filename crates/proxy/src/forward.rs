@@ -1,6 +1,11 @@
 //! Forward: one upstream exchange through Pingora's connector (pooled keep-alive connections,
 //! TLS with certificate and host-name checks), bounded by the configured timeouts.
 //!
+//! The request goes out in one write (`writev` of header and body) and Pingora's HTTP/1 client
+//! reads the answer. Pingora's own request writer flushes the header before the body, which costs
+//! a second system call here and, on the upstream's side, a wake-up that finds a request
+//! without its body (`docs/benchmarks.md#where-a-pass-through-requests-time-goes`).
+//!
 //! The request body is held whole in memory (it was read to route on it), so an exchange can be
 //! replayed against another upstream with a body of any size: this is why the proxy drives the
 //! upstream itself instead of relying on Pingora's 64 KiB retry buffer (`docs/architecture.md#why-the-proxy-drives-the-upstream-itself`).
@@ -9,12 +14,15 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use pingora::connectors::http::Connector;
+use bytes::{Buf, Bytes};
+use pingora::connectors::TransportConnector;
 use pingora::http::{RequestHeader, ResponseHeader};
-use pingora::protocols::http::client::HttpSession;
+use pingora::protocols::http::v1::client::{http_req_header_to_wire, HttpSession};
+use pingora::protocols::Stream;
+
 use pingora::tls::x509::X509;
-use pingora::upstreams::peer::{HttpPeer, ALPN};
+use pingora::upstreams::peer::{HttpPeer, Peer, ALPN};
+use tokio::io::AsyncWriteExt;
 
 use crate::error::{ApiError, Format, TimeoutPhase};
 use dualrouter_core::config::raw::{ProviderKind, ResponsesMode};
@@ -29,7 +37,7 @@ const SYSTEM_BUNDLES: &[&str] = &[
 
 /// Connects to providers. One per process: its pool is shared by every request.
 pub struct Upstream {
-    connector: Connector,
+    connector: TransportConnector,
     /// Per provider with a `ca_file`: the system's roots plus that file's certificates.
     cas: HashMap<String, Arc<Box<[X509]>>>,
     /// Resolved provider addresses, refreshed after [`DNS_TTL`] (lookups never block a worker).
@@ -72,7 +80,7 @@ impl Upstream {
             }
         }
         Ok(Self {
-            connector: Connector::new(None),
+            connector: TransportConnector::new(None),
             cas,
             dns: Default::default(),
         })
@@ -144,9 +152,9 @@ impl Upstream {
         let mut attempts = 0;
         loop {
             attempts += 1;
-            let (mut session, reused) = self.connect(&peer, provider, deadline).await?;
-            match send(&mut session, provider, limits, header, body, deadline).await {
-                Ok(upstream_latency) => {
+            let (stream, reused) = self.connect(&peer, provider, deadline).await?;
+            match send(stream, &peer, provider, limits, header, body, deadline).await {
+                Ok((session, upstream_latency)) => {
                     return Ok(Exchange {
                         session,
                         peer,
@@ -169,9 +177,9 @@ impl Upstream {
         peer: &HttpPeer,
         provider: &Provider,
         deadline: Instant,
-    ) -> Result<(HttpSession, bool), ApiError> {
+    ) -> Result<(Stream, bool), ApiError> {
         let remaining = deadline.saturating_duration_since(Instant::now());
-        match tokio::time::timeout(remaining, self.connector.get_http_session(peer)).await {
+        match tokio::time::timeout(remaining, self.connector.get_stream(peer)).await {
             Err(_) => Err(ApiError::UpstreamTimeout {
                 provider: provider.name.clone(),
                 phase: TimeoutPhase::Total,
@@ -183,9 +191,15 @@ impl Upstream {
 
     /// Returns a finished exchange's connection to the pool.
     pub async fn release(&self, ex: Exchange, limits: &Limits) {
-        self.connector
-            .release_http_session(ex.session, &ex.peer, Some(limits.upstream_pool_idle))
-            .await;
+        let mut session = ex.session;
+        session.respect_keepalive();
+        if let Some(stream) = session.reuse().await {
+            self.connector.release_stream(
+                stream,
+                ex.peer.reuse_hash(),
+                Some(limits.upstream_pool_idle),
+            );
+        }
     }
 }
 
@@ -199,7 +213,7 @@ pub struct Exchange {
 
 impl Exchange {
     pub fn response_header(&self) -> Option<&ResponseHeader> {
-        self.session.response_header()
+        self.session.resp_header()
     }
 
     /// The next body chunk, waiting at most `idle` for it and never past `deadline`.
@@ -215,7 +229,7 @@ impl Exchange {
         } else {
             (remaining, TimeoutPhase::Total)
         };
-        match tokio::time::timeout(wait, self.session.read_response_body()).await {
+        match tokio::time::timeout(wait, self.session.read_body_bytes()).await {
             Err(_) => Err(ApiError::UpstreamTimeout {
                 provider: provider.name.clone(),
                 phase,
@@ -229,23 +243,32 @@ impl Exchange {
     }
 
     pub fn response_done(&mut self) -> bool {
-        self.session.response_done()
+        self.session.is_body_done()
     }
 }
 
-/// Writes the request and reads the response header; returns the time that took.
+/// Writes the request on `stream` and reads the response header; returns the HTTP/1 session
+/// holding the answer and the time that took.
 async fn send(
-    session: &mut HttpSession,
+    mut stream: Stream,
+    peer: &HttpPeer,
     provider: &Provider,
     limits: &Limits,
     header: &RequestHeader,
     body: &Bytes,
     deadline: Instant,
-) -> Result<Duration, ApiError> {
-    let broken = |what: &str, e: &pingora::Error| ApiError::UpstreamBroken {
+) -> Result<(HttpSession, Duration), ApiError> {
+    let broken = |what: &str, e: &dyn std::fmt::Display| ApiError::UpstreamBroken {
         provider: provider.name.clone(),
-        detail: format!("{what}: {}", e.etype().as_str()),
+        detail: format!("{what}: {e}"),
     };
+    // The header is ours (built by the proxy), so this fails only on a bug; said as such.
+    let head = http_req_header_to_wire(header).ok_or_else(|| {
+        broken(
+            "writing the request",
+            &"the request line holds a forbidden byte",
+        )
+    })?;
     let started = Instant::now();
     let remaining = deadline.saturating_duration_since(started);
     let (budget, phase) = if limits.first_byte < remaining {
@@ -254,22 +277,23 @@ async fn send(
         (remaining, TimeoutPhase::Total)
     };
     let exchange = async {
-        session
-            .write_request_header(Box::new(header.clone()))
+        // Header and body in one write: vectored on a plain connection (the stream's write
+        // buffer is empty, so the slices go straight to `writev`).
+        let mut request = head.freeze().chain(body.clone());
+        stream
+            .write_all_buf(&mut request)
             .await
-            .map_err(|e| broken("writing the request", &e))?;
-        session
-            .write_request_body(body.clone(), true)
+            .map_err(|e| broken("writing the request", &e.kind()))?;
+        stream
+            .flush()
             .await
-            .map_err(|e| broken("writing the request body", &e))?;
+            .map_err(|e| broken("writing the request", &e.kind()))?;
+        let mut session = HttpSession::new_with_options(stream, peer);
         session
-            .finish_request_body()
+            .read_response()
             .await
-            .map_err(|e| broken("finishing the request body", &e))?;
-        session
-            .read_response_header()
-            .await
-            .map_err(|e| broken("reading the response header", &e))
+            .map_err(|e| broken("reading the response header", &e.etype().as_str()))?;
+        Ok(session)
     };
     match tokio::time::timeout(budget, exchange).await {
         Err(_) => Err(ApiError::UpstreamTimeout {
@@ -277,7 +301,7 @@ async fn send(
             phase,
         }),
         Ok(Err(e)) => Err(e),
-        Ok(Ok(())) => Ok(started.elapsed()),
+        Ok(Ok(session)) => Ok((session, started.elapsed())),
     }
 }
 
