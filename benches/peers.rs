@@ -14,7 +14,8 @@
 //! Part 2, highest rate held: each target alone, rates ramped, then refined between the last
 //! rate held and the first not held; held = no error, at least 95% of the offered rate
 //! achieved, p99 under `PEERS_P99_MS` (default 100 ms).
-//! Part 3, CPU per request: each proxy alone at fixed rates (those it held in part 2); the CPU
+//! Part 3, CPU per request: each proxy alone at fixed rates (those it held in part 2), the
+//! proxies taking turns of a slice each over several rounds so drift falls on all alike; the CPU
 //! time the kernel accounted to its process (every thread, and child processes: LiteLLM's
 //! workers) per 1,000 requests. Last, each dualrouter process's resident memory.
 //! Every proxy runs one worker (dualrouter `server.threads: 1`, nginx `worker_processes 1`,
@@ -25,7 +26,8 @@
 //! Env: PEERS_NGINX (default: `nginx` on PATH, else /usr/sbin/nginx), PEERS_LITELLM (default
 //! `.venv-peers/bin/litellm`), PEERS_RATE=150, PEERS_FAST_RATE=1000 (0: skip), PEERS_SECONDS=20,
 //! PEERS_RAMP (rates, default "10,25,50,100,200,400,800,1600,3200"), PEERS_RAMP_SECONDS=5,
-//! PEERS_P99_MS=100, PEERS_CPU_RATES="150,1000", PEERS_CPU_SECONDS=10. A peer that is not
+//! PEERS_P99_MS=100, PEERS_CPU_RATES="150,1000", PEERS_CPU_SECONDS=10 (each proxy's total),
+//! PEERS_CPU_ROUNDS=5. A peer that is not
 //! installed is skipped, and said so.
 #![allow(
     clippy::unwrap_used,
@@ -57,6 +59,16 @@ struct Target {
     model: &'static str,
     /// The process serving it (none for the direct path).
     pid: Option<u32>,
+}
+
+/// One proxy's share of part 3 at one rate, summed over its turns.
+struct CpuTurns {
+    target: Target,
+    pid: u32,
+    spent_ms: f64,
+    requests: usize,
+    errors: usize,
+    per_round_us: Vec<f64>,
 }
 
 /// CPU time the kernel accounted to `pid`, its threads and its descendants so far, in
@@ -303,6 +315,7 @@ fn main() {
     let ramp_secs: u64 = env_or("PEERS_RAMP_SECONDS", 5);
     let p99_ms: f64 = env_or("PEERS_P99_MS", 100.0);
     let cpu_secs: u64 = env_or("PEERS_CPU_SECONDS", 10);
+    let cpu_rounds: u64 = env_or("PEERS_CPU_ROUNDS", 5).max(1);
     let rates = |name: &str, default: &str| -> Vec<u64> {
         std::env::var(name)
             .unwrap_or_else(|_| default.into())
@@ -466,25 +479,51 @@ fn main() {
             }
         }
 
-        println!("\nPart 3: CPU time per 1,000 requests, each proxy alone at a fixed rate for {cpu_secs} s (its process, every thread and child)");
+        println!("\nPart 3: CPU time per 1,000 requests at a fixed rate, the proxies taking turns ({cpu_rounds} rounds of {cpu_secs} s in all each; its process, every thread and child)");
         let mut cpu = Vec::new();
-        for t in &targets {
-            let Some(pid) = t.pid else { continue };
-            for &rate in &cpu_rates {
+        for &rate in &cpu_rates {
+            // Each proxy alone at the rate, in turns of a slice each, round after round: the
+            // machine's drift falls on all of them alike, so their ratios are of one moment.
+            let mut turns: Vec<CpuTurns> = Vec::new();
+            for t in &targets {
+                let Some(pid) = t.pid else { continue };
                 if rate_of(t.name).is_some_and(|h| h < rate) {
                     println!("{:<40} {:>6} req/s: not held in part 2; skipped", t.name, rate);
                     continue;
                 }
-                let before = cpu_ns(pid);
-                let r = run(&client, std::slice::from_ref(t), rate, cpu_secs).await;
-                let spent = cpu_ns(pid).saturating_sub(before) as f64 / 1e6;
-                let n = r.lat[0].len() + r.errors[0];
+                turns.push(CpuTurns {
+                    target: t.clone(),
+                    pid,
+                    spent_ms: 0.0,
+                    requests: 0,
+                    errors: 0,
+                    per_round_us: Vec::new(),
+                });
+            }
+            let slice = (cpu_secs as f64 / cpu_rounds as f64).max(1.0).round() as u64;
+            for _ in 0..cpu_rounds {
+                for turn in turns.iter_mut() {
+                    let before = cpu_ns(turn.pid);
+                    let r = run(&client, std::slice::from_ref(&turn.target), rate, slice).await;
+                    let ms = cpu_ns(turn.pid).saturating_sub(before) as f64 / 1e6;
+                    let done = r.lat[0].len() + r.errors[0];
+                    turn.spent_ms += ms;
+                    turn.requests += done;
+                    turn.errors += r.errors[0];
+                    turn.per_round_us.push(ms / done.max(1) as f64 * 1e3);
+                }
+            }
+            for mut turn in turns {
+                let (n, spent, errors) = (turn.requests, turn.spent_ms, turn.errors);
                 let per_k = spent / n.max(1) as f64 * 1000.0;
+                turn.per_round_us.sort_by(f64::total_cmp);
+                let lo = turn.per_round_us.first().copied().unwrap_or(0.0);
+                let hi = turn.per_round_us.last().copied().unwrap_or(0.0);
                 println!(
-                    "{:<40} {:>6} req/s: {n} requests, {spent:.1} ms of CPU = {per_k:.1} ms per 1,000 ({:.1} µs each), errors {}",
-                    t.name, rate, per_k, r.errors[0]
+                    "{:<40} {:>6} req/s: {n} requests, {spent:.1} ms of CPU = {per_k:.1} ms per 1,000 ({:.1} µs each; rounds {lo:.0}–{hi:.0} µs), errors {errors}",
+                    turn.target.name, rate, per_k
                 );
-                cpu.push((t.name, rate, per_k));
+                cpu.push((turn.target.name, rate, per_k));
             }
         }
 

@@ -11,7 +11,10 @@ if ! command -v nginx >/dev/null && [ ! -x /usr/sbin/nginx ]; then
   sudo_cmd=""; [ "$(id -u)" -ne 0 ] && sudo_cmd="sudo"
   $sudo_cmd env DEBIAN_FRONTEND=noninteractive apt-get install -y -q nginx-light
 fi
-if [ ! -x .venv-peers/bin/litellm ] || ! .venv-peers/bin/pip show litellm 2>/dev/null | grep -q "^Version: ${LITELLM_VERSION}$"; then
+# `sed` reads pip's whole answer: `grep -q` would stop at the match, and under pipefail pip's
+# SIGPIPE on the lines after it made the check fail now and then (and LiteLLM reinstall).
+installed="$(.venv-peers/bin/pip show litellm 2>/dev/null | sed -n 's/^Version: //p' || true)"
+if [ ! -x .venv-peers/bin/litellm ] || [ "$installed" != "$LITELLM_VERSION" ]; then
   echo "==> installing litellm[proxy]==${LITELLM_VERSION} into .venv-peers (PyPI)"
   python3 -m venv .venv-peers
   .venv-peers/bin/pip install -q "litellm[proxy]==${LITELLM_VERSION}"

@@ -31,7 +31,9 @@ if [ "${1:-}" != "--force" ] && [ "$want" = "$have" ] && [ "$all_present" = 1 ];
   exit 0
 fi
 
-if ! rustup target list --installed 2>/dev/null | grep -qx wasm32-wasip2; then
+# `grep -x` without `-q` reads the whole list: stopping at the match could SIGPIPE rustup, and
+# under pipefail that reads as "not installed".
+if ! rustup target list --installed 2>/dev/null | grep -x wasm32-wasip2 >/dev/null; then
   say "adding the wasm32-wasip2 target"
   if ! rustup target add wasm32-wasip2; then
     if [ "$all_present" = 1 ] && [ "$want" = "$have" ]; then
