@@ -320,7 +320,7 @@ fn decode_content(content: Option<&Value>, i: usize) -> Result<Vec<Part>, WireEr
         Some(Value::Array(parts)) => {
             let mut out = Vec::new();
             for (j, p) in parts.iter().enumerate() {
-                let field = format!("messages[{i}].content[{j}]");
+                let field = || format!("messages[{i}].content[{j}]");
                 match get_str(p, "type") {
                     Some("text") | None => {
                         let t = get_str(p, "text").unwrap_or_default();
@@ -335,9 +335,9 @@ fn decode_content(content: Option<&Value>, i: usize) -> Result<Vec<Part>, WireEr
                         let u = p.get("image_url");
                         let url = u
                             .and_then(|u| get_str(u, "url").or_else(|| u.as_str()))
-                            .ok_or_else(|| WireError::new(&field, "image_url.url is required"))?;
+                            .ok_or_else(|| WireError::new(field(), "image_url.url is required"))?;
                         out.push(Part::Image {
-                            source: source_of_url(url, &field)?,
+                            source: source_of_url(url, &field())?,
                             detail: u.and_then(|u| get_str(u, "detail")).map(str::to_string),
                             cache_control: p.get("cache_control").cloned(),
                         });
@@ -345,11 +345,11 @@ fn decode_content(content: Option<&Value>, i: usize) -> Result<Vec<Part>, WireEr
                     Some("file") => {
                         let f = p.get("file").cloned().unwrap_or(Value::Null);
                         let source = if let Some(d) = get_str(&f, "file_data") {
-                            source_of_url(d, &field)?
+                            source_of_url(d, &field())?
                         } else if let Some(id) = get_str(&f, "file_id") {
                             Source::FileId(id.to_string())
                         } else {
-                            return Err(WireError::new(field, "file needs file_data or file_id"));
+                            return Err(WireError::new(field(), "file needs file_data or file_id"));
                         };
                         out.push(Part::File {
                             source,
@@ -364,7 +364,7 @@ fn decode_content(content: Option<&Value>, i: usize) -> Result<Vec<Part>, WireEr
                     }
                     Some(other) => {
                         return Err(WireError::cannot(
-                            field,
+                            field(),
                             format!(
                                 "content part '{other}' cannot be translated to another format"
                             ),

@@ -61,7 +61,7 @@ pub(crate) fn decode_request(body: &Obj, shared: Option<&Arc<Obj>>) -> Result<Re
         Some(Value::Array(blocks)) => {
             for (j, b) in blocks.iter().enumerate() {
                 r.system
-                    .extend(decode_block_part(b, &format!("system.{j}"))?);
+                    .extend(decode_block_part(b, &|| format!("system.{j}"))?);
             }
         }
         Some(_) => return Err(WireError::new("system", "must be a string or an array")),
@@ -164,8 +164,8 @@ fn get_str_o<'a>(body: &'a Obj, k: &str) -> Option<&'a str> {
 }
 
 /// An Anthropic image or document `source`.
-fn decode_source(s: Option<&Value>, field: &str) -> Result<Source, WireError> {
-    let s = s.ok_or_else(|| WireError::new(format!("{field}.source"), "Field required"))?;
+fn decode_source(s: Option<&Value>, field: &dyn Fn() -> String) -> Result<Source, WireError> {
+    let s = s.ok_or_else(|| WireError::new(format!("{}.source", field()), "Field required"))?;
     match get_str(s, "type") {
         Some("base64") => Ok(Source::Base64 {
             media_type: get_str(s, "media_type").unwrap_or_default().to_string(),
@@ -182,14 +182,15 @@ fn decode_source(s: Option<&Value>, field: &str) -> Result<Source, WireError> {
             data: String::new(),
         }),
         _ => Err(WireError::cannot(
-            format!("{field}.source.type"),
+            format!("{}.source.type", field()),
             "cannot be translated to another format",
         )),
     }
 }
 
-/// A text, image or document block as a part (`None` for an empty text).
-fn decode_block_part(b: &Value, field: &str) -> Result<Option<Part>, WireError> {
+/// A text, image or document block as a part (`None` for an empty text); `field` writes out
+/// where the block is, for an error.
+fn decode_block_part(b: &Value, field: &dyn Fn() -> String) -> Result<Option<Part>, WireError> {
     let cache_control = b.get("cache_control").cloned();
     match get_str(b, "type") {
         Some("text") => {
@@ -222,7 +223,7 @@ fn decode_block_part(b: &Value, field: &str) -> Result<Option<Part>, WireError> 
             }))
         }
         other => Err(WireError::cannot(
-            field,
+            field(),
             format!(
                 "content block '{}' cannot be translated to another format",
                 other.unwrap_or("?")
@@ -265,7 +266,7 @@ fn decode_turn(
         }
     };
     for (j, b) in blocks.iter().enumerate() {
-        let field = format!("messages.{i}.content.{j}");
+        let field = || format!("messages.{i}.content.{j}");
         match get_str(b, "type") {
             Some("tool_use") if role == Role::Assistant => {
                 flush(&mut parts, &mut r.items);
@@ -289,13 +290,14 @@ fn decode_turn(
                     Some(Value::Array(inner)) => {
                         let mut out = Vec::new();
                         for (k, c) in inner.iter().enumerate() {
-                            out.extend(decode_block_part(c, &format!("{field}.content.{k}"))?);
+                            let inner = || format!("{}.content.{k}", field());
+                            out.extend(decode_block_part(c, &inner)?);
                         }
                         out
                     }
                     Some(_) => {
                         return Err(WireError::new(
-                            format!("{field}.content"),
+                            format!("{}.content", field()),
                             "must be a string or an array",
                         ))
                     }
@@ -334,7 +336,7 @@ fn decode_turn(
                     || t == "mcp_tool_use"
                     || t == "container_upload" =>
             {
-                r.unmapped.push(format!("{field} ({t})"));
+                r.unmapped.push(format!("{} ({t})", field()));
             }
             _ => parts.extend(decode_block_part(b, &field)?),
         }
@@ -451,7 +453,6 @@ pub(crate) fn encode_request(
     let mut turns: Vec<(&'static str, Vec<Value>)> = Vec::new();
     let mut leading = true;
     for (i, item) in req.items.iter().enumerate() {
-        let at = format!("input item {i}");
         match item {
             Item::Message { role, content } if role.is_instruction() => {
                 let blocks: Vec<Value> = content.iter().filter_map(encode_part).collect();
@@ -487,7 +488,7 @@ pub(crate) fn encode_request(
                         .filter(Value::is_object)
                         .ok_or_else(|| {
                             WireError::cannot(
-                                format!("{at}.arguments"),
+                                format!("input item {i}.arguments"),
                                 "tool call arguments are not a JSON object",
                             )
                         })?,

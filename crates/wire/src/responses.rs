@@ -66,10 +66,8 @@ pub(crate) fn decode_request(body: &Obj, shared: Option<&Arc<Obj>>) -> Result<Re
         }
         Some(Value::Array(items)) => {
             for (i, it) in items.iter().enumerate() {
-                r.system.extend(decode_content(
-                    it.get("content"),
-                    &format!("instructions[{i}]"),
-                )?);
+                r.system
+                    .extend(decode_content(it.get("content"), At::Instructions(i))?);
             }
         }
         Some(_) => {
@@ -178,7 +176,26 @@ pub(crate) fn decode_request(body: &Obj, shared: Option<&Arc<Obj>>) -> Result<Re
     Ok(r)
 }
 
-fn decode_content(content: Option<&Value>, field: &str) -> Result<Vec<Part>, WireError> {
+/// Where content is in the request, for error messages: written out only when one is made (a
+/// request's items and parts are many, its errors at most one).
+#[derive(Debug, Clone, Copy)]
+enum At {
+    Instructions(usize),
+    Input(usize),
+    Output,
+}
+
+impl std::fmt::Display for At {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            At::Instructions(i) => write!(f, "instructions[{i}]"),
+            At::Input(i) => write!(f, "input[{i}]"),
+            At::Output => f.write_str("output"),
+        }
+    }
+}
+
+fn decode_content(content: Option<&Value>, at: At) -> Result<Vec<Part>, WireError> {
     match content {
         None | Some(Value::Null) => Ok(Vec::new()),
         Some(Value::String(s)) if s.is_empty() => Ok(Vec::new()),
@@ -186,7 +203,7 @@ fn decode_content(content: Option<&Value>, field: &str) -> Result<Vec<Part>, Wir
         Some(Value::Array(parts)) => {
             let mut out = Vec::new();
             for (j, p) in parts.iter().enumerate() {
-                let field = format!("{field}.content[{j}]");
+                let field = || format!("{at}.content[{j}]");
                 match get_str(p, "type") {
                     Some("input_text" | "output_text" | "text" | "summary_text") => {
                         let t = get_str(p, "text").unwrap_or_default();
@@ -204,12 +221,12 @@ fn decode_content(content: Option<&Value>, field: &str) -> Result<Vec<Part>, Wir
                             .get("image_url")
                             .and_then(|u| u.as_str().or_else(|| get_str(u, "url")))
                         {
-                            source_of_url(u, &field)?
+                            source_of_url(u, &field())?
                         } else if let Some(id) = get_str(p, "file_id") {
                             Source::FileId(id.to_string())
                         } else {
                             return Err(WireError::new(
-                                field,
+                                field(),
                                 "input_image needs image_url or file_id",
                             ));
                         };
@@ -222,7 +239,7 @@ fn decode_content(content: Option<&Value>, field: &str) -> Result<Vec<Part>, Wir
                     Some("input_file") => {
                         let source = if let Some(d) = get_str(p, "file_data") {
                             if d.starts_with("data:") {
-                                source_of_url(d, &field)?
+                                source_of_url(d, &field())?
                             } else {
                                 Source::Base64 {
                                     media_type: "application/pdf".into(),
@@ -235,7 +252,7 @@ fn decode_content(content: Option<&Value>, field: &str) -> Result<Vec<Part>, Wir
                             Source::FileId(id.to_string())
                         } else {
                             return Err(WireError::new(
-                                field,
+                                field(),
                                 "input_file needs file_data, file_url or file_id",
                             ));
                         };
@@ -247,7 +264,7 @@ fn decode_content(content: Option<&Value>, field: &str) -> Result<Vec<Part>, Wir
                     }
                     other => {
                         return Err(WireError::cannot(
-                            field,
+                            field(),
                             format!(
                                 "content part '{}' cannot be translated to another format",
                                 other.unwrap_or("?")
@@ -259,16 +276,16 @@ fn decode_content(content: Option<&Value>, field: &str) -> Result<Vec<Part>, Wir
             Ok(out)
         }
         Some(_) => Err(WireError::new(
-            format!("{field}.content"),
+            format!("{at}.content"),
             "must be a string or an array",
         )),
     }
 }
 
 fn decode_item(it: &Value, i: usize, r: &mut Request) -> Result<(), WireError> {
-    let field = format!("input[{i}]");
+    let at = At::Input(i);
     if !it.is_object() {
-        return Err(WireError::new(field, "must be an object"));
+        return Err(WireError::new(at.to_string(), "must be an object"));
     }
     let ty = get_str(it, "type").unwrap_or(if it.get("role").is_some() {
         "message"
@@ -278,7 +295,7 @@ fn decode_item(it: &Value, i: usize, r: &mut Request) -> Result<(), WireError> {
     let need = |k: &str| -> Result<String, WireError> {
         get_str(it, k)
             .map(str::to_string)
-            .ok_or_else(|| WireError::new(format!("input[{i}].{k}"), "is required"))
+            .ok_or_else(|| WireError::new(format!("{at}.{k}"), "is required"))
     };
     match ty {
         "message" => {
@@ -289,12 +306,12 @@ fn decode_item(it: &Value, i: usize, r: &mut Request) -> Result<(), WireError> {
                 Some("developer") => Role::Developer,
                 _ => {
                     return Err(WireError::new(
-                        format!("{field}.role"),
+                        format!("{at}.role"),
                         "must be 'user', 'assistant', 'system' or 'developer'",
                     ))
                 }
             };
-            let content = decode_content(it.get("content"), &field)?;
+            let content = decode_content(it.get("content"), at)?;
             r.items.push(Item::Message { role, content });
         }
         "function_call" => r.items.push(Item::ToolCall {
@@ -314,9 +331,9 @@ fn decode_item(it: &Value, i: usize, r: &mut Request) -> Result<(), WireError> {
         "function_call_output" | "custom_tool_call_output" => {
             let call_id = need("call_id")?;
             let (content, is_error) = match it.get("output") {
-                None => return Err(WireError::new(format!("{field}.output"), "is required")),
+                None => return Err(WireError::new(format!("{at}.output"), "is required")),
                 Some(Value::String(s)) => (vec![Part::text(s.clone())], false),
-                Some(v @ Value::Array(_)) => (decode_content(Some(v), &field)?, false),
+                Some(v @ Value::Array(_)) => (decode_content(Some(v), at)?, false),
                 Some(v) => (
                     vec![Part::text(
                         v.get("content").map_or_else(|| v.to_string(), text_of),
@@ -368,14 +385,14 @@ fn decode_item(it: &Value, i: usize, r: &mut Request) -> Result<(), WireError> {
         }
         "item_reference" => {
             return Err(WireError::cannot(
-                field,
+                at.to_string(),
                 "item references are resolved only by Responses upstreams",
             ))
         }
         // Calls to and results of tools the provider ran itself, compaction summaries: only a
         // Responses upstream can read them back.
-        other if !other.is_empty() => r.unmapped.push(format!("{field} ({other})")),
-        _ => return Err(WireError::new(format!("{field}.type"), "is required")),
+        other if !other.is_empty() => r.unmapped.push(format!("{at} ({other})")),
+        _ => return Err(WireError::new(format!("{at}.type"), "is required")),
     }
     Ok(())
 }
@@ -821,7 +838,7 @@ fn decode_stop(v: &Value, has_calls: bool) -> Stop {
 fn decode_output_item(it: &Value) -> Option<Item> {
     match get_str(it, "type")? {
         "message" => {
-            let content = decode_content(it.get("content"), "output").ok()?;
+            let content = decode_content(it.get("content"), At::Output).ok()?;
             Some(Item::Message {
                 role: Role::Assistant,
                 content,
