@@ -19,7 +19,6 @@ use pingora::connectors::TransportConnector;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::protocols::http::v1::client::{http_req_header_to_wire, HttpSession};
 use pingora::protocols::Stream;
-
 use pingora::tls::x509::X509;
 use pingora::upstreams::peer::{HttpPeer, Peer, ALPN};
 use tokio::io::AsyncWriteExt;
