@@ -21,7 +21,6 @@ use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
 use sqlx::types::Json;
-use sqlx::QueryBuilder;
 
 pub use decision::{
     prompt_hash, prompt_preview, Attempt, CandidateScore, DecisionDetails, DecisionQuery,
@@ -44,15 +43,17 @@ pub const MAX_DECISIONS_PAGE: u32 = 1000;
 /// and keeps (27 columns each: 64 rows stay well under both backends' parameter limits).
 const INSERT_CHUNK_SIZES: [usize; 4] = [64, 16, 4, 1];
 
-/// `records` cut into chunks of [`INSERT_CHUNK_SIZES`], largest first.
-fn insert_chunks<T>(mut records: &[T]) -> impl Iterator<Item = &[T]> {
+/// `records` cut into chunks of [`INSERT_CHUNK_SIZES`], largest first, each with the index of
+/// its size.
+fn insert_chunks<T>(mut records: &[T]) -> impl Iterator<Item = (usize, &[T])> {
     std::iter::from_fn(move || {
-        let size = INSERT_CHUNK_SIZES
+        let (i, size) = INSERT_CHUNK_SIZES
             .into_iter()
-            .find(|&size| size <= records.len())?;
+            .enumerate()
+            .find(|&(_, size)| size <= records.len())?;
         let (chunk, rest) = records.split_at(size);
         records = rest;
-        Some(chunk)
+        Some((i, chunk))
     })
 }
 
@@ -176,6 +177,35 @@ const DECISION_COLUMNS: &str = "decision_id, created_at, prompt_hash, prompt_pre
     selected_score, provider, status, http_status, error_kind, input_tokens, output_tokens, \
     cost_usd, latencies_ms, total_latency_ms, feedback_score, details, features, \
     cache_read_tokens, cache_write_tokens, key_id, explore";
+
+/// How many columns [`DECISION_COLUMNS`] names: the values each row binds.
+const DECISION_COLUMN_COUNT: usize = 28;
+
+/// The `INSERT` of `INSERT_CHUNK_SIZES[size]` decision rows in PostgreSQL's (`$n`) or SQLite's
+/// (`?`) placeholders, written once per process.
+fn insert_decisions_sql(postgres: bool, size: usize) -> &'static str {
+    static WRITTEN: [[std::sync::OnceLock<String>; INSERT_CHUNK_SIZES.len()]; 2] =
+        [const { [const { std::sync::OnceLock::new() }; INSERT_CHUNK_SIZES.len()] }; 2];
+    WRITTEN[usize::from(postgres)][size].get_or_init(|| {
+        let mut sql = format!("INSERT INTO routing_decisions ({DECISION_COLUMNS}) VALUES ");
+        for row in 0..INSERT_CHUNK_SIZES[size] {
+            sql.push_str(if row == 0 { "(" } else { ", (" });
+            for col in 0..DECISION_COLUMN_COUNT {
+                if col > 0 {
+                    sql.push_str(", ");
+                }
+                if postgres {
+                    sql.push_str(&format!("${}", row * DECISION_COLUMN_COUNT + col + 1));
+                } else {
+                    sql.push('?');
+                }
+            }
+            sql.push(')');
+        }
+        sql.push_str(" ON CONFLICT (decision_id) DO NOTHING");
+        sql
+    })
+}
 
 /// The columns read back, with the latest feedback (which may arrive before or after the
 /// decision row) taking precedence over the logged score.
@@ -539,46 +569,46 @@ impl Store {
         let inserted = on_pool!(self, pool, Db => {
             let mut tx = pool.begin().await?;
             let mut inserted = 0u64;
-            for chunk in insert_chunks(records) {
-                let mut qb: QueryBuilder<'_, Db> =
-                    QueryBuilder::new(format!("INSERT INTO routing_decisions ({DECISION_COLUMNS}) "));
-                qb.push_values(chunk, |mut b, r| {
-                    b.push_bind(&r.decision_id)
-                        .push_bind(r.created_at)
-                        .push_bind(&r.prompt_hash)
-                        .push_bind(&r.prompt_preview)
-                        .push_bind(&r.requested_model)
-                        .push_bind(&r.domain)
-                        .push_bind(&r.action)
-                        .push_bind(&r.route_source)
-                        .push_bind(r.route_confidence)
-                        .push_bind(Json(&r.candidates))
-                        .push_bind(&r.selected_model)
-                        .push_bind(r.selected_score)
-                        .push_bind(&r.provider)
-                        .push_bind(&r.status)
-                        .push_bind(r.http_status.map(i32::from))
-                        .push_bind(&r.error_kind)
-                        .push_bind(to_i64(r.input_tokens))
-                        .push_bind(to_i64(r.output_tokens))
-                        .push_bind(r.cost_usd)
-                        .push_bind(Json(&r.latencies_ms))
-                        .push_bind(r.total_latency_ms)
-                        .push_bind(r.feedback_score)
-                        .push_bind(Json(&r.details))
-                        .push_bind(r.features.as_ref().map(Json))
-                        .push_bind(to_i64(r.cache_read_tokens))
-                        .push_bind(to_i64(r.cache_write_tokens))
-                        .push_bind(&r.key_id)
-                        .push_bind(r.explore);
-                });
-                qb.push(" ON CONFLICT (decision_id) DO NOTHING");
-                // Cached: four statement shapes in all (see `INSERT_CHUNK_SIZES`). One
-                // statement per batch size, as before, re-parsed every batch and would grow
-                // the driver's cache (up to 100 per connection, the larger ones megabytes
-                // each) if it were kept.
-                inserted += qb
-                    .build()
+            for (size, chunk) in insert_chunks(records) {
+                let sql = insert_decisions_sql(<Db as sqlx::Database>::NAME == "PostgreSQL", size);
+                let mut q = sqlx::query::<Db>(sql);
+                for r in chunk {
+                    q = q
+                        .bind(&r.decision_id)
+                        .bind(r.created_at)
+                        .bind(&r.prompt_hash)
+                        .bind(&r.prompt_preview)
+                        .bind(&r.requested_model)
+                        .bind(&r.domain)
+                        .bind(&r.action)
+                        .bind(&r.route_source)
+                        .bind(r.route_confidence)
+                        .bind(Json(&r.candidates))
+                        .bind(&r.selected_model)
+                        .bind(r.selected_score)
+                        .bind(&r.provider)
+                        .bind(&r.status)
+                        .bind(r.http_status.map(i32::from))
+                        .bind(&r.error_kind)
+                        .bind(to_i64(r.input_tokens))
+                        .bind(to_i64(r.output_tokens))
+                        .bind(r.cost_usd)
+                        .bind(Json(&r.latencies_ms))
+                        .bind(r.total_latency_ms)
+                        .bind(r.feedback_score)
+                        .bind(Json(&r.details))
+                        .bind(r.features.as_ref().map(Json))
+                        .bind(to_i64(r.cache_read_tokens))
+                        .bind(to_i64(r.cache_write_tokens))
+                        .bind(&r.key_id)
+                        .bind(r.explore);
+                }
+                // Cached by the driver: four statement shapes in all (see
+                // `INSERT_CHUNK_SIZES`), their text written once per process. One statement
+                // per batch size, as before, was re-parsed every batch and would grow the
+                // driver's cache (up to 100 per connection, the larger ones megabytes each) if
+                // it were kept.
+                inserted += q
                     .persistent(true)
                     .execute(&mut *tx)
                     .await?
@@ -830,18 +860,45 @@ pub async fn open_and_seed(database: &str, policies: &[PolicySpec]) -> Result<St
 
 #[cfg(test)]
 mod tests {
-    use super::{insert_chunks, INSERT_CHUNK_SIZES};
+    use super::{insert_chunks, insert_decisions_sql, DECISION_COLUMN_COUNT, INSERT_CHUNK_SIZES};
 
     #[test]
     fn decision_batches_are_cut_into_the_four_statement_sizes() {
         for n in [0usize, 1, 3, 4, 5, 63, 64, 65, 100, 500, 1001] {
             let rows: Vec<usize> = (0..n).collect();
-            let chunks: Vec<&[usize]> = insert_chunks(&rows).collect();
-            assert!(chunks.iter().all(|c| INSERT_CHUNK_SIZES.contains(&c.len())));
+            let sized: Vec<(usize, &[usize])> = insert_chunks(&rows).collect();
+            assert!(sized.iter().all(|(i, c)| INSERT_CHUNK_SIZES[*i] == c.len()));
+            let chunks: Vec<&[usize]> = sized.into_iter().map(|(_, c)| c).collect();
             // Every row once, in order; largest chunks first.
             assert_eq!(chunks.concat(), rows, "n = {n}");
             assert!(chunks.windows(2).all(|w| w[0].len() >= w[1].len()));
         }
         assert_eq!(insert_chunks(&[0u8; 100]).count(), 4, "64 + 16 + 16 + 4");
+    }
+
+    #[test]
+    fn insert_statements_have_a_placeholder_per_value() {
+        for (i, rows) in INSERT_CHUNK_SIZES.into_iter().enumerate() {
+            let values = rows * DECISION_COLUMN_COUNT;
+            let sqlite = insert_decisions_sql(false, i);
+            assert_eq!(sqlite.matches('?').count(), values);
+            let pg = insert_decisions_sql(true, i);
+            assert!(
+                pg.contains(&format!("${values})")) && !pg.contains(&format!("${}", values + 1))
+            );
+            assert_eq!(pg.matches('$').count(), values);
+            for sql in [sqlite, pg] {
+                assert_eq!(
+                    sql.matches('(').count(),
+                    rows + 2,
+                    "the column list, a row each, the conflict target"
+                );
+                assert!(sql.ends_with(" ON CONFLICT (decision_id) DO NOTHING"));
+                // Written once: the same text each time.
+                assert!(std::ptr::eq(sql, insert_decisions_sql(sql == pg, i)));
+            }
+        }
+        let columns = super::DECISION_COLUMNS.split(',').count();
+        assert_eq!(columns, DECISION_COLUMN_COUNT);
     }
 }
