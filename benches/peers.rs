@@ -27,8 +27,7 @@
 //! `.venv-peers/bin/litellm`), PEERS_RATE=150, PEERS_FAST_RATE=1000 (0: skip), PEERS_SECONDS=20,
 //! PEERS_RAMP (rates, default "10,25,50,100,200,400,800,1600,3200"), PEERS_RAMP_SECONDS=5,
 //! PEERS_P99_MS=100, PEERS_CPU_RATES="150,1000", PEERS_CPU_SECONDS=10 (each proxy's total),
-//! PEERS_CPU_ROUNDS=5. A peer that is not
-//! installed is skipped, and said so.
+//! PEERS_CPU_ROUNDS=5. A peer that is not installed is skipped, and said so.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -479,7 +478,8 @@ fn main() {
             }
         }
 
-        println!("\nPart 3: CPU time per 1,000 requests at a fixed rate, the proxies taking turns ({cpu_rounds} rounds of {cpu_secs} s in all each; its process, every thread and child)");
+        let slice = (cpu_secs as f64 / cpu_rounds as f64).round().max(1.0) as u64;
+        println!("\nPart 3: CPU time per 1,000 requests at a fixed rate, the proxies taking turns of {slice} s over {cpu_rounds} rounds (its process, every thread and child)");
         let mut cpu = Vec::new();
         for &rate in &cpu_rates {
             // Each proxy alone at the rate, in turns of a slice each, round after round: the
@@ -500,7 +500,6 @@ fn main() {
                     per_round_us: Vec::new(),
                 });
             }
-            let slice = (cpu_secs as f64 / cpu_rounds as f64).max(1.0).round() as u64;
             for _ in 0..cpu_rounds {
                 for turn in turns.iter_mut() {
                     let before = cpu_ns(turn.pid);
